@@ -1,0 +1,984 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Kindling kernel side: socket syscalls, TCP state, retransmits, resets,
+ * RTT samples and packet drops, written as variable-length records into one
+ * ring buffer. The record layouts live in kindling.h.
+ *
+ * Only tracepoints are used (syscall tracepoints, tp_btf): the target
+ * kernels have neither kprobes nor fentry.
+ *
+ * Syscalls are followed in two halves: the entry handler decides whether
+ * the fd is an interesting socket (TCP or UDP over IPv4/IPv6, wanted pid,
+ * cgroup and port) and parks the arguments in `pending`; the exit handler
+ * knows the return value, reads the payload from user memory and emits.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "kindling.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EAGAIN 11
+#define EINPROGRESS 115
+
+#define opaque(x) asm volatile("" : "+r"(x))
+
+/* Set by the loader before load (rodata). */
+const volatile __u32 self_tgid = 0;
+const volatile __u32 snaplen = 4096;
+const volatile __u8 filter_pids = 0;
+const volatile __u8 filter_cgroups = 0;
+const volatile __u8 filter_ports = 0;
+/* Programs attached but returning at once: the overhead harness' floor. */
+const volatile __u8 hooks_only = 0;
+/* Wake the consumer only once this much is waiting; it also polls on a timer. */
+const volatile __u64 wakeup_bytes = 0;
+const volatile __u64 rtt_interval_ns = 1000000000ULL;
+
+/* Dummy instances so the skeleton carries the ABI types for layout checks. */
+struct ke_data _ke_data = {};
+struct ke_conn _ke_conn = {};
+struct ke_tcp _ke_tcp = {};
+struct ke_drop _ke_drop = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KL_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+/* A syscall in flight, keyed by pid_tgid. */
+struct pending {
+	struct ke_sock sk; /* filled at entry for close, at exit otherwise */
+	__u64 ts;
+	__u64 sock;	   /* struct sock * */
+	__u64 ino;
+	__u64 buf;	   /* buffer, iovec array, msghdr or mmsghdr array */
+	__u64 addr;	   /* user sockaddr (sendto, recvfrom, connect, accept) */
+	__u32 count;	   /* buffer length, iovcnt or vlen */
+	__s32 fd;
+	__u8 syscall;
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pending);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} port_filter SEC(".maps");
+
+/* Sockets touched by wanted processes; TCP events of other sockets are
+ * dropped when a pid or cgroup filter is set (they fire in softirq, where
+ * the current pid means nothing). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} wanted_socks SEC(".maps");
+
+/* Last RTT sample per socket, for rate limiting. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} rtt_last SEC(".maps");
+
+/* Per-CPU scratch where a data record is assembled before ringbuf_output.
+ * Payload room is twice the max snaplen so that "offset < MAX, len <= MAX"
+ * is provably in bounds for the verifier. That is over the 32 KiB per-CPU
+ * value limit, so it is a plain array indexed by CPU; the loader sizes it
+ * to the number of possible CPUs. */
+struct scratch {
+	struct ke_data d;
+	__u8 payload[2 * KINDLING_MAX_SNAPLEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+static __always_inline void count_loss(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&losses, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 wake_flags(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline bool filters_on(void)
+{
+	return filter_pids || filter_cgroups;
+}
+
+static __always_inline bool task_wanted(__u32 tgid)
+{
+	if (tgid == self_tgid)
+		return false;
+	if (filter_pids && !bpf_map_lookup_elem(&pid_filter, &tgid))
+		return false;
+	if (filter_cgroups) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		if (!bpf_map_lookup_elem(&cgroup_filter, &cg))
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool ports_wanted(__u16 a, __u16 b)
+{
+	if (!filter_ports)
+		return true;
+	return bpf_map_lookup_elem(&port_filter, &a) || bpf_map_lookup_elem(&port_filter, &b);
+}
+
+static __always_inline struct file *fd_to_file(int fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* The struct sock behind a file if it is a TCP or UDP socket over IPv4/IPv6. */
+static __always_inline struct sock *file_to_sock(struct file *f, __u64 *ino)
+{
+	struct inode *inode;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family, proto;
+
+	if (!f)
+		return NULL;
+	inode = BPF_CORE_READ(f, f_inode);
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return NULL;
+	*ino = BPF_CORE_READ(inode, i_ino);
+	return sk;
+}
+
+static __always_inline void fill_sock(struct ke_sock *out, const struct sock *sk)
+{
+	out->sock = (__u64)sk;
+	out->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	out->protocol = BPF_CORE_READ(sk, sk_protocol);
+	out->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	out->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	out->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (out->family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)out->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)out->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(out->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(out->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/* Peer address from a user sockaddr (unconnected UDP, failed connect). */
+static __always_inline bool peer_from_user(struct ke_sock *out, __u64 uaddr)
+{
+	__u16 family = 0;
+
+	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), (void *)uaddr))
+		return false;
+	if (family == AF_INET) {
+		struct sockaddr_in sin = {};
+		if (bpf_probe_read_user(&sin, sizeof(sin), (void *)uaddr))
+			return false;
+		__builtin_memset(out->daddr, 0, sizeof(out->daddr));
+		__builtin_memcpy(out->daddr, &sin.sin_addr.s_addr, 4);
+		out->dport = bpf_ntohs(sin.sin_port);
+		return true;
+	}
+	if (family == AF_INET6) {
+		struct sockaddr_in6 sin6 = {};
+		if (bpf_probe_read_user(&sin6, sizeof(sin6), (void *)uaddr))
+			return false;
+		__builtin_memcpy(out->daddr, sin6.sin6_addr.in6_u.u6_addr8, 16);
+		out->dport = bpf_ntohs(sin6.sin6_port);
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void fill_header(struct ke_header *h, __u16 kind, __u32 size, __u64 ts)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	h->kind = kind;
+	h->flags = 0;
+	h->size = size;
+	h->ts_ns = ts;
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline void remember_sock(__u64 sock)
+{
+	__u8 one = 1;
+
+	if (filters_on() && !bpf_map_lookup_elem(&wanted_socks, &sock))
+		bpf_map_update_elem(&wanted_socks, &sock, &one, BPF_ANY);
+}
+
+static __always_inline bool sock_wanted(__u64 sock)
+{
+	return !filters_on() || bpf_map_lookup_elem(&wanted_socks, &sock);
+}
+
+/* ---- syscall entry ---------------------------------------------------- */
+
+static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u32 count, __u64 addr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending p = {};
+	struct sock *sk;
+
+	if (hooks_only)
+		return 0;
+	if (!task_wanted(id >> 32))
+		return 0;
+	sk = file_to_sock(fd_to_file(fd), &p.ino);
+	if (!sk)
+		return 0;
+	/* connect and accept learn their ports at exit; filter there. */
+	/* Unconnected UDP names its peer per call: data records check at exit. */
+	if (syscall != KS_CONNECT && syscall != KS_ACCEPT && syscall != KS_ACCEPT4) {
+		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		bool unconnected_udp =
+			dport == 0 && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP;
+		if (!unconnected_udp && !ports_wanted(sport, dport))
+			return 0;
+	}
+	if (syscall == KS_CLOSE)
+		fill_sock(&p.sk, sk);
+	p.ts = bpf_ktime_get_boot_ns();
+	p.sock = (__u64)sk;
+	p.buf = buf;
+	p.addr = addr;
+	p.count = count;
+	p.fd = fd;
+	p.syscall = syscall;
+	if (bpf_map_update_elem(&pending, &id, &p, BPF_ANY))
+		count_loss(KL_PENDING_FULL);
+	return 0;
+}
+
+#define ARG(i) (ctx->args[i])
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int enter_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_READ, ARG(0), ARG(1), ARG(2), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_WRITE, ARG(0), ARG(1), ARG(2), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_readv")
+int enter_readv(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_READV, ARG(0), ARG(1), ARG(2), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_WRITEV, ARG(0), ARG(1), ARG(2), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int enter_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_SENDTO, ARG(0), ARG(1), ARG(2), ARG(4));
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_RECVFROM, ARG(0), ARG(1), ARG(2), ARG(4));
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_SENDMSG, ARG(0), ARG(1), 1, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_RECVMSG, ARG(0), ARG(1), 1, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_SENDMMSG, ARG(0), ARG(1), ARG(2), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_RECVMMSG, ARG(0), ARG(1), ARG(2), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_CONNECT, ARG(0), 0, 0, ARG(1));
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept")
+int enter_accept(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_ACCEPT, ARG(0), 0, 0, ARG(1));
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int enter_accept4(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_ACCEPT4, ARG(0), 0, 0, ARG(1));
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_sock_call(KS_CLOSE, ARG(0), 0, 0, 0);
+}
+
+/* ---- payload capture ------------------------------------------------------ */
+
+/* Copy up to `n` bytes of user memory to payload[off..]. Returns bytes copied. */
+static __always_inline __u64 copy_user(struct scratch *s, __u64 off, __u64 src, __u64 n,
+				       __u16 *flags)
+{
+	if (off >= KINDLING_MAX_SNAPLEN)
+		return 0;
+	/* The compiler may test a copy of a register and use another; hide the
+	 * values from it so the verifier sees the bounds on what is used. */
+	opaque(off);
+	off &= KINDLING_MAX_SNAPLEN - 1;
+	opaque(n);
+	if (n > KINDLING_MAX_SNAPLEN)
+		n = KINDLING_MAX_SNAPLEN;
+	opaque(n);
+	if (n == 0)
+		return 0;
+	if (bpf_probe_read_user(&s->payload[off], n, (void *)src)) {
+		*flags |= KF_READ_FAILED;
+		return 0;
+	}
+	return n;
+}
+
+/* Capture `total` bytes spread over an iovec array, up to snaplen. */
+static __always_inline __u64 capture_iov(struct scratch *s, __u64 iov_ptr, __u64 iovcnt,
+					 __u64 total, __u16 *flags)
+{
+	__u64 cap = 0;
+	__u64 left = total;
+
+	for (int i = 0; i < KINDLING_MAX_IOV; i++) {
+		struct iovec iov;
+		__u64 want;
+
+		if (i >= iovcnt || left == 0 || cap >= snaplen)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iov_ptr + i * sizeof(iov)))) {
+			*flags |= KF_READ_FAILED;
+			break;
+		}
+		want = iov.iov_len < left ? iov.iov_len : left;
+		left -= want;
+		if (want > snaplen - cap)
+			want = snaplen - cap;
+		cap += copy_user(s, cap, (__u64)iov.iov_base, want, flags);
+	}
+	return cap;
+}
+
+static __always_inline void emit_rtt(const struct sock *sk, __u64 now)
+{
+	__u64 key = (__u64)sk;
+	__u64 *last = bpf_map_lookup_elem(&rtt_last, &key);
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct ke_tcp *e;
+
+	if (last && now - *last < rtt_interval_ns)
+		return;
+	bpf_map_update_elem(&rtt_last, &key, &now, BPF_ANY);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(KL_RING_FULL);
+		return;
+	}
+	fill_header(&e->hdr, KE_TCP_RTT, sizeof(*e), now);
+	fill_sock(&e->sk, sk);
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
+	e->old_state = 0;
+	e->new_state = e->sk.state;
+	e->reset_dir = 0;
+	bpf_ringbuf_submit(e, wake_flags());
+}
+
+/* Everything one data record needs; passed by pointer to the global
+ * emit_data() so the verifier checks its loops once, not per call site. */
+struct emit_args {
+	struct pending p;
+	__s64 ret;
+	__u64 now;
+	__u64 data;	 /* user buffer, or iovec array when iovcnt > 0 */
+	__u64 iovcnt;
+	__u64 total;	 /* true length of this message */
+	__u64 peer;	 /* optional user sockaddr of the other end */
+	__u32 msg_index;
+	__u32 direction;
+};
+
+/* Emit one data record, payload captured up to snaplen. */
+__noinline int emit_data(struct emit_args *a)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &cpu);
+	struct ke_data *d;
+	__u16 flags = 0;
+	__u64 cap, size;
+
+	if (!s || !a)
+		return 0;
+	d = &s->d;
+	if (a->iovcnt == 0)
+		cap = copy_user(s, 0, a->data, a->total < snaplen ? a->total : snaplen, &flags);
+	else
+		cap = capture_iov(s, a->data, a->iovcnt, a->total, &flags);
+	opaque(cap);
+	if (cap > KINDLING_MAX_SNAPLEN)
+		cap = KINDLING_MAX_SNAPLEN;
+	if (cap < a->total) {
+		flags |= KF_TRUNCATED;
+		count_loss(KL_TRUNCATED);
+	}
+	if (flags & KF_READ_FAILED)
+		count_loss(KL_READ_FAILED);
+
+	size = sizeof(struct ke_data) + cap;
+	fill_header(&d->hdr, KE_DATA, size, a->now);
+	fill_sock(&d->sk, (struct sock *)a->p.sock);
+	if (a->peer && d->sk.dport == 0 && peer_from_user(&d->sk, a->peer))
+		flags |= KF_PEER_FROM_ADDR;
+	if (!ports_wanted(d->sk.sport, d->sk.dport))
+		return 0;
+	d->hdr.flags = flags;
+	d->ts_enter_ns = a->p.ts;
+	d->ret = a->ret;
+	d->ino = a->p.ino;
+	d->len = a->total;
+	d->cap_len = cap;
+	d->fd = a->p.fd;
+	d->syscall = a->p.syscall;
+	d->direction = a->direction;
+	d->msg_index = a->msg_index;
+	opaque(size);
+	if (size > sizeof(struct ke_data) + KINDLING_MAX_SNAPLEN)
+		size = sizeof(struct ke_data) + KINDLING_MAX_SNAPLEN;
+	if (bpf_ringbuf_output(&events, s, size, wake_flags()))
+		count_loss(KL_RING_FULL);
+	return 0;
+}
+
+static __always_inline bool take_pending(struct pending *out)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&pending, &id);
+
+	if (!p)
+		return false;
+	__builtin_memcpy(out, p, sizeof(*out));
+	bpf_map_delete_elem(&pending, &id);
+	return true;
+}
+
+/* Common start of every data syscall exit; false if nothing to report. */
+static __always_inline bool begin_data(struct emit_args *a, long ret, __u32 direction)
+{
+	if (!take_pending(&a->p))
+		return false;
+	/* Non-blocking servers read until EAGAIN; those calls carry nothing. */
+	if (ret == -EAGAIN)
+		return false;
+	a->ret = ret;
+	a->now = bpf_ktime_get_boot_ns();
+	a->total = ret > 0 ? ret : 0;
+	a->direction = direction;
+	a->msg_index = 0;
+	a->peer = 0;
+	a->iovcnt = 0;
+	a->data = a->p.buf;
+	remember_sock(a->p.sock);
+	return true;
+}
+
+static __always_inline int end_data(struct emit_args *a)
+{
+	struct sock *sk = (struct sock *)a->p.sock;
+
+	if (BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
+		emit_rtt(sk, a->now);
+	return 0;
+}
+
+/* read, write, sendto, recvfrom: one flat buffer. */
+static __always_inline int exit_buf(long ret, __u32 direction)
+{
+	struct emit_args a;
+
+	if (!begin_data(&a, ret, direction))
+		return 0;
+	a.peer = a.p.addr;
+	emit_data(&a);
+	return end_data(&a);
+}
+
+/* readv, writev: an iovec array. */
+static __always_inline int exit_iov(long ret, __u32 direction)
+{
+	struct emit_args a;
+
+	if (!begin_data(&a, ret, direction))
+		return 0;
+	a.iovcnt = a.p.count;
+	emit_data(&a);
+	return end_data(&a);
+}
+
+/* sendmsg, recvmsg: a msghdr with iovecs and maybe a peer address. */
+static __always_inline int exit_msg(long ret, __u32 direction)
+{
+	struct emit_args a;
+	struct user_msghdr msg = {};
+
+	if (!begin_data(&a, ret, direction))
+		return 0;
+	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a.p.buf))
+		count_loss(KL_READ_FAILED);
+	a.data = (__u64)msg.msg_iov;
+	a.iovcnt = msg.msg_iovlen ? msg.msg_iovlen : 1;
+	if (!msg.msg_iov)
+		a.total = 0;
+	a.peer = (__u64)msg.msg_name;
+	emit_data(&a);
+	return end_data(&a);
+}
+
+/* sendmmsg, recvmmsg: one record per message, up to KINDLING_MAX_MMSG. */
+static __always_inline int exit_mmsg(long ret, __u32 direction)
+{
+	struct emit_args a;
+	__u64 vec;
+
+	if (!begin_data(&a, ret, direction))
+		return 0;
+	if (ret <= 0) {
+		emit_data(&a);
+		return end_data(&a);
+	}
+	vec = a.p.buf;
+	for (int i = 0; i < KINDLING_MAX_MMSG; i++) {
+		struct mmsghdr mm;
+
+		if (i >= ret)
+			break;
+		if (bpf_probe_read_user(&mm, sizeof(mm), (void *)(vec + i * sizeof(struct mmsghdr)))) {
+			count_loss(KL_READ_FAILED);
+			break;
+		}
+		a.data = (__u64)mm.msg_hdr.msg_iov;
+		a.iovcnt = mm.msg_hdr.msg_iovlen ? mm.msg_hdr.msg_iovlen : 1;
+		a.total = mm.msg_len;
+		a.peer = (__u64)mm.msg_hdr.msg_name;
+		a.msg_index = i;
+		emit_data(&a);
+	}
+	return end_data(&a);
+}
+
+static __always_inline int exit_conn(long ret)
+{
+	struct pending p;
+	struct ke_conn *e;
+	struct sock *sk;
+	__u64 now, ino = 0;
+
+	if (!take_pending(&p))
+		return 0;
+	if (ret == -EAGAIN)
+		return 0;
+	now = bpf_ktime_get_boot_ns();
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(KL_RING_FULL);
+		return 0;
+	}
+	fill_header(&e->hdr, p.syscall == KS_CLOSE ? KE_CLOSE
+			     : p.syscall == KS_CONNECT ? KE_CONNECT
+						      : KE_ACCEPT,
+		    sizeof(*e), now);
+	e->ts_enter_ns = p.ts;
+	e->ret = ret;
+	e->fd = p.fd;
+	e->syscall = p.syscall;
+	e->ino = p.ino;
+
+	switch (p.syscall) {
+	case KS_CLOSE:
+		e->sk = p.sk;
+		break;
+	case KS_CONNECT:
+		fill_sock(&e->sk, (struct sock *)p.sock);
+		/* A refused connect leaves no peer in the sock: take the argument. */
+		if (e->sk.dport == 0 && peer_from_user(&e->sk, p.addr))
+			e->hdr.flags |= KF_PEER_FROM_ADDR;
+		remember_sock(p.sock);
+		break;
+	default: /* accept, accept4: report the new socket */
+		sk = ret >= 0 ? file_to_sock(fd_to_file(ret), &ino) : NULL;
+		if (sk) {
+			fill_sock(&e->sk, sk);
+			e->ino = ino;
+			remember_sock((__u64)sk);
+		} else {
+			fill_sock(&e->sk, (struct sock *)p.sock);
+		}
+		break;
+	}
+	if (!ports_wanted(e->sk.sport, e->sk.dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	bpf_ringbuf_submit(e, wake_flags());
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int exit_read(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_buf(ctx->ret, KD_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int exit_write(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_buf(ctx->ret, KD_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_readv")
+int exit_readv(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_iov(ctx->ret, KD_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int exit_writev(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_iov(ctx->ret, KD_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int exit_sendto(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_buf(ctx->ret, KD_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_buf(ctx->ret, KD_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_msg(ctx->ret, KD_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_msg(ctx->ret, KD_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_mmsg(ctx->ret, KD_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_mmsg(ctx->ret, KD_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_conn(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_conn(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_conn(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_close")
+int exit_close(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_conn(ctx->ret);
+}
+
+/* ---- TCP health ------------------------------------------------------------ */
+
+/* Tuple of a packet without a socket, seen as received: local = destination. */
+static __always_inline bool parse_skb(const struct sk_buff *skb, struct ke_sock *out)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	__u16 ports[2];
+
+	if (proto == ETH_P_IP) {
+		struct iphdr ip;
+		__u8 vihl;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return false;
+		__builtin_memcpy(&vihl, &ip, 1);
+		out->family = AF_INET;
+		out->protocol = ip.protocol;
+		__builtin_memcpy(out->daddr, &ip.saddr, 4);
+		__builtin_memcpy(out->saddr, &ip.daddr, 4);
+		if (th == (__u16)~0U || th <= nh)
+			th = nh + (vihl & 0xf) * 4;
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return false;
+		out->family = AF_INET6;
+		out->protocol = ip6.nexthdr;
+		__builtin_memcpy(out->daddr, &ip6.saddr, 16);
+		__builtin_memcpy(out->saddr, &ip6.daddr, 16);
+		if (th == (__u16)~0U || th <= nh)
+			th = nh + sizeof(ip6);
+	} else {
+		return false;
+	}
+	if (out->protocol != IPPROTO_TCP && out->protocol != IPPROTO_UDP)
+		return false;
+	if (bpf_probe_read_kernel(ports, sizeof(ports), head + th))
+		return false;
+	out->dport = bpf_ntohs(ports[0]);
+	out->sport = bpf_ntohs(ports[1]);
+	return true;
+}
+
+static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_state,
+				    __u8 new_state, __u8 reset_dir)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct ke_tcp *e;
+
+	if (hooks_only || !sock_wanted((__u64)sk))
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(KL_RING_FULL);
+		return 0;
+	}
+	fill_header(&e->hdr, kind, sizeof(*e), bpf_ktime_get_boot_ns());
+	fill_sock(&e->sk, sk);
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
+	e->old_state = old_state;
+	e->new_state = new_state;
+	e->reset_dir = reset_dir;
+	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	if (!ports_wanted(e->sk.sport, e->sk.dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	bpf_ringbuf_submit(e, wake_flags());
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_state, const struct sock *sk, int oldstate, int newstate)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	return emit_tcp(sk, KE_TCP_STATE, oldstate, newstate, 0);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(on_retransmit, const struct sock *sk)
+{
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	return emit_tcp(sk, KE_TCP_RETRANSMIT, state, state, 0);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_receive_reset, const struct sock *sk)
+{
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	return emit_tcp(sk, KE_TCP_RESET, state, state, KR_RECEIVED);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct ke_tcp *e;
+	__u8 state;
+
+	if (sk) {
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		return emit_tcp(sk, KE_TCP_RESET, state, state, KR_SENT);
+	}
+	/* No socket (e.g. a SYN to a closed port): describe it from the packet. */
+	if (hooks_only || filters_on() || !skb)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(KL_RING_FULL);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_header(&e->hdr, KE_TCP_RESET, sizeof(*e), bpf_ktime_get_boot_ns());
+	if (!parse_skb(skb, &e->sk) || !ports_wanted(e->sk.sport, e->sk.dport)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	e->hdr.flags = KF_NO_SOCK;
+	e->reset_dir = KR_SENT;
+	bpf_ringbuf_submit(e, wake_flags());
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	struct ke_drop *e;
+	struct sock *sk;
+
+	if (hooks_only || reason <= SKB_CONSUMED)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(KL_RING_FULL);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_header(&e->hdr, KE_SKB_DROP, sizeof(*e), bpf_ktime_get_boot_ns());
+	sk = BPF_CORE_READ(skb, sk);
+	if (sk) {
+		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+		if ((family != AF_INET && family != AF_INET6) ||
+		    (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !sock_wanted((__u64)sk))
+			goto discard;
+		fill_sock(&e->sk, sk);
+	} else {
+		if (filters_on() || !parse_skb(skb, &e->sk))
+			goto discard;
+		e->hdr.flags = KF_NO_SOCK;
+	}
+	if (!ports_wanted(e->sk.sport, e->sk.dport))
+		goto discard;
+	e->location = (__u64)location;
+	e->reason = reason;
+	bpf_ringbuf_submit(e, wake_flags());
+	return 0;
+discard:
+	bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}

@@ -1,0 +1,605 @@
+//! The event ABI: Rust mirrors of the records defined in `bpf/kindling.h`, and
+//! a zero-copy decoder.
+//!
+//! Every record starts with a [`RecordHeader`]; its `size` covers the whole
+//! record. Fields are native-endian and declared with zerocopy's unaligned
+//! integer types, so a record can be viewed in place over ring-buffer memory or
+//! over any byte offset of a capture file. [`decode`] never allocates and never
+//! panics: malformed bytes give a [`DecodeError`].
+//!
+//! ```text
+//! ke_header (48) ─┬─ ke_data (136) + cap_len payload bytes   KE_DATA
+//!                 ├─ ke_conn (128)                           KE_CONNECT / KE_ACCEPT / KE_CLOSE
+//!                 ├─ ke_tcp  (120)                           KE_TCP_STATE / _RETRANSMIT / _RESET / _RTT
+//!                 └─ ke_drop (112)                           KE_SKB_DROP
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use zerocopy::byteorder::native_endian::{I32, I64, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Version of the record layouts; equals `KINDLING_ABI_VERSION` in `kindling.h`.
+pub const ABI_VERSION: u16 = 1;
+/// Largest payload the kernel side captures per syscall message.
+pub const MAX_SNAPLEN: u32 = 16384;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Record kinds, as in `enum ke_kind`.
+pub mod kind {
+    /// Payload of a socket read or write.
+    pub const DATA: u16 = 1;
+    /// `connect(2)` returned.
+    pub const CONNECT: u16 = 2;
+    /// `accept(2)`/`accept4(2)` returned a new socket.
+    pub const ACCEPT: u16 = 3;
+    /// `close(2)` on a socket returned.
+    pub const CLOSE: u16 = 4;
+    /// TCP state transition.
+    pub const TCP_STATE: u16 = 5;
+    /// TCP segment retransmitted.
+    pub const TCP_RETRANSMIT: u16 = 6;
+    /// TCP reset sent or received.
+    pub const TCP_RESET: u16 = 7;
+    /// Rate-limited smoothed-RTT sample.
+    pub const TCP_RTT: u16 = 8;
+    /// TCP/UDP packet freed with a drop reason.
+    pub const SKB_DROP: u16 = 9;
+}
+
+/// Header flags, as the `KF_*` defines.
+pub mod flags {
+    /// The payload is longer than the captured bytes.
+    pub const TRUNCATED: u16 = 1 << 0;
+    /// User memory could not be read; the payload is missing or partial.
+    pub const READ_FAILED: u16 = 1 << 1;
+    /// The peer address came from the syscall's sockaddr argument.
+    pub const PEER_FROM_ADDR: u16 = 1 << 2;
+    /// No socket: the tuple was parsed from packet headers.
+    pub const NO_SOCK: u16 = 1 << 3;
+}
+
+/// The fixed header of every record (`struct ke_header`).
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RecordHeader {
+    /// Record kind, see [`kind`].
+    pub kind: U16,
+    /// Bit set of [`flags`].
+    pub flags: U16,
+    /// Whole record size in bytes, header and payload included.
+    pub size: U32,
+    /// `CLOCK_BOOTTIME` nanoseconds (syscall exit for syscall records).
+    pub ts_ns: U64,
+    /// Thread-group id (the process id).
+    pub pid: U32,
+    /// Thread id.
+    pub tid: U32,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: U64,
+    /// Task name, NUL padded.
+    pub comm: [u8; 16],
+}
+
+/// Socket identity and addresses from the process' side (`struct ke_sock`).
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SockTuple {
+    /// Kernel address of the `struct sock`: stable while the socket lives.
+    pub sock: U64,
+    /// Local address, IPv4 in the first four bytes.
+    pub saddr: [u8; 16],
+    /// Remote address.
+    pub daddr: [u8; 16],
+    /// Local port.
+    pub sport: U16,
+    /// Remote port.
+    pub dport: U16,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: U16,
+    /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
+    pub protocol: u8,
+    /// Kernel `sk_state` when the record was made.
+    pub state: u8,
+}
+
+/// Body of a [`kind::DATA`] record (`struct ke_data`); the payload follows.
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawData {
+    /// Common header.
+    pub hdr: RecordHeader,
+    /// Socket.
+    pub sk: SockTuple,
+    /// Syscall entry time, `CLOCK_BOOTTIME` ns.
+    pub ts_enter_ns: U64,
+    /// Syscall return value.
+    pub ret: I64,
+    /// Socket inode number.
+    pub ino: U64,
+    /// True payload length of this message.
+    pub len: U32,
+    /// Captured payload bytes following the body.
+    pub cap_len: U32,
+    /// File descriptor.
+    pub fd: I32,
+    /// Syscall number in Kindling's numbering, see [`Syscall`].
+    pub syscall: u8,
+    /// 0 = egress (sent), 1 = ingress (received).
+    pub direction: u8,
+    /// Index of the message within `sendmmsg`/`recvmmsg`, else 0.
+    pub msg_index: U16,
+}
+
+/// Body of connect, accept and close records (`struct ke_conn`).
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawConn {
+    /// Common header.
+    pub hdr: RecordHeader,
+    /// Socket (for accept: the new connection).
+    pub sk: SockTuple,
+    /// Syscall entry time.
+    pub ts_enter_ns: U64,
+    /// Return value (accept: the new fd).
+    pub ret: I64,
+    /// Socket inode number.
+    pub ino: U64,
+    /// The socket's fd (accept: the listening fd).
+    pub fd: I32,
+    /// Syscall, see [`Syscall`].
+    pub syscall: u8,
+    /// Padding.
+    pub pad: [u8; 3],
+}
+
+/// Body of TCP state, retransmit, reset and RTT records (`struct ke_tcp`).
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawTcp {
+    /// Common header; pid/comm are whoever was on the CPU (often softirq).
+    pub hdr: RecordHeader,
+    /// Socket.
+    pub sk: SockTuple,
+    /// Smoothed RTT, microseconds.
+    pub srtt_us: U32,
+    /// RTT mean deviation, microseconds.
+    pub rttvar_us: U32,
+    /// Retransmitted segments over the connection's life.
+    pub total_retrans: U32,
+    /// Congestion window, segments.
+    pub snd_cwnd: U32,
+    /// Previous state (state change), else the current state.
+    pub old_state: u8,
+    /// New state (state change), else the current state.
+    pub new_state: u8,
+    /// 1 = reset sent, 2 = reset received, else 0.
+    pub reset_dir: u8,
+    /// Padding.
+    pub pad: [u8; 5],
+}
+
+/// Body of a packet drop record (`struct ke_drop`).
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawDrop {
+    /// Common header.
+    pub hdr: RecordHeader,
+    /// Socket, or the packet's tuple seen as received when `NO_SOCK` is set.
+    pub sk: SockTuple,
+    /// Kernel text address that dropped the packet.
+    pub location: U64,
+    /// `enum skb_drop_reason` value.
+    pub reason: U32,
+    /// Padding.
+    pub pad: U32,
+}
+
+/// Kindling's syscall numbering (`enum ke_syscall`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[expect(missing_docs, reason = "variants are the syscalls of the same name")]
+pub enum Syscall {
+    Read,
+    Write,
+    Readv,
+    Writev,
+    Sendto,
+    Recvfrom,
+    Sendmsg,
+    Recvmsg,
+    Sendmmsg,
+    Recvmmsg,
+    Connect,
+    Accept,
+    Accept4,
+    Close,
+    /// A number this version does not know.
+    Unknown(u8),
+}
+
+impl Syscall {
+    /// Maps the ABI number.
+    pub fn from_raw(n: u8) -> Self {
+        use Syscall::*;
+        match n {
+            1 => Read,
+            2 => Write,
+            3 => Readv,
+            4 => Writev,
+            5 => Sendto,
+            6 => Recvfrom,
+            7 => Sendmsg,
+            8 => Recvmsg,
+            9 => Sendmmsg,
+            10 => Recvmmsg,
+            11 => Connect,
+            12 => Accept,
+            13 => Accept4,
+            14 => Close,
+            other => Unknown(other),
+        }
+    }
+
+    /// The syscall's name, as in `man 2`.
+    pub fn name(self) -> &'static str {
+        use Syscall::*;
+        match self {
+            Read => "read",
+            Write => "write",
+            Readv => "readv",
+            Writev => "writev",
+            Sendto => "sendto",
+            Recvfrom => "recvfrom",
+            Sendmsg => "sendmsg",
+            Recvmsg => "recvmsg",
+            Sendmmsg => "sendmmsg",
+            Recvmmsg => "recvmmsg",
+            Connect => "connect",
+            Accept => "accept",
+            Accept4 => "accept4",
+            Close => "close",
+            Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// Which way payload bytes went, from the traced process' side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The process sent the bytes.
+    Egress,
+    /// The process received the bytes.
+    Ingress,
+}
+
+/// Transport protocol of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// Another IP protocol number.
+    Other(u8),
+}
+
+impl Transport {
+    /// Lower-case name (`tcp`, `udp`, `ip-N`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Other(_) => "other",
+        }
+    }
+}
+
+/// Why a record could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Fewer bytes than the record header or the kind's fixed body.
+    #[error("record too short: {have} bytes, need {need}")]
+    TooShort {
+        /// Bytes available.
+        have: usize,
+        /// Bytes the header or body needs.
+        need: usize,
+    },
+    /// The header's size does not fit the bytes or the kind.
+    #[error("record size {size} is invalid for {have} available bytes")]
+    BadSize {
+        /// Size the header claims.
+        size: u32,
+        /// Bytes available.
+        have: usize,
+    },
+    /// A kind this version does not know.
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+}
+
+/// A decoded record: a borrowed view, no copy of the bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// Socket payload.
+    Data(DataEvent<'a>),
+    /// connect, accept or close.
+    Conn(ConnEvent<'a>),
+    /// TCP state, retransmit, reset or RTT.
+    Tcp(TcpEvent<'a>),
+    /// Packet drop.
+    Drop(DropEvent<'a>),
+}
+
+/// A socket read or write with its payload.
+#[derive(Clone, Copy)]
+pub struct DataEvent<'a> {
+    /// The fixed part.
+    pub raw: &'a RawData,
+    /// Captured payload (`cap_len` bytes).
+    pub payload: &'a [u8],
+}
+
+/// connect, accept or close.
+#[derive(Clone, Copy)]
+pub struct ConnEvent<'a> {
+    /// The record.
+    pub raw: &'a RawConn,
+}
+
+/// TCP state change, retransmit, reset or RTT sample.
+#[derive(Clone, Copy)]
+pub struct TcpEvent<'a> {
+    /// The record.
+    pub raw: &'a RawTcp,
+}
+
+/// Packet drop.
+#[derive(Clone, Copy)]
+pub struct DropEvent<'a> {
+    /// The record.
+    pub raw: &'a RawDrop,
+}
+
+/// Decodes one record, which must start at `bytes[0]`; trailing bytes after
+/// the record's `size` are ignored.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_probe::abi::{decode, DecodeError};
+///
+/// assert!(matches!(decode(&[0u8; 4]), Err(DecodeError::TooShort { .. })));
+/// ```
+pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
+    let (hdr, _) = RecordHeader::ref_from_prefix(bytes).map_err(|_| DecodeError::TooShort {
+        have: bytes.len(),
+        need: size_of::<RecordHeader>(),
+    })?;
+    let size = hdr.size.get();
+    let record = usize::try_from(size)
+        .ok()
+        .and_then(|s| bytes.get(..s))
+        .ok_or(DecodeError::BadSize {
+            size,
+            have: bytes.len(),
+        })?;
+    match hdr.kind.get() {
+        kind::DATA => {
+            let (raw, payload) = body::<RawData>(record)?;
+            if payload.len() != raw.cap_len.get() as usize {
+                return Err(DecodeError::BadSize {
+                    size,
+                    have: bytes.len(),
+                });
+            }
+            Ok(Event::Data(DataEvent { raw, payload }))
+        }
+        kind::CONNECT | kind::ACCEPT | kind::CLOSE => {
+            exact::<RawConn>(record).map(|raw| Event::Conn(ConnEvent { raw }))
+        }
+        kind::TCP_STATE | kind::TCP_RETRANSMIT | kind::TCP_RESET | kind::TCP_RTT => {
+            exact::<RawTcp>(record).map(|raw| Event::Tcp(TcpEvent { raw }))
+        }
+        kind::SKB_DROP => exact::<RawDrop>(record).map(|raw| Event::Drop(DropEvent { raw })),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn body<T: FromBytes + KnownLayout + Immutable>(record: &[u8]) -> Result<(&T, &[u8]), DecodeError> {
+    T::ref_from_prefix(record).map_err(|_| DecodeError::TooShort {
+        have: record.len(),
+        need: size_of::<T>(),
+    })
+}
+
+fn exact<T: FromBytes + KnownLayout + Immutable>(record: &[u8]) -> Result<&T, DecodeError> {
+    let (raw, rest) = body::<T>(record)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::BadSize {
+            size: record.len() as u32,
+            have: record.len(),
+        });
+    }
+    Ok(raw)
+}
+
+fn ip(family: u16, addr: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    }
+}
+
+impl SockTuple {
+    /// Local end.
+    pub fn local(&self) -> SocketAddr {
+        SocketAddr::new(ip(self.family.get(), &self.saddr), self.sport.get())
+    }
+
+    /// Remote end.
+    pub fn peer(&self) -> SocketAddr {
+        SocketAddr::new(ip(self.family.get(), &self.daddr), self.dport.get())
+    }
+
+    /// Transport protocol.
+    pub fn transport(&self) -> Transport {
+        match self.protocol {
+            6 => Transport::Tcp,
+            17 => Transport::Udp,
+            other => Transport::Other(other),
+        }
+    }
+
+    /// Whether the socket is IPv6 (`AF_INET6`).
+    pub fn is_ipv6(&self) -> bool {
+        self.family.get() == AF_INET6
+    }
+}
+
+impl RecordHeader {
+    /// Task name without NUL padding (lossy UTF-8 is left to the caller).
+    pub fn comm(&self) -> &[u8] {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        &self.comm[..end]
+    }
+
+    /// Whether a [`flags`] bit is set.
+    pub fn has_flag(&self, flag: u16) -> bool {
+        self.flags.get() & flag != 0
+    }
+}
+
+impl<'a> Event<'a> {
+    /// The common header.
+    pub fn header(&self) -> &'a RecordHeader {
+        match self {
+            Event::Data(e) => &e.raw.hdr,
+            Event::Conn(e) => &e.raw.hdr,
+            Event::Tcp(e) => &e.raw.hdr,
+            Event::Drop(e) => &e.raw.hdr,
+        }
+    }
+
+    /// The socket the record is about.
+    pub fn sock(&self) -> &'a SockTuple {
+        match self {
+            Event::Data(e) => &e.raw.sk,
+            Event::Conn(e) => &e.raw.sk,
+            Event::Tcp(e) => &e.raw.sk,
+            Event::Drop(e) => &e.raw.sk,
+        }
+    }
+
+    /// A short name of the record kind (`data`, `connect`, `tcp_state`, …).
+    pub fn kind_name(&self) -> &'static str {
+        kind_name(self.header().kind.get())
+    }
+}
+
+/// Short name of a record kind number.
+pub fn kind_name(kind: u16) -> &'static str {
+    match kind {
+        kind::DATA => "data",
+        kind::CONNECT => "connect",
+        kind::ACCEPT => "accept",
+        kind::CLOSE => "close",
+        kind::TCP_STATE => "tcp_state",
+        kind::TCP_RETRANSMIT => "tcp_retransmit",
+        kind::TCP_RESET => "tcp_reset",
+        kind::TCP_RTT => "tcp_rtt",
+        kind::SKB_DROP => "skb_drop",
+        _ => "unknown",
+    }
+}
+
+impl DataEvent<'_> {
+    /// The syscall.
+    pub fn syscall(&self) -> Syscall {
+        Syscall::from_raw(self.raw.syscall)
+    }
+
+    /// Direction of the bytes.
+    pub fn direction(&self) -> Direction {
+        if self.raw.direction == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        }
+    }
+
+    /// Whether fewer bytes were captured than moved.
+    pub fn is_truncated(&self) -> bool {
+        self.raw.hdr.has_flag(flags::TRUNCATED)
+    }
+}
+
+impl ConnEvent<'_> {
+    /// The syscall.
+    pub fn syscall(&self) -> Syscall {
+        Syscall::from_raw(self.raw.syscall)
+    }
+}
+
+/// Name of a kernel TCP state (`ESTABLISHED`, `SYN_SENT`, …).
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+macro_rules! debug_via_header {
+    ($($t:ty),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let h = &self.raw.hdr;
+                f.debug_struct(stringify!($t))
+                    .field("kind", &kind_name(h.kind.get()))
+                    .field("ts_ns", &h.ts_ns.get())
+                    .field("pid", &h.pid.get())
+                    .field("local", &self.raw.sk.local())
+                    .field("peer", &self.raw.sk.peer())
+                    .finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+debug_via_header!(DataEvent<'_>, ConnEvent<'_>, TcpEvent<'_>, DropEvent<'_>);
+
+macro_rules! debug_raw {
+    ($($t:ty),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($t)).finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+debug_raw!(RecordHeader, SockTuple, RawData, RawConn, RawTcp, RawDrop);
+
+// The C layouts are naturally aligned with explicit padding, so these sizes
+// are the C sizes; the loader also checks them against the skeleton's types.
+const _: () = assert!(size_of::<RecordHeader>() == 48);
+const _: () = assert!(size_of::<SockTuple>() == 48);
+const _: () = assert!(size_of::<RawData>() == 136);
+const _: () = assert!(size_of::<RawConn>() == 128);
+const _: () = assert!(size_of::<RawTcp>() == 120);
+const _: () = assert!(size_of::<RawDrop>() == 112);

@@ -1,0 +1,43 @@
+//! Probe configuration, shared by the loader and capture-file headers.
+
+/// What the probe captures; recorded in capture-file headers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeConfig {
+    /// Payload bytes captured per syscall message (1 ..= [`crate::abi::MAX_SNAPLEN`]).
+    pub snaplen: u32,
+    /// Only these processes (thread-group ids); empty = all.
+    pub pids: Vec<u32>,
+    /// Only tasks in these cgroup v2 ids; empty = all.
+    pub cgroups: Vec<u64>,
+    /// Only sockets with one of these local or remote ports; empty = all.
+    pub ports: Vec<u16>,
+    /// Ring buffer size in bytes (power of two, at least one page).
+    pub ring_bytes: u32,
+    /// Wake the consumer once this many bytes wait (0 = on every record).
+    pub wakeup_bytes: u64,
+    /// Minimum interval between two RTT samples of one connection.
+    pub rtt_interval_ms: u64,
+    /// Also trace the loading process itself (tests only: an agent must not
+    /// see its own traffic).
+    pub trace_self: bool,
+    /// Attach every program but make each return at once: the cost floor of
+    /// the hooks themselves, for overhead measurements.
+    pub hooks_only: bool,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            snaplen: 4096,
+            pids: Vec::new(),
+            cgroups: Vec::new(),
+            ports: Vec::new(),
+            ring_bytes: 16 << 20,
+            wakeup_bytes: 256 << 10,
+            rtt_interval_ms: 1000,
+            trace_self: false,
+            hooks_only: false,
+        }
+    }
+}
+
