@@ -232,8 +232,8 @@ static __always_inline void fill_sock(struct ke_sock *out, const struct sock *sk
 		BPF_CORE_READ_INTO((__u32 *)out->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)out->daddr, sk, __sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(out->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(out->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		bpf_core_read(out->saddr, sizeof(out->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(out->daddr, sizeof(out->daddr), &sk->__sk_common.skc_v6_daddr);
 	}
 }
 
@@ -316,6 +316,8 @@ static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u3
 		if (!unconnected_udp && !ports_wanted(sport, dport))
 			return 0;
 	}
+	/* Before the call: a refused connect resets inside it. */
+	remember_sock((__u64)sk);
 	if (syscall == KS_CLOSE)
 		fill_sock(&p.sk, sk);
 	p.ts = bpf_ktime_get_boot_ns();

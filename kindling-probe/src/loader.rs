@@ -7,10 +7,8 @@
 //!        Probe::poll(timeout, |Event| …) ◄── batch ◄── ring buffer ◄──┘
 //! ```
 
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -215,7 +213,7 @@ pub struct Probe {
     ring: RingBuffer<'static>,
     skel: KindlingSkel<'static>,
     _object: Box<MaybeUninit<OpenObject>>,
-    batch: Rc<RefCell<Batch>>,
+    batch: Arc<Mutex<Batch>>,
     config: ProbeConfig,
     undecodable: u64,
     received: u64,
@@ -300,12 +298,13 @@ impl Probe {
         skel.attach()
             .map_err(|e| ProbeError::Load { stage: "attach", log: take_log(), source: e })?;
 
-        let batch = Rc::new(RefCell::new(Batch::default()));
-        let sink = Rc::clone(&batch);
+        let batch = Arc::new(Mutex::new(Batch::default()));
+        let sink = Arc::clone(&batch);
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&skel.maps.events, move |record: &[u8]| {
-                sink.borrow_mut().push(record);
+                // Uncontended: only poll_raw() on this thread touches it.
+                sink.lock().unwrap_or_else(PoisonError::into_inner).push(record);
                 0
             })
             .map_err(|e| ProbeError::Load { stage: "ring buffer", log: String::new(), source: e })?;
@@ -349,7 +348,7 @@ impl Probe {
             }
         }
         self.ring.consume().map_err(ProbeError::Ring)?;
-        let batch = self.batch.take();
+        let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(PoisonError::into_inner));
         let mut n = 0;
         for record in batch.records() {
             if on_record(record) {
@@ -362,7 +361,7 @@ impl Probe {
         // Hand the (now empty) buffer back so its capacity is reused.
         let mut bytes = batch.bytes;
         bytes.clear();
-        self.batch.borrow_mut().bytes = bytes;
+        self.batch.lock().unwrap_or_else(PoisonError::into_inner).bytes = bytes;
         Ok(n)
     }
 
