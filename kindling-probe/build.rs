@@ -14,7 +14,8 @@ fn build_skeleton() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let bpf = manifest.join("bpf");
     let src = bpf.join("kindling.bpf.c");
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("kindling.skel.rs");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("kindling.skel.rs");
     let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
         Ok("aarch64") => "arm64",

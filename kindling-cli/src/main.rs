@@ -18,7 +18,11 @@ use kindling_probe::render;
 use kindling_probe::{LossStats, Probe, ProbeBuilder, ProbeConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "kindling", version, about = "See every request that crosses a socket, from the kernel (eBPF).")]
+#[command(
+    name = "kindling",
+    version,
+    about = "See every request that crosses a socket, from the kernel (eBPF)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,7 +130,10 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("kindling: {e:#}");
-        if let Some(log) = e.downcast_ref::<kindling_probe::ProbeError>().and_then(|p| p.log()) {
+        if let Some(log) = e
+            .downcast_ref::<kindling_probe::ProbeError>()
+            .and_then(|p| p.log())
+        {
             if !log.is_empty() {
                 eprintln!("--- libbpf / verifier log (tail) ---");
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -156,7 +163,9 @@ fn load(args: &ProbeArgs) -> Result<Probe> {
 fn deadline(secs: Option<f64>) -> Result<Option<Instant>> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Instant::now() + Duration::from_secs_f64(s))),
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Ok(Some(Instant::now() + Duration::from_secs_f64(s)))
+        }
         Some(s) => bail!("--duration must be a positive number of seconds, got {s}"),
     }
 }
@@ -178,7 +187,10 @@ fn record(args: RecordArgs) -> Result<()> {
     let mut writer = CaptureWriter::new(file, &header)?;
     let until = deadline(args.duration)?;
     if !args.quiet {
-        eprintln!("kindling: recording to {} (Ctrl-C to stop)", args.output.display());
+        eprintln!(
+            "kindling: recording to {} (Ctrl-C to stop)",
+            args.output.display()
+        );
     }
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -212,11 +224,16 @@ fn record(args: RecordArgs) -> Result<()> {
         }
     }
     // Drain what the kernel emitted before we stopped.
-    probe.poll_raw(Duration::ZERO, |rec| writer.write_record(rec).is_ok() && abi::decode(rec).is_ok())?;
+    probe.poll_raw(Duration::ZERO, |rec| {
+        writer.write_record(rec).is_ok() && abi::decode(rec).is_ok()
+    })?;
     let losses = probe.losses()?;
     let records = writer.records();
     let bytes = writer.bytes();
-    writer.finish()?.sync_all().context("syncing the capture file")?;
+    writer
+        .finish()?
+        .sync_all()
+        .context("syncing the capture file")?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "kindling: wrote {records} events ({:.0}/s, {:.1} MiB) to {}; {}",
@@ -229,7 +246,8 @@ fn record(args: RecordArgs) -> Result<()> {
 }
 
 fn replay(args: ReplayArgs) -> Result<()> {
-    let file = File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let file =
+        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let mut reader = CaptureReader::new(io::BufReader::with_capacity(1 << 20, file))
         .with_context(|| format!("{} is not a readable capture", args.file.display()))?;
     let offset = reader.header().host.boottime_to_unix_ns;
@@ -297,6 +315,10 @@ fn watch(args: WatchArgs) -> Result<()> {
         })?;
         broken |= out.flush().is_err();
     }
-    eprintln!("kindling: {} events; {}", probe.received(), format_losses(&probe.losses()?));
+    eprintln!(
+        "kindling: {} events; {}",
+        probe.received(),
+        format_losses(&probe.losses()?)
+    );
     Ok(())
 }

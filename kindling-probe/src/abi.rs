@@ -466,7 +466,11 @@ impl SockTuple {
 impl RecordHeader {
     /// Task name without NUL padding (lossy UTF-8 is left to the caller).
     pub fn comm(&self) -> &[u8] {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
         &self.comm[..end]
     }
 

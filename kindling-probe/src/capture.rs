@@ -148,7 +148,10 @@ fn struct_sizes() -> BTreeMap<String, u32> {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -201,7 +204,8 @@ impl<W: Write> CaptureWriter<W> {
     /// Writes the preamble and header. The header reaches `w` at once, so
     /// even an empty capture is a valid file.
     pub fn new(w: W, header: &CaptureHeader) -> Result<Self, CaptureError> {
-        let json = serde_json::to_vec(header).map_err(|e| CaptureError::BadHeader(e.to_string()))?;
+        let json =
+            serde_json::to_vec(header).map_err(|e| CaptureError::BadHeader(e.to_string()))?;
         let mut out = BufWriter::with_capacity(256 << 10, w);
         out.write_all(MAGIC)?;
         out.write_all(&header.format_version.to_le_bytes())?;
@@ -212,7 +216,11 @@ impl<W: Write> CaptureWriter<W> {
         out.write_all(&crc32fast::hash(&json).to_le_bytes())?;
         out.flush()?;
         let bytes = (PREAMBLE_LEN + json.len() + 4) as u64;
-        Ok(Self { out, records: 0, bytes })
+        Ok(Self {
+            out,
+            records: 0,
+            bytes,
+        })
     }
 
     /// Appends one record (buffered; see [`CaptureWriter::flush`]).
@@ -248,7 +256,9 @@ impl<W: Write> CaptureWriter<W> {
 
     /// Flushes and returns the underlying writer.
     pub fn finish(self) -> Result<W, CaptureError> {
-        self.out.into_inner().map_err(|e| CaptureError::Io(e.into_error()))
+        self.out
+            .into_inner()
+            .map_err(|e| CaptureError::Io(e.into_error()))
     }
 }
 
@@ -270,7 +280,12 @@ impl<R: Read> CaptureReader<R> {
         match read_full(&mut input, &mut pre)? {
             n if n >= MAGIC.len() && &pre[..8] != MAGIC => return Err(CaptureError::BadMagic),
             n if n < MAGIC.len() && pre[..n] != MAGIC[..n] => return Err(CaptureError::BadMagic),
-            n if n < PREAMBLE_LEN => return Err(CaptureError::Truncated { offset: 0, records: 0 }),
+            n if n < PREAMBLE_LEN => {
+                return Err(CaptureError::Truncated {
+                    offset: 0,
+                    records: 0,
+                })
+            }
             _ => {}
         }
         let format = u16::from_le_bytes([pre[8], pre[9]]);
@@ -279,7 +294,10 @@ impl<R: Read> CaptureReader<R> {
         }
         let abi_version = u16::from_le_bytes([pre[10], pre[11]]);
         if abi_version != abi::ABI_VERSION {
-            return Err(CaptureError::AbiMismatch { found: abi_version, expected: abi::ABI_VERSION });
+            return Err(CaptureError::AbiMismatch {
+                found: abi_version,
+                expected: abi::ABI_VERSION,
+            });
         }
         match pre[12] {
             o if o == host_byte_order() => {}
@@ -288,11 +306,16 @@ impl<R: Read> CaptureReader<R> {
         }
         let header_len = u32::from_le_bytes([pre[14], pre[15], pre[16], pre[17]]);
         if header_len > MAX_HEADER {
-            return Err(CaptureError::BadHeader(format!("header of {header_len} bytes")));
+            return Err(CaptureError::BadHeader(format!(
+                "header of {header_len} bytes"
+            )));
         }
         let mut json = vec![0u8; header_len as usize + 4];
         if read_full(&mut input, &mut json)? < json.len() {
-            return Err(CaptureError::Truncated { offset: PREAMBLE_LEN as u64, records: 0 });
+            return Err(CaptureError::Truncated {
+                offset: PREAMBLE_LEN as u64,
+                records: 0,
+            });
         }
         let (json, crc) = json.split_at(header_len as usize);
         if crc32fast::hash(json).to_le_bytes() != crc {
@@ -307,7 +330,14 @@ impl<R: Read> CaptureReader<R> {
             )));
         }
         let offset = (PREAMBLE_LEN + json.len() + 4) as u64;
-        Ok(Self { input, header, buf: Vec::new(), offset, records: 0, failed: false })
+        Ok(Self {
+            input,
+            header,
+            buf: Vec::new(),
+            offset,
+            records: 0,
+            failed: false,
+        })
     }
 
     /// The file's header.
@@ -353,12 +383,19 @@ impl<R: Read> CaptureReader<R> {
 
     fn fail_truncated(&mut self) -> CaptureError {
         self.failed = true;
-        CaptureError::Truncated { offset: self.offset, records: self.records }
+        CaptureError::Truncated {
+            offset: self.offset,
+            records: self.records,
+        }
     }
 
     fn fail_corrupt(&mut self, reason: &'static str) -> CaptureError {
         self.failed = true;
-        CaptureError::Corrupt { offset: self.offset, records: self.records, reason }
+        CaptureError::Corrupt {
+            offset: self.offset,
+            records: self.records,
+            reason,
+        }
     }
 }
 

@@ -12,7 +12,9 @@ pub enum ProbeError {
     #[error("kernel BTF is missing (/sys/kernel/btf/vmlinux): use a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf,
     /// tracefs is absent and could not be mounted.
-    #[error("tracefs is not available: mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
+    #[error(
+        "tracefs is not available: mount it with `mount -t tracefs tracefs /sys/kernel/tracing`"
+    )]
     NoTracefs,
     /// The running kernel predates a feature the programs need.
     #[error("kernel {found} is too old: Kindling needs Linux {needed} or newer")]

@@ -31,8 +31,8 @@
 
 pub mod abi;
 pub mod capture;
-pub mod render;
 mod config;
+pub mod render;
 
 pub use config::ProbeConfig;
 

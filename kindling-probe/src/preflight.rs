@@ -73,7 +73,8 @@ pub fn kernel_release() -> String {
 
 fn ensure_tracefs() -> Result<(), ProbeError> {
     let events = format!("{TRACEFS}/events/syscalls");
-    if Path::new(&events).exists() || Path::new("/sys/kernel/debug/tracing/events/syscalls").exists()
+    if Path::new(&events).exists()
+        || Path::new("/sys/kernel/debug/tracing/events/syscalls").exists()
     {
         return Ok(());
     }

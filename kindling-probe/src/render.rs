@@ -98,7 +98,10 @@ pub fn to_json(event: &Event<'_>, boottime_to_unix_ns: i64) -> Value {
         }
         Event::Drop(d) => {
             m.insert("reason".into(), json!(d.raw.reason.get()));
-            m.insert("location".into(), json!(format!("{:#x}", d.raw.location.get())));
+            m.insert(
+                "location".into(),
+                json!(format!("{:#x}", d.raw.location.get())),
+            );
         }
     }
     Value::Object(m)
@@ -128,12 +131,19 @@ pub fn to_table_row(event: &Event<'_>, t0_ns: u64) -> String {
             (
                 d.syscall().name().to_owned(),
                 r.fd.get().to_string(),
-                format!("{arrow} {} B (cap {}) ret={} {preview}", r.len.get(), r.cap_len.get(), r.ret.get()),
+                format!(
+                    "{arrow} {} B (cap {}) ret={} {preview}",
+                    r.len.get(),
+                    r.cap_len.get(),
+                    r.ret.get()
+                ),
             )
         }
-        Event::Conn(c) => {
-            (c.syscall().name().to_owned(), c.raw.fd.get().to_string(), format!("ret={}", c.raw.ret.get()))
-        }
+        Event::Conn(c) => (
+            c.syscall().name().to_owned(),
+            c.raw.fd.get().to_string(),
+            format!("ret={}", c.raw.ret.get()),
+        ),
         Event::Tcp(t) => {
             let r = t.raw;
             let detail = match h.kind.get() {
@@ -143,7 +153,10 @@ pub fn to_table_row(event: &Event<'_>, t0_ns: u64) -> String {
                     abi::tcp_state_name(r.new_state)
                 ),
                 abi::kind::TCP_RESET => {
-                    format!("reset {}", if r.reset_dir == 1 { "sent" } else { "received" })
+                    format!(
+                        "reset {}",
+                        if r.reset_dir == 1 { "sent" } else { "received" }
+                    )
                 }
                 _ => format!(
                     "srtt={}us rttvar={}us retrans={} cwnd={}",
@@ -155,7 +168,11 @@ pub fn to_table_row(event: &Event<'_>, t0_ns: u64) -> String {
             };
             (event.kind_name().to_owned(), "-".into(), detail)
         }
-        Event::Drop(d) => (event.kind_name().to_owned(), "-".into(), format!("reason={}", d.raw.reason.get())),
+        Event::Drop(d) => (
+            event.kind_name().to_owned(),
+            "-".into(),
+            format!("reason={}", d.raw.reason.get()),
+        ),
     };
     format!(
         "{t:<14.6} {:<7} {:<16} {:<15} {:<4} {:<22} {:<22} {detail}",

@@ -50,7 +50,10 @@ fn fixture_header_describes_the_recording() {
     assert_eq!(h.probe.snaplen, 512);
     assert_eq!(h.probe.ports, vec![18080, 18081, 18082]);
     assert!(!h.host.kernel.is_empty());
-    assert!(h.host.boottime_to_unix_ns > 1_600_000_000_000_000_000, "a plausible epoch offset");
+    assert!(
+        h.host.boottime_to_unix_ns > 1_600_000_000_000_000_000,
+        "a plausible epoch offset"
+    );
 }
 
 #[test]
@@ -72,13 +75,21 @@ fn fixture_decodes_completely_and_matches_what_the_clients_did() {
         .collect();
     // each request is seen twice: curl's send and the server's receive
     assert_eq!(requests.len(), 6, "{kinds:?}");
-    assert_eq!(requests.iter().filter(|d| d.syscall() == Syscall::Sendto).count(), 3);
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|d| d.syscall() == Syscall::Sendto)
+            .count(),
+        3
+    );
     let refused: Vec<_> = events
         .iter()
         .filter(|e| matches!(e, Event::Tcp(t) if t.raw.reset_dir == 2))
         .collect();
     assert_eq!(refused.len(), 2, "two refused connects, each reset");
-    assert!(events.iter().any(|e| matches!(e, Event::Data(d) if d.payload == b"hello udp")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Data(d) if d.payload == b"hello udp")));
     // 899-byte directory listings were cut at snaplen 512
     assert!(events
         .iter()
@@ -106,22 +117,47 @@ fn rewriting_the_fixture_is_byte_identical_in_records() {
 
 #[test]
 fn bad_headers_are_rejected_with_clear_errors() {
-    assert!(matches!(CaptureReader::new(&b"PCAPNG.."[..]), Err(CaptureError::BadMagic)));
-    assert!(matches!(CaptureReader::new(&b""[..]), Err(CaptureError::Truncated { .. })));
+    assert!(matches!(
+        CaptureReader::new(&b"PCAPNG.."[..]),
+        Err(CaptureError::BadMagic)
+    ));
+    assert!(matches!(
+        CaptureReader::new(&b""[..]),
+        Err(CaptureError::Truncated { .. })
+    ));
     let mut v = FIXTURE.to_vec();
     v[8] = 99; // format version
-    assert!(matches!(CaptureReader::new(&v[..]), Err(CaptureError::UnsupportedFormat(99))));
+    assert!(matches!(
+        CaptureReader::new(&v[..]),
+        Err(CaptureError::UnsupportedFormat(99))
+    ));
     let mut v = FIXTURE.to_vec();
     v[10] = 77; // ABI version
-    assert!(matches!(CaptureReader::new(&v[..]), Err(CaptureError::AbiMismatch { found: 77, .. })));
+    assert!(matches!(
+        CaptureReader::new(&v[..]),
+        Err(CaptureError::AbiMismatch { found: 77, .. })
+    ));
     let mut v = FIXTURE.to_vec();
     v[12] = if cfg!(target_endian = "little") { 2 } else { 1 };
-    assert!(matches!(CaptureReader::new(&v[..]), Err(CaptureError::ByteOrder)));
+    assert!(matches!(
+        CaptureReader::new(&v[..]),
+        Err(CaptureError::ByteOrder)
+    ));
     let mut v = FIXTURE.to_vec();
     v[30] ^= 0x20; // inside the JSON header
-    assert!(matches!(CaptureReader::new(&v[..]), Err(CaptureError::BadHeader(_))));
-    let msg = CaptureError::AbiMismatch { found: 2, expected: 1 }.to_string();
-    assert_eq!(msg, "capture holds event ABI version 2; this build decodes version 1");
+    assert!(matches!(
+        CaptureReader::new(&v[..]),
+        Err(CaptureError::BadHeader(_))
+    ));
+    let msg = CaptureError::AbiMismatch {
+        found: 2,
+        expected: 1,
+    }
+    .to_string();
+    assert_eq!(
+        msg,
+        "capture holds event ABI version 2; this build decodes version 1"
+    );
 }
 
 #[test]
@@ -209,9 +245,15 @@ proptest! {
 #[test]
 fn decode_rejects_inconsistent_sizes() {
     let recs = fixture_records();
-    let data = recs.iter().find(|r| matches!(abi::decode(r), Ok(Event::Data(_)))).unwrap();
+    let data = recs
+        .iter()
+        .find(|r| matches!(abi::decode(r), Ok(Event::Data(_))))
+        .unwrap();
     // shorter than the header claims
-    assert!(matches!(abi::decode(&data[..data.len() - 1]), Err(abi::DecodeError::BadSize { .. })));
+    assert!(matches!(
+        abi::decode(&data[..data.len() - 1]),
+        Err(abi::DecodeError::BadSize { .. })
+    ));
     // cap_len disagreeing with size
     let mut bad = data.clone();
     let cap_off = std::mem::offset_of!(abi::RawData, cap_len);
@@ -220,6 +262,9 @@ fn decode_rejects_inconsistent_sizes() {
     // unknown kind
     let mut bad = data.clone();
     bad[0] = 0xee;
-    assert_eq!(abi::decode(&bad).unwrap_err(), abi::DecodeError::UnknownKind(u16::from_ne_bytes([0xee, data[1]])));
+    assert_eq!(
+        abi::decode(&bad).unwrap_err(),
+        abi::DecodeError::UnknownKind(u16::from_ne_bytes([0xee, data[1]]))
+    );
     let _ = CaptureHeader::for_this_host(Default::default());
 }

@@ -40,7 +40,12 @@ fn http_server(n: usize) -> (u16, thread::JoinHandle<()>) {
 
 fn curl(port: u16, path: &str) -> Command {
     let mut c = Command::new("curl");
-    c.args(["-s", "-o", "/dev/null", &format!("http://127.0.0.1:{port}{path}")]);
+    c.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}{path}"),
+    ]);
     c
 }
 
@@ -57,20 +62,29 @@ fn pid_filter_sees_only_that_process() {
     let (port, server) = http_server(2);
     // The shell waits for a line, then becomes curl (same pid).
     let mut wanted = Command::new("sh")
-        .args(["-c", &format!("read go; exec curl -s -o /dev/null http://127.0.0.1:{port}/wanted")])
+        .args([
+            "-c",
+            &format!("read go; exec curl -s -o /dev/null http://127.0.0.1:{port}/wanted"),
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .expect("sh and curl must be installed");
     let pid = wanted.id();
     let mut probe = ProbeBuilder::new().pid(pid).load().expect("load probe");
 
-    let status = curl(port, "/other").status().expect("curl must be installed");
+    let status = curl(port, "/other")
+        .status()
+        .expect("curl must be installed");
     assert!(status.success());
     writeln!(wanted.stdin.take().unwrap(), "go").unwrap();
     assert!(wanted.wait().unwrap().success());
     server.join().unwrap();
 
-    let records = drain(&mut probe, Duration::from_millis(200), Duration::from_secs(5));
+    let records = drain(
+        &mut probe,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
     let events = decode_all(&records);
     assert!(!events.is_empty(), "the filtered process was seen");
     for e in &events {
@@ -81,9 +95,14 @@ fn pid_filter_sees_only_that_process() {
         }
     }
     assert!(events.iter().any(|e| payload_contains(e, b"GET /wanted")));
-    assert!(!events.iter().any(|e| payload_contains(e, b"GET /other")), "unfiltered curl leaked");
     assert!(
-        !events.iter().any(|e| payload_contains(e, b"HTTP/1.1 200 OK") && e.header().pid.get() != pid),
+        !events.iter().any(|e| payload_contains(e, b"GET /other")),
+        "unfiltered curl leaked"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| payload_contains(e, b"HTTP/1.1 200 OK") && e.header().pid.get() != pid),
         "the server (this process) leaked"
     );
 }
@@ -96,16 +115,23 @@ fn the_loading_process_never_sees_itself() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (port, server) = http_server(1);
     let mut probe = ProbeBuilder::new().port(port).load().expect("load probe");
-    let status = curl(port, "/seen").status().expect("curl must be installed");
+    let status = curl(port, "/seen")
+        .status()
+        .expect("curl must be installed");
     assert!(status.success());
     server.join().unwrap();
 
-    let records = drain(&mut probe, Duration::from_millis(200), Duration::from_secs(5));
+    let records = drain(
+        &mut probe,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
     let events = decode_all(&records);
     let mine = with_port(&events, port);
     let me = std::process::id();
     assert!(
-        mine.iter().any(|e| payload_contains(e, b"GET /seen") && e.header().pid.get() != me),
+        mine.iter()
+            .any(|e| payload_contains(e, b"GET /seen") && e.header().pid.get() != me),
         "curl's request is seen: {mine:?}"
     );
     for e in &mine {
@@ -135,10 +161,18 @@ fn port_filter_drops_other_ports() {
     assert!(curl(port, "/this-port").status().unwrap().success());
     server.join().unwrap();
     other_server.join().unwrap();
-    let records = drain(&mut probe, Duration::from_millis(200), Duration::from_secs(5));
+    let records = drain(
+        &mut probe,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
     let events = decode_all(&records);
-    assert!(events.iter().any(|e| payload_contains(e, b"GET /this-port")));
-    assert!(!events.iter().any(|e| payload_contains(e, b"GET /other-port")));
+    assert!(events
+        .iter()
+        .any(|e| payload_contains(e, b"GET /this-port")));
+    assert!(!events
+        .iter()
+        .any(|e| payload_contains(e, b"GET /other-port")));
     for e in &events {
         if let Event::Data(d) = e {
             let (s, p) = (d.raw.sk.sport.get(), d.raw.sk.dport.get());

@@ -39,12 +39,20 @@ fn probe(test: &str) -> Option<MutexGuard<'static, Option<Probe>>> {
         *guard = Some(p);
     }
     // Forget whatever earlier tests left behind.
-    let _ = drain(guard.as_mut().unwrap(), Duration::from_millis(30), Duration::from_secs(1));
+    let _ = drain(
+        guard.as_mut().unwrap(),
+        Duration::from_millis(30),
+        Duration::from_secs(1),
+    );
     Some(guard)
 }
 
 fn collect(guard: &mut MutexGuard<'static, Option<Probe>>) -> Vec<Vec<u8>> {
-    drain(guard.as_mut().unwrap(), Duration::from_millis(200), Duration::from_secs(5))
+    drain(
+        guard.as_mut().unwrap(),
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    )
 }
 
 struct TcpPair {
@@ -62,7 +70,11 @@ fn tcp_pair(v6: bool) -> TcpPair {
     let listener = TcpListener::bind(any).unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
-    TcpPair { listener, client, server }
+    TcpPair {
+        listener,
+        client,
+        server,
+    }
 }
 
 /// The syscall families a test exercises; each sends through one and
@@ -76,21 +88,30 @@ enum Family {
 }
 
 fn check(rc: isize, what: &str) -> usize {
-    assert!(rc >= 0, "{what} failed: {}", std::io::Error::last_os_error());
+    assert!(
+        rc >= 0,
+        "{what} failed: {}",
+        std::io::Error::last_os_error()
+    );
     rc as usize
 }
 
 fn send_with(family: Family, fd: RawFd, parts: &[&[u8]]) -> usize {
     let iov: Vec<libc::iovec> = parts
         .iter()
-        .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() })
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
         .collect();
     let flat: Vec<u8> = parts.concat();
     // SAFETY: every pointer refers to live buffers of the stated lengths.
     let rc = unsafe {
         match family {
             Family::ReadWrite => libc::write(fd, flat.as_ptr().cast(), flat.len()),
-            Family::SendRecv => libc::sendto(fd, flat.as_ptr().cast(), flat.len(), 0, std::ptr::null(), 0),
+            Family::SendRecv => {
+                libc::sendto(fd, flat.as_ptr().cast(), flat.len(), 0, std::ptr::null(), 0)
+            }
             Family::Vectored => libc::writev(fd, iov.as_ptr(), iov.len() as i32),
             Family::Msg => {
                 let mut msg: libc::msghdr = std::mem::zeroed();
@@ -110,8 +131,14 @@ fn recv_with(family: Family, fd: RawFd, len: usize, split: usize) -> Vec<u8> {
     let mut b = vec![0u8; len - split];
     let mut flat = vec![0u8; len];
     let iov = [
-        libc::iovec { iov_base: a.as_mut_ptr().cast(), iov_len: a.len() },
-        libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() },
+        libc::iovec {
+            iov_base: a.as_mut_ptr().cast(),
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        },
     ];
     // SAFETY: every pointer refers to live, writable buffers of the stated lengths.
     let rc = unsafe {
@@ -174,9 +201,16 @@ fn data_events<'a>(events: &[Event<'a>]) -> Vec<DataEvent<'a>> {
 
 /// Exactly one record for (fd, direction); returns it.
 fn the_one<'a>(data: &[DataEvent<'a>], fd: RawFd, dir: Direction) -> DataEvent<'a> {
-    let found: Vec<_> =
-        data.iter().filter(|d| d.raw.fd.get() == fd && d.direction() == dir).copied().collect();
-    assert_eq!(found.len(), 1, "expected one {dir:?} record on fd {fd}, got {found:?}");
+    let found: Vec<_> = data
+        .iter()
+        .filter(|d| d.raw.fd.get() == fd && d.direction() == dir)
+        .copied()
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {dir:?} record on fd {fd}, got {found:?}"
+    );
     found[0]
 }
 
@@ -190,7 +224,11 @@ fn assert_data(
     bytes: &[u8],
 ) {
     let h = &d.raw.hdr;
-    assert_eq!(d.syscall(), expected_syscall(family, dir), "{family:?} {dir:?}");
+    assert_eq!(
+        d.syscall(),
+        expected_syscall(family, dir),
+        "{family:?} {dir:?}"
+    );
     assert_eq!(h.pid.get(), std::process::id());
     assert_eq!(h.tid.get(), tid);
     assert_eq!(d.raw.sk.local(), local, "local end");
@@ -201,7 +239,10 @@ fn assert_data(
     assert_eq!(d.raw.cap_len.get() as usize, cap, "captured length");
     assert_eq!(d.payload, &bytes[..cap], "payload bytes");
     assert_eq!(d.is_truncated(), bytes.len() > SNAPLEN as usize);
-    assert!(d.raw.ts_enter_ns.get() <= h.ts_ns.get(), "entry before exit");
+    assert!(
+        d.raw.ts_enter_ns.get() <= h.ts_ns.get(),
+        "entry before exit"
+    );
     assert_eq!(d.raw.sk.transport(), abi::Transport::Tcp);
     assert!(d.raw.ino.get() > 0, "socket inode");
     assert_ne!(d.raw.sk.sock.get(), 0, "socket identity");
@@ -209,10 +250,15 @@ fn assert_data(
 
 fn exchange(family: Family, v6: bool, request: &[&[u8]], response: &[&[u8]]) {
     let test = format!("exchange {family:?} v6={v6}");
-    let Some(mut guard) = probe(&test) else { return };
+    let Some(mut guard) = probe(&test) else {
+        return;
+    };
     let pair = tcp_pair(v6);
     let (c, s) = (pair.client.as_raw_fd(), pair.server.as_raw_fd());
-    let (caddr, saddr) = (pair.client.local_addr().unwrap(), pair.server.local_addr().unwrap());
+    let (caddr, saddr) = (
+        pair.client.local_addr().unwrap(),
+        pair.server.local_addr().unwrap(),
+    );
     let req: Vec<u8> = request.concat();
     let resp: Vec<u8> = response.concat();
 
@@ -238,9 +284,19 @@ fn exchange(family: Family, v6: bool, request: &[&[u8]], response: &[&[u8]]) {
     assert_data(&s_out, family, Direction::Egress, tid, saddr, caddr, &resp);
     assert_data(&c_in, family, Direction::Ingress, tid, caddr, saddr, &resp);
     // One thread made the calls in this order; the records agree.
-    let ts: Vec<u64> = [c_out, s_in, s_out, c_in].iter().map(|d| d.raw.hdr.ts_ns.get()).collect();
-    assert!(ts.windows(2).all(|w| w[0] < w[1]), "timestamps ordered: {ts:?}");
-    assert_eq!(c_out.raw.sk.sock.get(), c_in.raw.sk.sock.get(), "same socket identity");
+    let ts: Vec<u64> = [c_out, s_in, s_out, c_in]
+        .iter()
+        .map(|d| d.raw.hdr.ts_ns.get())
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] < w[1]),
+        "timestamps ordered: {ts:?}"
+    );
+    assert_eq!(
+        c_out.raw.sk.sock.get(),
+        c_in.raw.sk.sock.get(),
+        "same socket identity"
+    );
     assert_eq!(c_out.raw.ino.get(), inode_of(c), "inode as in /proc/PID/fd");
     assert_eq!(s_in.raw.ino.get(), inode_of(s));
     assert_ne!(c_out.raw.sk.sock.get(), s_in.raw.sk.sock.get());
@@ -249,7 +305,12 @@ fn exchange(family: Family, v6: bool, request: &[&[u8]], response: &[&[u8]]) {
 
 #[test]
 fn tcp_v4_read_write() {
-    exchange(Family::ReadWrite, false, &[b"GET / HTTP/1.1\r\n\r\n"], &[b"HTTP/1.1 200 OK\r\n\r\n"]);
+    exchange(
+        Family::ReadWrite,
+        false,
+        &[b"GET / HTTP/1.1\r\n\r\n"],
+        &[b"HTTP/1.1 200 OK\r\n\r\n"],
+    );
 }
 
 #[test]
@@ -259,7 +320,12 @@ fn tcp_v6_read_write() {
 
 #[test]
 fn tcp_v4_send_recv() {
-    exchange(Family::SendRecv, false, &[b"*1\r\n$4\r\nPING\r\n"], &[b"+PONG\r\n"]);
+    exchange(
+        Family::SendRecv,
+        false,
+        &[b"*1\r\n$4\r\nPING\r\n"],
+        &[b"+PONG\r\n"],
+    );
 }
 
 #[test]
@@ -269,12 +335,22 @@ fn tcp_v6_send_recv() {
 
 #[test]
 fn tcp_v4_writev_readv() {
-    exchange(Family::Vectored, false, &[b"head ", b"middle ", b"tail"], &[b"one", b"two"]);
+    exchange(
+        Family::Vectored,
+        false,
+        &[b"head ", b"middle ", b"tail"],
+        &[b"one", b"two"],
+    );
 }
 
 #[test]
 fn tcp_v6_sendmsg_recvmsg() {
-    exchange(Family::Msg, true, &[b"part one, ", b"part two"], &[b"ok ", b"done"]);
+    exchange(
+        Family::Msg,
+        true,
+        &[b"part one, ", b"part two"],
+        &[b"ok ", b"done"],
+    );
 }
 
 #[test]
@@ -290,7 +366,9 @@ fn payload_at_and_beyond_snaplen() {
 
 #[test]
 fn udp_sendto_recvfrom_and_mmsg() {
-    let Some(mut guard) = probe("udp") else { return };
+    let Some(mut guard) = probe("udp") else {
+        return;
+    };
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (saddr, caddr) = (server.local_addr().unwrap(), client.local_addr().unwrap());
@@ -303,8 +381,12 @@ fn udp_sendto_recvfrom_and_mmsg() {
     let msgs: [&[u8]; 2] = [b"first datagram", b"second"];
     let mut iovs: Vec<libc::iovec> = msgs
         .iter()
-        .map(|m| libc::iovec { iov_base: m.as_ptr() as *mut _, iov_len: m.len() })
+        .map(|m| libc::iovec {
+            iov_base: m.as_ptr() as *mut _,
+            iov_len: m.len(),
+        })
         .collect();
+    // SAFETY: all-zero is a valid sockaddr_in.
     let mut dest: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     dest.sin_family = libc::AF_INET as u16;
     dest.sin_port = saddr.port().to_be();
@@ -323,9 +405,14 @@ fn udp_sendto_recvfrom_and_mmsg() {
     let mut bufs = [[0u8; 64]; 2];
     let mut riov: Vec<libc::iovec> = bufs
         .iter_mut()
-        .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
         .collect();
+    // SAFETY: all-zero is valid for these plain C structs.
     let mut names: [libc::sockaddr_in; 2] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let mut inb: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
     for (i, m) in inb.iter_mut().enumerate() {
         m.msg_hdr.msg_iov = &mut riov[i];
@@ -335,14 +422,25 @@ fn udp_sendto_recvfrom_and_mmsg() {
     }
     // SAFETY: `inb` holds two initialised headers with writable buffers.
     let got = unsafe {
-        libc::recvmmsg(server.as_raw_fd(), inb.as_mut_ptr(), 2, 0, std::ptr::null_mut())
+        libc::recvmmsg(
+            server.as_raw_fd(),
+            inb.as_mut_ptr(),
+            2,
+            0,
+            std::ptr::null_mut(),
+        )
     };
     assert_eq!(got, 2);
 
     let records = collect(&mut guard);
     let events = decode_all(&records);
     let data = data_events(&with_port(&events, saddr.port()));
-    let by = |sc: Syscall| data.iter().filter(|d| d.syscall() == sc).copied().collect::<Vec<_>>();
+    let by = |sc: Syscall| {
+        data.iter()
+            .filter(|d| d.syscall() == sc)
+            .copied()
+            .collect::<Vec<_>>()
+    };
 
     let st = by(Syscall::Sendto);
     assert_eq!(st.len(), 1, "{data:?}");
@@ -366,7 +464,11 @@ fn udp_sendto_recvfrom_and_mmsg() {
             assert_eq!(d.raw.len.get() as usize, msgs[i].len());
             assert_eq!(d.raw.ret.get(), 2);
         }
-        let (local, peer) = if sc == Syscall::Sendmmsg { (caddr, saddr) } else { (saddr, caddr) };
+        let (local, peer) = if sc == Syscall::Sendmmsg {
+            (caddr, saddr)
+        } else {
+            (saddr, caddr)
+        };
         assert_eq!(v[0].raw.sk.local(), local);
         assert_eq!(v[0].raw.sk.peer(), peer);
     }
@@ -374,11 +476,19 @@ fn udp_sendto_recvfrom_and_mmsg() {
 
 #[test]
 fn connect_accept_close_and_states() {
-    let Some(mut guard) = probe("lifecycle") else { return };
+    let Some(mut guard) = probe("lifecycle") else {
+        return;
+    };
     let pair = tcp_pair(false);
-    let (lfd, cfd, sfd) =
-        (pair.listener.as_raw_fd(), pair.client.as_raw_fd(), pair.server.as_raw_fd());
-    let (caddr, saddr) = (pair.client.local_addr().unwrap(), pair.server.local_addr().unwrap());
+    let (lfd, cfd, sfd) = (
+        pair.listener.as_raw_fd(),
+        pair.client.as_raw_fd(),
+        pair.server.as_raw_fd(),
+    );
+    let (caddr, saddr) = (
+        pair.client.local_addr().unwrap(),
+        pair.server.local_addr().unwrap(),
+    );
     let client = pair.client.into_raw_fd();
     // SAFETY: closing an fd we own.
     assert_eq!(unsafe { libc::close(client) }, 0);
@@ -394,7 +504,10 @@ fn connect_accept_close_and_states() {
             _ => None,
         })
         .collect();
-    let connect: Vec<_> = conns.iter().filter(|c| c.syscall() == Syscall::Connect).collect();
+    let connect: Vec<_> = conns
+        .iter()
+        .filter(|c| c.syscall() == Syscall::Connect)
+        .collect();
     assert_eq!(connect.len(), 1, "{conns:?}");
     assert_eq!(connect[0].raw.ret.get(), 0);
     assert_eq!(connect[0].raw.fd.get(), cfd);
@@ -405,39 +518,74 @@ fn connect_accept_close_and_states() {
         .filter(|c| matches!(c.syscall(), Syscall::Accept | Syscall::Accept4))
         .collect();
     assert_eq!(accept.len(), 1);
-    assert_eq!(accept[0].raw.fd.get(), lfd, "accept reports the listening fd");
-    assert_eq!(accept[0].raw.ret.get(), i64::from(sfd), "and returns the new one");
+    assert_eq!(
+        accept[0].raw.fd.get(),
+        lfd,
+        "accept reports the listening fd"
+    );
+    assert_eq!(
+        accept[0].raw.ret.get(),
+        i64::from(sfd),
+        "and returns the new one"
+    );
     assert_eq!(accept[0].raw.sk.local(), saddr);
     assert_eq!(accept[0].raw.sk.peer(), caddr);
-    let closes: Vec<_> = conns.iter().filter(|c| c.syscall() == Syscall::Close).collect();
-    assert!(closes.iter().any(|c| c.raw.fd.get() == cfd && c.raw.sk.local() == caddr));
-    assert!(closes.iter().any(|c| c.raw.fd.get() == sfd && c.raw.sk.local() == saddr));
+    let closes: Vec<_> = conns
+        .iter()
+        .filter(|c| c.syscall() == Syscall::Close)
+        .collect();
+    assert!(closes
+        .iter()
+        .any(|c| c.raw.fd.get() == cfd && c.raw.sk.local() == caddr));
+    assert!(closes
+        .iter()
+        .any(|c| c.raw.fd.get() == sfd && c.raw.sk.local() == saddr));
 
     // TCP states of the client socket, in order.
     let client_sock = connect[0].raw.sk.sock.get();
     let states: Vec<(String, String)> = mine
         .iter()
         .filter_map(|e| match e {
-            Event::Tcp(t) if t.raw.hdr.kind.get() == kind::TCP_STATE && t.raw.sk.sock.get() == client_sock => {
-                Some((abi::tcp_state_name(t.raw.old_state).into(), abi::tcp_state_name(t.raw.new_state).into()))
+            Event::Tcp(t)
+                if t.raw.hdr.kind.get() == kind::TCP_STATE
+                    && t.raw.sk.sock.get() == client_sock =>
+            {
+                Some((
+                    abi::tcp_state_name(t.raw.old_state).into(),
+                    abi::tcp_state_name(t.raw.new_state).into(),
+                ))
             }
             _ => None,
         })
         .collect();
-    let want = [("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"), ("ESTABLISHED", "FIN_WAIT1")];
+    let want = [
+        ("CLOSE", "SYN_SENT"),
+        ("SYN_SENT", "ESTABLISHED"),
+        ("ESTABLISHED", "FIN_WAIT1"),
+    ];
     for w in want {
         assert!(
             states.iter().any(|(a, b)| a == w.0 && b == w.1),
             "state change {w:?} missing from {states:?}"
         );
     }
-    let pos = |w: (&str, &str)| states.iter().position(|(a, b)| a == w.0 && b == w.1).unwrap();
-    assert!(pos(want[0]) < pos(want[1]) && pos(want[1]) < pos(want[2]), "{states:?}");
+    let pos = |w: (&str, &str)| {
+        states
+            .iter()
+            .position(|(a, b)| a == w.0 && b == w.1)
+            .unwrap()
+    };
+    assert!(
+        pos(want[0]) < pos(want[1]) && pos(want[1]) < pos(want[2]),
+        "{states:?}"
+    );
 }
 
 #[test]
 fn reset_on_refused_connect_and_linger_zero_close() {
-    let Some(mut guard) = probe("resets") else { return };
+    let Some(mut guard) = probe("resets") else {
+        return;
+    };
     // A port nobody listens on.
     let closed = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -449,7 +597,10 @@ fn reset_on_refused_connect_and_linger_zero_close() {
     // An established pair whose client closes with SO_LINGER {1, 0}: RST.
     let pair = tcp_pair(false);
     let saddr = pair.server.local_addr().unwrap();
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid option pointer and length for SO_LINGER.
     let rc = unsafe {
         libc::setsockopt(
@@ -484,8 +635,10 @@ fn reset_on_refused_connect_and_linger_zero_close() {
     assert_eq!(connect[0].raw.sk.peer(), closed);
     let sock = connect[0].raw.sk.sock.get();
     assert!(
-        refused.iter().any(|e| matches!(e, Event::Tcp(t) if t.raw.hdr.kind.get() == kind::TCP_RESET
-            && t.raw.reset_dir == 2 && t.raw.sk.sock.get() == sock)),
+        refused.iter().any(
+            |e| matches!(e, Event::Tcp(t) if t.raw.hdr.kind.get() == kind::TCP_RESET
+            && t.raw.reset_dir == 2 && t.raw.sk.sock.get() == sock)
+        ),
         "reset received by the refused client: {refused:?}"
     );
 
@@ -497,8 +650,14 @@ fn reset_on_refused_connect_and_linger_zero_close() {
             _ => None,
         })
         .collect();
-    assert!(resets.contains(&1), "RST sent by the lingering close: {resets:?}");
-    assert!(resets.contains(&2), "RST received by the server: {resets:?}");
+    assert!(
+        resets.contains(&1),
+        "RST sent by the lingering close: {resets:?}"
+    );
+    assert!(
+        resets.contains(&2),
+        "RST received by the server: {resets:?}"
+    );
     // After a reset the kernel has released the local port (it reads 0), so
     // find the read by the socket's inode, which stays.
     let failed_read = data_events(&events)
@@ -513,13 +672,16 @@ fn reset_on_refused_connect_and_linger_zero_close() {
 fn inode_of(fd: RawFd) -> u64 {
     // SAFETY: `st` is writable; fd is open.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
     st.st_ino
 }
 
 #[test]
 fn record_then_replay_gives_identical_events() {
-    let Some(mut guard) = probe("record/replay") else { return };
+    let Some(mut guard) = probe("record/replay") else {
+        return;
+    };
     let pair = tcp_pair(true);
     let (mut c, mut s) = (pair.client, pair.server);
     for i in 0..50u32 {
@@ -534,8 +696,11 @@ fn record_then_replay_gives_identical_events() {
 
     let probe = guard.as_ref().unwrap();
     let mut file = Vec::new();
-    let mut w =
-        CaptureWriter::new(&mut file, &CaptureHeader::for_this_host(probe.config().clone())).unwrap();
+    let mut w = CaptureWriter::new(
+        &mut file,
+        &CaptureHeader::for_this_host(probe.config().clone()),
+    )
+    .unwrap();
     for r in &records {
         w.write_record(r).unwrap();
     }
@@ -548,8 +713,14 @@ fn record_then_replay_gives_identical_events() {
         replayed.push(r.to_vec());
     }
     assert_eq!(replayed, records, "byte-identical records");
-    let a: Vec<String> = decode_all(&records).iter().map(|e| format!("{e:?}")).collect();
-    let b: Vec<String> = decode_all(&replayed).iter().map(|e| format!("{e:?}")).collect();
+    let a: Vec<String> = decode_all(&records)
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect();
+    let b: Vec<String> = decode_all(&replayed)
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect();
     assert_eq!(a, b);
 }
 

@@ -49,7 +49,9 @@ pub fn drain(probe: &mut Probe, quiet: Duration, max: Duration) -> Vec<Vec<u8>> 
 pub fn decode_all(records: &[Vec<u8>]) -> Vec<Event<'_>> {
     records
         .iter()
-        .map(|r| abi::decode(r).unwrap_or_else(|e| panic!("undecodable record from the kernel: {e}")))
+        .map(|r| {
+            abi::decode(r).unwrap_or_else(|e| panic!("undecodable record from the kernel: {e}"))
+        })
         .collect()
 }
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing Kindling needs on Debian 12, and mounts
+# tracefs and bpffs. Idempotent: installs only what is missing.
+set -euo pipefail
+
+need=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool curl python3 ca-certificates)
+missing=()
+for p in "${need[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is not on PATH; install Rust (rustup) first" >&2
+  exit 1
+fi
+
+# The probe mounts these itself when it can; doing it here keeps tests honest
+# about what they need.
+if [ "$(id -u)" = 0 ]; then
+  mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing || true
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || true
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is needed, check formatting and lints,
+# run every test (root tests load the real probe; under CI=true they must).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/setup.sh
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy || true
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The pure half of the probe crate must build without clang/libbpf.
+cargo build -p kindling-probe --no-default-features --locked
+cargo test --workspace --locked
+cargo test -p kindling-probe --no-default-features --locked --test capture
+# The packaged probe crate carries its BPF sources.
+cargo package -p kindling-probe --list --allow-dirty | grep -qx 'bpf/kindling.bpf.c'
+echo "all checks passed"

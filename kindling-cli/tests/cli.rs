@@ -1,0 +1,212 @@
+//! The `kindling` binary end to end: flags, record → replay, damaged files.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn kindling() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kindling"))
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kindling-probe/tests/data/loopback.kcap")
+}
+
+fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{test}: CI must run as root"
+    );
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+#[test]
+fn replay_prints_every_event_as_json() {
+    let out = kindling()
+        .args(["replay", "--events", "-o", "json"])
+        .arg(fixture())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 80, "the fixture holds 80 records");
+    let first = &lines[0];
+    for key in [
+        "kind",
+        "ts",
+        "pid",
+        "tid",
+        "comm",
+        "local",
+        "peer",
+        "transport",
+    ] {
+        assert!(first.get(key).is_some(), "missing {key} in {first}");
+    }
+    let gets: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["kind"] == "data"
+                && l["payload"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("GET / HTTP/1.1\\r\\n")
+        })
+        .collect();
+    assert_eq!(gets.len(), 6);
+    assert!(gets
+        .iter()
+        .all(|g| g["local"].as_str().unwrap().starts_with("127.0.0.1:")));
+}
+
+#[test]
+fn replay_table_and_truncated_file_warning() {
+    let bytes = std::fs::read(fixture()).unwrap();
+    let dir = std::env::temp_dir().join(format!("kindling-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.kcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 50]).unwrap();
+    let out = kindling()
+        .args(["replay", "--events"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("TIME(s)"));
+    assert_eq!(
+        stdout.lines().count(),
+        1 + 79,
+        "header line and every complete record"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("warning: capture is truncated"), "{stderr}");
+
+    let junk = dir.join("junk.kcap");
+    std::fs::write(&junk, b"this is not a capture").unwrap();
+    let out = kindling()
+        .args(["replay", "--events"])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not a kindling capture file"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_flags_give_one_clear_line() {
+    let out = kindling()
+        .args([
+            "record",
+            "-o",
+            "/tmp/x.kcap",
+            "--snaplen",
+            "99999",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(stderr.contains("snaplen must be 1..=16384"), "{stderr}");
+    }
+    let out = kindling()
+        .args(["record", "-o", "/tmp/x.kcap", "--duration=0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("--duration must be a positive number"));
+}
+
+#[test]
+fn record_a_live_exchange_then_replay_it() {
+    if !privileged("record/replay") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("kindling-cli-rec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("live.kcap");
+    let mut rec = kindling()
+        .args(["record", "--port", &port.to_string(), "-o"])
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the header is written once the probe is attached
+    let start = Instant::now();
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "recorder never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    c.write_all(b"PING kindling\r\n").unwrap();
+    let mut buf = [0u8; 15];
+    s.read_exact(&mut buf).unwrap();
+    s.write_all(b"+PONG\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    c.read_exact(&mut pong).unwrap();
+    drop((c, s));
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+    let status = rec.wait().unwrap();
+    let mut err = String::new();
+    rec.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("ring_full=0"), "losses reported: {err}");
+
+    let out = kindling()
+        .args(["replay", "--events", "-o", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The recorder excludes itself, but this test process is not the recorder.
+    let payloads: Vec<&str> = lines.iter().filter_map(|l| l["payload"].as_str()).collect();
+    assert_eq!(
+        payloads
+            .iter()
+            .filter(|p| **p == "PING kindling\\r\\n")
+            .count(),
+        2,
+        "{lines:#?}"
+    );
+    assert_eq!(payloads.iter().filter(|p| **p == "+PONG\\r\\n").count(), 2);
+    assert!(lines.iter().any(|l| l["kind"] == "connect"));
+    assert!(lines.iter().any(|l| l["kind"] == "accept"));
+    std::fs::remove_dir_all(&dir).ok();
+}
