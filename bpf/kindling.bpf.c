@@ -32,6 +32,13 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define opaque(x) asm volatile("" : "+r"(x))
 
+/* Turns a kernel address held as a number into a typed, read-only pointer
+ * whose fields are read with plain (fault-safe) loads instead of one
+ * bpf_probe_read_kernel() call each: the difference is most of the cost of
+ * a record. Linux 6.2+. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define KCAST(type, addr) ((type *)bpf_rdonly_cast((void *)(addr), bpf_core_type_id_kernel(type)))
+
 /* Set by the loader before load (rodata). */
 const volatile __u32 self_tgid = 0;
 const volatile __u32 snaplen = 4096;
@@ -76,10 +83,12 @@ struct pending {
 	__u8 _pad[7];
 };
 
+/* One slot per thread: a thread is in at most one syscall at a time. Task
+ * storage is a pointer chase, not a hash lookup. `syscall == 0` = idle. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct pending);
 } pending SEC(".maps");
 
@@ -179,61 +188,64 @@ static __always_inline bool ports_wanted(__u16 a, __u16 b)
 	return bpf_map_lookup_elem(&port_filter, &a) || bpf_map_lookup_elem(&port_filter, &b);
 }
 
-static __always_inline struct file *fd_to_file(int fd)
+/* Kernel address of the struct file behind fd, 0 if none. */
+static __always_inline __u64 fd_to_file(int fd)
 {
-	struct task_struct *task = (void *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *f = NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	__u64 fds, f = 0;
 
-	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return 0;
+	fds = (__u64)fdt->fd;
+	bpf_probe_read_kernel(&f, sizeof(f), (void *)(fds + (__u64)fd * sizeof(void *)));
 	return f;
 }
 
 /* The struct sock behind a file if it is a TCP or UDP socket over IPv4/IPv6. */
-static __always_inline struct sock *file_to_sock(struct file *f, __u64 *ino)
+static __always_inline struct sock *file_to_sock(__u64 file, __u64 *ino)
 {
+	struct file *f;
 	struct inode *inode;
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family, proto;
 
-	if (!f)
+	if (!file)
 		return NULL;
-	inode = BPF_CORE_READ(f, f_inode);
-	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
+	f = KCAST(struct file, file);
+	inode = f->f_inode;
+	if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
 		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
-	sk = BPF_CORE_READ(sock, sk);
+	sock = KCAST(struct socket, f->private_data);
+	sk = sock->sk;
 	if (!sk)
 		return NULL;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
-	proto = BPF_CORE_READ(sk, sk_protocol);
+	proto = sk->sk_protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return NULL;
-	*ino = BPF_CORE_READ(inode, i_ino);
+	*ino = inode->i_ino;
 	return sk;
 }
 
 static __always_inline void fill_sock(struct ke_sock *out, const struct sock *sk)
 {
+	__builtin_memset(out, 0, sizeof(*out));
 	out->sock = (__u64)sk;
-	out->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	out->protocol = BPF_CORE_READ(sk, sk_protocol);
-	out->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	out->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	out->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	out->family = sk->__sk_common.skc_family;
+	out->protocol = sk->sk_protocol;
+	out->state = sk->__sk_common.skc_state;
+	out->sport = sk->__sk_common.skc_num;
+	out->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (out->family == AF_INET) {
-		BPF_CORE_READ_INTO((__u32 *)out->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)out->daddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)out->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)out->daddr = sk->__sk_common.skc_daddr;
 	} else {
-		bpf_core_read(out->saddr, sizeof(out->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(out->daddr, sizeof(out->daddr), &sk->__sk_common.skc_v6_daddr);
+		__builtin_memcpy(out->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(out->daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
 }
 
@@ -296,39 +308,44 @@ static __always_inline bool sock_wanted(__u64 sock)
 static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u32 count, __u64 addr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct pending p = {};
+	struct pending *p;
 	struct sock *sk;
+	__u64 ino = 0;
 
 	if (hooks_only)
 		return 0;
 	if (!task_wanted(id >> 32))
 		return 0;
-	sk = file_to_sock(fd_to_file(fd), &p.ino);
+	sk = file_to_sock(fd_to_file(fd), &ino);
 	if (!sk)
 		return 0;
-	/* connect and accept learn their ports at exit; filter there. */
-	/* Unconnected UDP names its peer per call: data records check at exit. */
-	if (syscall != KS_CONNECT && syscall != KS_ACCEPT && syscall != KS_ACCEPT4) {
-		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-		bool unconnected_udp =
-			dport == 0 && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP;
+	/* connect and accept learn their ports at exit; filter there.
+	 * Unconnected UDP names its peer per call: data records check at exit. */
+	if (filter_ports && syscall != KS_CONNECT && syscall != KS_ACCEPT && syscall != KS_ACCEPT4) {
+		__u16 sport = sk->__sk_common.skc_num;
+		__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
+		bool unconnected_udp = dport == 0 && sk->sk_protocol == IPPROTO_UDP;
 		if (!unconnected_udp && !ports_wanted(sport, dport))
 			return 0;
+	}
+	p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p) {
+		count_loss(KL_PENDING_FULL);
+		return 0;
 	}
 	/* Before the call: a refused connect resets inside it. */
 	remember_sock((__u64)sk);
 	if (syscall == KS_CLOSE)
-		fill_sock(&p.sk, sk);
-	p.ts = bpf_ktime_get_boot_ns();
-	p.sock = (__u64)sk;
-	p.buf = buf;
-	p.addr = addr;
-	p.count = count;
-	p.fd = fd;
-	p.syscall = syscall;
-	if (bpf_map_update_elem(&pending, &id, &p, BPF_ANY))
-		count_loss(KL_PENDING_FULL);
+		fill_sock(&p->sk, sk);
+	p->ts = bpf_ktime_get_boot_ns();
+	p->sock = (__u64)sk;
+	p->ino = ino;
+	p->buf = buf;
+	p->addr = addr;
+	p->count = count;
+	p->fd = fd;
+	p->syscall = syscall;
 	return 0;
 }
 
@@ -473,7 +490,7 @@ static __always_inline void emit_rtt(const struct sock *sk, __u64 now)
 {
 	__u64 key = (__u64)sk;
 	__u64 *last = bpf_map_lookup_elem(&rtt_last, &key);
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct tcp_sock *tp = KCAST(struct tcp_sock, sk);
 	struct ke_tcp *e;
 
 	if (last && now - *last < rtt_interval_ns)
@@ -486,10 +503,10 @@ static __always_inline void emit_rtt(const struct sock *sk, __u64 now)
 	}
 	fill_header(&e->hdr, KE_TCP_RTT, sizeof(*e), now);
 	fill_sock(&e->sk, sk);
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
+	e->srtt_us = tp->srtt_us >> 3;
+	e->rttvar_us = tp->mdev_us >> 2;
+	e->total_retrans = tp->total_retrans;
+	e->snd_cwnd = tp->snd_cwnd;
 	e->old_state = 0;
 	e->new_state = e->sk.state;
 	e->reset_dir = 0;
@@ -538,7 +555,7 @@ __noinline int emit_data(struct emit_args *a)
 
 	size = sizeof(struct ke_data) + cap;
 	fill_header(&d->hdr, KE_DATA, size, a->now);
-	fill_sock(&d->sk, (struct sock *)a->p.sock);
+	fill_sock(&d->sk, KCAST(struct sock, a->p.sock));
 	if (a->peer && d->sk.dport == 0 && peer_from_user(&d->sk, a->peer))
 		flags |= KF_PEER_FROM_ADDR;
 	if (!ports_wanted(d->sk.sport, d->sk.dport))
@@ -563,13 +580,15 @@ __noinline int emit_data(struct emit_args *a)
 
 static __always_inline bool take_pending(struct pending *out)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *p = bpf_map_lookup_elem(&pending, &id);
+	struct pending *p;
 
-	if (!p)
+	if (hooks_only)
+		return false;
+	p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
+	if (!p || !p->syscall)
 		return false;
 	__builtin_memcpy(out, p, sizeof(*out));
-	bpf_map_delete_elem(&pending, &id);
+	p->syscall = 0;
 	return true;
 }
 
@@ -595,9 +614,9 @@ static __always_inline bool begin_data(struct emit_args *a, long ret, __u32 dire
 
 static __always_inline int end_data(struct emit_args *a)
 {
-	struct sock *sk = (struct sock *)a->p.sock;
+	struct sock *sk = KCAST(struct sock, a->p.sock);
 
-	if (BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
+	if (sk->sk_protocol == IPPROTO_TCP)
 		emit_rtt(sk, a->now);
 	return 0;
 }
@@ -709,7 +728,7 @@ static __always_inline int exit_conn(long ret)
 		e->sk = p.sk;
 		break;
 	case KS_CONNECT:
-		fill_sock(&e->sk, (struct sock *)p.sock);
+		fill_sock(&e->sk, KCAST(struct sock, p.sock));
 		/* A refused connect leaves no peer in the sock: take the argument. */
 		if (e->sk.dport == 0 && peer_from_user(&e->sk, p.addr))
 			e->hdr.flags |= KF_PEER_FROM_ADDR;
@@ -722,7 +741,7 @@ static __always_inline int exit_conn(long ret)
 			e->ino = ino;
 			remember_sock((__u64)sk);
 		} else {
-			fill_sock(&e->sk, (struct sock *)p.sock);
+			fill_sock(&e->sk, KCAST(struct sock, p.sock));
 		}
 		break;
 	}
@@ -866,7 +885,7 @@ static __always_inline bool parse_skb(const struct sk_buff *skb, struct ke_sock 
 static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_state,
 				    __u8 new_state, __u8 reset_dir)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct tcp_sock *tp = KCAST(struct tcp_sock, sk);
 	struct ke_tcp *e;
 
 	if (hooks_only || !sock_wanted((__u64)sk))
@@ -878,10 +897,10 @@ static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_
 	}
 	fill_header(&e->hdr, kind, sizeof(*e), bpf_ktime_get_boot_ns());
 	fill_sock(&e->sk, sk);
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
+	e->srtt_us = tp->srtt_us >> 3;
+	e->rttvar_us = tp->mdev_us >> 2;
+	e->total_retrans = tp->total_retrans;
+	e->snd_cwnd = tp->snd_cwnd;
 	e->old_state = old_state;
 	e->new_state = new_state;
 	e->reset_dir = reset_dir;
@@ -961,7 +980,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_header(&e->hdr, KE_SKB_DROP, sizeof(*e), bpf_ktime_get_boot_ns());
-	sk = BPF_CORE_READ(skb, sk);
+	sk = skb->sk;
 	if (sk) {
 		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 		__u16 proto = BPF_CORE_READ(sk, sk_protocol);

@@ -24,7 +24,7 @@
 //! * `tokio`: an async event stream over the loader.
 //!
 //! ## Kernel requirements
-//! Linux 5.8 or newer with BTF (`/sys/kernel/btf/vmlinux`), tracefs. Only
+//! Linux 6.2 or newer with BTF (`/sys/kernel/btf/vmlinux`), tracefs. Only
 //! tracepoints are used — no kprobes, no fentry.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]

@@ -4,9 +4,10 @@ use std::path::Path;
 
 use crate::ProbeError;
 
-/// Oldest kernel with everything the programs use (BPF ring buffer,
-/// `bpf_ktime_get_boot_ns`, `tp_btf`, bounded loops).
-pub const MIN_KERNEL: (u32, u32) = (5, 8);
+/// Oldest kernel with everything the programs use: BPF ring buffer, task
+/// storage, `tp_btf`, bounded loops, and the `bpf_rdonly_cast` kfunc (6.2)
+/// that lets them read kernel structs with plain loads.
+pub const MIN_KERNEL: (u32, u32) = (6, 2);
 
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -106,5 +107,7 @@ mod tests {
         assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
         assert_eq!(parse_release("garbage"), None);
         assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
+        assert!(parse_release("6.1.0-13-amd64").unwrap() < MIN_KERNEL);
+        assert!(parse_release("6.18.44").unwrap() >= MIN_KERNEL);
     }
 }

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Overhead harness: nginx (Debian nginx-light) serving a small response on
+# loopback under wrk keep-alive load, alternating in one run between
+#   none      no tracer
+#   floor     kindling's hooks attached, every program returns at once
+#   kindling  `kindling record` capturing payloads to a file
+#   tcpdump   `tcpdump -w` on lo
+# and reporting throughput, latency, ratios to `none`, events/s and losses.
+# A last, separate kindling run with kernel BPF stats on shows where the
+# time goes (BPF programs vs the user-space recorder).
+#
+# Usage (root): bash benches/overhead/run.sh [SECONDS_PER_RUN] [ROUNDS]
+set -euo pipefail
+DUR=${1:-10}
+ROUNDS=${2:-3}
+CONNS=${CONNS:-32}
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+for p in nginx-light wrk tcpdump bpftool; do
+  dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p"; }
+done
+cargo build --release -q -p kindling-cli
+kindling=$root/target/release/kindling
+
+work=$(mktemp -d /dev/shm/kindling-overhead.XXXXXX)
+nginx_pid=""
+tracer_pid=""
+cleanup() {
+  [ -n "$tracer_pid" ] && kill "$tracer_pid" 2>/dev/null || true
+  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  sysctl -qw kernel.bpf_stats_enabled=0 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port;
+    location / { default_type text/plain; return 200 "hello from nginx, traced by kindling\n"; }
+  }
+}
+CONF
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+nginx_pid=$!
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null   # warm-up
+
+# Starts the tracer for MODE in the background; waits until it is attached.
+start_tracer() {
+  local mode=$1
+  tracer_pid=""
+  case $mode in
+    none) ;;
+    floor|kindling|profiled)
+      local extra=()
+      [ "$mode" = floor ] && extra=(--hooks-only)
+      rm -f "$work/k.kcap"
+      "$kindling" record -o "$work/k.kcap" --port "$port" --quiet "${extra[@]}" 2>"$work/k.err" &
+      tracer_pid=$!
+      for _ in $(seq 300); do [ -s "$work/k.kcap" ] && break; sleep 0.1; done
+      ;;
+    tcpdump)
+      tcpdump -i lo -s 0 -U -w "$work/t.pcap" "tcp port $port" 2>"$work/t.err" &
+      tracer_pid=$!
+      for _ in $(seq 100); do grep -q listening "$work/t.err" 2>/dev/null && break; sleep 0.1; done
+      ;;
+  esac
+  sleep 0.5
+}
+
+stop_tracer() {
+  if [ -n "$tracer_pid" ]; then
+    kill -INT "$tracer_pid"; wait "$tracer_pid" 2>/dev/null || true
+    tracer_pid=""
+  fi
+}
+
+to_us() { # wrk latency like 812.00us / 1.20ms / 2.00s -> microseconds
+  awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /ms$/) n*=1000; else if (v ~ /[^m]s$/ && v !~ /us$/) n*=1000000; printf "%.1f", n }'
+}
+
+results=$work/results.tsv
+: > "$results"
+run_one() {
+  local mode=$1 round=$2
+  start_tracer "$mode"
+  local out; out=$(wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/")
+  local extra=""
+  if [ "$mode" = profiled ]; then
+    # Sum BPF run time of kindling's programs while the load ran.
+    extra=$(bpftool prog show -j | python3 -c '
+import json, sys
+tot = cnt = 0
+for p in json.load(sys.stdin):
+    # kindling's programs (names from bpf/kindling.bpf.c); the loader is
+    # the only BPF user on these machines.
+    if p.get("name", "").startswith(("enter_", "exit_", "on_")):
+        tot += p.get("run_time_ns", 0); cnt += p.get("run_cnt", 0)
+print(f"{tot} {cnt}")')
+    local ticks; ticks=$(awk '{print $14+$15}' "/proc/$tracer_pid/stat")
+    extra="$extra $ticks"
+  fi
+  stop_tracer
+  local rps lat p99 events lost
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  lat=$(to_us "$(awk '/^    Latency/ {print $2; exit}' <<<"$out")")
+  p99=$(to_us "$(awk '/^ +99%/ {print $2; exit}' <<<"$out")")
+  events="-"; lost="-"
+  if [[ $mode == kindling || $mode == profiled ]]; then
+    events=$(sed -n 's/.*wrote \([0-9]*\) events (\([0-9]*\)\/s.*/\2/p' "$work/k.err")
+    lost=$(sed -n 's/.*ring_full=\([0-9]*\) pending_full=\([0-9]*\) undecodable=\([0-9]*\).*/\1+\2+\3/p' "$work/k.err")
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$round" "$rps" "$lat" "$p99" "$events" "$lost" "$extra" >> "$results"
+  printf '%-9s round %s: %10s req/s  avg %8s us  p99 %8s us  events/s %8s  lost %s %s\n' \
+    "$mode" "$round" "$rps" "$lat" "$p99" "$events" "$lost" "$extra" >&2
+  rm -f "$work/k.kcap" "$work/t.pcap"
+}
+
+for r in $(seq "$ROUNDS"); do
+  for m in none floor kindling tcpdump; do run_one "$m" "$r"; done
+done
+sysctl -qw kernel.bpf_stats_enabled=1
+run_one profiled 1
+sysctl -qw kernel.bpf_stats_enabled=0
+
+python3 - "$results" "$DUR" <<'PY'
+import sys, statistics as st
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+dur = float(sys.argv[2])
+by = {}
+for m, r, rps, lat, p99, ev, lost, extra in rows:
+    by.setdefault(m, []).append((float(rps), float(lat), float(p99), ev, lost, extra))
+base = st.median(x[0] for x in by["none"])
+print("| mode | req/s (median) | vs none | throughput loss | avg latency us | p99 latency us | events/s | lost |")
+print("|---|---|---|---|---|---|---|---|")
+loss = {}
+for m in ["none", "floor", "kindling", "tcpdump"]:
+    xs = by[m]
+    rps = st.median(x[0] for x in xs)
+    loss[m] = 100 * (1 - rps / base)
+    ev = ",".join(x[3] for x in xs)
+    lost = ",".join(x[4] for x in xs)
+    print(f"| {m} | {rps:.0f} | {rps/base:.3f} | {loss[m]:.1f}% | {st.median(x[1] for x in xs):.0f} | {st.median(x[2] for x in xs):.0f} | {ev} | {lost} |")
+print()
+print(f"kindling loss - floor loss = {loss['kindling'] - loss['floor']:.1f} points (target <= 5)")
+if loss["tcpdump"] > 0:
+    print(f"kindling loss / tcpdump loss = {loss['kindling'] / loss['tcpdump']:.2f} (target <= 0.33)")
+p = by.get("profiled")
+if p:
+    rps, _, _, ev, lost, extra = p[0]
+    ns, cnt, ticks = (float(v) for v in extra.split())
+    cpu_user = ticks / 100.0
+    print(f"profiled run (BPF stats on): {rps:.0f} req/s, {ev} events/s, lost {lost}; "
+          f"BPF programs {ns/1e9:.2f} s CPU over {cnt:.0f} runs ({ns/max(cnt,1):.0f} ns/run, "
+          f"{100*ns/1e9/dur:.1f}% of one core); recorder process {cpu_user:.2f} s CPU "
+          f"({100*cpu_user/dur:.1f}% of one core) over {dur:.0f} s of load")
+PY
