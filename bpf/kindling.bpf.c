@@ -123,12 +123,21 @@ struct {
 	__type(value, __u8);
 } wanted_socks SEC(".maps");
 
-/* Last RTT sample per socket, for rate limiting. */
+/* Last RTT sample per socket, for rate limiting: a direct-mapped table
+ * indexed by a hash of the socket address (an array lookup instead of an LRU
+ * hash lookup on every data record). A slot names its socket; a collision
+ * just restarts the other socket's interval. */
+#define RTT_SLOTS 16384
+struct rtt_slot {
+	__u64 sock;
+	__u64 ts;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RTT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct rtt_slot);
 } rtt_last SEC(".maps");
 
 /* Per-CPU scratch where a data record is assembled before ringbuf_output.
@@ -486,16 +495,19 @@ static __always_inline __u64 capture_iov(struct scratch *s, __u64 iov_ptr, __u64
 	return cap;
 }
 
-static __always_inline void emit_rtt(const struct sock *sk, __u64 now)
+/* `addr` is sk as a number (the verifier allows no arithmetic on sk). */
+static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 now)
 {
-	__u64 key = (__u64)sk;
-	__u64 *last = bpf_map_lookup_elem(&rtt_last, &key);
+	/* struct sock is cache-line aligned: drop the low bits before mixing. */
+	__u32 slot = (__u32)((addr >> 6) ^ (addr >> 20)) & (RTT_SLOTS - 1);
+	struct rtt_slot *last = bpf_map_lookup_elem(&rtt_last, &slot);
 	struct tcp_sock *tp = KCAST(struct tcp_sock, sk);
 	struct ke_tcp *e;
 
-	if (last && now - *last < rtt_interval_ns)
+	if (!last || (last->sock == addr && now - last->ts < rtt_interval_ns))
 		return;
-	bpf_map_update_elem(&rtt_last, &key, &now, BPF_ANY);
+	last->sock = addr;
+	last->ts = now;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(KL_RING_FULL);
@@ -617,7 +629,7 @@ static __always_inline int end_data(struct emit_args *a)
 	struct sock *sk = KCAST(struct sock, a->p.sock);
 
 	if (sk->sk_protocol == IPPROTO_TCP)
-		emit_rtt(sk, a->now);
+		emit_rtt(sk, a->p.sock, a->now);
 	return 0;
 }
 
