@@ -7,10 +7,11 @@ bash .ci/setup.sh
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy || true
 
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # The pure half of the probe crate must build without clang/libbpf.
 cargo build -p kindling-probe --no-default-features --locked
 cargo test --workspace --locked
+cargo test -p kindling-probe --features tokio --locked --test async_probe
 cargo test -p kindling-probe --no-default-features --locked --test capture
 # The packaged probe crate carries its BPF sources.
 cargo package -p kindling-probe --list --allow-dirty | grep -qx 'bpf/kindling.bpf.c'

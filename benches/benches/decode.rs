@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_main, Criterion, Throughput};
 use kindling_benches::{fixture_records, ring_like, LOOPBACK_KCAP};
 use kindling_probe::abi::{self, Event};
 use kindling_probe::capture::CaptureReader;
@@ -30,7 +30,9 @@ fn decode(c: &mut Criterion) {
             let mut n = 0u64;
             for &(off, len) in &spans {
                 match abi::decode(black_box(&buf[off..off + len])) {
-                    Ok(Event::Data(d)) => n += d.payload.len() as u64 + u64::from(d.raw.hdr.pid.get()),
+                    Ok(Event::Data(d)) => {
+                        n += d.payload.len() as u64 + u64::from(d.raw.hdr.pid.get())
+                    }
                     Ok(e) => n += u64::from(e.header().pid.get()),
                     Err(_) => n += 1,
                 }
@@ -55,5 +57,9 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode);
+/// `criterion_group!` makes an undocumented public fn; keep it private.
+mod group {
+    criterion::criterion_group!(benches, super::decode);
+}
+use group::benches;
 criterion_main!(benches);

@@ -210,3 +210,33 @@ fn record_a_live_exchange_then_replay_it() {
     assert!(lines.iter().any(|l| l["kind"] == "accept"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn unprivileged_load_says_what_to_do() {
+    // As root, drop to nobody with no capabilities; otherwise we already are unprivileged.
+    // SAFETY: geteuid has no preconditions.
+    let out = if unsafe { libc::geteuid() } == 0 {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(env!("CARGO_BIN_EXE_kindling"))
+            .args(["watch", "--duration", "1"])
+            .output()
+            .expect("setpriv (util-linux) must be installed")
+    } else {
+        kindling()
+            .args(["watch", "--duration", "1"])
+            .output()
+            .unwrap()
+    };
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.trim(),
+        "kindling: not permitted to load eBPF programs: run as root or grant CAP_BPF and CAP_PERFMON"
+    );
+}

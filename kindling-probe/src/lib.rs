@@ -47,3 +47,7 @@ pub mod preflight;
 pub use error::ProbeError;
 #[cfg(feature = "loader")]
 pub use loader::{LossStats, Probe, ProbeBuilder};
+#[cfg(feature = "tokio")]
+mod stream;
+#[cfg(feature = "tokio")]
+pub use stream::AsyncProbe;

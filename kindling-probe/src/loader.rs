@@ -434,10 +434,11 @@ impl Probe {
     ) -> Result<usize, ProbeError> {
         // Wake-ups are batched in the kernel, so a timed-out poll may still
         // leave records behind: always drain with consume() as well.
-        let polled = self.ring.poll(timeout);
-        if let Err(e) = polled {
-            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                return Err(ProbeError::Ring(e));
+        if !timeout.is_zero() {
+            if let Err(e) = self.ring.poll(timeout) {
+                if e.kind() != libbpf_rs::ErrorKind::Interrupted {
+                    return Err(ProbeError::Ring(e));
+                }
             }
         }
         self.ring.consume().map_err(ProbeError::Ring)?;
@@ -486,6 +487,12 @@ impl Probe {
             pending_full: sums[3],
             undecodable: self.undecodable,
         })
+    }
+
+    /// The ring buffer's epoll descriptor (readable when records wait).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn epoll_fd(&self) -> std::os::fd::RawFd {
+        self.ring.epoll_fd()
     }
 
     /// Records delivered so far.

@@ -180,3 +180,104 @@ fn port_filter_drops_other_ports() {
         }
     }
 }
+
+/// A cgroup v2 directory of our own: the existing cgroup2 mount, or one we
+/// mount (hybrid v1 hosts have the v2 hierarchy unmounted).
+struct TestCgroup {
+    dir: std::path::PathBuf,
+    mounted: Option<std::path::PathBuf>,
+}
+
+impl TestCgroup {
+    fn new() -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let existing = mountinfo.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split(' ').next()? == "cgroup2")
+                .then(|| pre.split(' ').nth(4).map(String::from))?
+        });
+        let (root, mounted) = match existing {
+            Some(m) => (std::path::PathBuf::from(m), None),
+            None => {
+                let m = std::env::temp_dir().join(format!("kindling-cg2-{}", std::process::id()));
+                std::fs::create_dir_all(&m).unwrap();
+                let status = Command::new("mount")
+                    .args(["-t", "cgroup2", "none"])
+                    .arg(&m)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "mounting cgroup2 failed");
+                (m.clone(), Some(m))
+            }
+        };
+        let dir = root.join(format!("kindling-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir, mounted }
+    }
+
+    /// The cgroup v2 id (the directory's inode), as bpf_get_current_cgroup_id reports it.
+    fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.dir).unwrap().ino()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+        if let Some(m) = &self.mounted {
+            let _ = Command::new("umount").arg(m).status();
+            let _ = std::fs::remove_dir(m);
+        }
+    }
+}
+
+#[test]
+fn cgroup_filter_sees_only_that_cgroup() {
+    if !privileged("cgroup filter") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cg = TestCgroup::new();
+    let (port, server) = http_server(2);
+    let procs = cg.dir.join("cgroup.procs");
+    // The shell moves itself into the cgroup, waits, then becomes curl.
+    let mut inside = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo $$ > {}; read go; exec curl -s -o /dev/null http://127.0.0.1:{port}/in-cgroup",
+                procs.display()
+            ),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut probe = ProbeBuilder::new()
+        .cgroup(cg.id())
+        .load()
+        .expect("load probe");
+    assert!(curl(port, "/outside").status().unwrap().success());
+    writeln!(inside.stdin.take().unwrap(), "go").unwrap();
+    assert!(inside.wait().unwrap().success());
+    server.join().unwrap();
+
+    let records = drain(
+        &mut probe,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
+    let events = decode_all(&records);
+    assert!(
+        events
+            .iter()
+            .any(|e| payload_contains(e, b"GET /in-cgroup")),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| payload_contains(e, b"GET /outside")));
+    for e in &events {
+        if matches!(e, Event::Data(_) | Event::Conn(_)) {
+            assert_eq!(e.header().cgroup_id.get(), cg.id());
+        }
+    }
+}
