@@ -4,8 +4,8 @@
  * RTT samples and packet drops, written as variable-length records into one
  * ring buffer. The record layouts live in kindling.h.
  *
- * Only tracepoints are used (syscall tracepoints, tp_btf): the target
- * kernels have neither kprobes nor fentry.
+ * Only tracepoints are used (the raw sys_enter/sys_exit tracepoints and
+ * other tp_btf ones): the target kernels have neither kprobes nor fentry.
  *
  * Syscalls are followed in two halves: the entry handler decides whether
  * the fd is an interesting socket (TCP or UDP over IPv4/IPv6, wanted pid,
@@ -358,90 +358,115 @@ static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u3
 	return 0;
 }
 
-#define ARG(i) (ctx->args[i])
+/*
+ * One program on the raw sys_enter tracepoint and one on sys_exit, each
+ * dispatching on the syscall number: per-syscall tracepoints would run the
+ * perf tracing plumbing (buffer setup, argument copy) before every call.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NR_read 0
+#define NR_write 1
+#define NR_close 3
+#define NR_readv 19
+#define NR_writev 20
+#define NR_connect 42
+#define NR_accept 43
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define NR_accept4 288
+#define NR_recvmmsg 299
+#define NR_sendmmsg 307
+#define SYSCALL_NR(regs) ((regs)->orig_ax)
+#define ARG0(regs) ((regs)->di)
+#define ARG1(regs) ((regs)->si)
+#define ARG2(regs) ((regs)->dx)
+#define ARG4(regs) ((regs)->r8)
+/* 32-bit tasks number their syscalls differently: only follow 64-bit ones. */
+#define NATIVE_SYSCALL(regs) (((regs)->cs & 0xffff) == 0x33)
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_read 63
+#define NR_write 64
+#define NR_close 57
+#define NR_readv 65
+#define NR_writev 66
+#define NR_connect 203
+#define NR_accept 202
+#define NR_sendto 206
+#define NR_recvfrom 207
+#define NR_sendmsg 211
+#define NR_recvmsg 212
+#define NR_accept4 242
+#define NR_recvmmsg 243
+#define NR_sendmmsg 269
+#define SYSCALL_NR(regs) ((regs)->syscallno)
+#define ARG0(regs) ((regs)->regs[0])
+#define ARG1(regs) ((regs)->regs[1])
+#define ARG2(regs) ((regs)->regs[2])
+#define ARG4(regs) ((regs)->regs[4])
+#define NATIVE_SYSCALL(regs) (!((regs)->pstate & 0x10)) /* PSR_MODE32_BIT */
+#else
+#error "unsupported architecture: define the syscall numbers"
+#endif
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read(struct trace_event_raw_sys_enter *ctx)
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 {
-	return enter_sock_call(KS_READ, ARG(0), ARG(1), ARG(2), 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_WRITE, ARG(0), ARG(1), ARG(2), 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_READV, ARG(0), ARG(1), ARG(2), 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_WRITEV, ARG(0), ARG(1), ARG(2), 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_SENDTO, ARG(0), ARG(1), ARG(2), ARG(4));
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_RECVFROM, ARG(0), ARG(1), ARG(2), ARG(4));
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_SENDMSG, ARG(0), ARG(1), 1, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_RECVMSG, ARG(0), ARG(1), 1, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_SENDMMSG, ARG(0), ARG(1), ARG(2), 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmmsg")
-int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_RECVMMSG, ARG(0), ARG(1), ARG(2), 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_CONNECT, ARG(0), 0, 0, ARG(1));
-}
-
-SEC("tracepoint/syscalls/sys_enter_accept")
-int enter_accept(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_ACCEPT, ARG(0), 0, 0, ARG(1));
-}
-
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int enter_accept4(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_ACCEPT4, ARG(0), 0, 0, ARG(1));
-}
-
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_sock_call(KS_CLOSE, ARG(0), 0, 0, 0);
+	if (hooks_only)
+		return 0;
+	switch (id) {
+	case NR_read:
+	case NR_write:
+	case NR_readv:
+	case NR_writev:
+	case NR_sendto:
+	case NR_recvfrom:
+	case NR_sendmsg:
+	case NR_recvmsg:
+	case NR_sendmmsg:
+	case NR_recvmmsg:
+	case NR_connect:
+	case NR_accept:
+	case NR_accept4:
+	case NR_close:
+		break;
+	default:
+		return 0;
+	}
+	if (!NATIVE_SYSCALL(regs))
+		return 0;
+	switch (id) {
+	case NR_read:
+		return enter_sock_call(KS_READ, ARG0(regs), ARG1(regs), ARG2(regs), 0);
+	case NR_write:
+		return enter_sock_call(KS_WRITE, ARG0(regs), ARG1(regs), ARG2(regs), 0);
+	case NR_readv:
+		return enter_sock_call(KS_READV, ARG0(regs), ARG1(regs), ARG2(regs), 0);
+	case NR_writev:
+		return enter_sock_call(KS_WRITEV, ARG0(regs), ARG1(regs), ARG2(regs), 0);
+	case NR_sendto:
+		return enter_sock_call(KS_SENDTO, ARG0(regs), ARG1(regs), ARG2(regs), ARG4(regs));
+	case NR_recvfrom:
+		return enter_sock_call(KS_RECVFROM, ARG0(regs), ARG1(regs), ARG2(regs), ARG4(regs));
+	case NR_sendmsg:
+		return enter_sock_call(KS_SENDMSG, ARG0(regs), ARG1(regs), 1, 0);
+	case NR_recvmsg:
+		return enter_sock_call(KS_RECVMSG, ARG0(regs), ARG1(regs), 1, 0);
+	case NR_sendmmsg:
+		return enter_sock_call(KS_SENDMMSG, ARG0(regs), ARG1(regs), ARG2(regs), 0);
+	case NR_recvmmsg:
+		return enter_sock_call(KS_RECVMMSG, ARG0(regs), ARG1(regs), ARG2(regs), 0);
+	case NR_connect:
+		return enter_sock_call(KS_CONNECT, ARG0(regs), 0, 0, ARG1(regs));
+	case NR_accept:
+		return enter_sock_call(KS_ACCEPT, ARG0(regs), 0, 0, ARG1(regs));
+	case NR_accept4:
+		return enter_sock_call(KS_ACCEPT4, ARG0(regs), 0, 0, ARG1(regs));
+	case NR_close:
+		return enter_sock_call(KS_CLOSE, ARG0(regs), 0, 0, 0);
+	}
+	return 0;
 }
 
 /* ---- payload capture ------------------------------------------------------ */
@@ -765,88 +790,39 @@ static __always_inline int exit_conn(long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_read")
-int exit_read(struct trace_event_raw_sys_exit *ctx)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
-	return exit_buf(ctx->ret, KD_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_write")
-int exit_write(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_buf(ctx->ret, KD_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_readv")
-int exit_readv(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_iov(ctx->ret, KD_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_writev")
-int exit_writev(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_iov(ctx->ret, KD_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_buf(ctx->ret, KD_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_buf(ctx->ret, KD_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_msg(ctx->ret, KD_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_msg(ctx->ret, KD_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmmsg")
-int exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_mmsg(ctx->ret, KD_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvmmsg")
-int exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_mmsg(ctx->ret, KD_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_connect")
-int exit_connect(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_conn(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_conn(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_conn(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_close")
-int exit_close(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_conn(ctx->ret);
+	if (hooks_only)
+		return 0;
+	/* Every exit whose entry parked something is ours: the number only
+	 * saves the task-storage lookup for the syscalls we never follow. */
+	switch (SYSCALL_NR(regs)) {
+	case NR_read:
+	case NR_recvfrom:
+		return exit_buf(ret, KD_INGRESS);
+	case NR_write:
+	case NR_sendto:
+		return exit_buf(ret, KD_EGRESS);
+	case NR_readv:
+		return exit_iov(ret, KD_INGRESS);
+	case NR_writev:
+		return exit_iov(ret, KD_EGRESS);
+	case NR_recvmsg:
+		return exit_msg(ret, KD_INGRESS);
+	case NR_sendmsg:
+		return exit_msg(ret, KD_EGRESS);
+	case NR_recvmmsg:
+		return exit_mmsg(ret, KD_INGRESS);
+	case NR_sendmmsg:
+		return exit_mmsg(ret, KD_EGRESS);
+	case NR_connect:
+	case NR_accept:
+	case NR_accept4:
+	case NR_close:
+		return exit_conn(ret);
+	}
+	return 0;
 }
 
 /* ---- TCP health ------------------------------------------------------------ */
