@@ -118,7 +118,7 @@ tot = cnt = 0
 for p in json.load(sys.stdin):
     # the programs of bpf/kindling.bpf.c, by name; the recorder is
     # the only BPF user on these machines.
-    if p.get("name", "").startswith(("enter_", "exit_", "on_")):
+    if p.get("name", "").startswith(("sys_enter", "sys_exit", "on_")):
         tot += p.get("run_time_ns", 0); cnt += p.get("run_cnt", 0)
 print(f"{tot} {cnt}")')
     local ticks; ticks=$(awk -v t0="$ticks0" '{print $14+$15-t0}' "/proc/$tracer_pid/stat")

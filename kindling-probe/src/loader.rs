@@ -523,7 +523,7 @@ fn fill_filters(skel: &KindlingSkel<'_>, cfg: &ProbeConfig) -> Result<(), ProbeE
         put(&skel.maps.cgroup_filter, &cg.to_ne_bytes())?;
     }
     for port in &cfg.ports {
-        put(&skel.maps.port_filter, &port.to_ne_bytes())?;
+        put(&skel.maps.port_filter, &u32::from(*port).to_ne_bytes())?;
     }
     Ok(())
 }
