@@ -669,26 +669,18 @@ static __always_inline int end_data(struct emit_args *a)
 	return 0;
 }
 
-/* read, write, sendto, recvfrom: one flat buffer. */
-static __always_inline int exit_buf(long ret, __u32 direction)
+/* read, write, sendto, recvfrom (one flat buffer, peer maybe in the call's
+ * address) and readv, writev (an iovec array). */
+static __always_inline int exit_plain(long ret, __u32 direction, bool vectored)
 {
 	struct emit_args a;
 
 	if (!begin_data(&a, ret, direction))
 		return 0;
-	a.peer = a.p.addr;
-	emit_data(&a);
-	return end_data(&a);
-}
-
-/* readv, writev: an iovec array. */
-static __always_inline int exit_iov(long ret, __u32 direction)
-{
-	struct emit_args a;
-
-	if (!begin_data(&a, ret, direction))
-		return 0;
-	a.iovcnt = a.p.count;
+	if (vectored)
+		a.iovcnt = a.p.count;
+	else
+		a.peer = a.p.addr;
 	emit_data(&a);
 	return end_data(&a);
 }
@@ -811,14 +803,14 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	switch (SYSCALL_NR(regs)) {
 	case NR_read:
 	case NR_recvfrom:
-		return exit_buf(ret, KD_INGRESS);
+		return exit_plain(ret, KD_INGRESS, false);
 	case NR_write:
 	case NR_sendto:
-		return exit_buf(ret, KD_EGRESS);
+		return exit_plain(ret, KD_EGRESS, false);
 	case NR_readv:
-		return exit_iov(ret, KD_INGRESS);
+		return exit_plain(ret, KD_INGRESS, true);
 	case NR_writev:
-		return exit_iov(ret, KD_EGRESS);
+		return exit_plain(ret, KD_EGRESS, true);
 	case NR_recvmsg:
 		return exit_msg(ret, KD_INGRESS);
 	case NR_sendmsg:

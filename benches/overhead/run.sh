@@ -9,10 +9,10 @@
 # A last, separate kindling run with kernel BPF stats on shows where the
 # time goes (BPF programs vs the user-space recorder).
 #
-# Usage (root): bash benches/overhead/run.sh [SECONDS_PER_RUN] [ROUNDS]
+# Usage (root): bash benches/overhead/run.sh [SECONDS_PER_RUN=10] [ROUNDS=5]
 set -euo pipefail
 DUR=${1:-10}
-ROUNDS=${2:-3}
+ROUNDS=${2:-5}
 CONNS=${CONNS:-32}
 cd "$(dirname "$0")/../.."
 root=$(pwd)

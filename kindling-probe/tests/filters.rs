@@ -49,6 +49,29 @@ fn curl(port: u16, path: &str) -> Command {
     c
 }
 
+/// `sh` that runs `setup`, waits for a line on stdin, then becomes curl
+/// (same pid), so a probe can be loaded for it before it sends anything.
+fn gated_curl(setup: &str, port: u16, path: &str) -> std::process::Child {
+    Command::new("sh")
+        .args([
+            "-c",
+            &format!("{setup} read go; exec curl -s -o /dev/null http://127.0.0.1:{port}{path}"),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh and curl must be installed")
+}
+
+/// Lets a [`gated_curl`] go and waits for it.
+fn release(mut child: std::process::Child) {
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn collect(probe: &mut kindling_probe::Probe) -> Vec<Vec<u8>> {
+    drain(probe, Duration::from_millis(200), Duration::from_secs(5))
+}
+
 fn payload_contains(e: &Event<'_>, needle: &[u8]) -> bool {
     matches!(e, Event::Data(d) if d.payload.windows(needle.len()).any(|w| w == needle))
 }
@@ -61,30 +84,17 @@ fn pid_filter_sees_only_that_process() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (port, server) = http_server(2);
     // The shell waits for a line, then becomes curl (same pid).
-    let mut wanted = Command::new("sh")
-        .args([
-            "-c",
-            &format!("read go; exec curl -s -o /dev/null http://127.0.0.1:{port}/wanted"),
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("sh and curl must be installed");
+    let wanted = gated_curl("", port, "/wanted");
     let pid = wanted.id();
     let mut probe = ProbeBuilder::new().pid(pid).load().expect("load probe");
-
-    let status = curl(port, "/other")
+    assert!(curl(port, "/other")
         .status()
-        .expect("curl must be installed");
-    assert!(status.success());
-    writeln!(wanted.stdin.take().unwrap(), "go").unwrap();
-    assert!(wanted.wait().unwrap().success());
+        .expect("curl must be installed")
+        .success());
+    release(wanted);
     server.join().unwrap();
 
-    let records = drain(
-        &mut probe,
-        Duration::from_millis(200),
-        Duration::from_secs(5),
-    );
+    let records = collect(&mut probe);
     let events = decode_all(&records);
     assert!(!events.is_empty(), "the filtered process was seen");
     for e in &events {
@@ -121,11 +131,7 @@ fn the_loading_process_never_sees_itself() {
     assert!(status.success());
     server.join().unwrap();
 
-    let records = drain(
-        &mut probe,
-        Duration::from_millis(200),
-        Duration::from_secs(5),
-    );
+    let records = collect(&mut probe);
     let events = decode_all(&records);
     let mine = with_port(&events, port);
     let me = std::process::id();
@@ -161,11 +167,7 @@ fn port_filter_drops_other_ports() {
     assert!(curl(port, "/this-port").status().unwrap().success());
     server.join().unwrap();
     other_server.join().unwrap();
-    let records = drain(
-        &mut probe,
-        Duration::from_millis(200),
-        Duration::from_secs(5),
-    );
+    let records = collect(&mut probe);
     let events = decode_all(&records);
     assert!(events
         .iter()
@@ -242,31 +244,20 @@ fn cgroup_filter_sees_only_that_cgroup() {
     let (port, server) = http_server(2);
     let procs = cg.dir.join("cgroup.procs");
     // The shell moves itself into the cgroup, waits, then becomes curl.
-    let mut inside = Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "echo $$ > {}; read go; exec curl -s -o /dev/null http://127.0.0.1:{port}/in-cgroup",
-                procs.display()
-            ),
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let inside = gated_curl(
+        &format!("echo $$ > {};", procs.display()),
+        port,
+        "/in-cgroup",
+    );
     let mut probe = ProbeBuilder::new()
         .cgroup(cg.id())
         .load()
         .expect("load probe");
     assert!(curl(port, "/outside").status().unwrap().success());
-    writeln!(inside.stdin.take().unwrap(), "go").unwrap();
-    assert!(inside.wait().unwrap().success());
+    release(inside);
     server.join().unwrap();
 
-    let records = drain(
-        &mut probe,
-        Duration::from_millis(200),
-        Duration::from_secs(5),
-    );
+    let records = collect(&mut probe);
     let events = decode_all(&records);
     assert!(
         events
