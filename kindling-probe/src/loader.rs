@@ -495,6 +495,16 @@ impl Probe {
         self.ring.epoll_fd()
     }
 
+    /// Kernel ids of the loaded programs (as `bpftool prog show id N` lists them).
+    pub fn program_ids(&self) -> Vec<u32> {
+        use std::os::fd::AsFd;
+        self.skel
+            .object()
+            .progs()
+            .filter_map(|p| libbpf_rs::Program::id_from_fd(p.as_fd()).ok())
+            .collect()
+    }
+
     /// Records delivered so far.
     pub fn received(&self) -> u64 {
         self.received

@@ -1,6 +1,7 @@
 //! In-kernel filters, checked with real `curl` processes against a tiny HTTP
 //! server in this test: a pid filter sees only that pid, and a probe never
 //! sees the process that loaded it.
+#![cfg(feature = "loader")]
 
 mod common;
 
@@ -271,4 +272,37 @@ fn cgroup_filter_sees_only_that_cgroup() {
             assert_eq!(e.header().cgroup_id.get(), cg.id());
         }
     }
+}
+
+fn loaded_program_ids() -> Vec<u32> {
+    libbpf_rs::query::ProgInfoIter::default()
+        .map(|p| p.id)
+        .collect()
+}
+
+#[test]
+fn dropping_the_probe_detaches_everything() {
+    if !privileged("detach on drop") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let probe = ProbeBuilder::new().port(1).load().expect("load probe");
+    let ours = probe.program_ids();
+    assert!(
+        ours.len() >= 7,
+        "sys_enter, sys_exit and the TCP/skb hooks: {ours:?}"
+    );
+    let loaded = loaded_program_ids();
+    assert!(ours.iter().all(|id| loaded.contains(id)));
+    drop(probe);
+    // Programs are freed once their last link and fd are gone, after an RCU
+    // grace period: allow a moment.
+    let start = std::time::Instant::now();
+    let mut left: Vec<u32> = ours.clone();
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+        let loaded = loaded_program_ids();
+        left.retain(|id| loaded.contains(id));
+    }
+    assert!(left.is_empty(), "programs {left:?} still loaded after drop");
 }

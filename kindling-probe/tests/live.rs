@@ -3,6 +3,7 @@
 //! One probe (pid filter = this process, snaplen 300) is shared by the tests
 //! in this file; each test holds it for its whole run and looks only at the
 //! records of the ports it opened.
+#![cfg(feature = "loader")]
 
 mod common;
 
