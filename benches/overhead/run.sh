@@ -151,21 +151,28 @@ python3 - "$results" "$DUR" <<'PY'
 import sys, statistics as st
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 dur = float(sys.argv[2])
-by = {}
+by, rounds = {}, {}
 for m, r, rps, lat, p99, ev, lost, extra in rows:
     by.setdefault(m, []).append((float(rps), float(lat), float(p99), ev, lost, extra))
-base = st.median(x[0] for x in by["none"])
-print("| mode | req/s (median) | vs none | throughput loss | avg latency us | p99 latency us | events/s | lost |")
+    rounds.setdefault(r, {})[m] = float(rps)
+# The machine's speed drifts between rounds; each round runs the four modes
+# back to back, so compare every mode with the `none` run of its own round.
+ratio = {m: st.median(rd[m] / rd["none"] for rd in rounds.values() if m in rd and "none" in rd)
+         for m in ["none", "floor", "kindling", "tcpdump"]}
+print("| mode | req/s (median) | vs none (median of per-round ratios) | throughput loss | avg latency us | p99 latency us | events/s | lost |")
 print("|---|---|---|---|---|---|---|---|")
 loss = {}
 for m in ["none", "floor", "kindling", "tcpdump"]:
     xs = by[m]
-    rps = st.median(x[0] for x in xs)
-    loss[m] = 100 * (1 - rps / base)
+    loss[m] = 100 * (1 - ratio[m])
     ev = ",".join(x[3] for x in xs)
     lost = ",".join(x[4] for x in xs)
-    print(f"| {m} | {rps:.0f} | {rps/base:.3f} | {loss[m]:.1f}% | {st.median(x[1] for x in xs):.0f} | {st.median(x[2] for x in xs):.0f} | {ev} | {lost} |")
+    print(f"| {m} | {st.median(x[0] for x in xs):.0f} | {ratio[m]:.3f} | {loss[m]:.1f}% | "
+          f"{st.median(x[1] for x in xs):.0f} | {st.median(x[2] for x in xs):.0f} | {ev} | {lost} |")
 print()
+print("per round (req/s):", "; ".join(
+    f"r{r}: " + " ".join(f"{m}={rd[m]:.0f}" for m in ["none", "floor", "kindling", "tcpdump"] if m in rd)
+    for r, rd in sorted(rounds.items())))
 print(f"kindling loss - floor loss = {loss['kindling'] - loss['floor']:.1f} points (target <= 5)")
 if loss["tcpdump"] > 0:
     print(f"kindling loss / tcpdump loss = {loss['kindling'] / loss['tcpdump']:.2f} (target <= 0.33)")
