@@ -1,15 +1,48 @@
 //! # kindling-proto
 //!
-//! Pure protocol parsers for the bytes Kindling sees on sockets: HTTP/1.x,
-//! MySQL, Redis and DNS, detected by content and parsed without copying.
-//! No I/O, no unsafe; usable on bytes from anywhere (a probe, a pcap, a proxy).
+//! Pure protocol parsers for the bytes Kindling sees on sockets, detected by
+//! content and parsed without copying. No I/O, no unsafe; usable on bytes from
+//! anywhere (a probe, a pcap, a proxy, a test).
 //!
-//! **Status:** the parsers are not written yet (tracked as issue 3). This
-//! crate currently only defines the vocabulary shared by every parser.
+//! ```text
+//!  first bytes ──detect()──► Match / NoMatch / NeedMore
+//!  stream bytes ──parse(session, dir, buf)──► Complete((Message<'buf>, consumed)) | Partial
+//!                                              │ borrowed view, no allocation
+//!                                              └─► .to_record() ─► owned, serde, redacted
+//! ```
+//!
+//! Every protocol implements [`Protocol`]; a caller keeps one
+//! [`Protocol::Session`] per connection (state such as pipelined HEAD requests
+//! or MySQL capabilities) and walks a stream by `consumed` bytes. Missing bytes
+//! are never an error: [`Status::Partial`] asks for more.
+//!
+//! ## Status
+//! * [`http1`]: HTTP/1.0 and 1.1: detection, heads, framing (Content-Length,
+//!   chunked with extensions and trailers, until-close, bodiless responses),
+//!   pipelining, `100 Continue`, `Upgrade`, trace context, redaction.
+//! * MySQL, Redis and DNS: not written yet (issue 3 continues).
+//!
+//! # Examples
+//!
+//! ```
+//! use kindling_proto::http1::{Http1, Message};
+//! use kindling_proto::{Direction, Protocol, Status};
+//!
+//! let mut session = Default::default();
+//! let bytes = b"GET /users/42 HTTP/1.1\r\nHost: example.test\r\n\r\n";
+//! let Ok(Status::Complete((Message::Request(req), used))) =
+//!     Http1::parse(&mut session, Direction::Request, bytes)
+//! else {
+//!     panic!("a complete request")
+//! };
+//! assert_eq!((req.method, req.path(), used), ("GET", "/users/42", bytes.len()));
+//! ```
 
 #![forbid(unsafe_code)]
 
-/// Which side of an exchange a message belongs to.
+pub mod http1;
+
+/// Which side of an exchange bytes come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Client to server.
@@ -27,4 +60,34 @@ pub enum Detect {
     NoMatch,
     /// Too few bytes to tell.
     NeedMore,
+}
+
+/// A parse result that may need more bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status<T> {
+    /// A whole message, and how many bytes it used.
+    Complete(T),
+    /// The message continues past the bytes given: call again with more.
+    Partial,
+}
+
+/// The shape every protocol module has.
+pub trait Protocol {
+    /// Per-connection state, kept by the caller across calls.
+    type Session: Default;
+    /// A borrowed view of one message.
+    type Message<'a>;
+    /// Why bytes are not this protocol (small and `Copy`).
+    type Error: std::error::Error + Copy;
+
+    /// Cheap sniff of a stream's first bytes, by content, not port.
+    fn detect(head: &[u8], dir: Direction) -> Detect;
+
+    /// Parses one message at the start of `buf`; on success also returns the
+    /// bytes it used, so a caller can walk pipelined messages.
+    fn parse<'a>(
+        session: &mut Self::Session,
+        dir: Direction,
+        buf: &'a [u8],
+    ) -> Result<Status<(Self::Message<'a>, usize)>, Self::Error>;
 }

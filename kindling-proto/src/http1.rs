@@ -1,0 +1,650 @@
+//! HTTP/1.0 and HTTP/1.1 (RFC 9112).
+//!
+//! ```text
+//! request  = method SP request-target SP HTTP-version CRLF *( field-line CRLF ) CRLF [ body ]
+//! response = HTTP-version SP status-code SP [ reason ] CRLF *( field-line CRLF ) CRLF [ body ]
+//! chunked  = *( chunk-size [ ;ext ] CRLF data CRLF ) "0" [ ;ext ] CRLF *( trailer CRLF ) CRLF
+//! ```
+//!
+//! Message length (RFC 9112 §6.3), in order: responses to HEAD, 1xx, 204 and
+//! 304 have no body; a 2xx answer to CONNECT and a 101 switch the connection
+//! to another protocol; Transfer-Encoding ending in `chunked` is chunked;
+//! otherwise a valid Content-Length; otherwise a request has no body and a
+//! response runs until the connection closes.
+//!
+//! The head is parsed by `httparse`; headers stay a borrowed block that is
+//! re-split on demand, so a parse allocates nothing.
+
+use std::fmt;
+
+use crate::{Detect, Direction, Protocol, Status};
+
+/// Most header lines accepted in one head.
+pub const MAX_HEADERS: usize = 96;
+/// Pipelined requests remembered per connection for response framing.
+pub const MAX_PIPELINE: usize = 32;
+
+/// The HTTP/1 protocol; see the module docs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Http1;
+
+/// Why bytes are not a valid HTTP/1 message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The start line or a header line is malformed.
+    #[error("malformed http/1 head")]
+    BadHead,
+    /// More than [`MAX_HEADERS`] header lines.
+    #[error("too many header lines")]
+    TooManyHeaders,
+    /// Content-Length is not a number, or several disagree.
+    #[error("invalid content-length")]
+    BadContentLength,
+    /// A request with a Transfer-Encoding other than chunked (RFC 9112 §6.3).
+    #[error("invalid transfer-encoding")]
+    BadTransferEncoding,
+    /// A chunk-size line or chunk terminator is malformed.
+    #[error("malformed chunked body")]
+    BadChunk,
+    /// The connection switched protocols (101, CONNECT): no HTTP/1 follows.
+    #[error("connection switched protocols")]
+    Upgraded,
+}
+
+/// How a message's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked; `data` is the decoded size, `encoded` the bytes on the wire.
+    Chunked {
+        /// Sum of chunk sizes.
+        data: u64,
+        /// Bytes from the end of the head to the end of the trailers.
+        encoded: u64,
+    },
+    /// Until the connection closes (responses only); `consumed` counted every
+    /// byte given so far as body.
+    UntilClose,
+}
+
+/// Header lines of a message, borrowed from the input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Headers<'a> {
+    block: &'a [u8],
+}
+
+impl<'a> Headers<'a> {
+    /// Iterates `(name, value)` pairs in order, value trimmed.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.block.split(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = std::str::from_utf8(&line[..colon]).ok()?;
+            Some((name, trim(&line[colon + 1..])))
+        })
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Number of header lines.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
+            .finish()
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// A request head and its framing.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// Method, any token (`GET`, `PATCH`, `PROPFIND`, …).
+    pub method: &'a str,
+    /// Request target as sent (`/path?query`, `*`, `host:port`, absolute URL).
+    pub target: &'a str,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Header lines.
+    pub headers: Headers<'a>,
+    /// Body framing.
+    pub body: Body,
+    /// Bytes of the head (start line to the blank line).
+    pub head_len: usize,
+}
+
+/// A response head and its framing.
+#[derive(Clone, Copy, Debug)]
+pub struct Response<'a> {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: &'a str,
+    /// Minor version.
+    pub version: u8,
+    /// Header lines.
+    pub headers: Headers<'a>,
+    /// Body framing.
+    pub body: Body,
+    /// Bytes of the head.
+    pub head_len: usize,
+}
+
+/// An HTTP/1 message.
+#[derive(Clone, Copy, Debug)]
+pub enum Message<'a> {
+    /// Client to server.
+    Request(Request<'a>),
+    /// Server to client.
+    Response(Response<'a>),
+}
+
+/// What a request needs remembered until its response arrives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Pending {
+    #[default]
+    Plain,
+    Head,
+    Connect,
+}
+
+/// Per-connection state: the methods of requests still awaiting their
+/// response (pipelining), and whether the connection left HTTP/1.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    pending: [Pending; MAX_PIPELINE],
+    first: usize,
+    len: usize,
+    /// Requests whose method was forgotten because more than
+    /// [`MAX_PIPELINE`] were in flight (their responses are framed as GET's).
+    pub pipeline_overflow: u64,
+    upgraded: bool,
+}
+
+impl Session {
+    fn push(&mut self, p: Pending) {
+        if self.len == MAX_PIPELINE {
+            self.pipeline_overflow += 1;
+            return;
+        }
+        self.pending[(self.first + self.len) % MAX_PIPELINE] = p;
+        self.len += 1;
+    }
+
+    fn front(&self) -> Pending {
+        if self.len == 0 {
+            Pending::Plain
+        } else {
+            self.pending[self.first]
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.len > 0 {
+            self.first = (self.first + 1) % MAX_PIPELINE;
+            self.len -= 1;
+        }
+    }
+
+    /// Whether the connection switched protocols (no more HTTP/1 on it).
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded
+    }
+}
+
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn detect_request(head: &[u8]) -> Detect {
+    // Known methods decide at once; others need the whole start line.
+    for m in METHODS {
+        let n = m.len().min(head.len());
+        if head[..n] == m[..n] {
+            return if n == m.len() {
+                Detect::Match
+            } else {
+                Detect::NeedMore
+            };
+        }
+    }
+    let token = head.iter().take_while(|&&b| is_tchar(b)).count();
+    if token == 0 || token > 24 {
+        return Detect::NoMatch;
+    }
+    let Some(line_end) = head.iter().position(|&b| b == b'\n') else {
+        return if head.len() > 2048 || head[token..].first().is_some_and(|&b| b != b' ') {
+            Detect::NoMatch
+        } else {
+            Detect::NeedMore
+        };
+    };
+    let line = head[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&head[..line_end]);
+    if head.get(token) == Some(&b' ')
+        && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
+    {
+        Detect::Match
+    } else {
+        Detect::NoMatch
+    }
+}
+
+fn detect_response(head: &[u8]) -> Detect {
+    const PREFIX: &[u8] = b"HTTP/1.";
+    let n = PREFIX.len().min(head.len());
+    if head[..n] != PREFIX[..n] {
+        return Detect::NoMatch;
+    }
+    // "HTTP/1.x ddd"
+    let rest = &head[n..];
+    let shape: [fn(u8) -> bool; 5] = [
+        |b| b == b'0' || b == b'1',
+        |b| b == b' ',
+        |b| b.is_ascii_digit(),
+        |b| b.is_ascii_digit(),
+        |b| b.is_ascii_digit(),
+    ];
+    for (i, ok) in shape.iter().enumerate() {
+        match rest.get(i) {
+            None => return Detect::NeedMore,
+            Some(&b) if !ok(b) => return Detect::NoMatch,
+            Some(_) => {}
+        }
+    }
+    Detect::Match
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    // A list of identical values is allowed (RFC 9110 §8.6).
+    let mut out: Option<u64> = None;
+    for part in v.split(|&b| b == b',') {
+        let part = trim(part);
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = std::str::from_utf8(part).ok()?.parse().ok()?;
+        match out {
+            Some(prev) if prev != n => return None,
+            _ => out = Some(n),
+        }
+    }
+    out
+}
+
+/// Whether a comma-separated header value contains `token`, case-insensitively.
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn last_token_is_chunked(te: &[u8]) -> bool {
+    te.rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| trim(t).eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Framing from headers; `None` = request without body / response until close.
+fn framing(headers: &Headers<'_>, is_request: bool) -> Result<Option<Body>, Error> {
+    let mut te: Option<&[u8]> = None;
+    let mut cl: Option<u64> = None;
+    for (name, value) in headers.iter() {
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            te = Some(value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(value).ok_or(Error::BadContentLength)?;
+            if cl.is_some_and(|prev| prev != n) {
+                return Err(Error::BadContentLength);
+            }
+            cl = Some(n);
+        }
+    }
+    if let Some(te) = te {
+        if last_token_is_chunked(te) {
+            return Ok(Some(Body::Chunked {
+                data: 0,
+                encoded: 0,
+            }));
+        }
+        return if is_request {
+            Err(Error::BadTransferEncoding)
+        } else {
+            Ok(None)
+        };
+    }
+    Ok(cl.map(|n| if n == 0 { Body::None } else { Body::Length(n) }))
+}
+
+/// Walks a chunked body at the start of `buf`: `(data bytes, wire bytes)`.
+fn chunked_len(buf: &[u8]) -> Result<Status<(u64, usize)>, Error> {
+    let mut at = 0usize;
+    let mut data = 0u64;
+    loop {
+        let Some(nl) = buf[at..].iter().position(|&b| b == b'\n') else {
+            return if buf.len() - at > 1024 {
+                Err(Error::BadChunk)
+            } else {
+                Ok(Status::Partial)
+            };
+        };
+        let line = &buf[at..at + nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let size_part = line.split(|&b| b == b';').next().unwrap_or(b"");
+        let size_part = trim(size_part);
+        if size_part.is_empty()
+            || size_part.len() > 16
+            || !size_part.iter().all(u8::is_ascii_hexdigit)
+        {
+            return Err(Error::BadChunk);
+        }
+        let size = u64::from_str_radix(
+            std::str::from_utf8(size_part).map_err(|_| Error::BadChunk)?,
+            16,
+        )
+        .map_err(|_| Error::BadChunk)?;
+        at += nl + 1;
+        if size == 0 {
+            // trailers, then an empty line
+            loop {
+                let Some(nl) = buf[at..].iter().position(|&b| b == b'\n') else {
+                    return if buf.len() - at > 8192 {
+                        Err(Error::BadChunk)
+                    } else {
+                        Ok(Status::Partial)
+                    };
+                };
+                let empty = nl == 0 || (nl == 1 && buf[at] == b'\r');
+                at += nl + 1;
+                if empty {
+                    return Ok(Status::Complete((data, at)));
+                }
+            }
+        }
+        data = data.checked_add(size).ok_or(Error::BadChunk)?;
+        let size = usize::try_from(size).map_err(|_| Error::BadChunk)?;
+        let end = at.checked_add(size).ok_or(Error::BadChunk)?;
+        match buf.get(end..end + 2) {
+            None if buf.len() < end + 2 => return Ok(Status::Partial),
+            Some(b"\r\n") => at = end + 2,
+            _ => match buf.get(end) {
+                // tolerate a bare LF terminator
+                Some(b'\n') => at = end + 1,
+                _ => return Err(Error::BadChunk),
+            },
+        }
+    }
+}
+
+/// Completes a message whose head is `head_len` bytes: adds the body.
+fn with_body(buf: &[u8], head_len: usize, body: Body) -> Result<Status<(Body, usize)>, Error> {
+    match body {
+        Body::None => Ok(Status::Complete((Body::None, head_len))),
+        Body::Length(n) => {
+            let end = usize::try_from(n)
+                .ok()
+                .and_then(|n| head_len.checked_add(n));
+            match end {
+                Some(end) if end <= buf.len() => Ok(Status::Complete((body, end))),
+                _ => Ok(Status::Partial),
+            }
+        }
+        Body::Chunked { .. } => match chunked_len(&buf[head_len..])? {
+            Status::Complete((data, wire)) => Ok(Status::Complete((
+                Body::Chunked {
+                    data,
+                    encoded: wire as u64,
+                },
+                head_len + wire,
+            ))),
+            Status::Partial => Ok(Status::Partial),
+        },
+        Body::UntilClose => Ok(Status::Complete((Body::UntilClose, buf.len()))),
+    }
+}
+
+fn map_httparse(e: httparse::Error) -> Error {
+    match e {
+        httparse::Error::TooManyHeaders => Error::TooManyHeaders,
+        _ => Error::BadHead,
+    }
+}
+
+/// The header block between the start line and the blank line.
+fn header_block(buf: &[u8], head_len: usize) -> &[u8] {
+    let start = buf
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head_len, |p| p + 1);
+    &buf[start.min(head_len)..head_len]
+}
+
+impl Http1 {
+    /// Parses only the head; the body framing is returned but the body bytes
+    /// are not required (for callers that skip uncaptured bodies by length).
+    pub fn parse_head<'a>(
+        session: &mut Session,
+        dir: Direction,
+        buf: &'a [u8],
+    ) -> Result<Status<Message<'a>>, Error> {
+        if session.upgraded {
+            return Err(Error::Upgraded);
+        }
+        let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match dir {
+            Direction::Request => {
+                let mut req = httparse::Request::new(&mut lines);
+                let head_len = match req.parse(buf).map_err(map_httparse)? {
+                    httparse::Status::Complete(n) => n,
+                    httparse::Status::Partial => return Ok(Status::Partial),
+                };
+                let (Some(method), Some(target), Some(version)) =
+                    (req.method, req.path, req.version)
+                else {
+                    return Err(Error::BadHead);
+                };
+                let headers = Headers {
+                    block: header_block(buf, head_len),
+                };
+                let body = framing(&headers, true)?.unwrap_or(Body::None);
+                session.push(match method {
+                    "HEAD" => Pending::Head,
+                    "CONNECT" => Pending::Connect,
+                    _ => Pending::Plain,
+                });
+                Ok(Status::Complete(Message::Request(Request {
+                    method,
+                    target,
+                    version,
+                    headers,
+                    body,
+                    head_len,
+                })))
+            }
+            Direction::Response => {
+                let mut resp = httparse::Response::new(&mut lines);
+                let head_len = match resp.parse(buf).map_err(map_httparse)? {
+                    httparse::Status::Complete(n) => n,
+                    httparse::Status::Partial => return Ok(Status::Partial),
+                };
+                let (Some(status), Some(version)) = (resp.code, resp.version) else {
+                    return Err(Error::BadHead);
+                };
+                let reason = resp.reason.unwrap_or("");
+                let headers = Headers {
+                    block: header_block(buf, head_len),
+                };
+                let request = session.front();
+                let body = if status == 101
+                    || (request == Pending::Connect && (200..300).contains(&status))
+                {
+                    session.upgraded = true;
+                    Body::None
+                } else if (100..200).contains(&status)
+                    || status == 204
+                    || status == 304
+                    || request == Pending::Head
+                {
+                    Body::None
+                } else {
+                    framing(&headers, false)?.unwrap_or(Body::UntilClose)
+                };
+                // An interim response (100 Continue, 103) leaves the request pending.
+                if !(100..200).contains(&status) || status == 101 {
+                    session.pop();
+                }
+                Ok(Status::Complete(Message::Response(Response {
+                    status,
+                    reason,
+                    version,
+                    headers,
+                    body,
+                    head_len,
+                })))
+            }
+        }
+    }
+}
+
+impl Protocol for Http1 {
+    type Session = Session;
+    type Message<'a> = Message<'a>;
+    type Error = Error;
+
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::{http1::Http1, Detect, Direction, Protocol};
+    ///
+    /// assert_eq!(Http1::detect(b"PATCH /x HTTP/1.1\r\n", Direction::Request), Detect::Match);
+    /// assert_eq!(Http1::detect(b"HTTP/1.1 204", Direction::Response), Detect::Match);
+    /// assert_eq!(Http1::detect(b"HTT", Direction::Response), Detect::NeedMore);
+    /// assert_eq!(Http1::detect(b"*1\r\n$4\r\nPING\r\n", Direction::Request), Detect::NoMatch);
+    /// ```
+    fn detect(head: &[u8], dir: Direction) -> Detect {
+        if head.is_empty() {
+            return Detect::NeedMore;
+        }
+        match dir {
+            Direction::Request => detect_request(head),
+            Direction::Response => detect_response(head),
+        }
+    }
+
+    fn parse<'a>(
+        session: &mut Session,
+        dir: Direction,
+        buf: &'a [u8],
+    ) -> Result<Status<(Message<'a>, usize)>, Error> {
+        // Parse the head on a copy of the session: a Partial body must not
+        // commit the pipeline bookkeeping twice when the caller retries.
+        let mut trial = session.clone();
+        let msg = match Self::parse_head(&mut trial, dir, buf)? {
+            Status::Complete(m) => m,
+            Status::Partial => return Ok(Status::Partial),
+        };
+        let (head_len, body) = match &msg {
+            Message::Request(r) => (r.head_len, r.body),
+            Message::Response(r) => (r.head_len, r.body),
+        };
+        match with_body(buf, head_len, body)? {
+            Status::Complete((body, used)) => {
+                *session = trial;
+                let msg = match msg {
+                    Message::Request(r) => Message::Request(Request { body, ..r }),
+                    Message::Response(r) => Message::Response(Response { body, ..r }),
+                };
+                Ok(Status::Complete((msg, used)))
+            }
+            Status::Partial => Ok(Status::Partial),
+        }
+    }
+}
+
+impl<'a> Request<'a> {
+    /// The path, without query or fragment (`/users/42`); for absolute-form
+    /// targets the path part of the URL.
+    pub fn path(&self) -> &'a str {
+        let t = self.target;
+        let t = match t.find("://") {
+            Some(scheme_end) => t[scheme_end + 3..]
+                .find('/')
+                .map_or("/", |p| &t[scheme_end + 3 + p..]),
+            None => t,
+        };
+        let end = t.find(['?', '#']).unwrap_or(t.len());
+        &t[..end]
+    }
+
+    /// The query string without `?`, if any.
+    pub fn query(&self) -> Option<&'a str> {
+        let t = self.target;
+        let q = &t[t.find('?')? + 1..];
+        Some(&q[..q.find('#').unwrap_or(q.len())])
+    }
+
+    /// `Upgrade` protocol requested (`websocket`, `h2c`) with `Connection: upgrade`.
+    pub fn upgrade(&self) -> Option<&'a [u8]> {
+        let conn = self.headers.get("connection")?;
+        has_token(conn, "upgrade")
+            .then(|| self.headers.get("upgrade"))
+            .flatten()
+    }
+
+    /// Whether the client waits for `100 Continue` before sending the body.
+    pub fn expects_continue(&self) -> bool {
+        self.headers
+            .get("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+    }
+}
+
+impl Response<'_> {
+    /// 1xx other than 101: an interim response; the final one follows.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
