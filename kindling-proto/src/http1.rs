@@ -648,3 +648,232 @@ impl Response<'_> {
         (100..200).contains(&self.status) && self.status != 101
     }
 }
+
+/// Headers whose values are secrets; redacted in records by default.
+pub const SENSITIVE_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// The text that replaces a redacted value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// What records hide. The default hides credential headers, not query values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redaction {
+    /// Replace the values of [`SENSITIVE_HEADERS`].
+    pub credentials: bool,
+    /// Replace every query parameter value (`?id=42&q=x` → `?id=?&q=?`).
+    pub query_values: bool,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Self {
+            credentials: true,
+            query_values: false,
+        }
+    }
+}
+
+/// An owned, serialisable, redacted record of one HTTP/1 message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HttpRecord {
+    /// Request method (requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request target, query values redacted if configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Status code (responses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `1.0` or `1.1`.
+    pub version: String,
+    /// Header lines in order, sensitive values redacted.
+    pub headers: Vec<(String, String)>,
+    /// Body size: declared (Content-Length) or decoded (chunked); none for
+    /// bodiless messages and bodies that run until close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_bytes: Option<u64>,
+    /// Whether the body was chunked.
+    pub chunked: bool,
+    /// Trace context found in the headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<OwnedTrace>,
+}
+
+/// An owned [`crate::trace::TraceContext`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OwnedTrace {
+    /// Format.
+    pub format: crate::trace::TraceFormat,
+    /// Trace id as sent.
+    pub trace_id: String,
+    /// Span id as sent.
+    pub span_id: String,
+}
+
+fn redact_query(target: &str) -> String {
+    let Some(q) = target.find('?') else {
+        return target.to_owned();
+    };
+    let (path, query) = target.split_at(q + 1);
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) => format!("{k}=?"),
+            None => kv.to_owned(),
+        })
+        .collect();
+    format!("{path}{}", redacted.join("&"))
+}
+
+fn record_headers(headers: &Headers<'_>, r: &Redaction) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let secret =
+                r.credentials && SENSITIVE_HEADERS.iter().any(|s| n.eq_ignore_ascii_case(s));
+            let value = if secret {
+                REDACTED.to_owned()
+            } else {
+                String::from_utf8_lossy(v).into_owned()
+            };
+            (n.to_owned(), value)
+        })
+        .collect()
+}
+
+fn body_bytes(b: Body) -> (Option<u64>, bool) {
+    match b {
+        Body::None => (None, false),
+        Body::Length(n) => (Some(n), false),
+        Body::Chunked { data, .. } => (Some(data), true),
+        Body::UntilClose => (None, false),
+    }
+}
+
+impl<'a> Headers<'a> {
+    /// The trace context these headers carry, if any.
+    pub fn trace_context(&self) -> Option<crate::trace::TraceContext<'a>> {
+        let headers = *self;
+        crate::trace::trace_context(move |n| headers.get(n))
+    }
+}
+
+fn owned_trace(h: &Headers<'_>) -> Option<OwnedTrace> {
+    h.trace_context().map(|t| OwnedTrace {
+        format: t.format,
+        trace_id: t.trace_id.to_owned(),
+        span_id: t.span_id.to_owned(),
+    })
+}
+
+impl Request<'_> {
+    /// An owned, redacted record.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::http1::{Http1, Message, Redaction};
+    /// use kindling_proto::{Direction, Protocol, Status};
+    ///
+    /// let raw = b"GET /a?token=xyz HTTP/1.1\r\nAuthorization: Basic Zm9vOmJhcg==\r\n\r\n";
+    /// let Ok(Status::Complete((Message::Request(req), _))) =
+    ///     Http1::parse(&mut Default::default(), Direction::Request, raw)
+    /// else {
+    ///     unreachable!()
+    /// };
+    /// let rec = req.to_record(&Redaction { query_values: true, ..Default::default() });
+    /// assert_eq!(rec.target.as_deref(), Some("/a?token=?"));
+    /// assert_eq!(rec.headers[0].1, "[REDACTED]");
+    /// ```
+    pub fn to_record(&self, r: &Redaction) -> HttpRecord {
+        let (body_bytes, chunked) = body_bytes(self.body);
+        HttpRecord {
+            method: Some(self.method.to_owned()),
+            target: Some(if r.query_values {
+                redact_query(self.target)
+            } else {
+                self.target.to_owned()
+            }),
+            status: None,
+            version: format!("1.{}", self.version),
+            headers: record_headers(&self.headers, r),
+            body_bytes,
+            chunked,
+            trace: owned_trace(&self.headers),
+        }
+    }
+
+    /// OpenTelemetry semantic-convention attributes of the request.
+    pub fn attributes(&self, r: &Redaction) -> Vec<(&'static str, String)> {
+        let mut a = vec![
+            ("http.request.method", self.method.to_owned()),
+            ("url.path", self.path().to_owned()),
+            ("network.protocol.name", "http".to_owned()),
+            ("network.protocol.version", format!("1.{}", self.version)),
+        ];
+        if let Some(q) = self.query() {
+            let q = if r.query_values {
+                redact_query(&format!("?{q}"))[1..].to_owned()
+            } else {
+                q.to_owned()
+            };
+            a.push(("url.query", q));
+        }
+        let text = |n: &str| {
+            self.headers
+                .get(n)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        if let Some(host) = text("host") {
+            a.push(("server.address", host));
+        }
+        if let Some(ua) = text("user-agent") {
+            a.push(("user_agent.original", ua));
+        }
+        if let Some(ct) = text("content-type") {
+            a.push(("http.request.header.content-type", ct));
+        }
+        if let (Some(n), _) = body_bytes(self.body) {
+            a.push(("http.request.body.size", n.to_string()));
+        }
+        a
+    }
+}
+
+impl Response<'_> {
+    /// An owned, redacted record.
+    pub fn to_record(&self, r: &Redaction) -> HttpRecord {
+        let (body_bytes, chunked) = body_bytes(self.body);
+        HttpRecord {
+            method: None,
+            target: None,
+            status: Some(self.status),
+            version: format!("1.{}", self.version),
+            headers: record_headers(&self.headers, r),
+            body_bytes,
+            chunked,
+            trace: owned_trace(&self.headers),
+        }
+    }
+
+    /// OpenTelemetry semantic-convention attributes of the response.
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut a = vec![("http.response.status_code", self.status.to_string())];
+        if let Some(ct) = self.headers.get("content-type") {
+            a.push((
+                "http.response.header.content-type",
+                String::from_utf8_lossy(ct).into_owned(),
+            ));
+        }
+        if let (Some(n), _) = body_bytes(self.body) {
+            a.push(("http.response.body.size", n.to_string()));
+        }
+        a
+    }
+}
