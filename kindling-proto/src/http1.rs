@@ -329,10 +329,13 @@ fn last_token_is_chunked(te: &[u8]) -> bool {
 }
 
 /// Framing from headers; `None` = request without body / response until close.
-fn framing(headers: &Headers<'_>, is_request: bool) -> Result<Option<Body>, Error> {
+fn framing<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    is_request: bool,
+) -> Result<Option<Body>, Error> {
     let mut te: Option<&[u8]> = None;
     let mut cl: Option<u64> = None;
-    for (name, value) in headers.iter() {
+    for (name, value) in headers {
         if name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(value);
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -453,13 +456,17 @@ fn map_httparse(e: httparse::Error) -> Error {
     }
 }
 
-/// The header block between the start line and the blank line.
-fn header_block(buf: &[u8], head_len: usize) -> &[u8] {
-    let start = buf
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(head_len, |p| p + 1);
-    &buf[start.min(head_len)..head_len]
+/// The header block between the start line and the blank line: it starts at
+/// the first header name httparse found (no second scan of the start line).
+fn header_block<'a>(
+    buf: &'a [u8],
+    head_len: usize,
+    first: Option<&httparse::Header<'a>>,
+) -> &'a [u8] {
+    let start = first.map_or(head_len, |h| {
+        (h.name.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize)
+    });
+    buf.get(start.min(head_len)..head_len).unwrap_or(&[])
 }
 
 impl Http1 {
@@ -473,11 +480,17 @@ impl Http1 {
         if session.upgraded {
             return Err(Error::Upgraded);
         }
-        let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        // Uninitialised slots: initialising ~3 KiB of headers per call would
+        // cost more than parsing a typical head.
+        let mut lines =
+            [const { std::mem::MaybeUninit::<httparse::Header<'a>>::uninit() }; MAX_HEADERS];
         match dir {
             Direction::Request => {
-                let mut req = httparse::Request::new(&mut lines);
-                let head_len = match req.parse(buf).map_err(map_httparse)? {
+                let mut req = httparse::Request::new(&mut []);
+                let head_len = match req
+                    .parse_with_uninit_headers(buf, &mut lines)
+                    .map_err(map_httparse)?
+                {
                     httparse::Status::Complete(n) => n,
                     httparse::Status::Partial => return Ok(Status::Partial),
                 };
@@ -487,9 +500,11 @@ impl Http1 {
                     return Err(Error::BadHead);
                 };
                 let headers = Headers {
-                    block: header_block(buf, head_len),
+                    block: header_block(buf, head_len, req.headers.first()),
                 };
-                let body = framing(&headers, true)?.unwrap_or(Body::None);
+                // Frame from httparse's already split lines, not a second pass.
+                let lines = req.headers.iter().map(|h| (h.name, h.value));
+                let body = framing(lines, true)?.unwrap_or(Body::None);
                 session.push(match method {
                     "HEAD" => Pending::Head,
                     "CONNECT" => Pending::Connect,
@@ -505,8 +520,11 @@ impl Http1 {
                 })))
             }
             Direction::Response => {
-                let mut resp = httparse::Response::new(&mut lines);
-                let head_len = match resp.parse(buf).map_err(map_httparse)? {
+                let mut resp = httparse::Response::new(&mut []);
+                let head_len = match httparse::ParserConfig::default()
+                    .parse_response_with_uninit_headers(&mut resp, buf, &mut lines)
+                    .map_err(map_httparse)?
+                {
                     httparse::Status::Complete(n) => n,
                     httparse::Status::Partial => return Ok(Status::Partial),
                 };
@@ -515,7 +533,7 @@ impl Http1 {
                 };
                 let reason = resp.reason.unwrap_or("");
                 let headers = Headers {
-                    block: header_block(buf, head_len),
+                    block: header_block(buf, head_len, resp.headers.first()),
                 };
                 let request = session.front();
                 let body = if status == 101
@@ -530,7 +548,8 @@ impl Http1 {
                 {
                     Body::None
                 } else {
-                    framing(&headers, false)?.unwrap_or(Body::UntilClose)
+                    let lines = resp.headers.iter().map(|h| (h.name, h.value));
+                    framing(lines, false)?.unwrap_or(Body::UntilClose)
                 };
                 // An interim response (100 Continue, 103) leaves the request pending.
                 if !(100..200).contains(&status) || status == 101 {

@@ -1,0 +1,73 @@
+//! Parsing allocates nothing: a counting global allocator watches the parse
+//! of a real request head recorded from curl, and of a response.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kindling_proto::http1::{Http1, Message};
+use kindling_proto::{Detect, Direction, Protocol, Status};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const REQUEST: &[u8] =
+    b"POST /api/echo HTTP/1.1\r\nHost: 127.0.0.1:18181\r\nUser-Agent: curl/7.88.1\r\n\
+Accept: */*\r\nContent-Type: application/json\r\nAuthorization: Bearer s3cr3t\r\n\
+traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nContent-Length: 19\r\n\r\n\
+{\"name\":\"kindling\"}";
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n0\r\n\r\n";
+
+#[test]
+fn http_head_parse_and_accessors_do_not_allocate() {
+    let mut session = Default::default();
+    let before = ALLOCS.load(Ordering::SeqCst);
+    assert_eq!(Http1::detect(REQUEST, Direction::Request), Detect::Match);
+    let Ok(Status::Complete((Message::Request(r), used))) =
+        Http1::parse(&mut session, Direction::Request, REQUEST)
+    else {
+        panic!("request")
+    };
+    let trace = r.headers.trace_context().expect("traceparent");
+    let host = r.headers.get("host");
+    let Ok(Status::Complete((Message::Response(resp), _))) =
+        Http1::parse(&mut session, Direction::Response, RESPONSE)
+    else {
+        panic!("response")
+    };
+    let after = ALLOCS.load(Ordering::SeqCst);
+    assert_eq!(after - before, 0, "allocations while parsing");
+    assert_eq!(
+        (used, r.path(), host, trace.span_id),
+        (
+            REQUEST.len(),
+            "/api/echo",
+            Some(&b"127.0.0.1:18181"[..]),
+            "00f067aa0ba902b7"
+        )
+    );
+    assert_eq!(resp.status, 200);
+}
