@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http1;
+pub mod redis;
 pub mod trace;
 
 /// Which side of an exchange bytes come from.

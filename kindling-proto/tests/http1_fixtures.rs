@@ -6,44 +6,13 @@ mod common;
 
 use std::fmt::Write as _;
 
-use common::{fixtures, read_conversation, Segment};
+use common::{byte_by_byte, fixtures, read_conversation, resplit, Segment};
 use kindling_proto::http1::{Body, Http1, Message};
 use kindling_proto::{Direction, Protocol, Status};
 use proptest::prelude::*;
 
-/// Feeds segments in capture order into one buffer per direction and
-/// parses every complete message; returns one summary line per message and
-/// the bytes left unparsed per direction.
 fn walk(segments: &[Segment]) -> String {
-    let mut session = Default::default();
-    let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut out = String::new();
-    for seg in segments {
-        let i = usize::from(seg.dir == Direction::Response);
-        bufs[i].extend_from_slice(&seg.bytes);
-        loop {
-            match Http1::parse(&mut session, seg.dir, &bufs[i]) {
-                Ok(Status::Complete((msg, used))) => {
-                    summarize(&mut out, &msg);
-                    bufs[i].drain(..used);
-                }
-                Ok(Status::Partial) => break,
-                Err(e) => {
-                    writeln!(out, "error: {e}").unwrap();
-                    bufs[i].clear();
-                    break;
-                }
-            }
-        }
-    }
-    writeln!(
-        out,
-        "unparsed: request {} B, response {} B",
-        bufs[0].len(),
-        bufs[1].len()
-    )
-    .unwrap();
-    out
+    common::walk::<Http1>(segments, summarize)
 }
 
 fn body(b: &Body) -> String {
@@ -109,30 +78,6 @@ fn recorded_conversations_match_snapshots() {
     }
 }
 
-/// Splits the concatenation of same-direction runs at the given cut points,
-/// keeping direction order: the parse must not depend on segment sizes.
-fn resplit(segments: &[Segment], cuts: &[usize]) -> Vec<Segment> {
-    let mut out = Vec::new();
-    for seg in segments {
-        let mut start = 0;
-        for &c in cuts {
-            let c = c % (seg.bytes.len() + 1);
-            if c > start {
-                out.push(Segment {
-                    dir: seg.dir,
-                    bytes: seg.bytes[start..c].to_vec(),
-                });
-                start = c;
-            }
-        }
-        out.push(Segment {
-            dir: seg.dir,
-            bytes: seg.bytes[start..].to_vec(),
-        });
-    }
-    out
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -149,11 +94,7 @@ proptest! {
     fn byte_by_byte_is_the_same(idx in 0usize..7) {
         let files = fixtures("http1");
         let segs = read_conversation(&files[idx % files.len()]);
-        let one_byte: Vec<Segment> = segs
-            .iter()
-            .flat_map(|s| s.bytes.iter().map(move |&b| Segment { dir: s.dir, bytes: vec![b] }))
-            .collect();
-        prop_assert_eq!(walk(&one_byte), walk(&segs));
+        prop_assert_eq!(walk(&byte_by_byte(&segs)), walk(&segs));
     }
 
     #[test]

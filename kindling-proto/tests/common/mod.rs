@@ -74,3 +74,89 @@ pub fn fixtures(dir: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Feeds segments in capture order into one buffer per direction and parses
+/// every complete message, the way a connection tracker does; returns one
+/// summary line per message (from `summarize`) and the bytes left unparsed.
+pub fn walk<P: kindling_proto::Protocol>(
+    segments: &[Segment],
+    summarize: impl Fn(&mut String, &P::Message<'_>),
+) -> String {
+    use std::fmt::Write as _;
+
+    let mut session = P::Session::default();
+    let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut out = String::new();
+    for seg in segments {
+        let i = usize::from(seg.dir == Direction::Response);
+        bufs[i].extend_from_slice(&seg.bytes);
+        loop {
+            // None = need more bytes; Some(None) = error, drop the buffer.
+            let step = match P::parse(&mut session, seg.dir, &bufs[i]) {
+                Ok(kindling_proto::Status::Complete((msg, used))) => {
+                    summarize(&mut out, &msg);
+                    Some(Some(used))
+                }
+                Ok(kindling_proto::Status::Partial) => None,
+                Err(e) => {
+                    writeln!(out, "error: {e}").unwrap();
+                    Some(None)
+                }
+            };
+            match step {
+                Some(Some(used)) => {
+                    bufs[i].drain(..used);
+                }
+                Some(None) => {
+                    bufs[i].clear();
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    writeln!(
+        out,
+        "unparsed: request {} B, response {} B",
+        bufs[0].len(),
+        bufs[1].len()
+    )
+    .unwrap();
+    out
+}
+
+/// The same segments cut again at `cuts` (modulo each segment's length).
+pub fn resplit(segments: &[Segment], cuts: &[usize]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for seg in segments {
+        let mut start = 0;
+        for &c in cuts {
+            let c = c % (seg.bytes.len() + 1);
+            if c > start {
+                out.push(Segment {
+                    dir: seg.dir,
+                    bytes: seg.bytes[start..c].to_vec(),
+                });
+                start = c;
+            }
+        }
+        out.push(Segment {
+            dir: seg.dir,
+            bytes: seg.bytes[start..].to_vec(),
+        });
+    }
+    out
+}
+
+/// Every segment cut into single bytes.
+pub fn byte_by_byte(segments: &[Segment]) -> Vec<Segment> {
+    segments
+        .iter()
+        .flat_map(|s| {
+            s.bytes.iter().map(move |&b| Segment {
+                dir: s.dir,
+                bytes: vec![b],
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,643 @@
+//! Redis serialization protocol, RESP2 and RESP3, and inline commands.
+//!
+//! ```text
+//! +<string>\r\n        simple string      _\r\n                 null (RESP3)
+//! -<error>\r\n         error              #t\r\n / #f\r\n       boolean
+//! :<integer>\r\n       integer            ,<double>\r\n         double
+//! $<len>\r\n<bytes>\r\n bulk ($-1: null)   (<big number>\r\n     big number
+//! *<n>\r\n<n values>   array (*-1: null)  !<len>\r\n<bytes>\r\n bulk error
+//!                                         =<len>\r\n<fmt>:<text>\r\n verbatim
+//! %<n>\r\n<2n values>  map                ~<n>\r\n<n values>    set
+//! |<n>\r\n<2n values>  attribute (precedes a reply)   ><n>\r\n<n values> push
+//! ```
+//!
+//! A command is an array of bulk strings (`*3\r\n$3\r\nSET\r\n…`) or, from
+//! a terminal, an inline line (`PING\r\n`). Parsing walks a value without
+//! building it: a command keeps its name, subcommand and first key; a reply
+//! its type, error text and size. Nesting depth and aggregate sizes are
+//! bounded, so hostile bytes cannot exhaust the stack or loop forever.
+
+use crate::{Detect, Direction, Protocol, Status};
+
+/// Deepest nesting of aggregates accepted.
+pub const MAX_DEPTH: usize = 32;
+/// Largest bulk string accepted (Redis' own `proto-max-bulk-len` default).
+pub const MAX_BULK: i64 = 512 << 20;
+/// Most elements in one aggregate.
+pub const MAX_ELEMENTS: i64 = 1 << 24;
+/// Longest inline command line.
+pub const MAX_INLINE: usize = 64 << 10;
+
+/// The Redis protocol; see the module docs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Redis;
+
+/// Why bytes are not valid RESP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A type byte RESP does not define.
+    #[error("unknown resp type byte")]
+    BadType,
+    /// A length or count is not a number or out of range.
+    #[error("invalid resp length")]
+    BadLength,
+    /// A bulk payload is not followed by CRLF.
+    #[error("bulk string without terminator")]
+    BadTerminator,
+    /// Aggregates nested deeper than [`MAX_DEPTH`].
+    #[error("resp nesting too deep")]
+    TooDeep,
+    /// A command that is neither an array of bulk strings nor an inline line.
+    #[error("malformed redis command")]
+    BadCommand,
+}
+
+/// Type of a reply's top-level value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `+`
+    SimpleString,
+    /// `-`
+    Error,
+    /// `:`
+    Integer,
+    /// `$`
+    BulkString,
+    /// `*`
+    Array,
+    /// `_`, `$-1`, `*-1`
+    Null,
+    /// `#`
+    Boolean,
+    /// `,`
+    Double,
+    /// `(`
+    BigNumber,
+    /// `!`
+    BulkError,
+    /// `=`
+    Verbatim,
+    /// `%`
+    Map,
+    /// `~`
+    Set,
+    /// `>`
+    Push,
+}
+
+/// A client command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Command<'a> {
+    /// Command name as sent (`get`, `SET`, `CLIENT`).
+    pub name: &'a [u8],
+    /// Second word of container commands (`CLIENT SETNAME`, `CONFIG GET`).
+    pub subcommand: Option<&'a [u8]>,
+    /// The first key, for commands that take keys.
+    pub key: Option<&'a [u8]>,
+    /// Arguments after the name (and subcommand).
+    pub args: u32,
+    /// Sent as an inline line rather than a RESP array.
+    pub inline: bool,
+}
+
+/// A server reply (or push).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply<'a> {
+    /// Top-level type.
+    pub kind: Kind,
+    /// Error text for `-` and `!` replies (`ERR unknown command …`).
+    pub error: Option<&'a [u8]>,
+    /// Elements of an aggregate, or bytes of a string.
+    pub size: i64,
+    /// Preceded by an attribute (`|`), which was skipped.
+    pub attributed: bool,
+    /// Out-of-band data, not the answer to a command: RESP3 pushes and
+    /// RESP2 pub/sub messages on a subscribed connection.
+    pub push: bool,
+}
+
+/// A RESP message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// From the client.
+    Command(Command<'a>),
+    /// From the server.
+    Reply(Reply<'a>),
+}
+
+/// Per-connection state.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// The client issued SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE: RESP2 arrays headed
+    /// `message`/`pmessage`/`smessage` are pushes from then on.
+    pub subscribed: bool,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+/// `Ok(None)` = need more bytes.
+type Step<T> = Result<Option<T>, Error>;
+
+impl<'a> Cursor<'a> {
+    /// The rest of a line, without CRLF.
+    fn line(&mut self) -> Step<&'a [u8]> {
+        let rest = &self.buf[self.pos..];
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+        self.pos += nl + 1;
+        Ok(Some(line))
+    }
+
+    fn number(&mut self) -> Step<i64> {
+        let Some(line) = self.line()? else {
+            return Ok(None);
+        };
+        parse_int(line).map(Some).ok_or(Error::BadLength)
+    }
+
+    fn bytes(&mut self, len: usize) -> Step<&'a [u8]> {
+        let end = self.pos.checked_add(len).ok_or(Error::BadLength)?;
+        let Some(data) = self.buf.get(self.pos..end) else {
+            return Ok(None);
+        };
+        match self.buf.get(end..end + 2) {
+            None if self.buf.len() < end + 2 => return Ok(None),
+            Some(b"\r\n") => {}
+            _ => return Err(Error::BadTerminator),
+        }
+        self.pos = end + 2;
+        Ok(Some(data))
+    }
+
+    /// A length-prefixed payload (`$`, `!`, `=`); `None` inside = null.
+    fn blob(&mut self) -> Step<Option<&'a [u8]>> {
+        let Some(n) = self.number()? else {
+            return Ok(None);
+        };
+        if n == -1 {
+            return Ok(Some(None));
+        }
+        if !(0..=MAX_BULK).contains(&n) {
+            return Err(Error::BadLength);
+        }
+        Ok(self.bytes(n as usize)?.map(Some))
+    }
+
+    fn count(&mut self) -> Step<i64> {
+        let Some(n) = self.number()? else {
+            return Ok(None);
+        };
+        if !(-1..=MAX_ELEMENTS).contains(&n) {
+            return Err(Error::BadLength);
+        }
+        Ok(Some(n))
+    }
+
+    /// Skips one value; returns its kind, size and (for errors) text.
+    fn value(&mut self, depth: usize) -> Step<(Kind, i64, Option<&'a [u8]>)> {
+        if depth > MAX_DEPTH {
+            return Err(Error::TooDeep);
+        }
+        let Some(&t) = self.buf.get(self.pos) else {
+            return Ok(None);
+        };
+        self.pos += 1;
+        let simple = |c: &mut Self, kind| Ok(c.line()?.map(|l| (kind, l.len() as i64, None)));
+        match t {
+            b'+' => simple(self, Kind::SimpleString),
+            b'-' => Ok(self.line()?.map(|l| (Kind::Error, l.len() as i64, Some(l)))),
+            b':' => Ok(self.number()?.map(|n| (Kind::Integer, n, None))),
+            b'_' => simple(self, Kind::Null),
+            b'#' => simple(self, Kind::Boolean),
+            b',' => simple(self, Kind::Double),
+            b'(' => simple(self, Kind::BigNumber),
+            b'$' | b'!' | b'=' => Ok(self.blob()?.map(|b| match (t, b) {
+                (_, None) => (Kind::Null, 0, None),
+                (b'!', Some(b)) => (Kind::BulkError, b.len() as i64, Some(b)),
+                (b'=', Some(b)) => (Kind::Verbatim, b.len() as i64, None),
+                (_, Some(b)) => (Kind::BulkString, b.len() as i64, None),
+            })),
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let Some(n) = self.count()? else {
+                    return Ok(None);
+                };
+                if n == -1 {
+                    return Ok(Some((Kind::Null, 0, None)));
+                }
+                let per = if matches!(t, b'%' | b'|') { 2 } else { 1 };
+                for _ in 0..n * per {
+                    if self.value(depth + 1)?.is_none() {
+                        return Ok(None);
+                    }
+                }
+                if t == b'|' {
+                    // An attribute annotates the value that follows.
+                    return self.value(depth + 1);
+                }
+                let kind = match t {
+                    b'*' => Kind::Array,
+                    b'~' => Kind::Set,
+                    b'>' => Kind::Push,
+                    _ => Kind::Map,
+                };
+                Ok(Some((kind, n, None)))
+            }
+            _ => Err(Error::BadType),
+        }
+    }
+}
+
+fn parse_int(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Commands whose second word names the operation.
+const CONTAINERS: &[&str] = &[
+    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY",
+    "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+];
+
+/// Commands that take no key (their first argument is something else).
+const KEYLESS: &[&str] = &[
+    "ACL",
+    "AUTH",
+    "BGREWRITEAOF",
+    "BGSAVE",
+    "CLIENT",
+    "CLUSTER",
+    "COMMAND",
+    "CONFIG",
+    "DBSIZE",
+    "DEBUG",
+    "DISCARD",
+    "ECHO",
+    "EVAL",
+    "EVALSHA",
+    "EVAL_RO",
+    "EVALSHA_RO",
+    "EXEC",
+    "FCALL",
+    "FCALL_RO",
+    "FLUSHALL",
+    "FLUSHDB",
+    "FUNCTION",
+    "HELLO",
+    "INFO",
+    "LASTSAVE",
+    "LATENCY",
+    "MODULE",
+    "MONITOR",
+    "MULTI",
+    "PING",
+    "PSUBSCRIBE",
+    "PUBLISH",
+    "PUBSUB",
+    "PUNSUBSCRIBE",
+    "QUIT",
+    "RANDOMKEY",
+    "READONLY",
+    "READWRITE",
+    "RESET",
+    "SAVE",
+    "SCAN",
+    "SCRIPT",
+    "SELECT",
+    "SHUTDOWN",
+    "SLOWLOG",
+    "SPUBLISH",
+    "SSUBSCRIBE",
+    "SUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "SWAPDB",
+    "SYNC",
+    "TIME",
+    "UNSUBSCRIBE",
+    "UNWATCH",
+    "WAIT",
+];
+
+/// Container subcommands whose next argument is a key.
+const KEYED_SUBCOMMANDS: &[&str] = &[
+    "ENCODING",
+    "FREQ",
+    "IDLETIME",
+    "REFCOUNT",
+    "USAGE",
+    "STREAM",
+    "GROUPS",
+    "CONSUMERS",
+    "CREATE",
+    "DESTROY",
+    "SETID",
+    "CREATECONSUMER",
+    "DELCONSUMER",
+];
+
+fn is_one_of(word: &[u8], set: &[&str]) -> bool {
+    set.iter().any(|s| word.eq_ignore_ascii_case(s.as_bytes()))
+}
+
+fn command_from_words<'a>(
+    words: [Option<&'a [u8]>; 3],
+    count: u32,
+    inline: bool,
+) -> Option<Command<'a>> {
+    let name = words[0]?;
+    if name.is_empty() {
+        return None;
+    }
+    let (subcommand, key, args) = if is_one_of(name, CONTAINERS) {
+        let sub = words[1];
+        let key = sub
+            .filter(|s| is_one_of(s, KEYED_SUBCOMMANDS))
+            .and(words[2]);
+        (sub, key, count.saturating_sub(2))
+    } else if is_one_of(name, KEYLESS) {
+        (None, None, count.saturating_sub(1))
+    } else {
+        (None, words[1], count.saturating_sub(1))
+    };
+    Some(Command {
+        name,
+        subcommand,
+        key,
+        args,
+        inline,
+    })
+}
+
+fn parse_command<'a>(c: &mut Cursor<'a>) -> Step<Command<'a>> {
+    if c.buf.first() != Some(&b'*') {
+        return parse_inline(c);
+    }
+    c.pos += 1;
+    let Some(n) = c.count()? else { return Ok(None) };
+    if n < 1 {
+        return Err(Error::BadCommand);
+    }
+    let mut words: [Option<&[u8]>; 3] = [None; 3];
+    for i in 0..n {
+        match c.buf.get(c.pos) {
+            None => return Ok(None),
+            Some(b'$') => c.pos += 1,
+            Some(_) => return Err(Error::BadCommand),
+        }
+        let Some(arg) = c.blob()? else {
+            return Ok(None);
+        };
+        let arg = arg.ok_or(Error::BadCommand)?;
+        if let Some(w) = words.get_mut(i as usize) {
+            *w = Some(arg);
+        }
+    }
+    command_from_words(words, n as u32, false)
+        .map(Some)
+        .ok_or(Error::BadCommand)
+}
+
+fn parse_inline<'a>(c: &mut Cursor<'a>) -> Step<Command<'a>> {
+    let Some(line) = c.line()? else {
+        return if c.buf.len() > MAX_INLINE {
+            Err(Error::BadCommand)
+        } else {
+            Ok(None)
+        };
+    };
+    let mut words: [Option<&[u8]>; 3] = [None; 3];
+    let mut count = 0u32;
+    for w in line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        if let Some(slot) = words.get_mut(count as usize) {
+            *slot = Some(w);
+        }
+        count += 1;
+    }
+    if words[0].is_some_and(|w| !w.iter().all(u8::is_ascii_alphabetic)) {
+        return Err(Error::BadCommand);
+    }
+    command_from_words(words, count, true)
+        .map(Some)
+        .ok_or(Error::BadCommand)
+}
+
+/// Whether a RESP2 array on a subscribed connection is a pub/sub message.
+fn is_pubsub_message(buf: &[u8]) -> bool {
+    // "*3\r\n$7\r\nmessage\r\n…" / "*4\r\n$8\r\npmessage\r\n…" / smessage
+    let mut c = Cursor { buf, pos: 1 };
+    if !matches!(c.count(), Ok(Some(3 | 4))) || c.buf.get(c.pos) != Some(&b'$') {
+        return false;
+    }
+    c.pos += 1;
+    matches!(c.blob(), Ok(Some(Some(w))) if is_one_of(w, &["message", "pmessage", "smessage"]))
+}
+
+const REPLY_TYPES: &[u8] = b"+-:$*_#,(!=%~|>";
+
+impl Protocol for Redis {
+    type Session = Session;
+    type Message<'a> = Message<'a>;
+    type Error = Error;
+
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::{redis::Redis, Detect, Direction, Protocol};
+    ///
+    /// assert_eq!(Redis::detect(b"*1\r\n$4\r\nPING\r\n", Direction::Request), Detect::Match);
+    /// assert_eq!(Redis::detect(b"+PONG\r\n", Direction::Response), Detect::Match);
+    /// assert_eq!(Redis::detect(b"GET / HTTP/1.1\r\n", Direction::Request), Detect::NoMatch);
+    /// ```
+    fn detect(head: &[u8], dir: Direction) -> Detect {
+        let Some(&first) = head.first() else {
+            return Detect::NeedMore;
+        };
+        match dir {
+            Direction::Request if first == b'*' => match head.get(1) {
+                None => Detect::NeedMore,
+                Some(b) if b.is_ascii_digit() => Detect::Match,
+                Some(_) => Detect::NoMatch,
+            },
+            Direction::Request => {
+                // Inline commands: a known word alone on a line, never HTTP.
+                let Some(nl) = head.iter().position(|&b| b == b'\n') else {
+                    let plausible = head.len() < 64
+                        && head
+                            .iter()
+                            .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\r');
+                    return if plausible {
+                        Detect::NeedMore
+                    } else {
+                        Detect::NoMatch
+                    };
+                };
+                let line = &head[..nl];
+                if line.windows(6).any(|w| w == b"HTTP/1") {
+                    return Detect::NoMatch;
+                }
+                let word = line
+                    .split(|b| b.is_ascii_whitespace())
+                    .next()
+                    .unwrap_or(b"");
+                let known = [
+                    "PING", "INFO", "QUIT", "ECHO", "GET", "SET", "DEL", "KEYS", "SELECT", "AUTH",
+                    "HELLO", "MONITOR", "DBSIZE", "FLUSHALL", "CONFIG", "CLIENT",
+                ];
+                if known
+                    .iter()
+                    .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+                {
+                    Detect::Match
+                } else {
+                    Detect::NoMatch
+                }
+            }
+            Direction::Response => {
+                if !REPLY_TYPES.contains(&first) {
+                    return Detect::NoMatch;
+                }
+                let Some(nl) = head.iter().position(|&b| b == b'\n') else {
+                    return if head.len() > 512 {
+                        Detect::NoMatch
+                    } else {
+                        Detect::NeedMore
+                    };
+                };
+                let line = head[1..nl].strip_suffix(b"\r");
+                let Some(line) = line else {
+                    return Detect::NoMatch;
+                };
+                let ok = match first {
+                    b'+' | b'-' => line.iter().all(|b| !b.is_ascii_control()),
+                    b':' | b'$' | b'*' | b'!' | b'=' | b'%' | b'~' | b'|' | b'>' => {
+                        parse_int(line).is_some()
+                    }
+                    b'_' => line.is_empty(),
+                    b'#' => line == b"t" || line == b"f",
+                    _ => !line.is_empty() && line.iter().all(|b| b.is_ascii_graphic()),
+                };
+                if ok {
+                    Detect::Match
+                } else {
+                    Detect::NoMatch
+                }
+            }
+        }
+    }
+
+    fn parse<'a>(
+        session: &mut Session,
+        dir: Direction,
+        buf: &'a [u8],
+    ) -> Result<Status<(Message<'a>, usize)>, Error> {
+        let mut c = Cursor { buf, pos: 0 };
+        match dir {
+            Direction::Request => {
+                let Some(cmd) = parse_command(&mut c)? else {
+                    return Ok(Status::Partial);
+                };
+                if is_one_of(cmd.name, &["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"]) {
+                    session.subscribed = true;
+                } else if is_one_of(cmd.name, &["RESET"]) {
+                    session.subscribed = false;
+                }
+                Ok(Status::Complete((Message::Command(cmd), c.pos)))
+            }
+            Direction::Response => {
+                let attributed = buf.first() == Some(&b'|');
+                let Some((kind, size, error)) = c.value(0)? else {
+                    return Ok(Status::Partial);
+                };
+                let start = if attributed { None } else { Some(buf) };
+                let push = kind == Kind::Push
+                    || (session.subscribed
+                        && kind == Kind::Array
+                        && start.is_some_and(is_pubsub_message));
+                Ok(Status::Complete((
+                    Message::Reply(Reply {
+                        kind,
+                        error,
+                        size,
+                        attributed,
+                        push,
+                    }),
+                    c.pos,
+                )))
+            }
+        }
+    }
+}
+
+impl Command<'_> {
+    /// Upper-case operation name, two words for container commands
+    /// (`GET`, `CLIENT SETNAME`): OpenTelemetry's `db.operation.name`.
+    pub fn operation(&self) -> String {
+        let mut op = String::from_utf8_lossy(self.name).to_ascii_uppercase();
+        if let Some(sub) = self.subcommand {
+            op.push(' ');
+            op.push_str(&String::from_utf8_lossy(sub).to_ascii_uppercase());
+        }
+        op
+    }
+
+    /// Sanitised command text for `db.query.text`: operation and key, every
+    /// other argument as `?` (so AUTH and HELLO credentials never appear).
+    pub fn query_text(&self) -> String {
+        let mut t = self.operation();
+        let mut rest = self.args;
+        if let Some(k) = self.key {
+            t.push(' ');
+            t.push_str(&String::from_utf8_lossy(k));
+            rest = rest.saturating_sub(1);
+        }
+        for _ in 0..rest.min(16) {
+            t.push_str(" ?");
+        }
+        if rest > 16 {
+            t.push_str(" …");
+        }
+        t
+    }
+
+    /// OpenTelemetry attributes.
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut a = vec![
+            ("db.system.name", "redis".to_owned()),
+            ("db.operation.name", self.operation()),
+            ("db.query.text", self.query_text()),
+        ];
+        if let Some(k) = self.key {
+            a.push((
+                "db.collection.name",
+                String::from_utf8_lossy(k).into_owned(),
+            ));
+        }
+        a
+    }
+}
+
+impl Reply<'_> {
+    /// Whether the reply is an error (`-` or `!`).
+    pub fn is_error(&self) -> bool {
+        matches!(self.kind, Kind::Error | Kind::BulkError)
+    }
+
+    /// The error prefix (`ERR`, `WRONGTYPE`, `NOAUTH`): OpenTelemetry's
+    /// `db.response.status_code`.
+    pub fn error_code(&self) -> Option<&str> {
+        let e = self.error?;
+        let word = e.split(|b| *b == b' ').next()?;
+        std::str::from_utf8(word).ok()
+    }
+}
