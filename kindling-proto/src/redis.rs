@@ -261,87 +261,72 @@ fn parse_int(s: &[u8]) -> Option<i64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// Commands whose second word names the operation.
-const CONTAINERS: &[&str] = &[
-    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY",
-    "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
-];
+/// How a command's first words are laid out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `NAME key …`
+    Keyed,
+    /// No key (`PING`, `AUTH …`, `SELECT 2`).
+    Keyless,
+    /// `NAME SUBCOMMAND …` (`CLIENT SETNAME`, `CONFIG GET`).
+    Container,
+    /// Starts pub/sub mode on the connection.
+    Subscribe,
+}
 
-/// Commands that take no key (their first argument is something else).
-const KEYLESS: &[&str] = &[
-    "ACL",
-    "AUTH",
-    "BGREWRITEAOF",
-    "BGSAVE",
-    "CLIENT",
-    "CLUSTER",
-    "COMMAND",
-    "CONFIG",
-    "DBSIZE",
-    "DEBUG",
-    "DISCARD",
-    "ECHO",
-    "EVAL",
-    "EVALSHA",
-    "EVAL_RO",
-    "EVALSHA_RO",
-    "EXEC",
-    "FCALL",
-    "FCALL_RO",
-    "FLUSHALL",
-    "FLUSHDB",
-    "FUNCTION",
-    "HELLO",
-    "INFO",
-    "LASTSAVE",
-    "LATENCY",
-    "MODULE",
-    "MONITOR",
-    "MULTI",
-    "PING",
-    "PSUBSCRIBE",
-    "PUBLISH",
-    "PUBSUB",
-    "PUNSUBSCRIBE",
-    "QUIT",
-    "RANDOMKEY",
-    "READONLY",
-    "READWRITE",
-    "RESET",
-    "SAVE",
-    "SCAN",
-    "SCRIPT",
-    "SELECT",
-    "SHUTDOWN",
-    "SLOWLOG",
-    "SPUBLISH",
-    "SSUBSCRIBE",
-    "SUBSCRIBE",
-    "SUNSUBSCRIBE",
-    "SWAPDB",
-    "SYNC",
-    "TIME",
-    "UNSUBSCRIBE",
-    "UNWATCH",
-    "WAIT",
-];
+/// The command name upper-cased into `buf`, if it fits.
+fn upper<'b>(name: &[u8], buf: &'b mut [u8; 24]) -> Option<&'b [u8]> {
+    let out = buf.get_mut(..name.len())?;
+    for (o, i) in out.iter_mut().zip(name) {
+        *o = i.to_ascii_uppercase();
+    }
+    Some(out)
+}
+
+/// One `match` on the upper-cased name: cheaper than scanning lists.
+fn shape(name: &[u8]) -> Shape {
+    let mut buf = [0u8; 24];
+    let Some(up) = upper(name, &mut buf) else {
+        return Shape::Keyed;
+    };
+    match up {
+        b"ACL" | b"CLIENT" | b"CLUSTER" | b"COMMAND" | b"CONFIG" | b"DEBUG" | b"FUNCTION"
+        | b"LATENCY" | b"MEMORY" | b"MODULE" | b"OBJECT" | b"PUBSUB" | b"SCRIPT" | b"SLOWLOG"
+        | b"XGROUP" | b"XINFO" => Shape::Container,
+        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" => Shape::Subscribe,
+        b"AUTH" | b"BGREWRITEAOF" | b"BGSAVE" | b"DBSIZE" | b"DISCARD" | b"ECHO" | b"EVAL"
+        | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"EXEC" | b"FCALL" | b"FCALL_RO"
+        | b"FLUSHALL" | b"FLUSHDB" | b"HELLO" | b"INFO" | b"LASTSAVE" | b"MONITOR" | b"MULTI"
+        | b"PING" | b"PUBLISH" | b"PUNSUBSCRIBE" | b"QUIT" | b"RANDOMKEY" | b"READONLY"
+        | b"READWRITE" | b"RESET" | b"SAVE" | b"SCAN" | b"SELECT" | b"SHUTDOWN" | b"SPUBLISH"
+        | b"SUNSUBSCRIBE" | b"SWAPDB" | b"SYNC" | b"TIME" | b"UNSUBSCRIBE" | b"UNWATCH"
+        | b"WAIT" => Shape::Keyless,
+        _ => Shape::Keyed,
+    }
+}
 
 /// Container subcommands whose next argument is a key.
-const KEYED_SUBCOMMANDS: &[&str] = &[
-    "ENCODING",
-    "FREQ",
-    "IDLETIME",
-    "REFCOUNT",
-    "USAGE",
-    "STREAM",
-    "GROUPS",
-    "CONSUMERS",
-    "CREATE",
-    "DESTROY",
-    "SETID",
-    "CREATECONSUMER",
-    "DELCONSUMER",
-];
+fn keyed_subcommand(sub: &[u8]) -> bool {
+    let mut buf = [0u8; 24];
+    matches!(
+        upper(sub, &mut buf),
+        Some(
+            b"ENCODING"
+                | b"FREQ"
+                | b"IDLETIME"
+                | b"REFCOUNT"
+                | b"USAGE"
+                | b"STREAM"
+                | b"GROUPS"
+                | b"CONSUMERS"
+                | b"CREATE"
+                | b"DESTROY"
+                | b"SETID"
+                | b"CREATECONSUMER"
+                | b"DELCONSUMER"
+        )
+    )
+}
 
 fn is_one_of(word: &[u8], set: &[&str]) -> bool {
     set.iter().any(|s| word.eq_ignore_ascii_case(s.as_bytes()))
@@ -356,16 +341,14 @@ fn command_from_words<'a>(
     if name.is_empty() {
         return None;
     }
-    let (subcommand, key, args) = if is_one_of(name, CONTAINERS) {
-        let sub = words[1];
-        let key = sub
-            .filter(|s| is_one_of(s, KEYED_SUBCOMMANDS))
-            .and(words[2]);
-        (sub, key, count.saturating_sub(2))
-    } else if is_one_of(name, KEYLESS) {
-        (None, None, count.saturating_sub(1))
-    } else {
-        (None, words[1], count.saturating_sub(1))
+    let (subcommand, key, args) = match shape(name) {
+        Shape::Container => {
+            let sub = words[1];
+            let key = sub.filter(|s| keyed_subcommand(s)).and(words[2]);
+            (sub, key, count.saturating_sub(2))
+        }
+        Shape::Keyless | Shape::Subscribe => (None, None, count.saturating_sub(1)),
+        Shape::Keyed => (None, words[1], count.saturating_sub(1)),
     };
     Some(Command {
         name,
@@ -547,9 +530,9 @@ impl Protocol for Redis {
                 let Some(cmd) = parse_command(&mut c)? else {
                     return Ok(Status::Partial);
                 };
-                if is_one_of(cmd.name, &["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"]) {
+                if cmd.subcommand.is_none() && shape(cmd.name) == Shape::Subscribe {
                     session.subscribed = true;
-                } else if is_one_of(cmd.name, &["RESET"]) {
+                } else if cmd.name.eq_ignore_ascii_case(b"RESET") {
                     session.subscribed = false;
                 }
                 Ok(Status::Complete((Message::Command(cmd), c.pos)))

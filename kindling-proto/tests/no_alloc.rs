@@ -42,6 +42,23 @@ const RESPONSE: &[u8] =
 5\r\nhello\r\n0\r\n\r\n";
 
 #[test]
+fn resp_command_and_reply_parse_do_not_allocate() {
+    use kindling_proto::redis::{Message as Resp, Redis};
+    let cmd = b"*3\r\n$3\r\nSET\r\n$6\r\nuser:1\r\n$3\r\nann\r\n";
+    let reply = b"%2\r\n+first\r\n:1\r\n+second\r\n*2\r\n:1\r\n_\r\n";
+    let mut session = Default::default();
+    let before = ALLOCS.load(Ordering::SeqCst);
+    let c = Redis::parse(&mut session, Direction::Request, cmd);
+    let r = Redis::parse(&mut session, Direction::Response, reply);
+    let after = ALLOCS.load(Ordering::SeqCst);
+    assert_eq!(after - before, 0, "allocations while parsing");
+    assert!(
+        matches!(c, Ok(Status::Complete((Resp::Command(c), n))) if c.key == Some(&b"user:1"[..]) && n == cmd.len())
+    );
+    assert!(matches!(r, Ok(Status::Complete((Resp::Reply(_), n))) if n == reply.len()));
+}
+
+#[test]
 fn http_head_parse_and_accessors_do_not_allocate() {
     let mut session = Default::default();
     let before = ALLOCS.load(Ordering::SeqCst);
