@@ -40,6 +40,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod http1;
 pub mod redis;
 pub mod trace;

@@ -82,9 +82,17 @@ pub fn walk<P: kindling_proto::Protocol>(
     segments: &[Segment],
     summarize: impl Fn(&mut String, &P::Message<'_>),
 ) -> String {
+    walk_with::<P>(P::Session::default(), segments, summarize)
+}
+
+/// [`walk`] starting from a given session (e.g. DNS over TCP).
+pub fn walk_with<P: kindling_proto::Protocol>(
+    mut session: P::Session,
+    segments: &[Segment],
+    summarize: impl Fn(&mut String, &P::Message<'_>),
+) -> String {
     use std::fmt::Write as _;
 
-    let mut session = P::Session::default();
     let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut out = String::new();
     for seg in segments {
