@@ -659,14 +659,19 @@ fn plausible(msg: &[u8], dir: Direction) -> Detect {
         return Detect::NeedMore;
     };
     let response = dir == Direction::Response;
+    // Opcodes in use (IQUERY is obsolete), the Z bit clear, and one
+    // question (one zone for UPDATE); DSO carries none.
     if p.is_response() != response
-        || !matches!(p.opcode(), 0 | 1 | 2 | 4 | 5 | 6)
+        || !matches!(p.opcode(), 0 | 2 | 4 | 5 | 6)
         || p.flags() & 0x0040 != 0
     {
         return Detect::NoMatch;
     }
-    if p.question_count() != 1 && p.opcode() == 0 {
-        return Detect::NoMatch;
+    match (p.opcode(), p.question_count()) {
+        (6, 0) => return Detect::Match,
+        (6, _) => return Detect::NoMatch,
+        (_, 1) => {}
+        _ => return Detect::NoMatch,
     }
     match question_at(msg, field::HEADER_LEN) {
         Ok((q, _)) if matches!(q.qclass, 1 | 3 | 4 | 254 | 255) => Detect::Match,

@@ -59,6 +59,20 @@ fn resp_command_and_reply_parse_do_not_allocate() {
 }
 
 #[test]
+fn dns_query_and_response_parse_do_not_allocate() {
+    use kindling_proto::dns::Message as Dns;
+    // recorded from dig -> dnsmasq (tests/fixtures/dns): www.example.test A, with EDNS
+    let query = b"\x9d3\x01 \x00\x01\x00\x00\x00\x00\x00\x01\x03www\x07example\x04test\x00\x00\x01\x00\x01\x00\x00)\x04\xd0\x00\x00\x00\x00\x00\x0c\x00\n\x00\x08+a\x16}3\xce\x11\x91";
+    let before = ALLOCS.load(Ordering::SeqCst);
+    let m = Dns::parse(query).expect("query");
+    let q = m.first_question().expect("question");
+    let matches = q.name.eq_str("www.example.test");
+    let after = ALLOCS.load(Ordering::SeqCst);
+    assert_eq!(after - before, 0, "allocations while parsing");
+    assert!(matches && q.qtype == 1 && m.header.id() == 0x9d33);
+}
+
+#[test]
 fn http_head_parse_and_accessors_do_not_allocate() {
     let mut session = Default::default();
     let before = ALLOCS.load(Ordering::SeqCst);
