@@ -20,7 +20,14 @@
 //! * [`http1`]: HTTP/1.0 and 1.1: detection, heads, framing (Content-Length,
 //!   chunked with extensions and trailers, until-close, bodiless responses),
 //!   pipelining, `100 Continue`, `Upgrade`, trace context, redaction.
-//! * MySQL, Redis and DNS: not written yet (issue 3 continues).
+//! * [`redis`]: RESP2, RESP3 (every type) and inline commands: command,
+//!   two-word subcommand, first key, sanitised query text, error codes,
+//!   pushes and pub/sub messages.
+//! * [`dns`]: DNS over UDP and TCP: header, every section, compression with
+//!   loop and length limits, A, AAAA, CNAME, NS, PTR, MX, TXT, SRV, SOA, OPT,
+//!   unknown types raw.
+//! * [`trace`]: W3C, B3, Jaeger and SkyWalking trace context.
+//! * MySQL: not written yet (issue 3 continues).
 //!
 //! # Examples
 //!
