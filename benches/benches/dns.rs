@@ -13,7 +13,10 @@ use kindling_proto::dns::{Message, RData};
 /// names compressed, plus an EDNS OPT record: the shape of a typical
 /// recursive-resolver answer.
 fn response() -> Vec<u8> {
-    let mut m: Vec<u8> = [0x9d33u16, 0x8180, 1, 4, 0, 1].iter().flat_map(|v| v.to_be_bytes()).collect();
+    let mut m: Vec<u8> = [0x9d33u16, 0x8180, 1, 4, 0, 1]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
     for l in ["www", "example", "test"] {
         m.push(l.len() as u8);
         m.extend(l.as_bytes());
@@ -25,7 +28,9 @@ fn response() -> Vec<u8> {
     m.extend([0xc0, 16]);
     let edge = 12 + 18 + 4 + 12;
     for last in [10u8, 11, 12] {
-        m.extend([0xc0, edge as u8, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, last]);
+        m.extend([
+            0xc0, edge as u8, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, last,
+        ]);
     }
     m.extend([0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
     m
@@ -33,7 +38,10 @@ fn response() -> Vec<u8> {
 
 fn dns(c: &mut Criterion) {
     let bytes = response();
-    assert_eq!(HickoryMessage::from_bytes(&bytes).unwrap().answers().len(), 4);
+    assert_eq!(
+        HickoryMessage::from_bytes(&bytes).unwrap().answers().len(),
+        4
+    );
     assert_eq!(Message::parse(&bytes).unwrap().answers().count(), 4);
     let mut g = c.benchmark_group("dns_response_4_answers");
     g.throughput(Throughput::Bytes(bytes.len() as u64));

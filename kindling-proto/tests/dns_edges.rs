@@ -6,7 +6,10 @@ use kindling_proto::{Detect, Direction, Protocol, Status};
 
 /// Header: id, flags, counts.
 fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
-    [id, flags, qd, an, ns, ar].iter().flat_map(|v| v.to_be_bytes()).collect()
+    [id, flags, qd, an, ns, ar]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect()
 }
 
 fn name(dotted: &str) -> Vec<u8> {
@@ -90,16 +93,37 @@ fn soa_and_unknown_types_decode() {
     let msg = Message::parse(&m).unwrap();
     assert_eq!(msg.rcode(), 3);
     let soa = msg.authorities().next().unwrap();
-    let RData::Soa { mname, rname, serial, minimum } = soa.data else { panic!("{soa:?}") };
-    assert_eq!((mname.to_string(), rname.to_string(), serial, minimum), ("ns1.example.test".into(), "hostmaster.example.test".into(), 2026112501, 300));
-    assert!(msg.attributes().contains(&("dns.response.code", "NXDOMAIN".into())));
+    let RData::Soa {
+        mname,
+        rname,
+        serial,
+        minimum,
+    } = soa.data
+    else {
+        panic!("{soa:?}")
+    };
+    assert_eq!(
+        (mname.to_string(), rname.to_string(), serial, minimum),
+        (
+            "ns1.example.test".into(),
+            "hostmaster.example.test".into(),
+            2026112501,
+            300
+        )
+    );
+    assert!(msg
+        .attributes()
+        .contains(&("dns.response.code", "NXDOMAIN".into())));
 
     let mut m = header(4, 0x8180, 1, 1, 0, 0);
     m.extend(name("svc.test"));
     m.extend([0, 65, 0, 1]);
     m.extend([0xc0, 12, 0, 65, 0, 1, 0, 0, 0, 1, 0, 3, 0, 1, 0]);
     let msg = Message::parse(&m).unwrap();
-    assert!(matches!(msg.answers().next().unwrap().data, RData::Unknown(&[0, 1, 0])));
+    assert!(matches!(
+        msg.answers().next().unwrap().data,
+        RData::Unknown(&[0, 1, 0])
+    ));
 }
 
 #[test]
@@ -111,12 +135,20 @@ fn tcp_carries_several_messages_per_segment() {
         stream.extend(m.iter());
     }
     let mut s = Session::tcp();
-    let Ok(Status::Complete((m1, used))) = Dns::parse(&mut s, Direction::Request, &stream) else { panic!() };
+    let Ok(Status::Complete((m1, used))) = Dns::parse(&mut s, Direction::Request, &stream) else {
+        panic!()
+    };
     assert_eq!((m1.header.id(), used), (1, a.len() + 2));
-    let Ok(Status::Complete((m2, _))) = Dns::parse(&mut s, Direction::Request, &stream[used..]) else { panic!() };
+    let Ok(Status::Complete((m2, _))) = Dns::parse(&mut s, Direction::Request, &stream[used..])
+    else {
+        panic!()
+    };
     assert!(m2.first_question().unwrap().name.eq_str("B.TEST."));
     for cut in 0..a.len() + 2 {
-        assert!(matches!(Dns::parse(&mut s, Direction::Request, &stream[..cut]), Ok(Status::Partial)));
+        assert!(matches!(
+            Dns::parse(&mut s, Direction::Request, &stream[..cut]),
+            Ok(Status::Partial)
+        ));
     }
 }
 
@@ -124,11 +156,21 @@ fn tcp_carries_several_messages_per_segment() {
 fn detection_by_content() {
     let q = query(0x4242, "example.test", 1);
     assert_eq!(Dns::detect(&q, Direction::Request), Detect::Match);
-    assert_eq!(Dns::detect(&q, Direction::Response), Detect::NoMatch, "QR says query");
+    assert_eq!(
+        Dns::detect(&q, Direction::Response),
+        Detect::NoMatch,
+        "QR says query"
+    );
     let mut tcp = (q.len() as u16).to_be_bytes().to_vec();
     tcp.extend(&q);
     assert_eq!(Dns::detect(&tcp, Direction::Request), Detect::Match);
     assert_eq!(Dns::detect(&q[..5], Direction::Request), Detect::NeedMore);
-    assert_eq!(Dns::detect(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Direction::Request), Detect::NoMatch);
-    assert_eq!(Dns::detect(b"*1\r\n$4\r\nPING\r\n", Direction::Request), Detect::NoMatch);
+    assert_eq!(
+        Dns::detect(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Direction::Request),
+        Detect::NoMatch
+    );
+    assert_eq!(
+        Dns::detect(b"*1\r\n$4\r\nPING\r\n", Direction::Request),
+        Detect::NoMatch
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::fmt::Write as _;
 
-use common::{byte_by_byte, fixtures, read_conversation, resplit, Segment};
+use common::{byte_by_byte, fixtures, read_conversation, Segment};
 use kindling_proto::http1::{Body, Http1, Message};
 use kindling_proto::{Direction, Protocol, Status};
 use proptest::prelude::*;
@@ -84,10 +84,7 @@ proptest! {
     #[test]
     fn any_segmentation_parses_the_same(mut cuts in proptest::collection::vec(0usize..20_000, 0..6)) {
         cuts.sort_unstable();
-        for f in fixtures("http1") {
-            let segs = read_conversation(&f);
-            prop_assert_eq!(walk(&resplit(&segs, &cuts)), walk(&segs));
-        }
+        common::same_after_resplit("http1", &cuts, walk)?;
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use std::fmt::Write as _;
 
-use common::{byte_by_byte, fixtures, read_conversation, resplit, Segment};
+use common::{byte_by_byte, fixtures, read_conversation, Segment};
 use kindling_proto::redis::{Message, Redis};
 use proptest::prelude::*;
 
@@ -104,10 +104,7 @@ proptest! {
     #[test]
     fn any_segmentation_parses_the_same(mut cuts in proptest::collection::vec(0usize..40_000, 0..6)) {
         cuts.sort_unstable();
-        for f in fixtures("redis") {
-            let segs = read_conversation(&f);
-            prop_assert_eq!(walk(&resplit(&segs, &cuts)), walk(&segs));
-        }
+        common::same_after_resplit("redis", &cuts, walk)?;
     }
 
     #[test]

@@ -168,3 +168,17 @@ pub fn byte_by_byte(segments: &[Segment]) -> Vec<Segment> {
         })
         .collect()
 }
+
+/// The property every parser must have: walking the fixtures of `dir`
+/// re-cut at `cuts` gives the same result as walking them as captured.
+pub fn same_after_resplit(
+    dir: &str,
+    cuts: &[usize],
+    walk: impl Fn(&[Segment]) -> String,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    for f in fixtures(dir) {
+        let segs = read_conversation(&f);
+        proptest::prop_assert_eq!(walk(&resplit(&segs, cuts)), walk(&segs), "{}", f.display());
+    }
+    Ok(())
+}
