@@ -163,7 +163,9 @@ struct Stream {
 fn tcp_streams(pkts: &[Packet]) -> Vec<Stream> {
     type Key = ((IpAddr, u16), (IpAddr, u16));
     let mut order: Vec<Key> = Vec::new();
-    let mut dirs: HashMap<Key, (Option<u32>, Vec<(u32, Vec<u8>)>)> = HashMap::new();
+    /// Initial sequence number (if the SYN was seen) and the segments.
+    type Half = (Option<u32>, Vec<(u32, Vec<u8>)>);
+    let mut dirs: HashMap<Key, Half> = HashMap::new();
     let mut client_of: HashMap<Key, (IpAddr, u16)> = HashMap::new();
     for p in pkts {
         let Some((seq, syn, ack)) = p.tcp else {
@@ -179,10 +181,10 @@ fn tcp_streams(pkts: &[Packet]) -> Vec<Stream> {
         }
         if syn && !ack {
             client_of.insert(conn, p.src);
-        } else if !client_of.contains_key(&conn) {
+        } else {
             // no SYN seen yet: the higher port is the client, for now
             let client = if p.src.1 > p.dst.1 { p.src } else { p.dst };
-            client_of.insert(conn, client);
+            client_of.entry(conn).or_insert(client);
         }
         let d = dirs.entry((p.src, p.dst)).or_default();
         if syn {
