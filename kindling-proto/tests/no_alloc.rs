@@ -2,19 +2,32 @@
 //! of a real request head recorded from curl, and of a response.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use kindling_proto::http1::{Http1, Message};
 use kindling_proto::{Detect, Direction, Protocol, Status};
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Allocations made by this thread: tests run in parallel threads, and
+    /// only the parsing thread's own allocations count.
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
+
+fn count() {
+    // try_with: the thread-local may already be gone while a thread exits.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -23,7 +36,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -47,10 +60,10 @@ fn resp_command_and_reply_parse_do_not_allocate() {
     let cmd = b"*3\r\n$3\r\nSET\r\n$6\r\nuser:1\r\n$3\r\nann\r\n";
     let reply = b"%2\r\n+first\r\n:1\r\n+second\r\n*2\r\n:1\r\n_\r\n";
     let mut session = Default::default();
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     let c = Redis::parse(&mut session, Direction::Request, cmd);
     let r = Redis::parse(&mut session, Direction::Response, reply);
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocs();
     assert_eq!(after - before, 0, "allocations while parsing");
     assert!(
         matches!(c, Ok(Status::Complete((Resp::Command(c), n))) if c.key == Some(&b"user:1"[..]) && n == cmd.len())
@@ -63,11 +76,11 @@ fn dns_query_and_response_parse_do_not_allocate() {
     use kindling_proto::dns::Message as Dns;
     // recorded from dig -> dnsmasq (tests/fixtures/dns): www.example.test A, with EDNS
     let query = b"\x9d3\x01 \x00\x01\x00\x00\x00\x00\x00\x01\x03www\x07example\x04test\x00\x00\x01\x00\x01\x00\x00)\x04\xd0\x00\x00\x00\x00\x00\x0c\x00\n\x00\x08+a\x16}3\xce\x11\x91";
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     let m = Dns::parse(query).expect("query");
     let q = m.first_question().expect("question");
     let matches = q.name.eq_str("www.example.test");
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocs();
     assert_eq!(after - before, 0, "allocations while parsing");
     assert!(matches && q.qtype == 1 && m.header.id() == 0x9d33);
 }
@@ -75,7 +88,7 @@ fn dns_query_and_response_parse_do_not_allocate() {
 #[test]
 fn http_head_parse_and_accessors_do_not_allocate() {
     let mut session = Default::default();
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     assert_eq!(Http1::detect(REQUEST, Direction::Request), Detect::Match);
     let Ok(Status::Complete((Message::Request(r), used))) =
         Http1::parse(&mut session, Direction::Request, REQUEST)
@@ -89,7 +102,7 @@ fn http_head_parse_and_accessors_do_not_allocate() {
     else {
         panic!("response")
     };
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocs();
     assert_eq!(after - before, 0, "allocations while parsing");
     assert_eq!(
         (used, r.path(), host, trace.span_id),
