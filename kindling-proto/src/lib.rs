@@ -49,7 +49,9 @@
 
 pub mod dns;
 pub mod http1;
+pub mod mysql;
 pub mod redis;
+pub mod sql;
 pub mod trace;
 
 /// Which side of an exchange bytes come from.

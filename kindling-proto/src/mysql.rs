@@ -1,0 +1,694 @@
+//! MySQL / MariaDB client-server protocol.
+//!
+//! ```text
+//! packet   = payload_length (3, little endian) | sequence_id (1) | payload
+//!            a payload of 0xFFFFFF bytes continues in the next packet
+//! server   → greeting: 0x0a | version NUL | connection id (4) | salt … | capabilities …
+//! client   → handshake response (user, database, plugin) or SSLRequest (32 bytes)
+//! client   → command: COM_QUERY 0x03 | COM_STMT_PREPARE 0x16 | COM_STMT_EXECUTE 0x17 | …
+//! server   → OK 0x00 | ERR 0xff | EOF 0xfe (< 9 bytes) | result set:
+//!            column count, column definitions, [EOF], rows, EOF / OK(0xfe) terminator
+//! ```
+//!
+//! A response is parsed as one message even when it spans packets (a whole
+//! result set, a prepare answer with its definitions). The session follows
+//! the handshake and the last command, remembers capabilities
+//! (`CLIENT_DEPRECATE_EOF`, query attributes, compression) and prepared
+//! statements' SQL, and stops at TLS or compression, which it reports.
+
+use std::collections::HashMap;
+
+use crate::{Detect, Direction, Protocol, Status};
+
+/// Capability bits used here.
+pub mod caps {
+    #![allow(missing_docs, reason = "names are the protocol's")]
+    pub const CONNECT_WITH_DB: u32 = 0x0000_0008;
+    pub const COMPRESS: u32 = 0x0000_0020;
+    pub const PROTOCOL_41: u32 = 0x0000_0200;
+    pub const SSL: u32 = 0x0000_0800;
+    pub const SECURE_CONNECTION: u32 = 0x0000_8000;
+    pub const PLUGIN_AUTH: u32 = 0x0008_0000;
+    pub const PLUGIN_AUTH_LENENC_DATA: u32 = 0x0020_0000;
+    pub const DEPRECATE_EOF: u32 = 0x0100_0000;
+    pub const QUERY_ATTRIBUTES: u32 = 0x0800_0000;
+}
+
+/// Command bytes.
+pub mod com {
+    #![allow(missing_docs, reason = "names are the protocol's")]
+    pub const QUIT: u8 = 0x01;
+    pub const INIT_DB: u8 = 0x02;
+    pub const QUERY: u8 = 0x03;
+    pub const PING: u8 = 0x0e;
+    pub const STMT_PREPARE: u8 = 0x16;
+    pub const STMT_EXECUTE: u8 = 0x17;
+    pub const STMT_CLOSE: u8 = 0x19;
+    pub const STMT_RESET: u8 = 0x1a;
+}
+
+/// Most prepared statements remembered per connection.
+pub const MAX_STATEMENTS: usize = 256;
+/// Largest logical payload accepted (several 16 MiB packets).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// Why bytes are not valid MySQL protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A packet or field is shorter than its structure needs.
+    #[error("malformed mysql packet")]
+    Malformed,
+    /// The connection switched to TLS; nothing more can be read.
+    #[error("connection is encrypted (tls)")]
+    Encrypted,
+    /// The connection uses the compressed protocol (not decoded).
+    #[error("connection uses the compressed protocol")]
+    Compressed,
+    /// A logical payload over [`MAX_PAYLOAD`].
+    #[error("mysql payload too large")]
+    TooLarge,
+}
+
+/// Where the connection is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the server greeting (or joined mid-connection).
+    #[default]
+    Greeting,
+    /// Greeting seen; the client answers with its handshake response.
+    HandshakeResponse,
+    /// Authentication exchange until OK or ERR.
+    Auth,
+    /// Commands and their responses.
+    Command,
+    /// TLS after SSLRequest.
+    Encrypted,
+    /// Compressed protocol after the handshake.
+    Compressed,
+}
+
+/// Per-connection state.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// Handshake progress.
+    pub phase: Phase,
+    server_caps: u32,
+    client_caps: u32,
+    last_command: u8,
+    prepare_sql: Option<Vec<u8>>,
+    statements: HashMap<u32, Vec<u8>>,
+    /// Statements forgotten because more than [`MAX_STATEMENTS`] were open.
+    pub statements_evicted: u64,
+}
+
+impl Session {
+    /// A session for a connection joined after its handshake.
+    pub fn in_command_phase() -> Self {
+        Self {
+            phase: Phase::Command,
+            ..Self::default()
+        }
+    }
+
+    /// The SQL a prepared statement was prepared with, if seen.
+    pub fn statement_sql(&self, id: u32) -> Option<&[u8]> {
+        self.statements.get(&id).map(Vec::as_slice)
+    }
+
+    fn caps(&self) -> u32 {
+        if self.server_caps == 0 {
+            self.client_caps
+        } else {
+            self.server_caps & self.client_caps
+        }
+    }
+}
+
+/// A client command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// COM_QUERY: the SQL text (after any query attributes).
+    Query(&'a [u8]),
+    /// COM_STMT_PREPARE.
+    Prepare(&'a [u8]),
+    /// COM_STMT_EXECUTE of a statement id (its SQL: [`Session::statement_sql`]).
+    Execute(u32),
+    /// COM_STMT_CLOSE (no response follows).
+    Close(u32),
+    /// COM_INIT_DB: the schema.
+    InitDb(&'a [u8]),
+    /// COM_PING.
+    Ping,
+    /// COM_QUIT (no response follows).
+    Quit,
+    /// Any other command byte.
+    Other(u8),
+}
+
+/// A server response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Response<'a> {
+    /// OK packet.
+    Ok {
+        /// Rows changed.
+        affected_rows: u64,
+        /// AUTO_INCREMENT id.
+        last_insert_id: u64,
+        /// Server status flags.
+        status: u16,
+        /// Warnings.
+        warnings: u16,
+    },
+    /// ERR packet.
+    Err {
+        /// Error number (1064 …).
+        code: u16,
+        /// SQLSTATE (`42000`), when sent.
+        sql_state: Option<&'a [u8]>,
+        /// Message.
+        message: &'a [u8],
+    },
+    /// A whole result set.
+    ResultSet {
+        /// Columns.
+        columns: u64,
+        /// Rows up to the terminator.
+        rows: u64,
+        /// More result sets follow (multi-statement, CALL).
+        more_results: bool,
+    },
+    /// Answer to COM_STMT_PREPARE, with its definitions.
+    Prepared {
+        /// Statement id.
+        statement: u32,
+        /// Result columns.
+        columns: u16,
+        /// Parameters.
+        params: u16,
+    },
+    /// An authentication step (switch request, more data).
+    AuthStep,
+    /// A lone EOF packet.
+    Eof,
+}
+
+/// A handshake message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake<'a> {
+    /// Server greeting.
+    Greeting {
+        /// Server version (`10.11.6-MariaDB-0+deb12u1`).
+        version: &'a [u8],
+        /// Connection id.
+        connection_id: u32,
+        /// Capability flags offered.
+        capabilities: u32,
+        /// Default authentication plugin.
+        auth_plugin: Option<&'a [u8]>,
+    },
+    /// Client handshake response.
+    Login {
+        /// User name.
+        user: &'a [u8],
+        /// Initial schema.
+        database: Option<&'a [u8]>,
+        /// Capabilities the client asked for.
+        capabilities: u32,
+        /// Authentication plugin.
+        auth_plugin: Option<&'a [u8]>,
+    },
+    /// SSLRequest: TLS follows.
+    SslRequest,
+}
+
+/// A MySQL message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Connection set-up.
+    Handshake(Handshake<'a>),
+    /// From the client.
+    Command(Command<'a>),
+    /// From the server.
+    Response(Response<'a>),
+}
+
+/// The MySQL protocol; see the module docs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MySql;
+
+/// One logical packet (continuations joined only if contiguous: a
+/// continued payload is returned as its first part plus the total length).
+struct Packet<'a> {
+    seq: u8,
+    payload: &'a [u8],
+    /// Bytes from the start of the header to after the last continuation.
+    wire: usize,
+}
+
+fn packet(buf: &[u8]) -> Result<Option<Packet<'_>>, Error> {
+    let mut at = 0usize;
+    let mut first: Option<(u8, &[u8])> = None;
+    loop {
+        let Some(h) = buf.get(at..at + 4) else {
+            return Ok(None);
+        };
+        let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+        if at + len > MAX_PAYLOAD {
+            return Err(Error::TooLarge);
+        }
+        let Some(payload) = buf.get(at + 4..at + 4 + len) else {
+            return Ok(None);
+        };
+        first.get_or_insert((h[3], payload));
+        at += 4 + len;
+        if len < 0xff_ffff {
+            let (seq, payload) = first.unwrap_or((h[3], payload));
+            return Ok(Some(Packet {
+                seq,
+                payload,
+                wire: at,
+            }));
+        }
+    }
+}
+
+/// Length-encoded integer at `at`: `(value, bytes used)`.
+fn lenenc(b: &[u8], at: usize) -> Option<(u64, usize)> {
+    let le = |n: usize| -> Option<u64> {
+        let s = b.get(at + 1..at + 1 + n)?;
+        Some(s.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x)))
+    };
+    match *b.get(at)? {
+        x @ 0..=0xfa => Some((u64::from(x), 1)),
+        0xfc => Some((le(2)?, 3)),
+        0xfd => Some((le(3)?, 4)),
+        0xfe => Some((le(8)?, 9)),
+        _ => None,
+    }
+}
+
+fn nul_str(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = b.get(at..)?;
+    let end = rest.iter().position(|&c| c == 0)?;
+    Some((&rest[..end], at + end + 1))
+}
+
+fn u16le(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn u32le(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn greeting(p: &[u8]) -> Option<Handshake<'_>> {
+    if p.first() != Some(&10) {
+        return None;
+    }
+    let (version, at) = nul_str(p, 1)?;
+    let connection_id = u32le(p, at)?;
+    let mut at = at + 4 + 8 + 1; // salt part 1, filler
+    let low = u32::from(u16le(p, at)?);
+    at += 2;
+    let mut capabilities = low;
+    let mut auth_plugin = None;
+    if p.len() >= at + 16 {
+        let high = u32::from(u16le(p, at + 3)?);
+        capabilities |= high << 16;
+        let salt_len = usize::from(p[at + 5]);
+        at += 16; // charset, status, caps high, salt len, reserved(10)
+        if capabilities & caps::SECURE_CONNECTION != 0 {
+            at += salt_len.saturating_sub(8).max(13);
+        }
+        if capabilities & caps::PLUGIN_AUTH != 0 {
+            auth_plugin = nul_str(p, at).map(|(s, _)| s).or_else(|| p.get(at..));
+        }
+    }
+    Some(Handshake::Greeting {
+        version,
+        connection_id,
+        capabilities,
+        auth_plugin,
+    })
+}
+
+fn login(p: &[u8]) -> Option<Handshake<'_>> {
+    let capabilities = u32le(p, 0)?;
+    if p.len() == 32 && capabilities & caps::SSL != 0 {
+        return Some(Handshake::SslRequest);
+    }
+    let (user, mut at) = nul_str(p, 32)?;
+    // auth response
+    if capabilities & caps::PLUGIN_AUTH_LENENC_DATA != 0 {
+        let (n, used) = lenenc(p, at)?;
+        at += used + usize::try_from(n).ok()?;
+    } else if capabilities & caps::SECURE_CONNECTION != 0 {
+        at += 1 + usize::from(*p.get(at)?);
+    } else {
+        at = nul_str(p, at)?.1;
+    }
+    let mut database = None;
+    if capabilities & caps::CONNECT_WITH_DB != 0 {
+        let (db, next) = nul_str(p, at)?;
+        database = Some(db);
+        at = next;
+    }
+    let auth_plugin = (capabilities & caps::PLUGIN_AUTH != 0)
+        .then(|| nul_str(p, at).map(|(s, _)| s))
+        .flatten();
+    Some(Handshake::Login {
+        user,
+        database,
+        capabilities,
+        auth_plugin,
+    })
+}
+
+fn ok_packet(p: &[u8]) -> Option<Response<'_>> {
+    let (affected_rows, a) = lenenc(p, 1)?;
+    let (last_insert_id, b) = lenenc(p, 1 + a)?;
+    let status = u16le(p, 1 + a + b).unwrap_or(0);
+    let warnings = u16le(p, 3 + a + b).unwrap_or(0);
+    Some(Response::Ok {
+        affected_rows,
+        last_insert_id,
+        status,
+        warnings,
+    })
+}
+
+fn err_packet(p: &[u8]) -> Option<Response<'_>> {
+    let code = u16le(p, 1)?;
+    let (sql_state, message) = match p.get(3) {
+        Some(b'#') => (p.get(4..9), p.get(9..).unwrap_or(&[])),
+        _ => (None, p.get(3..).unwrap_or(&[])),
+    };
+    Some(Response::Err {
+        code,
+        sql_state,
+        message,
+    })
+}
+
+fn is_eof(p: &[u8]) -> bool {
+    p.first() == Some(&0xfe) && p.len() < 9
+}
+
+/// Walks a result set after its column-count packet; returns the response
+/// and the bytes used, or `None` if incomplete.
+fn result_set(
+    buf: &[u8],
+    mut at: usize,
+    columns: u64,
+    deprecate_eof: bool,
+) -> Result<Option<(Response<'static>, usize)>, Error> {
+    for _ in 0..columns {
+        let Some(p) = packet(&buf[at..])? else {
+            return Ok(None);
+        };
+        at += p.wire;
+    }
+    if !deprecate_eof {
+        let Some(p) = packet(&buf[at..])? else {
+            return Ok(None);
+        };
+        if !is_eof(p.payload) {
+            return Err(Error::Malformed);
+        }
+        at += p.wire;
+    }
+    let mut rows = 0u64;
+    loop {
+        let Some(p) = packet(&buf[at..])? else {
+            return Ok(None);
+        };
+        at += p.wire;
+        let pl = p.payload;
+        // terminator: EOF, or with DEPRECATE_EOF an OK packet headed 0xfe
+        if pl.first() == Some(&0xfe) && pl.len() < 0xff_ffff && (is_eof(pl) || deprecate_eof) {
+            let status = if is_eof(pl) {
+                u16le(pl, 3).unwrap_or(0)
+            } else {
+                match ok_packet(pl) {
+                    Some(Response::Ok { status, .. }) => status,
+                    _ => 0,
+                }
+            };
+            return Ok(Some((
+                Response::ResultSet {
+                    columns,
+                    rows,
+                    more_results: status & 0x0008 != 0,
+                },
+                at,
+            )));
+        }
+        if pl.first() == Some(&0xff) {
+            // an error in the middle of the rows ends the result
+            return Ok(Some((
+                Response::ResultSet {
+                    columns,
+                    rows,
+                    more_results: false,
+                },
+                at,
+            )));
+        }
+        rows += 1;
+    }
+}
+
+impl MySql {
+    fn request<'a>(s: &mut Session, buf: &'a [u8]) -> Result<Status<(Message<'a>, usize)>, Error> {
+        let Some(p) = packet(buf)? else {
+            return Ok(Status::Partial);
+        };
+        let pl = p.payload;
+        if s.phase == Phase::HandshakeResponse || (s.phase == Phase::Greeting && p.seq == 1) {
+            let h = login(pl).ok_or(Error::Malformed)?;
+            match h {
+                Handshake::SslRequest => s.phase = Phase::Encrypted,
+                Handshake::Login { capabilities, .. } => {
+                    s.client_caps = capabilities;
+                    s.phase = Phase::Auth;
+                }
+                Handshake::Greeting { .. } => {}
+            }
+            return Ok(Status::Complete((Message::Handshake(h), p.wire)));
+        }
+        if s.phase == Phase::Auth {
+            // auth continuation data from the client
+            return Ok(Status::Complete((
+                Message::Command(Command::Other(0)),
+                p.wire,
+            )));
+        }
+        let &cmd = pl.first().ok_or(Error::Malformed)?;
+        s.last_command = cmd;
+        let id = || u32le(pl, 1).ok_or(Error::Malformed);
+        let c = match cmd {
+            com::QUERY => {
+                let mut sql = &pl[1..];
+                if s.caps() & caps::QUERY_ATTRIBUTES != 0 {
+                    // parameter_count, parameter_set_count, then (if any) types and values
+                    let (n, used) = lenenc(pl, 1).ok_or(Error::Malformed)?;
+                    let (_, used2) = lenenc(pl, 1 + used).ok_or(Error::Malformed)?;
+                    if n == 0 {
+                        sql = pl.get(1 + used + used2..).ok_or(Error::Malformed)?;
+                    } else {
+                        // attributes with values: the SQL is the tail; find it
+                        // after the null bitmap, types and values (not decoded).
+                        sql = pl.get(1 + used + used2..).unwrap_or(&[]);
+                    }
+                }
+                Command::Query(sql)
+            }
+            com::STMT_PREPARE => {
+                s.prepare_sql = Some(pl[1..].to_vec());
+                Command::Prepare(&pl[1..])
+            }
+            com::STMT_EXECUTE => Command::Execute(id()?),
+            com::STMT_CLOSE => {
+                let id = id()?;
+                s.statements.remove(&id);
+                Command::Close(id)
+            }
+            com::INIT_DB => Command::InitDb(&pl[1..]),
+            com::PING => Command::Ping,
+            com::QUIT => Command::Quit,
+            other => Command::Other(other),
+        };
+        Ok(Status::Complete((Message::Command(c), p.wire)))
+    }
+
+    fn response<'a>(s: &mut Session, buf: &'a [u8]) -> Result<Status<(Message<'a>, usize)>, Error> {
+        let Some(p) = packet(buf)? else {
+            return Ok(Status::Partial);
+        };
+        let pl = p.payload;
+        if s.phase == Phase::Greeting && p.seq == 0 {
+            if let Some(g @ Handshake::Greeting { capabilities, .. }) = greeting(pl) {
+                s.server_caps = capabilities;
+                s.phase = Phase::HandshakeResponse;
+                return Ok(Status::Complete((Message::Handshake(g), p.wire)));
+            }
+        }
+        let &head = pl.first().ok_or(Error::Malformed)?;
+        if s.phase == Phase::Auth {
+            let r = match head {
+                0x00 => {
+                    s.phase = if s.caps() & caps::COMPRESS != 0 {
+                        Phase::Compressed
+                    } else {
+                        Phase::Command
+                    };
+                    ok_packet(pl).ok_or(Error::Malformed)?
+                }
+                0xff => err_packet(pl).ok_or(Error::Malformed)?,
+                _ => Response::AuthStep,
+            };
+            return Ok(Status::Complete((Message::Response(r), p.wire)));
+        }
+        let r = match head {
+            0x00 if s.last_command == com::STMT_PREPARE => {
+                let statement = u32le(pl, 1).ok_or(Error::Malformed)?;
+                let columns = u16le(pl, 5).ok_or(Error::Malformed)?;
+                let params = u16le(pl, 7).ok_or(Error::Malformed)?;
+                // definitions follow, each block ended by EOF unless DEPRECATE_EOF
+                let eof = s.caps() & caps::DEPRECATE_EOF == 0;
+                let mut at = p.wire;
+                for n in [params, columns] {
+                    let extra = usize::from(n > 0 && eof);
+                    for _ in 0..usize::from(n) + extra {
+                        let Some(d) = packet(&buf[at..])? else {
+                            return Ok(Status::Partial);
+                        };
+                        at += d.wire;
+                    }
+                }
+                if let Some(sql) = s.prepare_sql.take() {
+                    if s.statements.len() >= MAX_STATEMENTS {
+                        s.statements_evicted += 1;
+                    } else {
+                        s.statements.insert(statement, sql);
+                    }
+                }
+                return Ok(Status::Complete((
+                    Message::Response(Response::Prepared {
+                        statement,
+                        columns,
+                        params,
+                    }),
+                    at,
+                )));
+            }
+            0x00 => ok_packet(pl).ok_or(Error::Malformed)?,
+            0xff => err_packet(pl).ok_or(Error::Malformed)?,
+            _ if is_eof(pl) => Response::Eof,
+            _ => {
+                let (columns, _) = lenenc(pl, 0).ok_or(Error::Malformed)?;
+                if columns == 0 || columns > 4096 {
+                    return Err(Error::Malformed);
+                }
+                let deprecate_eof = s.caps() & caps::DEPRECATE_EOF != 0;
+                return match result_set(buf, p.wire, columns, deprecate_eof)? {
+                    Some((r, used)) => Ok(Status::Complete((Message::Response(r), used))),
+                    None => Ok(Status::Partial),
+                };
+            }
+        };
+        Ok(Status::Complete((Message::Response(r), p.wire)))
+    }
+}
+
+impl Protocol for MySql {
+    type Session = Session;
+    type Message<'a> = Message<'a>;
+    type Error = Error;
+
+    /// A server greeting, or (joined mid-connection) a COM_QUERY whose SQL
+    /// is text.
+    fn detect(head: &[u8], dir: Direction) -> Detect {
+        let Some(h) = head.get(..5) else {
+            return Detect::NeedMore;
+        };
+        let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+        match dir {
+            Direction::Response => {
+                if h[3] != 0 || h[4] != 10 || len < 20 {
+                    return Detect::NoMatch;
+                }
+                let version = &head[5..head.len().min(4 + len)];
+                match version.iter().position(|&b| b == 0) {
+                    Some(n) if n > 0 && version[..n].iter().all(|b| b.is_ascii_graphic()) => {
+                        Detect::Match
+                    }
+                    None if version.len() < 64 => Detect::NeedMore,
+                    _ => Detect::NoMatch,
+                }
+            }
+            Direction::Request => {
+                if h[3] != 0 || h[4] != com::QUERY || len < 2 {
+                    return Detect::NoMatch;
+                }
+                let sql = &head[5..head.len().min(4 + len)];
+                if sql
+                    .iter()
+                    .take(32)
+                    .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+                {
+                    Detect::Match
+                } else {
+                    Detect::NoMatch
+                }
+            }
+        }
+    }
+
+    fn parse<'a>(
+        session: &mut Session,
+        dir: Direction,
+        buf: &'a [u8],
+    ) -> Result<Status<(Message<'a>, usize)>, Error> {
+        match session.phase {
+            Phase::Encrypted => return Err(Error::Encrypted),
+            Phase::Compressed => return Err(Error::Compressed),
+            _ => {}
+        }
+        match dir {
+            Direction::Request => Self::request(session, buf),
+            Direction::Response => Self::response(session, buf),
+        }
+    }
+}
+
+impl Command<'_> {
+    /// OpenTelemetry attributes; SQL literals are replaced by `?`.
+    pub fn attributes(&self, session: &Session) -> Vec<(&'static str, String)> {
+        let mut a = vec![("db.system.name", "mysql".to_owned())];
+        let sql = match self {
+            Command::Query(q) | Command::Prepare(q) => Some(*q),
+            Command::Execute(id) => session.statement_sql(*id),
+            _ => None,
+        };
+        if let Some(sql) = sql {
+            let s = crate::sql::summarize(sql);
+            a.push(("db.operation.name", s.operation));
+            if let Some(t) = s.table {
+                a.push(("db.collection.name", t));
+            }
+            a.push(("db.query.text", s.normalized));
+        } else {
+            let op = match self {
+                Command::InitDb(_) => "INIT_DB",
+                Command::Ping => "PING",
+                Command::Quit => "QUIT",
+                Command::Close(_) => "STMT_CLOSE",
+                _ => "OTHER",
+            };
+            a.push(("db.operation.name", op.to_owned()));
+        }
+        a
+    }
+}
