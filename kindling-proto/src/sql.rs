@@ -63,6 +63,7 @@ fn normalize(text: &str) -> String {
         }
         if c.is_whitespace() {
             space = true;
+            prev_word = false;
             continue;
         }
         if space && !out.is_empty() {
