@@ -86,6 +86,20 @@ fn dns_query_and_response_parse_do_not_allocate() {
 }
 
 #[test]
+fn mysql_com_query_parse_does_not_allocate() {
+    use kindling_proto::mysql::{Command, Message as My, MySql, Session};
+    let q = b"\x2e\x00\x00\x00\x03SELECT id, name FROM users WHERE name = 'ann'";
+    let mut session = Session::in_command_phase();
+    let before = allocs();
+    let r = MySql::parse(&mut session, Direction::Request, q);
+    let after = allocs();
+    assert_eq!(after - before, 0, "allocations while parsing");
+    assert!(
+        matches!(r, Ok(Status::Complete((My::Command(Command::Query(sql)), n))) if sql.starts_with(b"SELECT") && n == q.len())
+    );
+}
+
+#[test]
 fn http_head_parse_and_accessors_do_not_allocate() {
     let mut session = Default::default();
     let before = allocs();
