@@ -342,7 +342,10 @@ fn login(p: &[u8]) -> Option<Handshake<'_>> {
     // auth response
     if capabilities & caps::PLUGIN_AUTH_LENENC_DATA != 0 {
         let (n, used) = lenenc(p, at)?;
-        at += used + usize::try_from(n).ok()?;
+        // n comes from the wire: a huge value must not overflow
+        at = at
+            .checked_add(used)?
+            .checked_add(usize::try_from(n).ok()?)?;
     } else if capabilities & caps::SECURE_CONNECTION != 0 {
         at += 1 + usize::from(*p.get(at)?);
     } else {
