@@ -27,7 +27,11 @@
 //!   loop and length limits, A, AAAA, CNAME, NS, PTR, MX, TXT, SRV, SOA, OPT,
 //!   unknown types raw.
 //! * [`trace`]: W3C, B3, Jaeger and SkyWalking trace context.
-//! * MySQL: not written yet (issue 3 continues).
+//! * [`mysql`]: MySQL/MariaDB: handshake, login, SSLRequest (marks the
+//!   connection encrypted), COM_QUERY with query attributes, prepared
+//!   statements (EXECUTE reports the prepared SQL), whole result sets with
+//!   and without `CLIENT_DEPRECATE_EOF`, OK/ERR/EOF; compression detected.
+//! * [`sql`]: SQL literals to `?`, operation and table.
 //!
 //! # Examples
 //!
