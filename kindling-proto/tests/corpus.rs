@@ -331,24 +331,35 @@ fn dns_counts_agree_with_tshark() {
     report("dns", agree, &differ);
 }
 
+/// Counts messages over every TCP stream of a capture, client side first,
+/// one session per connection; `keys` names the counters a message adds to.
+fn count_tcp<P: Protocol>(
+    pkts: &[Packet],
+    keys: impl Fn(&P::Message<'_>, &mut Vec<&'static str>),
+) -> BTreeMap<String, u64> {
+    let mut c = BTreeMap::new();
+    let mut add = |m: &P::Message<'_>| {
+        let mut k = Vec::new();
+        keys(m, &mut k);
+        for key in k {
+            *c.entry(key.to_owned()).or_insert(0) += 1;
+        }
+    };
+    for s in tcp_streams(pkts) {
+        let mut session = P::Session::default();
+        walk::<P>(&mut session, Direction::Request, &s.client, &mut add);
+        walk::<P>(&mut session, Direction::Response, &s.server, &mut add);
+    }
+    c
+}
+
 #[test]
 fn http1_counts_agree_with_tshark() {
     let (agree, differ) = compare("http1", |pkts| {
-        let mut c = BTreeMap::new();
-        for s in tcp_streams(pkts) {
-            let mut session = Default::default();
-            walk::<Http1>(&mut session, Direction::Request, &s.client, |m| {
-                if let HttpMessage::Request(_) = m {
-                    *c.entry("http.request".to_owned()).or_insert(0) += 1;
-                }
-            });
-            walk::<Http1>(&mut session, Direction::Response, &s.server, |m| {
-                if let HttpMessage::Response(_) = m {
-                    *c.entry("http.response".to_owned()).or_insert(0) += 1;
-                }
-            });
-        }
-        c
+        count_tcp::<Http1>(pkts, |m, k| match m {
+            HttpMessage::Request(_) => k.push("http.request"),
+            HttpMessage::Response(_) => k.push("http.response"),
+        })
     });
     report("http1", agree, &differ);
 }
@@ -356,24 +367,15 @@ fn http1_counts_agree_with_tshark() {
 #[test]
 fn redis_counts_agree_with_tshark() {
     let (agree, differ) = compare("redis", |pkts| {
-        let mut c = BTreeMap::new();
-        for s in tcp_streams(pkts) {
-            let mut session = Default::default();
-            walk::<Redis>(&mut session, Direction::Request, &s.client, |m| {
-                if let RespMessage::Command(_) = m {
-                    *c.entry("resp.client_toplevel".to_owned()).or_insert(0) += 1;
+        count_tcp::<Redis>(pkts, |m, k| match m {
+            RespMessage::Command(_) => k.push("resp.client_toplevel"),
+            RespMessage::Reply(r) => {
+                k.push("resp.server_toplevel");
+                if r.is_error() {
+                    k.push("resp.error");
                 }
-            });
-            walk::<Redis>(&mut session, Direction::Response, &s.server, |m| {
-                if let RespMessage::Reply(r) = m {
-                    *c.entry("resp.server_toplevel".to_owned()).or_insert(0) += 1;
-                    if r.is_error() {
-                        *c.entry("resp.error".to_owned()).or_insert(0) += 1;
-                    }
-                }
-            });
-        }
-        c
+            }
+        })
     });
     report("redis", agree, &differ);
 }

@@ -65,17 +65,9 @@ fn summarize(out: &mut String, msg: &Message<'_>) {
 
 #[test]
 fn recorded_conversations_match_snapshots() {
-    let files = fixtures("http1");
-    assert!(files.len() >= 7, "fixtures missing: {files:?}");
-    for f in files {
-        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-        let summary = walk(&read_conversation(&f));
-        assert!(
-            summary.ends_with("unparsed: request 0 B, response 0 B\n"),
-            "{name}:\n{summary}"
-        );
-        insta::assert_snapshot!(name, summary);
-    }
+    common::check_fixtures("http1", 7, walk, |name, summary| {
+        insta::assert_snapshot!(name, summary)
+    });
 }
 
 proptest! {

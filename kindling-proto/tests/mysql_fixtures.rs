@@ -80,18 +80,10 @@ fn walk(segments: &[Segment]) -> String {
 
 #[test]
 fn recorded_conversations_match_snapshots() {
-    let files = fixtures("mysql");
-    assert!(files.len() >= 2, "fixtures missing: {files:?}");
-    for f in files {
-        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-        let summary = walk(&read_conversation(&f));
-        assert!(
-            summary.ends_with("unparsed: request 0 B, response 0 B\n"),
-            "{name}:\n{summary}"
-        );
+    common::check_fixtures("mysql", 2, walk, |name, summary| {
         assert!(!summary.contains("\nerror: "), "{name}:\n{summary}");
         insta::assert_snapshot!(name, summary);
-    }
+    });
 }
 
 #[test]

@@ -70,18 +70,10 @@ fn collapse(s: &str) -> String {
 
 #[test]
 fn recorded_conversations_match_snapshots() {
-    let files = fixtures("redis");
-    assert!(files.len() >= 7, "fixtures missing: {files:?}");
-    for f in files {
-        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-        let summary = walk(&read_conversation(&f));
-        assert!(
-            summary.ends_with("unparsed: request 0 B, response 0 B\n"),
-            "{name}:\n{summary}"
-        );
+    common::check_fixtures("redis", 7, walk, |name, summary| {
         assert!(!summary.contains("error: "), "{name}:\n{summary}");
-        insta::assert_snapshot!(name, collapse(&summary));
-    }
+        insta::assert_snapshot!(name, collapse(summary));
+    });
 }
 
 #[test]

@@ -182,3 +182,26 @@ pub fn same_after_resplit(
     }
     Ok(())
 }
+
+/// Walks every conversation of `tests/fixtures/<dir>` (at least `min` of
+/// them), checks that nothing was left unparsed, and hands each file's name
+/// and summary to `check` — where the caller asserts its snapshot, so the
+/// snapshot keeps the caller's name.
+pub fn check_fixtures(
+    dir: &str,
+    min: usize,
+    walk: impl Fn(&[Segment]) -> String,
+    mut check: impl FnMut(&str, &str),
+) {
+    let files = fixtures(dir);
+    assert!(files.len() >= min, "fixtures missing: {files:?}");
+    for f in files {
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let summary = walk(&read_conversation(&f));
+        assert!(
+            summary.ends_with("unparsed: request 0 B, response 0 B\n"),
+            "{name}:\n{summary}"
+        );
+        check(&name, &summary);
+    }
+}
