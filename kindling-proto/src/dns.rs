@@ -275,6 +275,9 @@ pub enum RData<'a> {
     A(Ipv4Addr),
     /// IPv6 address.
     Aaaa(Ipv6Addr),
+    /// No data at all: the RDLENGTH 0 records of dynamic UPDATE (RFC 2136
+    /// §2.4, §2.5), which name an RRset to test or delete, whatever the type.
+    Empty,
     /// Canonical name.
     Cname(Name<'a>),
     /// Name server.
@@ -394,6 +397,9 @@ fn rdata<'a>(msg: &'a [u8], rtype: u16, start: usize, len: usize) -> Result<RDat
             Err(Error::BadRecord)
         }
     };
+    if len == 0 && rtype != rtype::OPT {
+        return Ok(RData::Empty);
+    }
     match rtype {
         rtype::A => <[u8; 4]>::try_from(data)
             .map(|a| RData::A(a.into()))

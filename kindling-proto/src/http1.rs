@@ -273,6 +273,31 @@ fn detect_request(head: &[u8]) -> Detect {
     }
 }
 
+/// Where a request starts in a whole line ending in ` HTTP/1.x`: the
+/// longest known method ending just before the target, or else the token.
+fn request_in_line(line: &[u8]) -> Option<usize> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let rest = line
+        .strip_suffix(b" HTTP/1.1")
+        .or_else(|| line.strip_suffix(b" HTTP/1.0"))?;
+    let target_at = rest.iter().rposition(|&b| b == b' ')?;
+    let before = &rest[..=target_at]; // "...METHOD "
+    if let Some(m) = METHODS
+        .iter()
+        .filter(|m| before.ends_with(m))
+        .max_by_key(|m| m.len())
+    {
+        return Some(before.len() - m.len());
+    }
+    let token = before[..target_at]
+        .iter()
+        .rev()
+        .take_while(|&&b| is_tchar(b))
+        .count();
+    (token > 0).then_some(target_at - token)
+}
+
 fn detect_response(head: &[u8]) -> Detect {
     const PREFIX: &[u8] = b"HTTP/1.";
     let n = PREFIX.len().min(head.len());
@@ -590,6 +615,39 @@ impl Protocol for Http1 {
         match dir {
             Direction::Request => detect_request(head),
             Direction::Response => detect_response(head),
+        }
+    }
+
+    /// Finds a start line: `HTTP/1.x ddd` for a response, `METHOD target
+    /// HTTP/1.x` for a request. A message need not start at a line start (a
+    /// body rarely ends in a newline), so a response is any `HTTP/1.x ddd`
+    /// and a request is the known method (or else the token) just before the
+    /// target on a line that ends in the version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::{http1::Http1, Direction, Protocol};
+    ///
+    /// let lost_head = b"...end of a body}HTTP/1.1 200 OK\r\n\r\n";
+    /// assert_eq!(Http1::resync(lost_head, Direction::Response), Some(17));
+    /// let lost_body = b"a=1&b=2GET /next HTTP/1.1\r\n\r\n";
+    /// assert_eq!(Http1::resync(lost_body, Direction::Request), Some(7));
+    /// ```
+    fn resync(buf: &[u8], dir: Direction) -> Option<usize> {
+        match dir {
+            Direction::Response => (0..buf.len().saturating_sub(6))
+                .find(|&at| buf[at] == b'H' && detect_response(&buf[at..]) == Detect::Match),
+            Direction::Request => {
+                let mut line_start = 0;
+                for line in buf.split_inclusive(|&b| b == b'\n') {
+                    if let Some(at) = request_in_line(line) {
+                        return Some(line_start + at);
+                    }
+                    line_start += line.len();
+                }
+                None
+            }
         }
     }
 

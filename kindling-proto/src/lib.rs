@@ -106,4 +106,25 @@ pub trait Protocol {
         dir: Direction,
         buf: &'a [u8],
     ) -> Result<Status<(Self::Message<'a>, usize)>, Self::Error>;
+
+    /// Where the next message plausibly starts in `buf`, for a caller that
+    /// lost bytes mid-stream (a capture gap, a dropped event) and must find a
+    /// message boundary again. `None` when none is recognisable in `buf`; the
+    /// default, for protocols whose boundaries cannot be recognised by
+    /// content, never finds one.
+    fn resync(buf: &[u8], dir: Direction) -> Option<usize> {
+        let _ = (buf, dir);
+        None
+    }
+}
+
+/// Offsets where a line starts in `buf`: 0 and after every `\n`.
+pub(crate) fn line_starts(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(0).chain(
+        buf.iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .filter(move |&i| i < buf.len()),
+    )
 }

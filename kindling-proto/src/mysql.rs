@@ -41,6 +41,7 @@ pub mod com {
     pub const INIT_DB: u8 = 0x02;
     pub const QUERY: u8 = 0x03;
     pub const PING: u8 = 0x0e;
+    pub const CHANGE_USER: u8 = 0x11;
     pub const STMT_PREPARE: u8 = 0x16;
     pub const STMT_EXECUTE: u8 = 0x17;
     pub const STMT_CLOSE: u8 = 0x19;
@@ -114,6 +115,15 @@ impl Session {
     /// The SQL a prepared statement was prepared with, if seen.
     pub fn statement_sql(&self, id: u32) -> Option<&[u8]> {
         self.statements.get(&id).map(Vec::as_slice)
+    }
+
+    /// The phase once authentication succeeded.
+    fn after_auth(&self) -> Phase {
+        if self.caps() & caps::COMPRESS != 0 {
+            Phase::Compressed
+        } else {
+            Phase::Command
+        }
     }
 
     fn caps(&self) -> u32 {
@@ -286,6 +296,63 @@ fn lenenc(b: &[u8], at: usize) -> Option<(u64, usize)> {
         0xfe => Some((le(8)?, 9)),
         _ => None,
     }
+}
+
+/// Bytes a binary-protocol value of column type `ty` takes at `at` (the
+/// encoding of COM_STMT_EXECUTE parameters and query attributes).
+fn binary_value_len(b: &[u8], at: usize, ty: u8) -> Option<usize> {
+    match ty {
+        6 => Some(0),                                           // NULL
+        1 => Some(1),                                           // TINY
+        2 | 13 => Some(2),                                      // SHORT, YEAR
+        3 | 4 | 9 => Some(4),                                   // LONG, FLOAT, INT24
+        5 | 8 => Some(8),                                       // DOUBLE, LONGLONG
+        7 | 10 | 11 | 12 => Some(1 + usize::from(*b.get(at)?)), // dates and times
+        _ => {
+            // strings, decimals, blobs, JSON, …: length-encoded
+            let (n, used) = lenenc(b, at)?;
+            usize::try_from(n).ok()?.checked_add(used)
+        }
+    }
+}
+
+/// Where the SQL starts in a COM_QUERY payload sent with
+/// CLIENT_QUERY_ATTRIBUTES: after the counts, and for `n` attributes the
+/// null bitmap, the bind flag, each type and name, and each non-null value.
+fn query_attributes_end(pl: &[u8]) -> Option<usize> {
+    let (n, used) = lenenc(pl, 1)?;
+    let (_, used2) = lenenc(pl, 1 + used)?;
+    let mut at = 1 + used + used2;
+    if n == 0 {
+        return Some(at);
+    }
+    let n = usize::try_from(n).ok().filter(|&n| n <= pl.len())?;
+    let nulls = pl.get(at..at + n.div_ceil(8))?;
+    at += n.div_ceil(8);
+    // without the bind flag the types are not sent and values cannot be sized
+    if *pl.get(at)? != 1 {
+        return None;
+    }
+    at += 1;
+    let types_at = at;
+    for _ in 0..n {
+        at += 2; // type and unsigned flag
+        let (len, used) = lenenc(pl, at)?;
+        at = at
+            .checked_add(used)?
+            .checked_add(usize::try_from(len).ok()?)?;
+    }
+    let mut t = types_at;
+    for i in 0..n {
+        let ty = *pl.get(t)?;
+        t += 2;
+        let (len, used) = lenenc(pl, t)?;
+        t += used + usize::try_from(len).ok()?;
+        if nulls[i / 8] & (1 << (i % 8)) == 0 {
+            at = at.checked_add(binary_value_len(pl, at, ty)?)?;
+        }
+    }
+    (at <= pl.len()).then_some(at)
 }
 
 fn nul_str(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
@@ -481,11 +548,16 @@ impl MySql {
             return Ok(Status::Complete((Message::Handshake(h), p.wire)));
         }
         if s.phase == Phase::Auth {
-            // auth continuation data from the client
-            return Ok(Status::Complete((
-                Message::Command(Command::Other(0)),
-                p.wire,
-            )));
+            if p.seq != 0 {
+                // auth continuation data carries on the handshake's sequence
+                return Ok(Status::Complete((
+                    Message::Command(Command::Other(0)),
+                    p.wire,
+                )));
+            }
+            // A command starts a new sequence: the server's OK closing the
+            // handshake was not seen (lost, or a capture that began late).
+            s.phase = s.after_auth();
         }
         let &cmd = pl.first().ok_or(Error::Malformed)?;
         s.last_command = cmd;
@@ -494,16 +566,8 @@ impl MySql {
             com::QUERY => {
                 let mut sql = &pl[1..];
                 if s.caps() & caps::QUERY_ATTRIBUTES != 0 {
-                    // parameter_count, parameter_set_count, then (if any) types and values
-                    let (n, used) = lenenc(pl, 1).ok_or(Error::Malformed)?;
-                    let (_, used2) = lenenc(pl, 1 + used).ok_or(Error::Malformed)?;
-                    if n == 0 {
-                        sql = pl.get(1 + used + used2..).ok_or(Error::Malformed)?;
-                    } else {
-                        // attributes with values: the SQL is the tail; find it
-                        // after the null bitmap, types and values (not decoded).
-                        sql = pl.get(1 + used + used2..).unwrap_or(&[]);
-                    }
+                    let at = query_attributes_end(pl).ok_or(Error::Malformed)?;
+                    sql = &pl[at..];
                 }
                 Command::Query(sql)
             }
@@ -519,6 +583,11 @@ impl MySql {
             }
             com::INIT_DB => Command::InitDb(&pl[1..]),
             com::PING => Command::Ping,
+            // a new authentication exchange follows, as after the login
+            com::CHANGE_USER => {
+                s.phase = Phase::Auth;
+                Command::Other(cmd)
+            }
             com::QUIT => Command::Quit,
             other => Command::Other(other),
         };
@@ -541,11 +610,7 @@ impl MySql {
         if s.phase == Phase::Auth {
             let r = match head {
                 0x00 => {
-                    s.phase = if s.caps() & caps::COMPRESS != 0 {
-                        Phase::Compressed
-                    } else {
-                        Phase::Command
-                    };
+                    s.phase = s.after_auth();
                     ok_packet(pl).ok_or(Error::Malformed)?
                 }
                 0xff => err_packet(pl).ok_or(Error::Malformed)?,

@@ -359,15 +359,45 @@ fn command_from_words<'a>(
     })
 }
 
+/// Reads one command the way redis-server does (`processMultibulkBuffer`
+/// and `processInlineBuffer` in its networking.c): empty inline lines and
+/// multibulk headers with a count of zero or less are consumed without a
+/// command (the server does not answer them), and any other line that does
+/// not start with `*` is an inline command, whatever its first word.
 fn parse_command<'a>(c: &mut Cursor<'a>) -> Step<Command<'a>> {
-    if c.buf.first() != Some(&b'*') {
-        return parse_inline(c);
+    loop {
+        match c.buf.get(c.pos) {
+            None => return Ok(None),
+            Some(b'*') => {
+                c.pos += 1;
+                let Some(n) = c.number()? else {
+                    return Ok(None);
+                };
+                if n <= 0 {
+                    continue;
+                }
+                if n > MAX_ELEMENTS {
+                    return Err(Error::BadLength);
+                }
+                return parse_multibulk(c, n);
+            }
+            Some(_) => {
+                let Some(line) = c.line()? else {
+                    return if c.buf.len() - c.pos > MAX_INLINE {
+                        Err(Error::BadCommand)
+                    } else {
+                        Ok(None)
+                    };
+                };
+                if let Some(cmd) = parse_inline(line) {
+                    return Ok(Some(cmd));
+                }
+            }
+        }
     }
-    c.pos += 1;
-    let Some(n) = c.count()? else { return Ok(None) };
-    if n < 1 {
-        return Err(Error::BadCommand);
-    }
+}
+
+fn parse_multibulk<'a>(c: &mut Cursor<'a>, n: i64) -> Step<Command<'a>> {
     let mut words: [Option<&[u8]>; 3] = [None; 3];
     for i in 0..n {
         match c.buf.get(c.pos) {
@@ -388,14 +418,8 @@ fn parse_command<'a>(c: &mut Cursor<'a>) -> Step<Command<'a>> {
         .ok_or(Error::BadCommand)
 }
 
-fn parse_inline<'a>(c: &mut Cursor<'a>) -> Step<Command<'a>> {
-    let Some(line) = c.line()? else {
-        return if c.buf.len() > MAX_INLINE {
-            Err(Error::BadCommand)
-        } else {
-            Ok(None)
-        };
-    };
+/// The command on one inline line; `None` for a blank line.
+fn parse_inline(line: &[u8]) -> Option<Command<'_>> {
     let mut words: [Option<&[u8]>; 3] = [None; 3];
     let mut count = 0u32;
     for w in line
@@ -407,12 +431,7 @@ fn parse_inline<'a>(c: &mut Cursor<'a>) -> Step<Command<'a>> {
         }
         count += 1;
     }
-    if words[0].is_some_and(|w| !w.iter().all(u8::is_ascii_alphabetic)) {
-        return Err(Error::BadCommand);
-    }
     command_from_words(words, count, true)
-        .map(Some)
-        .ok_or(Error::BadCommand)
 }
 
 /// Whether a RESP2 array on a subscribed connection is a pub/sub message.
@@ -517,6 +536,36 @@ impl Protocol for Redis {
                 }
             }
         }
+    }
+
+    /// Requests only: a line `*<count>` followed by `$`, the start of every
+    /// command a client library sends. Replies cannot be told from the
+    /// contents of a bulk string, so they never resynchronise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::{redis::Redis, Direction, Protocol};
+    ///
+    /// let lost = b"lue\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    /// assert_eq!(Redis::resync(lost, Direction::Request), Some(5));
+    /// assert_eq!(Redis::resync(b"+OK\r\n", Direction::Response), None);
+    /// ```
+    fn resync(buf: &[u8], dir: Direction) -> Option<usize> {
+        if dir == Direction::Response {
+            return None;
+        }
+        crate::line_starts(buf).find(|&at| {
+            let rest = &buf[at..];
+            let digits = rest
+                .iter()
+                .skip(1)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            rest.first() == Some(&b'*')
+                && (1..=7).contains(&digits)
+                && rest[1 + digits..].starts_with(b"\r\n$")
+        })
     }
 
     fn parse<'a>(

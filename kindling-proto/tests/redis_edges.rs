@@ -1,6 +1,6 @@
 //! RESP3 types and hostile inputs the recorded peers do not produce.
 
-use kindling_proto::redis::{Error, Kind, Message, Redis, Reply, Session};
+use kindling_proto::redis::{Error, Kind, Message, Redis, Reply, Session, MAX_INLINE};
 use kindling_proto::{Direction, Protocol, Status};
 
 fn reply(b: &[u8]) -> (Reply<'_>, usize) {
@@ -82,9 +82,37 @@ fn hostile_inputs_are_bounded_errors() {
         Ok(Status::Partial)
     ));
     let c = |b: &[u8]| Redis::parse(&mut Session::default(), Direction::Request, b).map(|_| ());
-    assert_eq!(c(b"*0\r\n"), Err(Error::BadCommand));
     assert_eq!(c(b"*1\r\n:5\r\n"), Err(Error::BadCommand));
-    assert_eq!(c(b"123 abc\r\n"), Err(Error::BadCommand));
+    assert_eq!(c(b"*99999999999\r\n"), Err(Error::BadLength));
+    assert_eq!(c(&[b'x'; MAX_INLINE + 1]), Err(Error::BadCommand));
+}
+
+/// Commands are read the way redis-server reads them (networking.c):
+/// blank lines and multibulk counts ≤ 0 are skipped without an answer, and
+/// any other line is an inline command, known to the server or not.
+#[test]
+fn commands_are_read_as_redis_server_reads_them() {
+    let walk = |b: &[u8]| {
+        let (mut at, mut names) = (0, Vec::new());
+        let mut s = Session::default();
+        while let Ok(Status::Complete((Message::Command(c), used))) =
+            Redis::parse(&mut s, Direction::Request, &b[at..])
+        {
+            names.push(String::from_utf8_lossy(c.name).into_owned());
+            at += used;
+        }
+        (names, at)
+    };
+    let raw = b"\r\n*0\r\n*-1\r\nFAKE2 COMMAND2\r\n\n*1\r\n$4\r\nPING\r\n+\r\n";
+    assert_eq!(
+        walk(raw),
+        (vec!["FAKE2".into(), "PING".into(), "+".into()], raw.len())
+    );
+    // only blank lines and empty multibulks: nothing to report yet
+    assert!(matches!(
+        Redis::parse(&mut Session::default(), Direction::Request, b"\r\n*0\r\n"),
+        Ok(Status::Partial)
+    ));
 }
 
 #[test]
