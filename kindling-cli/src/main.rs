@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kindling_flow::Pipeline;
 use kindling_probe::abi;
 use kindling_probe::capture::{self, CaptureError, CaptureHeader, CaptureReader, CaptureWriter};
 use kindling_probe::render;
 use kindling_probe::{LossStats, Probe, ProbeBuilder, ProbeConfig};
+
+mod flow_render;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,7 +96,7 @@ struct RecordArgs {
 struct ReplayArgs {
     /// Capture file to read.
     file: PathBuf,
-    /// Print the decoded probe events (the default until the flow pipeline lands).
+    /// Print the decoded probe events instead of exchanges and TCP events.
     #[arg(long)]
     events: bool,
     /// Output format.
@@ -255,20 +258,47 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let mut out = BufWriter::new(out);
     let mut t0 = None;
     let mut undecodable = 0u64;
+    let mut pipeline = (!args.events).then(|| {
+        Pipeline::new(kindling_flow::Config {
+            boottime_to_unix_ns: offset,
+            ..kindling_flow::Config::default()
+        })
+    });
+    let mut outputs = Vec::new();
+    let mut next_tick = 0u64;
     if matches!(args.output, Format::Table) {
-        writeln!(out, "{}", render::TABLE_HEADER)?;
+        let header = if args.events {
+            render::TABLE_HEADER
+        } else {
+            flow_render::TABLE_HEADER
+        };
+        writeln!(out, "{header}")?;
     }
     let end = loop {
         match reader.next_record() {
             Ok(Some(rec)) => match abi::decode(rec) {
                 Ok(ev) => {
-                    let t0 = *t0.get_or_insert(ev.header().ts_ns.get());
-                    let line = match args.output {
-                        Format::Table => render::to_table_row(&ev, t0),
-                        Format::Json => render::to_json(&ev, offset).to_string(),
+                    let ts = ev.header().ts_ns.get();
+                    let t0 = *t0.get_or_insert(ts);
+                    let Some(pipeline) = pipeline.as_mut() else {
+                        let line = match args.output {
+                            Format::Table => render::to_table_row(&ev, t0),
+                            Format::Json => render::to_json(&ev, offset).to_string(),
+                        };
+                        if writeln!(out, "{line}").is_err() {
+                            return Ok(()); // stdout closed (e.g. piped to head)
+                        }
+                        continue;
                     };
-                    if writeln!(out, "{line}").is_err() {
-                        return Ok(()); // stdout closed (e.g. piped to head)
+                    pipeline.push(&ev, &mut outputs);
+                    if ts >= next_tick {
+                        pipeline.tick(ts, &mut outputs);
+                        next_tick = ts + 1_000_000_000;
+                    }
+                    if flow_render::write_all(&mut out, &mut outputs, args.output, t0, offset)
+                        .is_err()
+                    {
+                        return Ok(());
                     }
                 }
                 Err(_) => undecodable += 1,
@@ -277,6 +307,12 @@ fn replay(args: ReplayArgs) -> Result<()> {
             Err(e) => break Err(e),
         }
     };
+    if let Some(pipeline) = pipeline.as_mut() {
+        pipeline.finish(&mut outputs);
+        let t0 = t0.unwrap_or(0);
+        flow_render::write_all(&mut out, &mut outputs, args.output, t0, offset).ok();
+        eprintln!("kindling: {}", flow_render::stats_line(&pipeline.stats()));
+    }
     out.flush().ok();
     if undecodable > 0 {
         eprintln!("kindling: {undecodable} records could not be decoded and were skipped");

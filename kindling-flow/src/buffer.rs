@@ -1,0 +1,169 @@
+//! One direction of a connection: the bytes not yet parsed, and when each
+//! of them was sent or received, so a message's first and last byte can be
+//! timed however the syscalls cut it.
+
+use std::collections::VecDeque;
+
+/// A syscall's worth of bytes: where it ends in the buffer and its times.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    /// Offset just past its last byte, relative to the buffer's start.
+    end: usize,
+    /// When its first byte left or arrived.
+    first_ns: u64,
+    /// When its last byte left or arrived.
+    last_ns: u64,
+    /// Thread that moved it.
+    tid: u32,
+}
+
+/// Bytes of one direction waiting to be parsed.
+#[derive(Debug, Default)]
+pub(crate) struct DirBuf {
+    pub(crate) bytes: Vec<u8>,
+    segments: VecDeque<Segment>,
+    /// Bytes still to discard, with no parsing (a body beyond the capture
+    /// length, skipped by its declared length).
+    pub(crate) skip: u64,
+    /// Bytes were lost: the next message must be found with `resync`.
+    pub(crate) lost: bool,
+    /// When the bytes given up on were sent or received, and how many:
+    /// the timing of a response that could not be read.
+    pub(crate) lost_span: Option<Span>,
+    pub(crate) lost_bytes: u64,
+    /// Time of the last byte skipped by length (a body being received).
+    pub(crate) skipped_ns: Option<u64>,
+}
+
+/// Times of a parsed message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) first_ns: u64,
+    pub(crate) last_ns: u64,
+    pub(crate) tid: u32,
+}
+
+impl DirBuf {
+    /// Appends captured bytes; `missing` more were sent but not captured.
+    /// Returns false if the cap would be exceeded (the caller drops state).
+    pub(crate) fn push(
+        &mut self,
+        data: &[u8],
+        first_ns: u64,
+        last_ns: u64,
+        tid: u32,
+        max: usize,
+    ) -> bool {
+        let mut data = data;
+        if self.skip > 0 {
+            let n = data
+                .len()
+                .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+            data = &data[n..];
+            self.skip -= n as u64;
+            self.skipped_ns = Some(last_ns);
+        }
+        if data.is_empty() {
+            return true;
+        }
+        if self.bytes.len() + data.len() > max {
+            return false;
+        }
+        self.bytes.extend_from_slice(data);
+        self.segments.push_back(Segment {
+            end: self.bytes.len(),
+            first_ns,
+            last_ns,
+            tid,
+        });
+        true
+    }
+
+    /// Times of the bytes `0..len` (the message about to be consumed).
+    pub(crate) fn span(&self, len: usize) -> Option<Span> {
+        let first = self.segments.front()?;
+        let last_byte = len.saturating_sub(1);
+        let last = self
+            .segments
+            .iter()
+            .find(|s| s.end > last_byte)
+            .or(self.segments.back())?;
+        Some(Span {
+            first_ns: first.first_ns,
+            last_ns: last.last_ns,
+            tid: first.tid,
+        })
+    }
+
+    /// Drops the first `n` bytes (clamped to what is buffered).
+    pub(crate) fn consume(&mut self, n: usize) {
+        let n = n.min(self.bytes.len());
+        self.bytes.drain(..n);
+        while self.segments.front().is_some_and(|s| s.end <= n) {
+            self.segments.pop_front();
+        }
+        for s in &mut self.segments {
+            s.end -= n;
+        }
+    }
+
+    /// Forgets everything buffered (and `missing` uncaptured bytes after
+    /// it); the stream must resynchronise.
+    pub(crate) fn clear_lost(&mut self, missing: u64) {
+        if let Some(span) = self.span(self.bytes.len()) {
+            let merged = match self.lost_span {
+                Some(old) => Span {
+                    first_ns: old.first_ns,
+                    ..span
+                },
+                None => span,
+            };
+            self.lost_span = Some(merged);
+        }
+        self.lost_bytes += self.bytes.len() as u64 + missing;
+        self.bytes = Vec::new();
+        self.segments.clear();
+        self.skip = 0;
+        self.lost = true;
+    }
+
+    /// Takes what was given up on, and starts afresh at a message boundary.
+    pub(crate) fn take_lost(&mut self) -> Option<(Span, u64)> {
+        self.lost = false;
+        self.bytes = Vec::new();
+        self.segments.clear();
+        let bytes = std::mem::take(&mut self.lost_bytes);
+        self.lost_span.take().map(|s| (s, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_follow_the_syscalls_a_message_used() {
+        let mut b = DirBuf::default();
+        assert!(b.push(b"GET / HT", 10, 11, 7, 100));
+        assert!(b.push(b"TP/1.1\r\n\r\nGET", 20, 21, 8, 100));
+        let span = b.span(18).unwrap();
+        assert_eq!((span.first_ns, span.last_ns, span.tid), (10, 21, 7));
+        b.consume(18);
+        assert_eq!(b.bytes, b"GET");
+        assert_eq!(b.span(3).unwrap().first_ns, 20);
+        assert!(!b.push(&[0; 200], 30, 31, 8, 100), "over the cap");
+    }
+
+    #[test]
+    fn skip_discards_bytes_before_buffering() {
+        let mut b = DirBuf {
+            skip: 5,
+            ..DirBuf::default()
+        };
+        assert!(b.push(b"abc", 1, 1, 1, 100));
+        assert!(b.bytes.is_empty());
+        assert!(b.push(b"defgh", 2, 2, 1, 100));
+        assert_eq!(b.bytes, b"fgh");
+        assert_eq!(b.skip, 0);
+    }
+}

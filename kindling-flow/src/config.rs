@@ -1,0 +1,71 @@
+//! Limits and thresholds, all with defaults that suit a busy host.
+
+use kindling_proto::http1::Redaction;
+
+/// Pipeline settings.
+///
+/// # Examples
+///
+/// ```
+/// let mut c = kindling_flow::Config::default();
+/// c.max_connections = 1_000;
+/// assert_eq!(c.slow_ns.http, 500_000_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most connections tracked; beyond it the least recently active one
+    /// is evicted (counted).
+    pub max_connections: usize,
+    /// Most bytes buffered per connection and direction while a message
+    /// is incomplete; beyond it the buffer is dropped and the stream
+    /// resynchronises (counted).
+    pub max_buffer: usize,
+    /// Most requests waiting for an answer per connection.
+    pub max_pending: usize,
+    /// A request unanswered this long is reported with `no_response`.
+    pub response_timeout_ns: u64,
+    /// A connection silent this long is forgotten (counted).
+    pub idle_timeout_ns: u64,
+    /// Exchanges slower than these are flagged `slow`.
+    pub slow_ns: SlowThresholds,
+    /// Boot-time to Unix-time offset, from the capture header or the host.
+    pub boottime_to_unix_ns: i64,
+    /// HTTP header and query redaction.
+    pub redaction: Redaction,
+    /// Emit a record for every RTT sample (rate limited in the kernel).
+    pub rtt_records: bool,
+}
+
+/// Slow thresholds per protocol, nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct SlowThresholds {
+    /// HTTP/1.
+    pub http: u64,
+    /// MySQL.
+    pub mysql: u64,
+    /// Redis.
+    pub redis: u64,
+    /// DNS.
+    pub dns: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_buffer: 64 << 10,
+            max_pending: 64,
+            response_timeout_ns: 30_000_000_000,
+            idle_timeout_ns: 300_000_000_000,
+            slow_ns: SlowThresholds {
+                http: 500_000_000,
+                mysql: 500_000_000,
+                redis: 100_000_000,
+                dns: 200_000_000,
+            },
+            boottime_to_unix_ns: 0,
+            redaction: Redaction::default(),
+            rtt_records: false,
+        }
+    }
+}

@@ -1,0 +1,787 @@
+//! The pipeline: events in, exchanges and TCP records out.
+
+use std::collections::HashMap;
+
+use kindling_probe::abi::{kind, Event, RawConn, RawData, RawTcp, Transport};
+use kindling_proto::Direction;
+
+use crate::buffer::Span;
+use crate::config::Config;
+use crate::conn::{comm_str, Conn, ConnKey, PendingRequest, Recognition};
+use crate::protocol::{self, Detected, ParseError, Parsed, Proto};
+use crate::record::{ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
+use crate::stats::Stats;
+
+const EINPROGRESS: i64 = 115;
+/// Bytes seen without recognising a protocol before giving up on it.
+const DETECT_LIMIT: usize = 4096;
+/// TCP states (`include/net/tcp_states.h`).
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_SYN_SENT: u8 = 2;
+const TCP_CLOSE: u8 = 7;
+
+/// A TCP connect seen from its SYN.
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    start_ns: u64,
+    pid: u32,
+    comm: [u8; 16],
+    /// Handshake time, once established (until connect() returns).
+    took_ns: Option<u64>,
+    /// The peer answered with a reset.
+    reset: bool,
+    /// Reported as failed already.
+    failed: bool,
+}
+
+/// The sans-IO pipeline: feed it probe events in order with [`push`], call
+/// [`tick`] now and then with the current boot time, and [`finish`] at the
+/// end of the input.
+///
+/// [`push`]: Pipeline::push
+/// [`tick`]: Pipeline::tick
+/// [`finish`]: Pipeline::finish
+///
+/// # Examples
+///
+/// ```
+/// use kindling_flow::{Config, Pipeline};
+///
+/// let mut pipeline = Pipeline::new(Config::default());
+/// let mut out = Vec::new();
+/// // for each decoded probe event: pipeline.push(&event, &mut out);
+/// pipeline.finish(&mut out);
+/// assert!(out.is_empty());
+/// assert_eq!(pipeline.stats().events, 0);
+/// ```
+#[derive(Debug)]
+pub struct Pipeline {
+    config: Config,
+    conns: HashMap<ConnKey, Conn>,
+    /// Kernel socket → its connection, for events from kernel context.
+    by_sock: HashMap<u64, ConnKey>,
+    /// Connects in progress or just done, by kernel socket.
+    attempts: HashMap<u64, Attempt>,
+    stats: Stats,
+    last_ns: u64,
+}
+
+impl Pipeline {
+    /// A pipeline with these settings.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            conns: HashMap::new(),
+            by_sock: HashMap::new(),
+            attempts: HashMap::new(),
+            stats: Stats::default(),
+            last_ns: 0,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Records the probe reported lost, so that they show in [`Stats`].
+    pub fn note_lost(&mut self, n: u64) {
+        self.stats.events_lost += n;
+    }
+
+    /// Feeds one event; outputs it completes are appended to `out`.
+    pub fn push(&mut self, event: &Event<'_>, out: &mut Vec<Output>) {
+        self.stats.events += 1;
+        let before = out.len();
+        match event {
+            Event::Data(d) => {
+                self.last_ns = self.last_ns.max(d.raw.hdr.ts_ns.get());
+                self.data(d.raw, d.payload, out);
+            }
+            Event::Conn(c) => {
+                self.last_ns = self.last_ns.max(c.raw.hdr.ts_ns.get());
+                self.conn_event(c.raw, out);
+            }
+            Event::Tcp(t) => self.tcp_event(t.raw, out),
+            Event::Drop(d) => {
+                let r = d.raw;
+                self.emit_tcp(
+                    out,
+                    TcpEventKind::Drop,
+                    &r.hdr,
+                    r.sk.local(),
+                    r.sk.peer(),
+                    |t| t.reason = Some(r.reason.get()),
+                );
+            }
+        }
+        self.count(&out[before..]);
+    }
+
+    /// Expires what waited too long, as of `now_ns` (`CLOCK_BOOTTIME`).
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Output>) {
+        let before = out.len();
+        let timeout = self.config.response_timeout_ns;
+        let idle = self.config.idle_timeout_ns;
+        let mut expired = Vec::new();
+        for (key, conn) in &mut self.conns {
+            while let Some(p) = conn.flight.as_mut().and_then(|f| {
+                f.pending
+                    .front()
+                    .is_some_and(|p| now_ns.saturating_sub(p.span.last_ns) > timeout)
+                    .then(|| f.pending.pop_front())
+                    .flatten()
+            }) {
+                out.push(Output::Exchange(unanswered(
+                    &self.config,
+                    key,
+                    conn,
+                    p,
+                    false,
+                    now_ns,
+                )));
+            }
+            if now_ns.saturating_sub(conn.last_seen_ns) > idle {
+                expired.push(*key);
+            }
+        }
+        for key in expired {
+            self.stats.idle_expired += 1;
+            self.close(key, out, false, now_ns);
+        }
+        self.count(&out[before..]);
+    }
+
+    /// Ends the input: requests still waiting are reported as unanswered
+    /// if they waited longer than the response timeout, else dropped
+    /// (counted), since the capture ended before their answer could come.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.tick(self.last_ns, out);
+        for conn in self.conns.values_mut() {
+            if let Some(f) = conn.flight.take() {
+                self.stats.requests_dropped += f.pending.len() as u64;
+            }
+        }
+    }
+
+    fn count(&mut self, new: &[Output]) {
+        for o in new {
+            match o {
+                Output::Exchange(_) => self.stats.exchanges += 1,
+                Output::Tcp(_) => self.stats.tcp_records += 1,
+            }
+        }
+    }
+
+    fn insert(&mut self, key: ConnKey, conn: Conn, out: &mut Vec<Output>) {
+        if self.conns.contains_key(&key) {
+            self.close(key, out, false, 0); // the fd was reused unseen
+        } else if self.conns.len() >= self.config.max_connections {
+            if let Some(&victim) = self.conns.keys().next() {
+                self.stats.evictions += 1;
+                self.close(victim, out, false, 0);
+            }
+        }
+        self.by_sock.insert(key.sock, key);
+        self.conns.insert(key, conn);
+    }
+
+    /// Forgets a connection, reporting what still waited for an answer.
+    fn close(&mut self, key: ConnKey, out: &mut Vec<Output>, closed: bool, now_ns: u64) {
+        let Some(mut conn) = self.conns.remove(&key) else {
+            return;
+        };
+        if self.by_sock.get(&key.sock) == Some(&key) {
+            self.by_sock.remove(&key.sock);
+        }
+        let Some(mut f) = conn.flight.take() else {
+            return;
+        };
+        // The oldest request may have part of its answer: report what came.
+        let client = conn.role == Some(Role::Client);
+        let answers = if client { &mut f.received } else { &mut f.sent };
+        let seen = answers
+            .span(answers.bytes.len())
+            .map(|s| (s, answers.bytes.len() as u64 + answers.lost_bytes))
+            .or_else(|| answers.take_lost());
+        let request = if seen.is_some() {
+            f.pending.pop_front()
+        } else {
+            None
+        };
+        if let Some(((span, bytes), request)) = seen.zip(request) {
+            let protocol = conn_protocol(&conn);
+            let request_done = request.span.last_ns;
+            let mut x = exchange(&self.config, &key, &conn, protocol, request);
+            finish_exchange(&self.config, &mut x, request_done, span, bytes);
+            x.partial = true;
+            x.error = Some(if conn.reset {
+                ErrorKind::Reset
+            } else {
+                ErrorKind::Incomplete
+            });
+            self.stats.partial_exchanges += 1;
+            out.push(Output::Exchange(x));
+        }
+        for p in f.pending {
+            if closed || conn.reset {
+                out.push(Output::Exchange(unanswered(
+                    &self.config,
+                    &key,
+                    &conn,
+                    p,
+                    conn.reset,
+                    now_ns,
+                )));
+            } else {
+                self.stats.requests_dropped += 1;
+            }
+        }
+    }
+
+    fn conn_event(&mut self, c: &RawConn, out: &mut Vec<Output>) {
+        let ret = c.ret.get();
+        let pid = c.hdr.pid.get();
+        let sock = c.sk.sock.get();
+        let tcp = c.sk.transport() == Transport::Tcp;
+        match c.hdr.kind.get() {
+            kind::CONNECT => {
+                let attempt = self.attempts.get(&sock).copied();
+                if ret < 0 && ret != -EINPROGRESS {
+                    self.attempts.remove(&sock);
+                    // a failure the TCP states already told is not told twice
+                    if tcp && !attempt.is_some_and(|a| a.failed) {
+                        let errno = i32::try_from(-ret).unwrap_or(i32::MAX);
+                        self.emit_tcp(
+                            out,
+                            TcpEventKind::ConnectFailed,
+                            &c.hdr,
+                            c.sk.local(),
+                            c.sk.peer(),
+                            |t| {
+                                t.errno = Some(errno);
+                            },
+                        );
+                    }
+                    return;
+                }
+                let key = ConnKey {
+                    pid,
+                    fd: c.fd.get(),
+                    sock,
+                };
+                let mut conn = Conn::new(c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
+                conn.role = Some(Role::Client);
+                conn.last_seen_ns = c.hdr.ts_ns.get();
+                // on loopback the handshake is over before connect returns
+                if let Some(took) = attempt.and_then(|a| a.took_ns) {
+                    self.attempts.remove(&sock);
+                    conn.connect_ns = Some(took);
+                }
+                self.insert(key, conn, out);
+            }
+            kind::ACCEPT => {
+                let Ok(fd) = i32::try_from(ret) else { return };
+                if fd < 0 {
+                    return;
+                }
+                let key = ConnKey { pid, fd, sock };
+                let mut conn = Conn::new(c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
+                conn.role = Some(Role::Server);
+                conn.last_seen_ns = c.hdr.ts_ns.get();
+                self.insert(key, conn, out);
+            }
+            kind::CLOSE => {
+                self.attempts.remove(&sock);
+                let key = ConnKey {
+                    pid,
+                    fd: c.fd.get(),
+                    sock,
+                };
+                self.close(key, out, true, c.hdr.ts_ns.get());
+            }
+            _ => {}
+        }
+    }
+
+    fn tcp_event(&mut self, t: &RawTcp, out: &mut Vec<Output>) {
+        let sock = t.sk.sock.get();
+        let conn_key = self.by_sock.get(&sock).copied();
+        let (local, peer) = (t.sk.local(), t.sk.peer());
+        let now = t.hdr.ts_ns.get();
+        match t.hdr.kind.get() {
+            kind::TCP_STATE => match (t.old_state, t.new_state) {
+                // the SYN leaves from inside connect(): pid and comm are right
+                (TCP_CLOSE, TCP_SYN_SENT) if self.attempts.len() < self.config.max_connections => {
+                    self.attempts.insert(
+                        sock,
+                        Attempt {
+                            start_ns: now,
+                            pid: t.hdr.pid.get(),
+                            comm: t.hdr.comm,
+                            took_ns: None,
+                            reset: false,
+                            failed: false,
+                        },
+                    );
+                }
+                (TCP_SYN_SENT, TCP_ESTABLISHED) => {
+                    let Some(a) = self.attempts.get_mut(&sock) else {
+                        return;
+                    };
+                    let took = now.saturating_sub(a.start_ns);
+                    let (pid, comm) = (a.pid, a.comm);
+                    match conn_key.and_then(|k| self.conns.get_mut(&k)) {
+                        Some(conn) => {
+                            conn.connect_ns = Some(took);
+                            self.attempts.remove(&sock);
+                        }
+                        None => a.took_ns = Some(took), // connect() has not returned yet
+                    }
+                    self.emit_tcp(out, TcpEventKind::Connect, &t.hdr, local, peer, |r| {
+                        r.duration_ns = Some(took);
+                        r.pid = pid;
+                        r.comm = comm_str(&comm);
+                    });
+                }
+                (TCP_SYN_SENT, TCP_CLOSE) => {
+                    let Some(a) = self.attempts.get_mut(&sock) else {
+                        return;
+                    };
+                    a.failed = true;
+                    // refused if the peer answered with a reset, else timed out
+                    let errno = if a.reset { 111 } else { 110 };
+                    let (pid, comm, took) = (a.pid, a.comm, now.saturating_sub(a.start_ns));
+                    self.emit_tcp(out, TcpEventKind::ConnectFailed, &t.hdr, local, peer, |r| {
+                        r.errno = Some(errno);
+                        r.duration_ns = Some(took);
+                        r.pid = pid;
+                        r.comm = comm_str(&comm);
+                    });
+                }
+                _ => {}
+            },
+            kind::TCP_RETRANSMIT => {
+                self.emit_tcp(out, TcpEventKind::Retransmit, &t.hdr, local, peer, |r| {
+                    r.retransmits = Some(t.total_retrans.get());
+                    r.srtt_us = Some(t.srtt_us.get());
+                });
+            }
+            kind::TCP_RESET => {
+                if let Some(conn) = conn_key.and_then(|k| self.conns.get_mut(&k)) {
+                    conn.reset = true;
+                }
+                if let Some(a) = self.attempts.get_mut(&sock) {
+                    a.reset = true;
+                }
+                let what = if t.reset_dir == 1 {
+                    TcpEventKind::ResetSent
+                } else {
+                    TcpEventKind::ResetReceived
+                };
+                self.emit_tcp(out, what, &t.hdr, local, peer, |_| {});
+            }
+            kind::TCP_RTT if self.config.rtt_records => {
+                self.emit_tcp(out, TcpEventKind::Rtt, &t.hdr, local, peer, |r| {
+                    r.srtt_us = Some(t.srtt_us.get());
+                    r.retransmits = Some(t.total_retrans.get());
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn emit_tcp(
+        &self,
+        out: &mut Vec<Output>,
+        event: TcpEventKind,
+        hdr: &kindling_probe::abi::RecordHeader,
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+        fill: impl FnOnce(&mut TcpRecord),
+    ) {
+        let mut r = TcpRecord {
+            kind: "tcp",
+            event,
+            pid: hdr.pid.get(),
+            comm: comm_str(&hdr.comm),
+            src,
+            dst,
+            ts: unix(&self.config, hdr.ts_ns.get()),
+            duration_ns: None,
+            errno: None,
+            srtt_us: None,
+            retransmits: None,
+            reason: None,
+        };
+        fill(&mut r);
+        out.push(Output::Tcp(r));
+    }
+
+    fn data(&mut self, d: &RawData, payload: &[u8], out: &mut Vec<Output>) {
+        let ret = d.ret.get();
+        if ret <= 0 {
+            return; // an error or end of file: no bytes moved
+        }
+        let key = ConnKey {
+            pid: d.hdr.pid.get(),
+            fd: d.fd.get(),
+            sock: d.sk.sock.get(),
+        };
+        let udp = d.sk.transport() == Transport::Udp;
+        if !self.conns.contains_key(&key) {
+            let conn = Conn::new(d.sk.local(), d.sk.peer(), udp, d.hdr.comm);
+            self.insert(key, conn, out);
+        }
+        let config = &self.config;
+        let stats = &mut self.stats;
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let sent = d.direction == 0;
+        let now = d.hdr.ts_ns.get();
+        conn.last_seen_ns = now;
+        if matches!(conn.proto, Recognition::Unrecognised) {
+            return;
+        }
+        // a send starts when the syscall is entered, a receive when it returns
+        let first = if sent { d.ts_enter_ns.get() } else { now };
+        let missing = u64::from(d.len.get().saturating_sub(d.cap_len.get()));
+        let peer = d.sk.peer();
+        let tid = d.hdr.tid.get();
+        {
+            let carries_requests = conn.role.is_some_and(|r| (r == Role::Client) == sent);
+            let f = conn.flight();
+            let buf = if sent { &mut f.sent } else { &mut f.received };
+            if udp {
+                // one datagram, one message: nothing carries over
+                buf.bytes.clear();
+                buf.consume(usize::MAX);
+                buf.skip = 0;
+                buf.lost = false;
+            }
+            if !buf.push(payload, first, now, tid, config.max_buffer) {
+                stats.buffer_overflows += 1;
+                buf.clear_lost(missing);
+            }
+            // a request body skipped by length: the request ends later
+            if let Some(t) = buf.skipped_ns.take() {
+                if carries_requests {
+                    if let Some(p) = f.pending.back_mut() {
+                        p.span.last_ns = t;
+                    }
+                }
+            }
+        }
+        parse(config, stats, &key, conn, sent, missing, peer, out);
+        if udp {
+            let f = conn.flight();
+            let buf = if sent { &mut f.sent } else { &mut f.received };
+            buf.consume(usize::MAX);
+            buf.lost = false;
+        }
+        conn.settle();
+    }
+}
+
+/// Reads every complete message buffered in one direction and pairs them.
+#[expect(clippy::too_many_arguments, reason = "the pipeline's split borrows")]
+fn parse(
+    config: &Config,
+    stats: &mut Stats,
+    key: &ConnKey,
+    conn: &mut Conn,
+    sent: bool,
+    mut missing: u64,
+    peer: std::net::SocketAddr,
+    out: &mut Vec<Output>,
+) {
+    if matches!(conn.proto, Recognition::Pending) {
+        let client = conn.role.map(|r| r == Role::Client);
+        let udp = conn.udp;
+        let f = conn.flight();
+        let head = if sent {
+            &f.sent.bytes
+        } else {
+            &f.received.bytes
+        };
+        match protocol::detect(head, sent, client, udp) {
+            Detected::Found(p, request) => {
+                conn.proto = Recognition::Known(p);
+                if conn.role.is_none() {
+                    conn.role = Some(if sent == request {
+                        Role::Client
+                    } else {
+                        Role::Server
+                    });
+                }
+            }
+            Detected::NeedMore if head.len() < DETECT_LIMIT && missing == 0 => return,
+            _ => {
+                stats.unrecognised_connections += 1;
+                conn.proto = Recognition::Unrecognised;
+                conn.flight = None;
+                return;
+            }
+        }
+    }
+    let client = conn.role == Some(Role::Client);
+    let dir = if sent == client {
+        Direction::Request
+    } else {
+        Direction::Response
+    };
+    loop {
+        let Recognition::Known(proto) = &mut conn.proto else {
+            return;
+        };
+        let f = conn.flight.get_or_insert_with(Box::default);
+        let buf = if sent { &mut f.sent } else { &mut f.received };
+        if buf.bytes.is_empty() {
+            if missing > 0 {
+                buf.clear_lost(missing);
+            }
+            return;
+        }
+        if buf.lost {
+            match proto.resync(&buf.bytes, dir) {
+                Some(at) => {
+                    buf.consume(at);
+                    buf.lost = false;
+                    stats.resyncs += 1;
+                }
+                None => {
+                    buf.clear_lost(missing);
+                    return;
+                }
+            }
+        }
+        match proto.next(dir, &buf.bytes, missing, &config.redaction) {
+            Ok(Some((msg, more))) => {
+                let span = buf.span(msg.used).unwrap_or(Span {
+                    first_ns: 0,
+                    last_ns: 0,
+                    tid: 0,
+                });
+                buf.consume(msg.used);
+                if more > 0 || missing > 0 {
+                    stats.truncated_messages += 1;
+                    if more >= missing {
+                        buf.skip = more - missing;
+                    } else {
+                        // the next message began in bytes never captured
+                        buf.clear_lost(missing - more);
+                    }
+                    missing = 0;
+                }
+                let name = proto.name();
+                deliver(
+                    config, stats, key, conn, name, msg.parsed, span, msg.wire, peer, out,
+                );
+            }
+            Ok(None) => return,
+            Err(ParseError::Malformed) => {
+                stats.parse_errors += 1;
+                buf.clear_lost(missing);
+                return;
+            }
+            Err(ParseError::Opaque(name)) => {
+                conn.proto = Recognition::Known(Proto::Opaque(name));
+                if let Some(f) = conn.flight.take() {
+                    stats.requests_dropped += f.pending.len() as u64;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Queues a request or pairs a response with its request.
+#[expect(clippy::too_many_arguments, reason = "the pipeline's split borrows")]
+fn deliver(
+    config: &Config,
+    stats: &mut Stats,
+    key: &ConnKey,
+    conn: &mut Conn,
+    protocol: &'static str,
+    parsed: Parsed,
+    span: Span,
+    wire: u64,
+    peer: std::net::SocketAddr,
+    out: &mut Vec<Output>,
+) {
+    match parsed {
+        Parsed::Ignore => {}
+        Parsed::Request {
+            answered: false, ..
+        } => {}
+        Parsed::Request { key: id, attrs, .. } => {
+            let connect_ns = conn.connect_ns.take();
+            let client = conn.role == Some(Role::Client);
+            let f = conn.flight();
+            // A new request while the answer to an older one could not be
+            // read: that answer is over (a client waits for it), so report
+            // the older request with what was seen of its answer, and read
+            // the next answer from a message boundary.
+            let answers = if client { &mut f.received } else { &mut f.sent };
+            if id.is_none() && answers.lost {
+                let lost = answers.take_lost();
+                let request = if lost.is_some() {
+                    f.pending.pop_front()
+                } else {
+                    None
+                };
+                if let Some(((span, bytes), request)) = lost.zip(request) {
+                    stats.partial_exchanges += 1;
+                    let request_done = request.span.last_ns;
+                    let mut x = exchange(config, key, conn, protocol, request);
+                    finish_exchange(config, &mut x, request_done, span, bytes);
+                    x.partial = true;
+                    out.push(Output::Exchange(x));
+                }
+            }
+            let f = conn.flight();
+            if f.pending.len() >= config.max_pending {
+                f.pending.pop_front();
+                stats.requests_dropped += 1;
+            }
+            f.pending.push_back(PendingRequest {
+                key: id,
+                attrs,
+                span,
+                bytes: wire,
+                peer,
+                connect_ns,
+            });
+        }
+        Parsed::Response {
+            key: id,
+            attrs,
+            error,
+        } => {
+            let f = conn.flight();
+            let at = match id {
+                Some(id) => f.pending.iter().position(|p| p.key == Some(id)),
+                None => (!f.pending.is_empty()).then_some(0),
+            };
+            let Some(request) = at.and_then(|i| f.pending.remove(i)) else {
+                stats.unpaired_responses += 1;
+                return;
+            };
+            let request_done = request.span.last_ns;
+            let mut x = exchange(config, key, conn, protocol, request);
+            finish_exchange(config, &mut x, request_done, span, wire);
+            x.error = error;
+            x.attributes.extend(attrs);
+            out.push(Output::Exchange(x));
+        }
+    }
+}
+
+/// Fills the response side of an exchange: its phases, size and slowness.
+fn finish_exchange(
+    config: &Config,
+    x: &mut Exchange,
+    request_done: u64,
+    response: Span,
+    bytes: u64,
+) {
+    x.phases.wait = response.first_ns.saturating_sub(request_done);
+    x.phases.download = response.last_ns.saturating_sub(response.first_ns);
+    x.duration_ns =
+        x.phases.connect.unwrap_or(0) + x.phases.send + x.phases.wait + x.phases.download;
+    x.response_bytes = bytes;
+    x.slow = x.duration_ns > slow_threshold(config, x.protocol);
+}
+
+fn slow_threshold(config: &Config, protocol: &str) -> u64 {
+    let s = config.slow_ns;
+    match protocol {
+        "http" => s.http,
+        "mysql" => s.mysql,
+        "redis" => s.redis,
+        "dns" => s.dns,
+        _ => u64::MAX,
+    }
+}
+
+fn unix(config: &Config, boot_ns: u64) -> i64 {
+    i64::try_from(boot_ns)
+        .unwrap_or(i64::MAX)
+        .saturating_add(config.boottime_to_unix_ns)
+}
+
+/// An exchange from its request; the response fields are filled by the
+/// caller.
+fn exchange(
+    config: &Config,
+    key: &ConnKey,
+    conn: &Conn,
+    protocol: &'static str,
+    p: PendingRequest,
+) -> Exchange {
+    let peer = if conn.udp { p.peer } else { conn.peer };
+    let (src, dst) = match conn.role {
+        Some(Role::Server) => (peer, conn.local),
+        _ => (conn.local, peer),
+    };
+    let start = p.span.first_ns.saturating_sub(p.connect_ns.unwrap_or(0));
+    Exchange {
+        kind: "exchange",
+        protocol,
+        role: conn.role.unwrap_or(Role::Client),
+        transport: if conn.udp { "udp" } else { "tcp" },
+        pid: key.pid,
+        tid: p.span.tid,
+        comm: comm_str(&conn.comm),
+        src,
+        dst,
+        ts: unix(config, start),
+        duration_ns: 0,
+        phases: Phases {
+            connect: p.connect_ns,
+            send: p.span.last_ns.saturating_sub(p.span.first_ns),
+            wait: 0,
+            download: 0,
+        },
+        request_bytes: p.bytes,
+        response_bytes: 0,
+        error: None,
+        slow: false,
+        partial: false,
+        attributes: p.attrs.into_iter().collect(),
+    }
+}
+
+/// A request that never got its answer.
+/// A request that never got its answer; `until_ns` is when that became
+/// known (the close, the timeout), so the wait is how long it waited.
+fn unanswered(
+    config: &Config,
+    key: &ConnKey,
+    conn: &Conn,
+    p: PendingRequest,
+    reset: bool,
+    until_ns: u64,
+) -> Exchange {
+    let request_done = p.span.last_ns;
+    let mut x = exchange(config, key, conn, conn_protocol(conn), p);
+    x.phases.wait = until_ns.saturating_sub(request_done);
+    x.duration_ns = x.phases.connect.unwrap_or(0) + x.phases.send + x.phases.wait;
+    x.error = Some(if reset {
+        ErrorKind::Reset
+    } else {
+        ErrorKind::NoResponse
+    });
+    x
+}
+
+fn conn_protocol(conn: &Conn) -> &'static str {
+    match &conn.proto {
+        Recognition::Known(proto) => proto.name(),
+        _ => "unknown",
+    }
+}
