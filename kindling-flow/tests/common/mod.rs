@@ -1,0 +1,165 @@
+//! Replaying the captures in `tests/data/` (recorded with the real probe by
+//! `tests/data/record.sh`) through the pipeline.
+
+#![allow(dead_code, reason = "each test binary uses a subset")]
+
+use std::path::Path;
+
+use kindling_flow::{Config, Exchange, Output, Pipeline, Role, Stats, TcpRecord};
+use kindling_probe::abi;
+use kindling_probe::capture::CaptureReader;
+
+/// The raw records of `tests/data/<name>.kcap` and its boot-time offset.
+pub fn records(name: &str) -> (Vec<Vec<u8>>, i64) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.kcap"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = CaptureReader::new(std::io::BufReader::new(file)).expect("a capture");
+    let offset = reader.header().host.boottime_to_unix_ns;
+    let mut out = Vec::new();
+    while let Some(r) = reader.next_record().expect("an undamaged capture") {
+        out.push(r.to_vec());
+    }
+    (out, offset)
+}
+
+/// Runs records through a pipeline as `kindling replay` does: a tick per
+/// second of capture time, `finish` at the end.
+pub fn run(records: &[Vec<u8>], config: Config) -> (Vec<Output>, Stats) {
+    let mut p = Pipeline::new(config);
+    let mut out = Vec::new();
+    let mut next_tick = 0;
+    for r in records {
+        let ev = abi::decode(r).expect("decodable");
+        let ts = ev.header().ts_ns.get();
+        p.push(&ev, &mut out);
+        if ts >= next_tick {
+            p.tick(ts, &mut out);
+            next_tick = ts + 1_000_000_000;
+        }
+    }
+    p.finish(&mut out);
+    (out, p.stats())
+}
+
+/// Replays a capture with the default settings.
+pub fn replay(name: &str) -> (Vec<Output>, Stats) {
+    let (records, offset) = records(name);
+    run(
+        &records,
+        Config {
+            boottime_to_unix_ns: offset,
+            ..Config::default()
+        },
+    )
+}
+
+pub fn exchanges(out: &[Output]) -> Vec<&Exchange> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Exchange(x) => Some(x),
+            Output::Tcp(_) => None,
+        })
+        .collect()
+}
+
+pub fn tcp_records(out: &[Output]) -> Vec<&TcpRecord> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Tcp(t) => Some(t),
+            Output::Exchange(_) => None,
+        })
+        .collect()
+}
+
+pub fn attr<'a>(x: &'a Exchange, key: &str) -> &'a str {
+    x.attributes.get(key).map(String::as_str).unwrap_or("")
+}
+
+/// Exchanges of one role, as sorted `request → result` lines.
+pub fn summary(out: &[Output], role: Role) -> Vec<String> {
+    let mut v: Vec<String> = exchanges(out)
+        .into_iter()
+        .filter(|x| x.role == role)
+        .map(|x| {
+            let request = match x.protocol {
+                "http" => format!("{} {}", attr(x, "http.request.method"), attr(x, "url.path")),
+                "dns" => format!(
+                    "{} {}",
+                    attr(x, "dns.question.type"),
+                    attr(x, "dns.question.name")
+                ),
+                _ => match attr(x, "db.query.text") {
+                    "" => attr(x, "db.operation.name").to_owned(),
+                    t => t.to_owned(),
+                },
+            };
+            let result = [
+                "http.response.status_code",
+                "dns.response.code",
+                "db.response.status_code",
+            ]
+            .iter()
+            .map(|k| attr(x, k))
+            .find(|v| !v.is_empty())
+            .unwrap_or("");
+            let error = x.error.map(|e| format!(" {e:?}")).unwrap_or_default();
+            let partial = if x.partial { " partial" } else { "" };
+            format!("{} {request} → {result}{error}{partial}", x.protocol)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// One line per output in emission order, for snapshots: every field but
+/// the absolute time.
+pub fn render(out: &[Output]) -> String {
+    let mut s = String::new();
+    for o in out {
+        let line = match o {
+            Output::Exchange(x) => {
+                let mut attrs: Vec<String> = x
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                attrs.sort();
+                format!(
+                    "{:?} {} {} {}->{} pid={} {} req={}B resp={}B total={}us connect={:?} send={}us wait={}us download={}us error={:?} slow={} partial={} [{}]",
+                    x.role,
+                    x.protocol,
+                    x.transport,
+                    x.src,
+                    x.dst,
+                    x.pid,
+                    x.comm,
+                    x.request_bytes,
+                    x.response_bytes,
+                    x.duration_ns / 1000,
+                    x.phases.connect.map(|c| c / 1000),
+                    x.phases.send / 1000,
+                    x.phases.wait / 1000,
+                    x.phases.download / 1000,
+                    x.error,
+                    x.slow,
+                    x.partial,
+                    attrs.join(" ")
+                )
+            }
+            Output::Tcp(t) => format!(
+                "tcp {:?} {}->{} pid={} {} duration={:?} errno={:?} reason={:?}",
+                t.event,
+                t.src,
+                t.dst,
+                t.pid,
+                t.comm,
+                t.duration_ns.map(|d| d / 1000),
+                t.errno,
+                t.reason
+            ),
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
