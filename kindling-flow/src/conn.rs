@@ -8,12 +8,12 @@ use crate::protocol::Proto;
 use crate::record::Role;
 
 /// A connection as one process holds it: the same socket in two processes
-/// (a forked server) is two entries, and a reused fd a new one.
+/// (a forked server) is two entries; two fds of one socket (`dup`) are one;
+/// a reused fd holds a new socket, so a new entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
     pub(crate) pid: u32,
-    pub(crate) fd: i32,
-    /// Kernel socket address: tells a reused fd from the old socket.
+    /// Kernel socket address, stable while the socket lives.
     pub(crate) sock: u64,
 }
 

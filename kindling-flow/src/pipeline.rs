@@ -178,7 +178,7 @@ impl Pipeline {
 
     fn insert(&mut self, key: ConnKey, conn: Conn, out: &mut Vec<Output>) {
         if self.conns.contains_key(&key) {
-            self.close(key, out, false, 0); // the fd was reused unseen
+            self.close(key, out, false, 0); // the socket address was reused unseen
         } else if self.conns.len() >= self.config.max_connections {
             if let Some(&victim) = self.conns.keys().next() {
                 self.stats.evictions += 1;
@@ -268,11 +268,7 @@ impl Pipeline {
                     }
                     return;
                 }
-                let key = ConnKey {
-                    pid,
-                    fd: c.fd.get(),
-                    sock,
-                };
+                let key = ConnKey { pid, sock };
                 let mut conn = Conn::new(c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
                 conn.role = Some(Role::Client);
                 conn.last_seen_ns = c.hdr.ts_ns.get();
@@ -284,11 +280,10 @@ impl Pipeline {
                 self.insert(key, conn, out);
             }
             kind::ACCEPT => {
-                let Ok(fd) = i32::try_from(ret) else { return };
-                if fd < 0 {
+                if ret < 0 {
                     return;
                 }
-                let key = ConnKey { pid, fd, sock };
+                let key = ConnKey { pid, sock };
                 let mut conn = Conn::new(c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
                 conn.role = Some(Role::Server);
                 conn.last_seen_ns = c.hdr.ts_ns.get();
@@ -296,11 +291,7 @@ impl Pipeline {
             }
             kind::CLOSE => {
                 self.attempts.remove(&sock);
-                let key = ConnKey {
-                    pid,
-                    fd: c.fd.get(),
-                    sock,
-                };
+                let key = ConnKey { pid, sock };
                 self.close(key, out, true, c.hdr.ts_ns.get());
             }
             _ => {}
@@ -428,7 +419,6 @@ impl Pipeline {
         }
         let key = ConnKey {
             pid: d.hdr.pid.get(),
-            fd: d.fd.get(),
             sock: d.sk.sock.get(),
         };
         let udp = d.sk.transport() == Transport::Udp;
