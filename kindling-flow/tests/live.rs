@@ -175,7 +175,7 @@ fn live_http_exchanges_from_both_ends() {
     for x in &mine {
         assert_eq!(x.pid, std::process::id());
         assert!(x.duration_ns > 0 && x.duration_ns < 1_000_000_000, "{x:?}");
-        assert_eq!(x.src.port() != port, true, "src is the client side");
+        assert_ne!(x.src.port(), port, "src is the client side");
     }
     let connects = mine.iter().filter(|x| x.phases.connect.is_some()).count();
     assert_eq!(
