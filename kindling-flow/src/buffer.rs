@@ -44,8 +44,8 @@ pub(crate) struct Span {
 }
 
 impl DirBuf {
-    /// Appends captured bytes; `missing` more were sent but not captured.
-    /// Returns false if the cap would be exceeded (the caller drops state).
+    /// Appends captured bytes. Returns false if the cap would be exceeded:
+    /// then everything buffered and these bytes are given up on (`lost`).
     pub(crate) fn push(
         &mut self,
         data: &[u8],
@@ -67,6 +67,14 @@ impl DirBuf {
             return true;
         }
         if self.bytes.len() + data.len() > max {
+            // give up on what is buffered and on these bytes too
+            self.clear_lost(data.len() as u64);
+            let span = self.lost_span.get_or_insert(Span {
+                first_ns,
+                last_ns,
+                tid,
+            });
+            span.last_ns = last_ns;
             return false;
         }
         self.bytes.extend_from_slice(data);
@@ -152,6 +160,8 @@ mod tests {
         assert_eq!(b.bytes, b"GET");
         assert_eq!(b.span(3).unwrap().first_ns, 20);
         assert!(!b.push(&[0; 200], 30, 31, 8, 100), "over the cap");
+        assert!(b.lost && b.bytes.is_empty());
+        assert_eq!(b.lost_bytes, 3 + 200);
     }
 
     #[test]

@@ -87,6 +87,16 @@ impl Pipeline {
         }
     }
 
+    /// Payload bytes held in reassembly buffers right now (bounded by
+    /// connections × 2 × [`Config::max_buffer`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns
+            .values()
+            .filter_map(|c| c.flight.as_ref())
+            .map(|f| f.sent.bytes.len() + f.received.bytes.len())
+            .sum()
+    }
+
     /// Records the probe reported lost, so that they show in [`Stats`].
     pub fn note_lost(&mut self, n: u64) {
         self.stats.events_lost += n;
@@ -439,7 +449,7 @@ impl Pipeline {
         }
         // a send starts when the syscall is entered, a receive when it returns
         let first = if sent { d.ts_enter_ns.get() } else { now };
-        let missing = u64::from(d.len.get().saturating_sub(d.cap_len.get()));
+        let mut missing = u64::from(d.len.get().saturating_sub(d.cap_len.get()));
         let peer = d.sk.peer();
         let tid = d.hdr.tid.get();
         {
@@ -455,7 +465,8 @@ impl Pipeline {
             }
             if !buf.push(payload, first, now, tid, config.max_buffer) {
                 stats.buffer_overflows += 1;
-                buf.clear_lost(missing);
+                buf.lost_bytes += missing;
+                missing = 0;
             }
             // a request body skipped by length: the request ends later
             if let Some(t) = buf.skipped_ns.take() {
