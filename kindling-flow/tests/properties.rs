@@ -7,7 +7,7 @@ mod common;
 
 use common::{records, render, run};
 use kindling_flow::{Config, Output, Pipeline};
-use kindling_probe::abi::{self, kind, RawData, RecordHeader};
+use kindling_probe::abi::{self, RawData, RecordHeader};
 use proptest::prelude::*;
 use zerocopy::byteorder::native_endian::{I64, U32};
 use zerocopy::{FromBytes, IntoBytes};
@@ -25,7 +25,7 @@ fn config(offset: i64) -> Config {
 fn with_payload(record: &[u8], payload: &[u8]) -> Vec<u8> {
     let (mut raw, _) = RawData::read_from_prefix(record).expect("a data record");
     let n = payload.len() as u32;
-    raw.hdr.size = U32::new(std::mem::size_of::<RawData>() as u32 + n);
+    raw.hdr.size = U32::new(size_of::<RawData>() as u32 + n);
     raw.len = U32::new(n);
     raw.cap_len = U32::new(n);
     raw.ret = I64::new(i64::from(n));
@@ -155,7 +155,7 @@ proptest! {
                 let mut v = with_payload(r, fake.next().unwrap());
                 // and sometimes the other direction
                 if flips[(i + 1) % flips.len()] {
-                    let at = std::mem::size_of::<RawData>() - 3;
+                    let at = size_of::<RawData>() - 3;
                     v[at] ^= 1;
                 }
                 v
@@ -179,5 +179,5 @@ fn a_data_record_rebuilt_with_its_own_payload_is_identical() {
         unreachable!()
     };
     assert_eq!(&with_payload(r, d.payload), r);
-    assert_eq!(std::mem::size_of::<RecordHeader>(), 48);
+    assert_eq!(size_of::<RecordHeader>(), 48);
 }
