@@ -132,3 +132,60 @@ pub fn stats_line(s: &Stats) -> String {
         s.evictions
     )
 }
+
+/// A reader that counts the bytes read through it (for progress).
+pub struct Counting<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R> Counting<R> {
+    pub fn new(inner: R, read: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self { inner, read }
+    }
+}
+
+impl<R: io::Read> io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A progress line on stderr for large captures, when stderr is a
+/// terminal.
+pub struct Progress {
+    size: u64,
+    shown: bool,
+    enabled: bool,
+}
+
+impl Progress {
+    pub fn new(size: u64) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            size,
+            shown: false,
+            enabled: size > 64 << 20 && io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn show(&mut self, read: u64) {
+        if self.enabled {
+            let pct = read as f64 * 100.0 / self.size.max(1) as f64;
+            eprint!(
+                "\rkindling: {pct:5.1}% of {:.0} MiB",
+                self.size as f64 / 1048576.0
+            );
+            self.shown = true;
+        }
+    }
+
+    pub fn done(&mut self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}

@@ -99,9 +99,22 @@ struct ReplayArgs {
     /// Print the decoded probe events instead of exchanges and TCP events.
     #[arg(long)]
     events: bool,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Format::Table)]
-    output: Format,
+    /// Output format; `prometheus` prints the metrics the run aggregated.
+    #[arg(short, long, value_enum, default_value_t = ReplayFormat::Table)]
+    output: ReplayFormat,
+    /// Also print every RTT sample as a TCP record.
+    #[arg(long)]
+    rtt: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReplayFormat {
+    /// Aligned columns.
+    Table,
+    /// One JSON object per line.
+    Json,
+    /// Prometheus text exposition of the aggregated series, at the end.
+    Prometheus,
 }
 
 #[derive(Args, Debug)]
@@ -251,22 +264,36 @@ fn record(args: RecordArgs) -> Result<()> {
 fn replay(args: ReplayArgs) -> Result<()> {
     let file =
         File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-    let mut reader = CaptureReader::new(io::BufReader::with_capacity(1 << 20, file))
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counting = flow_render::Counting::new(file, read.clone());
+    let mut reader = CaptureReader::new(io::BufReader::with_capacity(1 << 20, counting))
         .with_context(|| format!("{} is not a readable capture", args.file.display()))?;
     let offset = reader.header().host.boottime_to_unix_ns;
     let out = io::stdout().lock();
     let mut out = BufWriter::new(out);
     let mut t0 = None;
     let mut undecodable = 0u64;
+    let format = match (args.events, args.output) {
+        (true, ReplayFormat::Prometheus) => {
+            bail!("--events prints events: use -o table or -o json with it")
+        }
+        (_, ReplayFormat::Json) => Format::Json,
+        _ => Format::Table,
+    };
     let mut pipeline = (!args.events).then(|| {
         Pipeline::new(kindling_flow::Config {
             boottime_to_unix_ns: offset,
+            rtt_records: true,
             ..kindling_flow::Config::default()
         })
     });
+    let mut metrics = (args.output == ReplayFormat::Prometheus)
+        .then(|| kindling_flow::Metrics::new(kindling_flow::MetricsConfig::default()));
+    let mut progress = flow_render::Progress::new(size);
     let mut outputs = Vec::new();
     let mut next_tick = 0u64;
-    if matches!(args.output, Format::Table) {
+    if args.output == ReplayFormat::Table {
         let header = if args.events {
             render::TABLE_HEADER
         } else {
@@ -274,6 +301,23 @@ fn replay(args: ReplayArgs) -> Result<()> {
         };
         writeln!(out, "{header}")?;
     }
+    let sink = |out: &mut BufWriter<_>,
+                outputs: &mut Vec<kindling_flow::Output>,
+                metrics: &mut Option<kindling_flow::Metrics>,
+                t0: u64| {
+        if let Some(m) = metrics.as_mut() {
+            for o in outputs.drain(..) {
+                m.observe(&o);
+            }
+            return Ok(());
+        }
+        if !args.rtt {
+            outputs.retain(|o| {
+                !matches!(o, kindling_flow::Output::Tcp(t) if t.event == kindling_flow::TcpEventKind::Rtt)
+            });
+        }
+        flow_render::write_all(out, outputs, format, t0, offset)
+    };
     let end = loop {
         match reader.next_record() {
             Ok(Some(rec)) => match abi::decode(rec) {
@@ -281,7 +325,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
                     let ts = ev.header().ts_ns.get();
                     let t0 = *t0.get_or_insert(ts);
                     let Some(pipeline) = pipeline.as_mut() else {
-                        let line = match args.output {
+                        let line = match format {
                             Format::Table => render::to_table_row(&ev, t0),
                             Format::Json => render::to_json(&ev, offset).to_string(),
                         };
@@ -294,10 +338,9 @@ fn replay(args: ReplayArgs) -> Result<()> {
                     if ts >= next_tick {
                         pipeline.tick(ts, &mut outputs);
                         next_tick = ts + 1_000_000_000;
+                        progress.show(read.load(Ordering::Relaxed));
                     }
-                    if flow_render::write_all(&mut out, &mut outputs, args.output, t0, offset)
-                        .is_err()
-                    {
+                    if sink(&mut out, &mut outputs, &mut metrics, t0).is_err() {
                         return Ok(());
                     }
                 }
@@ -307,11 +350,16 @@ fn replay(args: ReplayArgs) -> Result<()> {
             Err(e) => break Err(e),
         }
     };
+    progress.done();
     if let Some(pipeline) = pipeline.as_mut() {
         pipeline.finish(&mut outputs);
-        let t0 = t0.unwrap_or(0);
-        flow_render::write_all(&mut out, &mut outputs, args.output, t0, offset).ok();
-        eprintln!("kindling: {}", flow_render::stats_line(&pipeline.stats()));
+        sink(&mut out, &mut outputs, &mut metrics, t0.unwrap_or(0)).ok();
+        let stats = pipeline.stats();
+        if let Some(m) = metrics.as_mut() {
+            m.update_stats(&stats);
+            write!(out, "{}", m.encode())?;
+        }
+        eprintln!("kindling: {}", flow_render::stats_line(&stats));
     }
     out.flush().ok();
     if undecodable > 0 {

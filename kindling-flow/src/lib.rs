@@ -34,6 +34,7 @@
 mod buffer;
 mod config;
 mod conn;
+pub mod metrics;
 mod pipeline;
 mod protocol;
 mod record;
@@ -41,6 +42,7 @@ mod stats;
 
 pub use config::{Config, SlowThresholds};
 pub use kindling_probe::abi::Event;
+pub use metrics::{Metrics, MetricsConfig};
 pub use pipeline::Pipeline;
 pub use record::{ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
 pub use stats::Stats;

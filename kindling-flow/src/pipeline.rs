@@ -1,6 +1,7 @@
 //! The pipeline: events in, exchanges and TCP records out.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use kindling_probe::abi::{kind, Event, RawConn, RawData, RawTcp, Transport};
 use kindling_proto::Direction;
@@ -19,6 +20,50 @@ const DETECT_LIMIT: usize = 4096;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_SYN_SENT: u8 = 2;
 const TCP_CLOSE: u8 = 7;
+
+/// State the per-connection steps update.
+#[derive(Debug, Default)]
+struct Shared {
+    stats: Stats,
+    names: Names,
+}
+
+/// Addresses that DNS answers seen by the pipeline resolved, with the name
+/// asked: the name of a peer that has no other (bounded; the older
+/// generation is forgotten when the newer fills).
+#[derive(Debug, Default)]
+struct Names {
+    now: HashMap<IpAddr, String>,
+    before: HashMap<IpAddr, String>,
+}
+
+/// Most addresses remembered per generation.
+const MAX_NAMES: usize = 4096;
+
+impl Names {
+    fn learn(&mut self, name: &str, addrs: &[IpAddr]) {
+        for a in addrs {
+            if self.now.len() >= MAX_NAMES {
+                self.before = std::mem::take(&mut self.now);
+            }
+            self.now.insert(*a, name.to_owned());
+        }
+    }
+
+    fn get(&self, addr: &IpAddr) -> Option<&String> {
+        self.now.get(addr).or_else(|| self.before.get(addr))
+    }
+
+    /// Gives a client's exchange the name its server was resolved from,
+    /// unless the protocol named it already (HTTP's Host).
+    fn name_peer(&self, x: &mut Exchange) {
+        if x.role == Role::Client && !x.attributes.contains_key("server.address") {
+            if let Some(name) = self.get(&x.dst.ip()) {
+                x.attributes.insert("server.address", name.clone());
+            }
+        }
+    }
+}
 
 /// A TCP connect seen from its SYN.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +107,7 @@ pub struct Pipeline {
     by_sock: HashMap<u64, ConnKey>,
     /// Connects in progress or just done, by kernel socket.
     attempts: HashMap<u64, Attempt>,
-    stats: Stats,
+    shared: Shared,
     last_ns: u64,
 }
 
@@ -74,7 +119,7 @@ impl Pipeline {
             conns: HashMap::new(),
             by_sock: HashMap::new(),
             attempts: HashMap::new(),
-            stats: Stats::default(),
+            shared: Shared::default(),
             last_ns: 0,
         }
     }
@@ -83,7 +128,7 @@ impl Pipeline {
     pub fn stats(&self) -> Stats {
         Stats {
             connections: self.conns.len() as u64,
-            ..self.stats
+            ..self.shared.stats
         }
     }
 
@@ -99,12 +144,12 @@ impl Pipeline {
 
     /// Records the probe reported lost, so that they show in [`Stats`].
     pub fn note_lost(&mut self, n: u64) {
-        self.stats.events_lost += n;
+        self.shared.stats.events_lost += n;
     }
 
     /// Feeds one event; outputs it completes are appended to `out`.
     pub fn push(&mut self, event: &Event<'_>, out: &mut Vec<Output>) {
-        self.stats.events += 1;
+        self.shared.stats.events += 1;
         let before = out.len();
         match event {
             Event::Data(d) => {
@@ -159,7 +204,7 @@ impl Pipeline {
             }
         }
         for key in expired {
-            self.stats.idle_expired += 1;
+            self.shared.stats.idle_expired += 1;
             self.close(key, out, false, now_ns);
         }
         self.count(&out[before..]);
@@ -172,7 +217,7 @@ impl Pipeline {
         self.tick(self.last_ns, out);
         for conn in self.conns.values_mut() {
             if let Some(f) = conn.flight.take() {
-                self.stats.requests_dropped += f.pending.len() as u64;
+                self.shared.stats.requests_dropped += f.pending.len() as u64;
             }
         }
     }
@@ -180,8 +225,8 @@ impl Pipeline {
     fn count(&mut self, new: &[Output]) {
         for o in new {
             match o {
-                Output::Exchange(_) => self.stats.exchanges += 1,
-                Output::Tcp(_) => self.stats.tcp_records += 1,
+                Output::Exchange(_) => self.shared.stats.exchanges += 1,
+                Output::Tcp(_) => self.shared.stats.tcp_records += 1,
             }
         }
     }
@@ -191,7 +236,7 @@ impl Pipeline {
             self.close(key, out, false, 0); // the socket address was reused unseen
         } else if self.conns.len() >= self.config.max_connections {
             if let Some(&victim) = self.conns.keys().next() {
-                self.stats.evictions += 1;
+                self.shared.stats.evictions += 1;
                 self.close(victim, out, false, 0);
             }
         }
@@ -233,7 +278,7 @@ impl Pipeline {
             } else {
                 ErrorKind::Incomplete
             });
-            self.stats.partial_exchanges += 1;
+            self.shared.stats.partial_exchanges += 1;
             out.push(Output::Exchange(x));
         }
         for p in f.pending {
@@ -247,7 +292,7 @@ impl Pipeline {
                     now_ns,
                 )));
             } else {
-                self.stats.requests_dropped += 1;
+                self.shared.stats.requests_dropped += 1;
             }
         }
     }
@@ -437,7 +482,7 @@ impl Pipeline {
             self.insert(key, conn, out);
         }
         let config = &self.config;
-        let stats = &mut self.stats;
+        let shared = &mut self.shared;
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
@@ -464,7 +509,7 @@ impl Pipeline {
                 buf.lost = false;
             }
             if !buf.push(payload, first, now, tid, config.max_buffer) {
-                stats.buffer_overflows += 1;
+                shared.stats.buffer_overflows += 1;
                 buf.lost_bytes += missing;
                 missing = 0;
             }
@@ -477,7 +522,7 @@ impl Pipeline {
                 }
             }
         }
-        parse(config, stats, &key, conn, sent, missing, peer, out);
+        parse(config, shared, &key, conn, sent, missing, peer, out);
         if udp {
             let f = conn.flight();
             let buf = if sent { &mut f.sent } else { &mut f.received };
@@ -492,7 +537,7 @@ impl Pipeline {
 #[expect(clippy::too_many_arguments, reason = "the pipeline's split borrows")]
 fn parse(
     config: &Config,
-    stats: &mut Stats,
+    shared: &mut Shared,
     key: &ConnKey,
     conn: &mut Conn,
     sent: bool,
@@ -522,7 +567,7 @@ fn parse(
             }
             Detected::NeedMore if head.len() < DETECT_LIMIT && missing == 0 => return,
             _ => {
-                stats.unrecognised_connections += 1;
+                shared.stats.unrecognised_connections += 1;
                 conn.proto = Recognition::Unrecognised;
                 conn.flight = None;
                 return;
@@ -552,7 +597,7 @@ fn parse(
                 Some(at) => {
                     buf.consume(at);
                     buf.lost = false;
-                    stats.resyncs += 1;
+                    shared.stats.resyncs += 1;
                 }
                 None => {
                     buf.clear_lost(missing);
@@ -569,7 +614,7 @@ fn parse(
                 });
                 buf.consume(msg.used);
                 if more > 0 || missing > 0 {
-                    stats.truncated_messages += 1;
+                    shared.stats.truncated_messages += 1;
                     if more >= missing {
                         buf.skip = more - missing;
                     } else {
@@ -580,19 +625,19 @@ fn parse(
                 }
                 let name = proto.name();
                 deliver(
-                    config, stats, key, conn, name, msg.parsed, span, msg.wire, peer, out,
+                    config, shared, key, conn, name, msg.parsed, span, msg.wire, peer, out,
                 );
             }
             Ok(None) => return,
             Err(ParseError::Malformed) => {
-                stats.parse_errors += 1;
+                shared.stats.parse_errors += 1;
                 buf.clear_lost(missing);
                 return;
             }
             Err(ParseError::Opaque(name)) => {
                 conn.proto = Recognition::Known(Proto::Opaque(name));
                 if let Some(f) = conn.flight.take() {
-                    stats.requests_dropped += f.pending.len() as u64;
+                    shared.stats.requests_dropped += f.pending.len() as u64;
                 }
                 return;
             }
@@ -604,7 +649,7 @@ fn parse(
 #[expect(clippy::too_many_arguments, reason = "the pipeline's split borrows")]
 fn deliver(
     config: &Config,
-    stats: &mut Stats,
+    shared: &mut Shared,
     key: &ConnKey,
     conn: &mut Conn,
     protocol: &'static str,
@@ -636,18 +681,19 @@ fn deliver(
                     None
                 };
                 if let Some(((span, bytes), request)) = lost.zip(request) {
-                    stats.partial_exchanges += 1;
+                    shared.stats.partial_exchanges += 1;
                     let request_done = request.span.last_ns;
                     let mut x = exchange(config, key, conn, protocol, request);
                     finish_exchange(config, &mut x, request_done, span, bytes);
                     x.partial = true;
+                    shared.names.name_peer(&mut x);
                     out.push(Output::Exchange(x));
                 }
             }
             let f = conn.flight();
             if f.pending.len() >= config.max_pending {
                 f.pending.pop_front();
-                stats.requests_dropped += 1;
+                shared.stats.requests_dropped += 1;
             }
             f.pending.push_back(PendingRequest {
                 key: id,
@@ -662,14 +708,19 @@ fn deliver(
             key: id,
             attrs,
             error,
+            resolved,
         } => {
+            if let Some(r) = resolved {
+                let (name, addrs) = *r;
+                shared.names.learn(&name, &addrs);
+            }
             let f = conn.flight();
             let at = match id {
                 Some(id) => f.pending.iter().position(|p| p.key == Some(id)),
                 None => (!f.pending.is_empty()).then_some(0),
             };
             let Some(request) = at.and_then(|i| f.pending.remove(i)) else {
-                stats.unpaired_responses += 1;
+                shared.stats.unpaired_responses += 1;
                 return;
             };
             let request_done = request.span.last_ns;
@@ -677,6 +728,7 @@ fn deliver(
             finish_exchange(config, &mut x, request_done, span, wire);
             x.error = error;
             x.attributes.extend(attrs);
+            shared.names.name_peer(&mut x);
             out.push(Output::Exchange(x));
         }
     }

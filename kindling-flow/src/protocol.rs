@@ -49,6 +49,8 @@ pub(crate) enum Parsed {
         key: Option<u16>,
         attrs: Vec<(&'static str, String)>,
         error: Option<ErrorKind>,
+        /// DNS: the name asked about and the addresses it resolved to.
+        resolved: Option<Box<(String, Vec<std::net::IpAddr>)>>,
     },
     /// Handshakes, authentication, pushes, interim responses.
     Ignore,
@@ -180,6 +182,7 @@ impl Proto {
                         key: None,
                         attrs,
                         error: r.is_error().then_some(ErrorKind::DbError),
+                        resolved: None,
                     }
                 }
             })
@@ -199,10 +202,24 @@ impl Proto {
                 if m.header.is_response() {
                     let mut attrs = m.attributes();
                     attrs.retain(|(k, _)| *k == "dns.response.code");
+                    let addrs: Vec<std::net::IpAddr> = m
+                        .answers()
+                        .filter_map(|r| match r.data {
+                            dns::RData::A(a) => Some(a.into()),
+                            dns::RData::Aaaa(a) => Some(a.into()),
+                            _ => None,
+                        })
+                        .take(16)
+                        .collect();
+                    let resolved = match m.first_question() {
+                        Some(q) if !addrs.is_empty() => Some(Box::new((q.name.to_string(), addrs))),
+                        _ => None,
+                    };
                     Parsed::Response {
                         key: Some(id),
                         attrs,
                         error: (m.rcode() != 0).then_some(ErrorKind::DnsError),
+                        resolved,
                     }
                 } else {
                     Parsed::Request {
@@ -279,6 +296,7 @@ fn mysql_parsed(m: &mysql::Message<'_>, s: &mysql::Session, authenticating: &mut
                 key: None,
                 attrs,
                 error,
+                resolved: None,
             }
         }
     }
@@ -362,6 +380,7 @@ fn http_parsed(m: &http1::Message<'_>, redaction: &Redaction) -> Parsed {
         http1::Message::Response(r) if r.is_interim() => Parsed::Ignore,
         http1::Message::Response(r) => Parsed::Response {
             key: None,
+            resolved: None,
             attrs: r.attributes(),
             error: match r.status {
                 400..=499 => Some(ErrorKind::ClientError),

@@ -43,12 +43,17 @@ pub fn run(records: &[Vec<u8>], config: Config) -> (Vec<Output>, Stats) {
 
 /// Replays a capture with the default settings.
 pub fn replay(name: &str) -> (Vec<Output>, Stats) {
+    replay_with(name, Config::default())
+}
+
+/// Replays a capture with these settings (and the capture's time offset).
+pub fn replay_with(name: &str, config: Config) -> (Vec<Output>, Stats) {
     let (records, offset) = records(name);
     run(
         &records,
         Config {
             boottime_to_unix_ns: offset,
-            ..Config::default()
+            ..config
         },
     )
 }

@@ -1,0 +1,754 @@
+//! Aggregation of exchanges and TCP records into Prometheus series with
+//! Kindling's metric names, with bounded cardinality.
+//!
+//! - **entity** series describe a server (role `server` exchanges): what it
+//!   was asked and how it answered;
+//! - **topology** series describe a client → server edge (role `client`):
+//!   the service map;
+//! - **tcp** series describe the network under an edge; **dns** series each
+//!   domain a process resolved.
+//!
+//! Label values are bounded before they reach a series: URL paths are
+//! templated (`/users/42` → `/users/{id}`), SQL becomes operation + table,
+//! at most [`MetricsConfig::max_request_contents`] distinct request contents
+//! per server port (the rest share `__other__`), and at most
+//! [`MetricsConfig::max_series`] label sets per metric family (the rest share
+//! one `__overflow__` set and are counted in
+//! `kindling_metrics_overflow_total`).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::net::SocketAddr;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::record::{Exchange, Output, Role, TcpEventKind, TcpRecord};
+use crate::stats::Stats;
+
+/// The value of every label of the one series that takes what the caps
+/// refuse.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// Cardinality limits.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsConfig {
+    /// Most label sets per metric family.
+    pub max_series: usize,
+    /// Most distinct `request_content` values per server (protocol, port).
+    pub max_request_contents: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_series: 10_000,
+            max_request_contents: 100,
+        }
+    }
+}
+
+/// Labels of a server-side series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntityLabels {
+    /// `http`, `mysql`, `redis`, `dns`.
+    pub protocol: String,
+    /// The serving process.
+    pub comm: String,
+    /// The port it serves on.
+    pub port: u16,
+    /// Templated request: `GET /users/{id}`, `SELECT users`, `HGETALL`.
+    pub request_content: String,
+    /// Status: HTTP code, database error code or `ok`, DNS rcode.
+    pub response_content: String,
+    /// An error (see `error` in the exchange).
+    pub is_error: bool,
+    /// Over the protocol's slow threshold.
+    pub is_slow: bool,
+}
+
+/// Labels of a client → server edge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopologyLabels {
+    /// Protocol.
+    pub protocol: String,
+    /// The calling process.
+    pub src_comm: String,
+    /// Server address.
+    pub dst_ip: String,
+    /// Server port.
+    pub dst_port: u16,
+    /// The name the client resolved for `dst_ip`, when the pipeline saw it.
+    pub dst_name: String,
+    /// An error.
+    pub is_error: bool,
+    /// Slow.
+    pub is_slow: bool,
+}
+
+/// Labels of duration histograms (fewer, to keep buckets affordable).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// Protocol.
+    pub protocol: String,
+    /// Serving (entity) or calling (topology) process.
+    pub comm: String,
+    /// Server port.
+    pub port: u16,
+}
+
+/// Labels of TCP series: the connection's two ends.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    /// This host's address.
+    pub src_ip: String,
+    /// Peer address.
+    pub dst_ip: String,
+    /// Peer port.
+    pub dst_port: u16,
+}
+
+/// Labels of DNS series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    /// The asking process.
+    pub comm: String,
+    /// The name asked about.
+    pub domain: String,
+    /// The answer's response code, or `TIMEOUT`.
+    pub rcode: String,
+}
+
+/// Reads one counter of [`Stats`].
+type StatField = fn(&Stats) -> u64;
+
+/// Duration histograms: 100 µs to 26 s, ×4 per bucket.
+type LatencyFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-4, 4.0, 10))
+}
+
+/// A metric family that admits at most `cap` label sets.
+struct Capped<S> {
+    family: Family<S, Counter>,
+    seen: HashSet<S>,
+}
+
+impl<S: Clone + Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static> Capped<S> {
+    fn new() -> Self {
+        Self {
+            family: Family::default(),
+            seen: HashSet::new(),
+        }
+    }
+}
+
+/// Admits `labels` under the cap, or returns the overflow set.
+fn admit<S: Clone + Hash + Eq>(
+    seen: &mut HashSet<S>,
+    cap: usize,
+    labels: S,
+    overflow: S,
+    n: &mut u64,
+) -> S {
+    if seen.contains(&labels) {
+        return labels;
+    }
+    if seen.len() < cap {
+        seen.insert(labels.clone());
+        return labels;
+    }
+    *n += 1;
+    overflow
+}
+
+/// The Prometheus model: feed it every [`Output`], encode it when scraped.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_flow::{Metrics, MetricsConfig, Stats};
+///
+/// let mut m = Metrics::new(MetricsConfig::default());
+/// m.update_stats(&Stats::default());
+/// let text = m.encode();
+/// assert!(text.contains("kindling_flow_events_total 0"));
+/// ```
+pub struct Metrics {
+    config: MetricsConfig,
+    registry: Registry,
+    entity_requests: Capped<EntityLabels>,
+    entity_duration: Family<EntityLabels, Counter>,
+    entity_send_bytes: Family<EntityLabels, Counter>,
+    entity_receive_bytes: Family<EntityLabels, Counter>,
+    entity_latency: LatencyFamily,
+    topology_requests: Capped<TopologyLabels>,
+    topology_duration: Family<TopologyLabels, Counter>,
+    topology_request_bytes: Family<TopologyLabels, Counter>,
+    topology_response_bytes: Family<TopologyLabels, Counter>,
+    topology_latency: LatencyFamily,
+    tcp_seen: HashSet<TcpLabels>,
+    tcp_srtt: Family<TcpLabels, Gauge>,
+    tcp_retransmits: Family<TcpLabels, Counter>,
+    tcp_packet_loss: Family<TcpLabels, Counter>,
+    tcp_connects: Family<TcpLabels, Counter>,
+    tcp_connect_duration: Family<TcpLabels, Counter>,
+    tcp_connect_failures: Family<TcpLabels, Counter>,
+    dns_requests: Capped<DnsLabels>,
+    dns_duration: Family<DnsLabels, Counter>,
+    /// Distinct request contents per (protocol, port).
+    contents: HashMap<(&'static str, u16), HashSet<String>>,
+    overflow: Counter,
+    overflowed: u64,
+    self_counters: Vec<(Counter, StatField)>,
+    connections: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("entity_series", &self.entity_requests.seen.len())
+            .field("topology_series", &self.topology_requests.seen.len())
+            .field("tcp_series", &self.tcp_seen.len())
+            .field("dns_series", &self.dns_requests.seen.len())
+            .field("overflowed", &self.overflowed)
+            .finish()
+    }
+}
+
+impl Metrics {
+    /// An empty model with these limits.
+    pub fn new(config: MetricsConfig) -> Self {
+        let mut registry = Registry::default();
+        let latency = || Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let m = Self {
+            config,
+            entity_requests: Capped::new(),
+            entity_duration: Family::default(),
+            entity_send_bytes: Family::default(),
+            entity_receive_bytes: Family::default(),
+            entity_latency: latency(),
+            topology_requests: Capped::new(),
+            topology_duration: Family::default(),
+            topology_request_bytes: Family::default(),
+            topology_response_bytes: Family::default(),
+            topology_latency: latency(),
+            tcp_seen: HashSet::new(),
+            tcp_srtt: Family::default(),
+            tcp_retransmits: Family::default(),
+            tcp_packet_loss: Family::default(),
+            tcp_connects: Family::default(),
+            tcp_connect_duration: Family::default(),
+            tcp_connect_failures: Family::default(),
+            dns_requests: Capped::new(),
+            dns_duration: Family::default(),
+            contents: HashMap::new(),
+            overflow: Counter::default(),
+            overflowed: 0,
+            self_counters: Vec::new(),
+            connections: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "kindling_entity_request",
+            "Requests a server answered",
+            m.entity_requests.family.clone(),
+        );
+        r.register(
+            "kindling_entity_request_duration_nanoseconds",
+            "Total time servers took to answer, nanoseconds",
+            m.entity_duration.clone(),
+        );
+        r.register(
+            "kindling_entity_request_send_bytes",
+            "Bytes servers sent in responses",
+            m.entity_send_bytes.clone(),
+        );
+        r.register(
+            "kindling_entity_request_receive_bytes",
+            "Bytes servers received in requests",
+            m.entity_receive_bytes.clone(),
+        );
+        r.register(
+            "kindling_entity_request_duration_seconds",
+            "Distribution of server answer times, seconds",
+            m.entity_latency.clone(),
+        );
+        r.register(
+            "kindling_topology_request",
+            "Requests along a client-server edge",
+            m.topology_requests.family.clone(),
+        );
+        r.register(
+            "kindling_topology_request_duration_nanoseconds",
+            "Total time clients waited, nanoseconds",
+            m.topology_duration.clone(),
+        );
+        r.register(
+            "kindling_topology_request_request_bytes",
+            "Bytes clients sent in requests",
+            m.topology_request_bytes.clone(),
+        );
+        r.register(
+            "kindling_topology_request_response_bytes",
+            "Bytes clients received in responses",
+            m.topology_response_bytes.clone(),
+        );
+        r.register(
+            "kindling_topology_request_duration_seconds",
+            "Distribution of client wait times, seconds",
+            m.topology_latency.clone(),
+        );
+        r.register(
+            "kindling_tcp_srtt_microseconds",
+            "Latest smoothed round-trip time, microseconds",
+            m.tcp_srtt.clone(),
+        );
+        r.register(
+            "kindling_tcp_retransmit",
+            "Retransmitted segments",
+            m.tcp_retransmits.clone(),
+        );
+        r.register(
+            "kindling_tcp_packet_loss",
+            "Packets the kernel dropped",
+            m.tcp_packet_loss.clone(),
+        );
+        r.register(
+            "kindling_tcp_connect",
+            "Completed TCP connects",
+            m.tcp_connects.clone(),
+        );
+        r.register(
+            "kindling_tcp_connect_duration_nanoseconds",
+            "Total TCP handshake time, nanoseconds",
+            m.tcp_connect_duration.clone(),
+        );
+        r.register(
+            "kindling_tcp_connect_failure",
+            "Failed TCP connects",
+            m.tcp_connect_failures.clone(),
+        );
+        r.register(
+            "kindling_dns_request",
+            "DNS queries by domain, process and answer",
+            m.dns_requests.family.clone(),
+        );
+        r.register(
+            "kindling_dns_request_duration_nanoseconds",
+            "Total DNS answer time, nanoseconds",
+            m.dns_duration.clone(),
+        );
+        r.register(
+            "kindling_metrics_overflow",
+            "Observations folded into an overflow label set by the series cap",
+            m.overflow.clone(),
+        );
+        r.register(
+            "kindling_flow_connections",
+            "Connections tracked now",
+            m.connections.clone(),
+        );
+        let mut m = m;
+        let counters: [(&str, &str, StatField); 12] = [
+            (
+                "kindling_flow_events",
+                "Probe records fed to the pipeline",
+                |s| s.events,
+            ),
+            (
+                "kindling_flow_events_lost",
+                "Probe records lost before the pipeline",
+                |s| s.events_lost,
+            ),
+            ("kindling_flow_exchanges", "Exchanges reported", |s| {
+                s.exchanges
+            }),
+            (
+                "kindling_flow_parse_errors",
+                "Byte runs that could not be parsed",
+                |s| s.parse_errors,
+            ),
+            (
+                "kindling_flow_resyncs",
+                "Streams resynchronised after lost bytes",
+                |s| s.resyncs,
+            ),
+            (
+                "kindling_flow_partial_exchanges",
+                "Exchanges with an unreadable response",
+                |s| s.partial_exchanges,
+            ),
+            (
+                "kindling_flow_requests_dropped",
+                "Requests dropped without an exchange",
+                |s| s.requests_dropped,
+            ),
+            (
+                "kindling_flow_unpaired_responses",
+                "Responses without a request",
+                |s| s.unpaired_responses,
+            ),
+            (
+                "kindling_flow_unrecognised_connections",
+                "Connections of no known protocol",
+                |s| s.unrecognised_connections,
+            ),
+            (
+                "kindling_flow_buffer_overflows",
+                "Reassembly buffers dropped at the cap",
+                |s| s.buffer_overflows,
+            ),
+            (
+                "kindling_flow_evictions",
+                "Connections evicted at the cap",
+                |s| s.evictions,
+            ),
+            (
+                "kindling_flow_idle_expired",
+                "Connections forgotten when idle",
+                |s| s.idle_expired,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            m.self_counters.push((c, get));
+        }
+        m.registry = registry;
+        m
+    }
+
+    /// Label sets refused by the caps so far.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
+    /// Takes one output into the series.
+    pub fn observe(&mut self, output: &Output) {
+        match output {
+            Output::Exchange(x) => match x.role {
+                Role::Server => self.entity(x),
+                Role::Client => self.topology(x),
+            },
+            Output::Tcp(t) => self.tcp(t),
+        }
+    }
+
+    /// Copies the pipeline's self-metrics.
+    pub fn update_stats(&mut self, stats: &Stats) {
+        for (counter, get) in &self.self_counters {
+            let now = get(stats);
+            let before = counter.get();
+            if now > before {
+                counter.inc_by(now - before);
+            }
+        }
+        self.connections
+            .set(i64::try_from(stats.connections).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry)
+            .expect("writing to a String cannot fail");
+        s
+    }
+
+    fn entity(&mut self, x: &Exchange) {
+        let content = self.request_content(x);
+        let labels = EntityLabels {
+            protocol: x.protocol.to_owned(),
+            comm: x.comm.clone(),
+            port: x.dst.port(),
+            request_content: content,
+            response_content: response_content(x),
+            is_error: x.error.is_some(),
+            is_slow: x.slow,
+        };
+        let overflow = EntityLabels {
+            protocol: OVERFLOW.into(),
+            comm: OVERFLOW.into(),
+            port: 0,
+            request_content: OVERFLOW.into(),
+            response_content: OVERFLOW.into(),
+            is_error: false,
+            is_slow: false,
+        };
+        let labels = self.admit_entity(labels, overflow);
+        self.entity_requests.family.get_or_create(&labels).inc();
+        self.entity_duration
+            .get_or_create(&labels)
+            .inc_by(x.duration_ns);
+        self.entity_send_bytes
+            .get_or_create(&labels)
+            .inc_by(x.response_bytes);
+        self.entity_receive_bytes
+            .get_or_create(&labels)
+            .inc_by(x.request_bytes);
+        let latency = LatencyLabels {
+            protocol: labels.protocol,
+            comm: labels.comm,
+            port: labels.port,
+        };
+        self.entity_latency
+            .get_or_create(&latency)
+            .observe(x.duration_ns as f64 / 1e9);
+    }
+
+    fn admit_entity(&mut self, labels: EntityLabels, overflow: EntityLabels) -> EntityLabels {
+        let cap = self.config.max_series;
+        let before = self.overflowed;
+        let l = admit(
+            &mut self.entity_requests.seen,
+            cap,
+            labels,
+            overflow,
+            &mut self.overflowed,
+        );
+        if self.overflowed > before {
+            self.overflow.inc();
+        }
+        l
+    }
+
+    fn topology(&mut self, x: &Exchange) {
+        let labels = TopologyLabels {
+            protocol: x.protocol.to_owned(),
+            src_comm: x.comm.clone(),
+            dst_ip: x.dst.ip().to_string(),
+            dst_port: x.dst.port(),
+            dst_name: x
+                .attributes
+                .get("server.address")
+                .cloned()
+                .unwrap_or_default(),
+            is_error: x.error.is_some(),
+            is_slow: x.slow,
+        };
+        let overflow = TopologyLabels {
+            protocol: OVERFLOW.into(),
+            src_comm: OVERFLOW.into(),
+            dst_ip: OVERFLOW.into(),
+            dst_port: 0,
+            dst_name: OVERFLOW.into(),
+            is_error: false,
+            is_slow: false,
+        };
+        let before = self.overflowed;
+        let labels = admit(
+            &mut self.topology_requests.seen,
+            self.config.max_series,
+            labels,
+            overflow,
+            &mut self.overflowed,
+        );
+        if self.overflowed > before {
+            self.overflow.inc();
+        }
+        self.topology_requests.family.get_or_create(&labels).inc();
+        self.topology_duration
+            .get_or_create(&labels)
+            .inc_by(x.duration_ns);
+        self.topology_request_bytes
+            .get_or_create(&labels)
+            .inc_by(x.request_bytes);
+        self.topology_response_bytes
+            .get_or_create(&labels)
+            .inc_by(x.response_bytes);
+        let latency = LatencyLabels {
+            protocol: labels.protocol,
+            comm: labels.src_comm,
+            port: labels.dst_port,
+        };
+        self.topology_latency
+            .get_or_create(&latency)
+            .observe(x.duration_ns as f64 / 1e9);
+        if x.protocol == "dns" {
+            self.dns(x);
+        }
+    }
+
+    /// DNS series describe the asking process (client side).
+    fn dns(&mut self, x: &Exchange) {
+        let labels = DnsLabels {
+            comm: x.comm.clone(),
+            domain: x
+                .attributes
+                .get("dns.question.name")
+                .cloned()
+                .unwrap_or_default(),
+            rcode: match x.error {
+                Some(crate::ErrorKind::NoResponse) => "TIMEOUT".to_owned(),
+                _ => x
+                    .attributes
+                    .get("dns.response.code")
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+        };
+        let overflow = DnsLabels {
+            comm: OVERFLOW.into(),
+            domain: OVERFLOW.into(),
+            rcode: OVERFLOW.into(),
+        };
+        let before = self.overflowed;
+        let labels = admit(
+            &mut self.dns_requests.seen,
+            self.config.max_series,
+            labels,
+            overflow,
+            &mut self.overflowed,
+        );
+        if self.overflowed > before {
+            self.overflow.inc();
+        }
+        self.dns_requests.family.get_or_create(&labels).inc();
+        self.dns_duration
+            .get_or_create(&labels)
+            .inc_by(x.duration_ns);
+    }
+
+    fn tcp(&mut self, t: &TcpRecord) {
+        let labels = tcp_labels(t.src, t.dst);
+        let labels =
+            if self.tcp_seen.contains(&labels) || self.tcp_seen.len() < self.config.max_series {
+                self.tcp_seen.insert(labels.clone());
+                labels
+            } else {
+                self.overflowed += 1;
+                self.overflow.inc();
+                TcpLabels {
+                    src_ip: OVERFLOW.into(),
+                    dst_ip: OVERFLOW.into(),
+                    dst_port: 0,
+                }
+            };
+        match t.event {
+            TcpEventKind::Connect => {
+                self.tcp_connects.get_or_create(&labels).inc();
+                self.tcp_connect_duration
+                    .get_or_create(&labels)
+                    .inc_by(t.duration_ns.unwrap_or(0));
+            }
+            TcpEventKind::ConnectFailed => {
+                self.tcp_connect_failures.get_or_create(&labels).inc();
+            }
+            TcpEventKind::Retransmit => {
+                self.tcp_retransmits.get_or_create(&labels).inc();
+            }
+            TcpEventKind::Drop => {
+                self.tcp_packet_loss.get_or_create(&labels).inc();
+            }
+            TcpEventKind::Rtt => {
+                if let Some(srtt) = t.srtt_us {
+                    self.tcp_srtt.get_or_create(&labels).set(i64::from(srtt));
+                }
+            }
+            TcpEventKind::ResetSent | TcpEventKind::ResetReceived => {}
+        }
+    }
+
+    /// The bounded `request_content` of an exchange.
+    fn request_content(&mut self, x: &Exchange) -> String {
+        let a = |k: &str| x.attributes.get(k).map(String::as_str).unwrap_or("");
+        let content = match x.protocol {
+            "http" => format!(
+                "{} {}",
+                a("http.request.method"),
+                template_path(a("url.path"))
+            ),
+            "mysql" | "redis" => match a("db.collection.name") {
+                "" => a("db.operation.name").to_owned(),
+                table if x.protocol == "mysql" => format!("{} {table}", a("db.operation.name")),
+                _ => a("db.operation.name").to_owned(),
+            },
+            "dns" => a("dns.question.type").to_owned(),
+            _ => String::new(),
+        };
+        let seen = self.contents.entry((x.protocol, x.dst.port())).or_default();
+        if seen.contains(&content) {
+            content
+        } else if seen.len() < self.config.max_request_contents {
+            seen.insert(content.clone());
+            content
+        } else {
+            "__other__".to_owned()
+        }
+    }
+}
+
+fn response_content(x: &Exchange) -> String {
+    let a = |k: &str| x.attributes.get(k).cloned();
+    match x.protocol {
+        "http" => a("http.response.status_code"),
+        "dns" => a("dns.response.code"),
+        _ => a("db.response.status_code"),
+    }
+    .or_else(|| x.error.map(|e| format!("{e:?}")))
+    .unwrap_or_else(|| "ok".to_owned())
+}
+
+fn tcp_labels(src: SocketAddr, dst: SocketAddr) -> TcpLabels {
+    TcpLabels {
+        src_ip: src.ip().to_string(),
+        dst_ip: dst.ip().to_string(),
+        dst_port: dst.port(),
+    }
+}
+
+/// Replaces the parts of a URL path that identify one resource by a
+/// placeholder, so that `/users/42/orders/9f1c…` becomes
+/// `/users/{id}/orders/{hex}`.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_flow::metrics::template_path;
+///
+/// assert_eq!(template_path("/users/42"), "/users/{id}");
+/// assert_eq!(
+///     template_path("/o/123e4567-e89b-12d3-a456-426614174000/items"),
+///     "/o/{uuid}/items"
+/// );
+/// assert_eq!(template_path("/blob/9f1c0a7d3e5b2c4a"), "/blob/{hex}");
+/// assert_eq!(template_path("/static/app.js"), "/static/app.js");
+/// ```
+pub fn template_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(template_segment(seg));
+    }
+    out
+}
+
+fn template_segment(seg: &str) -> &str {
+    let hex = |c: char| c.is_ascii_hexdigit();
+    if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+        "{id}"
+    } else if seg.len() == 36
+        && seg.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                hex(c)
+            }
+        })
+    {
+        "{uuid}"
+    } else if seg.len() >= 12 && seg.chars().all(hex) && seg.bytes().any(|b| b.is_ascii_digit()) {
+        "{hex}"
+    } else {
+        seg
+    }
+}

@@ -1,0 +1,115 @@
+//! The Prometheus model over the recorded captures: Kindling's metric names,
+//! the series the clients' requests must produce, and the cardinality caps.
+
+mod common;
+
+use common::replay_with;
+use kindling_flow::{Config, Metrics, MetricsConfig};
+
+fn metrics_of(names: &[&str], config: MetricsConfig) -> Metrics {
+    let mut m = Metrics::new(config);
+    for name in names {
+        let (out, stats) = replay_with(
+            name,
+            Config {
+                rtt_records: true,
+                ..Config::default()
+            },
+        );
+        for o in &out {
+            m.observe(o);
+        }
+        m.update_stats(&stats);
+    }
+    m
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn series_of_the_recorded_workloads() {
+    let m = metrics_of(
+        &["http1", "redis", "mysql", "dns", "failures"],
+        MetricsConfig::default(),
+    );
+    let text = m.encode();
+    let entity = |labels: &str| value(&text, &format!("kindling_entity_request_total{{{labels}}}"));
+    assert_eq!(
+        entity(
+            r#"protocol="http",comm="nginx",port="18181",request_content="GET /missing",response_content="404",is_error="true",is_slow="false""#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        entity(
+            r#"protocol="http",comm="nginx",port="18181",request_content="GET /index.html",response_content="200",is_error="false",is_slow="false""#
+        ),
+        Some(2.0)
+    );
+    // SQL becomes operation + table
+    assert_eq!(
+        entity(
+            r#"protocol="mysql",comm="mariadbd",port="13306",request_content="SELECT no_such_table",response_content="1146",is_error="true",is_slow="false""#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // the slow server of the failure capture
+    assert!(text.contains(
+        r#"request_content="GET /slow",response_content="200",is_error="false",is_slow="true""#
+    ));
+    // topology: curl → nginx, every request of the capture
+    let curl: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("kindling_topology_request_total{") && l.contains(r#"src_comm="curl""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(curl, 8.0, "curl made 8 requests");
+    // DNS monitor: per asking process and domain, with the answer's code
+    assert_eq!(
+        value(
+            &text,
+            r#"kindling_dns_request_total{comm="isc-net-0000",domain="nope.example.test",rcode="NXDOMAIN"}"#
+        ),
+        Some(1.0)
+    );
+    // TCP: the refused connect, the handshakes
+    assert_eq!(
+        value(
+            &text,
+            r#"kindling_tcp_connect_failure_total{src_ip="127.0.0.1",dst_ip="127.0.0.1",dst_port="18301"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(text.contains("kindling_tcp_connect_duration_nanoseconds_total{"));
+    assert!(text.contains("kindling_tcp_srtt_microseconds{"));
+    assert!(text.contains("kindling_entity_request_duration_seconds_bucket{"));
+    assert_eq!(value(&text, "kindling_metrics_overflow_total"), Some(0.0));
+    assert!(value(&text, "kindling_flow_events_total").unwrap() > 0.0);
+}
+
+#[test]
+fn caps_fold_extra_series_into_overflow() {
+    let config = MetricsConfig {
+        max_series: 3,
+        max_request_contents: 2,
+    };
+    let m = metrics_of(&["http1", "redis"], config);
+    let text = m.encode();
+    let entity_series = text
+        .lines()
+        .filter(|l| l.starts_with("kindling_entity_request_total{"))
+        .count();
+    assert!(entity_series <= 3 + 1, "{entity_series} series:\n{text}");
+    assert!(m.overflowed() > 0);
+    assert!(text.contains(r#"request_content="__other__""#) || text.contains("__overflow__"));
+    assert_eq!(
+        value(&text, "kindling_metrics_overflow_total"),
+        Some(m.overflowed() as f64)
+    );
+}
