@@ -122,6 +122,12 @@ struct WatchArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    /// Print the raw probe events instead of exchanges and TCP events.
+    #[arg(long)]
+    events: bool,
+    /// Also print every RTT sample as a TCP record.
+    #[arg(long)]
+    rtt: bool,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -384,19 +390,53 @@ fn watch(args: WatchArgs) -> Result<()> {
     let offset = capture::boottime_to_unix_ns();
     let mut out = BufWriter::new(io::stdout().lock());
     if matches!(args.output, Format::Table) {
-        writeln!(out, "{}", render::TABLE_HEADER)?;
+        let header = if args.events {
+            render::TABLE_HEADER
+        } else {
+            flow_render::TABLE_HEADER
+        };
+        writeln!(out, "{header}")?;
     }
+    let mut pipeline = Pipeline::new(kindling_flow::Config {
+        boottime_to_unix_ns: offset,
+        rtt_records: true,
+        ..kindling_flow::Config::default()
+    });
+    let mut enricher = kindling_flow::enrich::ProcessEnricher::new();
+    let mut outputs = Vec::new();
     let mut t0 = None;
     let mut broken = false;
+    let mut last_lost = 0;
     while !broken && !stop.load(Ordering::Relaxed) && until.is_none_or(|t| Instant::now() < t) {
         probe.poll(Duration::from_millis(100), |ev| {
             let t0 = *t0.get_or_insert(ev.header().ts_ns.get());
-            let line = match args.output {
-                Format::Table => render::to_table_row(&ev, t0),
-                Format::Json => render::to_json(&ev, offset).to_string(),
-            };
-            broken |= writeln!(out, "{line}").is_err();
+            if args.events {
+                let line = match args.output {
+                    Format::Table => render::to_table_row(&ev, t0),
+                    Format::Json => render::to_json(&ev, offset).to_string(),
+                };
+                broken |= writeln!(out, "{line}").is_err();
+            } else {
+                pipeline.push(&ev, &mut outputs);
+            }
         })?;
+        if !args.events {
+            pipeline.tick(boottime_now(), &mut outputs);
+            let lost = probe.losses()?.lost_records();
+            pipeline.note_lost(lost.saturating_sub(last_lost));
+            last_lost = lost;
+            if !args.rtt {
+                outputs.retain(|o| {
+                    !matches!(o, kindling_flow::Output::Tcp(t) if t.event == kindling_flow::TcpEventKind::Rtt)
+                });
+            }
+            for o in &mut outputs {
+                kindling_flow::enrich::Enricher::enrich(&mut enricher, o);
+            }
+            let t0 = t0.unwrap_or(0);
+            broken |=
+                flow_render::write_all(&mut out, &mut outputs, args.output, t0, offset).is_err();
+        }
         broken |= out.flush().is_err();
     }
     eprintln!(
@@ -404,5 +444,19 @@ fn watch(args: WatchArgs) -> Result<()> {
         probe.received(),
         format_losses(&probe.losses()?)
     );
+    if !args.events {
+        eprintln!("kindling: {}", flow_render::stats_line(&pipeline.stats()));
+    }
     Ok(())
+}
+
+/// `CLOCK_BOOTTIME` now, the probe's clock.
+fn boottime_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer given.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }

@@ -25,15 +25,17 @@
 //!   DNS. Redis pushes, HTTP interim responses, MySQL handshakes are not
 //!   exchanges.
 //!
-//! **Not yet here** (see the README): aggregation into entity and topology
-//! metrics, the Prometheus model, the DNS name cache and the `Enricher`
-//! trait.
+//! - **Metrics**: [`Metrics`] aggregates outputs into Kindling's
+//!   Prometheus series with bounded cardinality.
+//! - **Enrichment**: an [`enrich::Enricher`] adds resource attributes;
+//!   [`enrich::ProcessEnricher`] names the process and its container.
 
 #![forbid(unsafe_code)]
 
 mod buffer;
 mod config;
 mod conn;
+pub mod enrich;
 pub mod metrics;
 mod pipeline;
 mod protocol;

@@ -462,6 +462,7 @@ impl Pipeline {
             srtt_us: None,
             retransmits: None,
             reason: None,
+            resource: Default::default(),
         };
         fill(&mut r);
         out.push(Output::Tcp(r));
@@ -806,6 +807,7 @@ fn exchange(
         slow: false,
         partial: false,
         attributes: p.attrs.into_iter().collect(),
+        resource: Default::default(),
     }
 }
 

@@ -93,6 +93,10 @@ pub struct Exchange {
     pub partial: bool,
     /// OpenTelemetry semantic-convention attributes of request and response.
     pub attributes: BTreeMap<&'static str, String>,
+    /// Resource attributes of the traced process, from enrichers
+    /// (`process.pid`, `container.id`, `k8s.pod.name`, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource: BTreeMap<&'static str, String>,
 }
 
 /// What happened to a TCP connection.
@@ -147,6 +151,9 @@ pub struct TcpRecord {
     /// Kernel drop reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<u32>,
+    /// Resource attributes, from enrichers.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource: BTreeMap<&'static str, String>,
 }
 
 /// An output of the pipeline.
