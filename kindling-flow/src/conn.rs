@@ -1,7 +1,7 @@
 //! The connection table's entries.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::buffer::{DirBuf, Span};
 use crate::protocol::Proto;
@@ -56,11 +56,47 @@ impl InFlight {
     }
 }
 
+/// Both ends of a connection, compactly (two `SocketAddr`s take 64 bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ends {
+    local_ip: [u8; 16],
+    peer_ip: [u8; 16],
+    local_port: u16,
+    peer_port: u16,
+    v6: bool,
+}
+
+impl Ends {
+    fn new(local: SocketAddr, peer: SocketAddr) -> Self {
+        let bytes = |a: SocketAddr| match a.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        Self {
+            local_ip: bytes(local),
+            peer_ip: bytes(peer),
+            local_port: local.port(),
+            peer_port: peer.port(),
+            v6: local.is_ipv6(),
+        }
+    }
+
+    fn addr(&self, ip: [u8; 16], port: u16) -> SocketAddr {
+        let v6 = Ipv6Addr::from(ip);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) if !self.v6 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        };
+        SocketAddr::new(ip, port)
+    }
+}
+
 /// One tracked connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) local: SocketAddr,
-    pub(crate) peer: SocketAddr,
+    ends: Ends,
+    /// The process holding it.
+    pub(crate) pid: u32,
     pub(crate) udp: bool,
     pub(crate) comm: [u8; 16],
     pub(crate) role: Option<Role>,
@@ -74,10 +110,16 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(local: SocketAddr, peer: SocketAddr, udp: bool, comm: [u8; 16]) -> Self {
+    pub(crate) fn new(
+        pid: u32,
+        local: SocketAddr,
+        peer: SocketAddr,
+        udp: bool,
+        comm: [u8; 16],
+    ) -> Self {
         Self {
-            local,
-            peer,
+            ends: Ends::new(local, peer),
+            pid,
             udp,
             comm,
             role: None,
@@ -87,6 +129,16 @@ impl Conn {
             connect_ns: None,
             reset: false,
         }
+    }
+
+    /// This end.
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.ends.addr(self.ends.local_ip, self.ends.local_port)
+    }
+
+    /// The other end.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.ends.addr(self.ends.peer_ip, self.ends.peer_port)
     }
 
     pub(crate) fn flight(&mut self) -> &mut InFlight {
@@ -101,8 +153,119 @@ impl Conn {
     }
 }
 
+/// The connection table. Almost every socket is held by one process, so
+/// entries are keyed by socket alone, and TCP events (which know only the
+/// socket) find their connection directly; a second process on the same
+/// socket (after a fork) gets an entry in a small side table.
+#[derive(Debug, Default)]
+pub(crate) struct ConnTable {
+    by_sock: HashMap<u64, Conn>,
+    shared: HashMap<ConnKey, Conn>,
+}
+
+impl ConnTable {
+    pub(crate) fn len(&self) -> usize {
+        self.by_sock.len() + self.shared.len()
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Conn> {
+        match self.by_sock.get_mut(&key.sock) {
+            Some(c) if c.pid == key.pid => Some(c),
+            _ => self.shared.get_mut(key),
+        }
+    }
+
+    pub(crate) fn contains(&self, key: &ConnKey) -> bool {
+        match self.by_sock.get(&key.sock) {
+            Some(c) if c.pid == key.pid => true,
+            _ => self.shared.contains_key(key),
+        }
+    }
+
+    /// The connection of a socket (its first process).
+    pub(crate) fn by_sock_mut(&mut self, sock: u64) -> Option<&mut Conn> {
+        self.by_sock.get_mut(&sock)
+    }
+
+    /// Inserts a connection not in the table yet (its `pid` is the key's).
+    pub(crate) fn insert(&mut self, sock: u64, conn: Conn) {
+        if self.by_sock.contains_key(&sock) {
+            self.shared.insert(
+                ConnKey {
+                    pid: conn.pid,
+                    sock,
+                },
+                conn,
+            );
+        } else {
+            self.by_sock.insert(sock, conn);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &ConnKey) -> Option<Conn> {
+        match self.by_sock.get(&key.sock) {
+            Some(c) if c.pid == key.pid => self.by_sock.remove(&key.sock),
+            _ => self.shared.remove(key),
+        }
+    }
+
+    /// Every entry of a socket, whichever process holds it.
+    pub(crate) fn keys_of_sock(&self, sock: u64) -> Vec<ConnKey> {
+        let mut keys: Vec<ConnKey> = self
+            .shared
+            .keys()
+            .filter(|k| k.sock == sock)
+            .copied()
+            .collect();
+        if let Some(c) = self.by_sock.get(&sock) {
+            keys.push(ConnKey { pid: c.pid, sock });
+        }
+        keys
+    }
+
+    /// Some key, to evict.
+    pub(crate) fn any_key(&self) -> Option<ConnKey> {
+        self.iter().next().map(|(k, _)| k)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ConnKey, &Conn)> {
+        self.by_sock
+            .iter()
+            .map(|(&sock, c)| (ConnKey { pid: c.pid, sock }, c))
+            .chain(self.shared.iter().map(|(k, c)| (*k, c)))
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (ConnKey, &mut Conn)> {
+        self.by_sock
+            .iter_mut()
+            .map(|(&sock, c)| (ConnKey { pid: c.pid, sock }, c))
+            .chain(self.shared.iter_mut().map(|(k, c)| (*k, c)))
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.by_sock.capacity() + self.shared.capacity()
+    }
+}
+
 /// Process name from a NUL-padded `comm`.
 pub(crate) fn comm_str(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Conn {} ConnKey {} http1::Session {} redis {} mysql {} Recognition {} SocketAddr {}",
+            size_of::<super::Conn>(),
+            size_of::<super::ConnKey>(),
+            size_of::<kindling_proto::http1::Session>(),
+            size_of::<kindling_proto::redis::Session>(),
+            size_of::<kindling_proto::mysql::Session>(),
+            size_of::<super::Recognition>(),
+            size_of::<std::net::SocketAddr>(),
+        );
+    }
 }

@@ -8,7 +8,7 @@ use kindling_proto::Direction;
 
 use crate::buffer::Span;
 use crate::config::Config;
-use crate::conn::{comm_str, Conn, ConnKey, PendingRequest, Recognition};
+use crate::conn::{comm_str, Conn, ConnKey, ConnTable, PendingRequest, Recognition};
 use crate::protocol::{self, Detected, ParseError, Parsed, Proto};
 use crate::record::{ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
 use crate::stats::Stats;
@@ -102,9 +102,7 @@ struct Attempt {
 #[derive(Debug)]
 pub struct Pipeline {
     config: Config,
-    conns: HashMap<ConnKey, Conn>,
-    /// Kernel socket → its connection, for events from kernel context.
-    by_sock: HashMap<u64, ConnKey>,
+    conns: ConnTable,
     /// Connects in progress or just done, by kernel socket.
     attempts: HashMap<u64, Attempt>,
     shared: Shared,
@@ -116,8 +114,7 @@ impl Pipeline {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            conns: HashMap::new(),
-            by_sock: HashMap::new(),
+            conns: ConnTable::default(),
             attempts: HashMap::new(),
             shared: Shared::default(),
             last_ns: 0,
@@ -136,10 +133,17 @@ impl Pipeline {
     /// connections × 2 × [`Config::max_buffer`]).
     pub fn buffered_bytes(&self) -> usize {
         self.conns
-            .values()
-            .filter_map(|c| c.flight.as_ref())
+            .iter()
+            .filter_map(|(_, c)| c.flight.as_ref())
             .map(|f| f.sent.bytes.len() + f.received.bytes.len())
             .sum()
+    }
+
+    /// Capacities of the internal tables (connections, socket index,
+    /// connect attempts), for memory accounting.
+    #[doc(hidden)]
+    pub fn table_capacities(&self) -> (usize, usize, usize) {
+        (self.conns.capacity(), 0, self.attempts.capacity())
     }
 
     /// Records the probe reported lost, so that they show in [`Stats`].
@@ -182,7 +186,7 @@ impl Pipeline {
         let timeout = self.config.response_timeout_ns;
         let idle = self.config.idle_timeout_ns;
         let mut expired = Vec::new();
-        for (key, conn) in &mut self.conns {
+        for (key, conn) in self.conns.iter_mut() {
             while let Some(p) = conn.flight.as_mut().and_then(|f| {
                 f.pending
                     .front()
@@ -192,7 +196,7 @@ impl Pipeline {
             }) {
                 out.push(Output::Exchange(unanswered(
                     &self.config,
-                    key,
+                    &key,
                     conn,
                     p,
                     false,
@@ -200,7 +204,7 @@ impl Pipeline {
                 )));
             }
             if now_ns.saturating_sub(conn.last_seen_ns) > idle {
-                expired.push(*key);
+                expired.push(key);
             }
         }
         for key in expired {
@@ -215,7 +219,7 @@ impl Pipeline {
     /// (counted), since the capture ended before their answer could come.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
         self.tick(self.last_ns, out);
-        for conn in self.conns.values_mut() {
+        for (_, conn) in self.conns.iter_mut() {
             if let Some(f) = conn.flight.take() {
                 self.shared.stats.requests_dropped += f.pending.len() as u64;
             }
@@ -231,17 +235,29 @@ impl Pipeline {
         }
     }
 
-    fn insert(&mut self, key: ConnKey, conn: Conn, out: &mut Vec<Output>) {
-        if self.conns.contains_key(&key) {
-            self.close(key, out, false, 0); // the socket address was reused unseen
-        } else if self.conns.len() >= self.config.max_connections {
-            if let Some(&victim) = self.conns.keys().next() {
+    /// Tracks a new connection. `fresh` when connect or accept made its
+    /// socket just now: an entry left at the same kernel address belongs to
+    /// a socket that is gone (its process exited without a close).
+    fn insert(&mut self, key: ConnKey, conn: Conn, fresh: bool, out: &mut Vec<Output>) {
+        let stale = if fresh {
+            self.conns.keys_of_sock(key.sock)
+        } else {
+            self.conns
+                .contains(&key)
+                .then_some(key)
+                .into_iter()
+                .collect()
+        };
+        for old in stale {
+            self.close(old, out, false, 0);
+        }
+        if self.conns.len() >= self.config.max_connections {
+            if let Some(victim) = self.conns.any_key() {
                 self.shared.stats.evictions += 1;
                 self.close(victim, out, false, 0);
             }
         }
-        self.by_sock.insert(key.sock, key);
-        self.conns.insert(key, conn);
+        self.conns.insert(key.sock, conn);
     }
 
     /// Forgets a connection, reporting what still waited for an answer.
@@ -249,9 +265,6 @@ impl Pipeline {
         let Some(mut conn) = self.conns.remove(&key) else {
             return;
         };
-        if self.by_sock.get(&key.sock) == Some(&key) {
-            self.by_sock.remove(&key.sock);
-        }
         let Some(mut f) = conn.flight.take() else {
             return;
         };
@@ -324,7 +337,7 @@ impl Pipeline {
                     return;
                 }
                 let key = ConnKey { pid, sock };
-                let mut conn = Conn::new(c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
+                let mut conn = Conn::new(pid, c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
                 conn.role = Some(Role::Client);
                 conn.last_seen_ns = c.hdr.ts_ns.get();
                 // on loopback the handshake is over before connect returns
@@ -332,17 +345,17 @@ impl Pipeline {
                     self.attempts.remove(&sock);
                     conn.connect_ns = Some(took);
                 }
-                self.insert(key, conn, out);
+                self.insert(key, conn, true, out);
             }
             kind::ACCEPT => {
                 if ret < 0 {
                     return;
                 }
                 let key = ConnKey { pid, sock };
-                let mut conn = Conn::new(c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
+                let mut conn = Conn::new(pid, c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
                 conn.role = Some(Role::Server);
                 conn.last_seen_ns = c.hdr.ts_ns.get();
-                self.insert(key, conn, out);
+                self.insert(key, conn, true, out);
             }
             kind::CLOSE => {
                 self.attempts.remove(&sock);
@@ -355,7 +368,6 @@ impl Pipeline {
 
     fn tcp_event(&mut self, t: &RawTcp, out: &mut Vec<Output>) {
         let sock = t.sk.sock.get();
-        let conn_key = self.by_sock.get(&sock).copied();
         let (local, peer) = (t.sk.local(), t.sk.peer());
         let now = t.hdr.ts_ns.get();
         match t.hdr.kind.get() {
@@ -380,7 +392,7 @@ impl Pipeline {
                     };
                     let took = now.saturating_sub(a.start_ns);
                     let (pid, comm) = (a.pid, a.comm);
-                    match conn_key.and_then(|k| self.conns.get_mut(&k)) {
+                    match self.conns.by_sock_mut(sock) {
                         Some(conn) => {
                             conn.connect_ns = Some(took);
                             self.attempts.remove(&sock);
@@ -408,6 +420,14 @@ impl Pipeline {
                         r.comm = comm_str(&comm);
                     });
                 }
+                // the socket is gone (closed, reset, or into TIME_WAIT): so
+                // are its connections, even if no close() was seen (a
+                // process that exits closes its sockets without one)
+                (_, TCP_CLOSE) => {
+                    for key in self.conns.keys_of_sock(sock) {
+                        self.close(key, out, true, now);
+                    }
+                }
                 _ => {}
             },
             kind::TCP_RETRANSMIT => {
@@ -417,7 +437,7 @@ impl Pipeline {
                 });
             }
             kind::TCP_RESET => {
-                if let Some(conn) = conn_key.and_then(|k| self.conns.get_mut(&k)) {
+                if let Some(conn) = self.conns.by_sock_mut(sock) {
                     conn.reset = true;
                 }
                 if let Some(a) = self.attempts.get_mut(&sock) {
@@ -478,9 +498,9 @@ impl Pipeline {
             sock: d.sk.sock.get(),
         };
         let udp = d.sk.transport() == Transport::Udp;
-        if !self.conns.contains_key(&key) {
-            let conn = Conn::new(d.sk.local(), d.sk.peer(), udp, d.hdr.comm);
-            self.insert(key, conn, out);
+        if !self.conns.contains(&key) {
+            let conn = Conn::new(key.pid, d.sk.local(), d.sk.peer(), udp, d.hdr.comm);
+            self.insert(key, conn, false, out);
         }
         let config = &self.config;
         let shared = &mut self.shared;
@@ -777,10 +797,10 @@ fn exchange(
     protocol: &'static str,
     p: PendingRequest,
 ) -> Exchange {
-    let peer = if conn.udp { p.peer } else { conn.peer };
+    let peer = if conn.udp { p.peer } else { conn.peer() };
     let (src, dst) = match conn.role {
-        Some(Role::Server) => (peer, conn.local),
-        _ => (conn.local, peer),
+        Some(Role::Server) => (peer, conn.local()),
+        _ => (conn.local(), peer),
     };
     let start = p.span.first_ns.saturating_sub(p.connect_ns.unwrap_or(0));
     Exchange {

@@ -1,0 +1,120 @@
+//! Memory bounds: table state per idle connection, measured with a
+//! counting allocator over 100,000 connections that each served one
+//! exchange and went idle (the bar: ≤ 256 bytes each, so 100,000 fit in
+//! 64 MiB with room for the rest).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use kindling_flow::{Config, Pipeline};
+use kindling_probe::abi::{self, kind, RawConn, RawData};
+use zerocopy::byteorder::native_endian::{I64, U16, U32, U64};
+use zerocopy::{FromBytes, IntoBytes};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const CONNECTIONS: u32 = 100_000;
+
+/// Records of one server connection: accept, a request, its response.
+fn connection(templates: &(RawConn, RawData), i: u32) -> [Vec<u8>; 3] {
+    let (accept, data) = templates;
+    let sock = 0xffff_8880_0000_0000 + u64::from(i) * 2048;
+    let ts = 1_000_000_000 + u64::from(i) * 1000;
+    let mut a = *accept;
+    a.sk.sock = U64::new(sock);
+    a.sk.dport = U16::new((i % 60_000) as u16 + 1024);
+    a.sk.daddr[..4].copy_from_slice(&(0x0a00_0000 + i / 60_000).to_be_bytes());
+    a.ret = I64::new(7);
+    a.hdr.ts_ns = U64::new(ts);
+    let data_record = |payload: &[u8], direction: u8, at: u64| {
+        let mut d = *data;
+        d.hdr.pid = a.hdr.pid;
+        d.hdr.tid = a.hdr.tid;
+        d.sk = a.sk;
+        d.direction = direction;
+        d.hdr.ts_ns = U64::new(at);
+        d.ts_enter_ns = U64::new(at);
+        let n = payload.len() as u32;
+        d.hdr.size = U32::new(size_of::<RawData>() as u32 + n);
+        d.len = U32::new(n);
+        d.cap_len = U32::new(n);
+        d.ret = I64::new(i64::from(n));
+        let mut v = d.as_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    };
+    [
+        a.as_bytes().to_vec(),
+        data_record(b"GET /health HTTP/1.1\r\nHost: svc\r\n\r\n", 1, ts + 10),
+        data_record(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, ts + 20),
+    ]
+}
+
+#[test]
+fn idle_connections_cost_at_most_256_bytes_each() {
+    let (records, _) = common::records("http1");
+    let accept = records
+        .iter()
+        .find_map(|r| match abi::decode(r) {
+            Ok(abi::Event::Conn(c)) if c.raw.hdr.kind.get() == kind::ACCEPT => Some(*c.raw),
+            _ => None,
+        })
+        .unwrap();
+    let (data, _) = records
+        .iter()
+        .find_map(|r| {
+            RawData::read_from_prefix(r)
+                .ok()
+                .filter(|_| matches!(abi::decode(r), Ok(abi::Event::Data(_))))
+        })
+        .unwrap();
+    let templates = (accept, data);
+    let mut pipeline = Pipeline::new(Config::default());
+    let mut out = Vec::new();
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut exchanges = 0;
+    for i in 0..CONNECTIONS {
+        for r in connection(&templates, i) {
+            pipeline.push(&abi::decode(&r).unwrap(), &mut out);
+        }
+        exchanges += out.len();
+        out.clear();
+    }
+    let used = LIVE.load(Ordering::Relaxed) - before;
+    let per = used as f64 / f64::from(CONNECTIONS);
+    eprintln!(
+        "{CONNECTIONS} idle connections: {used} bytes live, {per:.0} per connection; tables {:?}; {:?}",
+        pipeline.table_capacities(),
+        pipeline.stats()
+    );
+    assert_eq!(exchanges, CONNECTIONS as usize, "one exchange each");
+    assert_eq!(pipeline.stats().connections, u64::from(CONNECTIONS));
+    assert!(per <= 256.0, "{per:.0} bytes per idle connection");
+    drop(out);
+}
