@@ -189,16 +189,17 @@ impl ConnTable {
 
     /// Inserts a connection not in the table yet (its `pid` is the key's).
     pub(crate) fn insert(&mut self, sock: u64, conn: Conn) {
-        if self.by_sock.contains_key(&sock) {
-            self.shared.insert(
-                ConnKey {
+        match self.by_sock.entry(sock) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                let key = ConnKey {
                     pid: conn.pid,
                     sock,
-                },
-                conn,
-            );
-        } else {
-            self.by_sock.insert(sock, conn);
+                };
+                self.shared.insert(key, conn);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(conn);
+            }
         }
     }
 
