@@ -33,6 +33,36 @@ pub(crate) struct DirBuf {
     pub(crate) lost_bytes: u64,
     /// Time of the last byte skipped by length (a body being received).
     pub(crate) skipped_ns: Option<u64>,
+    /// Parse again only once this many bytes are buffered: a large message
+    /// arriving in many syscalls is re-read at doubling sizes, not at every
+    /// syscall, so its cost stays linear. 0 = at every syscall.
+    pub(crate) retry_at: usize,
+    /// Parse at the next chance whatever `retry_at` says (a sign that the
+    /// message may be complete: a shorter syscall, the other direction
+    /// speaking, a tick, the close).
+    pub(crate) force: bool,
+    /// Size of the last syscall's payload.
+    pub(crate) last_chunk: usize,
+}
+
+/// Buffers smaller than this are parsed at every syscall.
+pub(crate) const RETRY_FROM: usize = 8 << 10;
+
+impl DirBuf {
+    /// Whether a parse attempt is due.
+    pub(crate) fn due(&self) -> bool {
+        self.force || self.bytes.len() >= self.retry_at
+    }
+
+    /// Notes the outcome of a parse attempt that needed more bytes.
+    pub(crate) fn wait_for_more(&mut self) {
+        self.retry_at = if self.bytes.len() >= RETRY_FROM {
+            self.bytes.len() * 2
+        } else {
+            0
+        };
+        self.force = false;
+    }
 }
 
 /// Times of a parsed message.

@@ -187,6 +187,7 @@ impl Pipeline {
         let idle = self.config.idle_timeout_ns;
         let mut expired = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
+            settle_partials(&self.config, &mut self.shared, &key, conn, out);
             while let Some(p) = conn.flight.as_mut().and_then(|f| {
                 f.pending
                     .front()
@@ -265,6 +266,7 @@ impl Pipeline {
         let Some(mut conn) = self.conns.remove(&key) else {
             return;
         };
+        settle_partials(&self.config, &mut self.shared, &key, &mut conn, out);
         let Some(mut f) = conn.flight.take() else {
             return;
         };
@@ -529,6 +531,9 @@ impl Pipeline {
                 buf.skip = 0;
                 buf.lost = false;
             }
+            // a syscall shorter than the one before often ends a message
+            buf.force |= payload.len() < buf.last_chunk || missing > 0;
+            buf.last_chunk = payload.len();
             if !buf.push(payload, first, now, tid, config.max_buffer) {
                 shared.stats.buffer_overflows += 1;
                 buf.lost_bytes += missing;
@@ -543,6 +548,16 @@ impl Pipeline {
                 }
             }
         }
+        // the other direction speaking ends what this one was sending
+        let other = {
+            let f = conn.flight();
+            let b = if sent { &mut f.received } else { &mut f.sent };
+            b.force = b.retry_at > 0;
+            b.force
+        };
+        if other {
+            parse(config, shared, &key, conn, !sent, 0, conn.peer(), out);
+        }
         parse(config, shared, &key, conn, sent, missing, peer, out);
         if udp {
             let f = conn.flight();
@@ -551,6 +566,28 @@ impl Pipeline {
             buf.lost = false;
         }
         conn.settle();
+    }
+}
+
+/// Parses what waits for a retry in either direction (see
+/// `DirBuf::retry_at`): at a tick and before a close.
+fn settle_partials(
+    config: &Config,
+    shared: &mut Shared,
+    key: &ConnKey,
+    conn: &mut Conn,
+    out: &mut Vec<Output>,
+) {
+    for sent in [true, false] {
+        let Some(f) = conn.flight.as_mut() else {
+            return;
+        };
+        let b = if sent { &mut f.sent } else { &mut f.received };
+        if b.retry_at > 0 {
+            b.force = true;
+            let peer = conn.peer();
+            parse(config, shared, key, conn, sent, 0, peer, out);
+        }
     }
 }
 
@@ -613,6 +650,9 @@ fn parse(
             }
             return;
         }
+        if missing == 0 && !buf.due() {
+            return;
+        }
         if buf.lost {
             match proto.resync(&buf.bytes, dir) {
                 Some(at) => {
@@ -628,6 +668,8 @@ fn parse(
         }
         match proto.next(dir, &buf.bytes, missing, &config.redaction) {
             Ok(Some((msg, more))) => {
+                buf.retry_at = 0;
+                buf.force = false;
                 let span = buf.span(msg.used).unwrap_or(Span {
                     first_ns: 0,
                     last_ns: 0,
@@ -649,7 +691,10 @@ fn parse(
                     config, shared, key, conn, name, msg.parsed, span, msg.wire, peer, out,
                 );
             }
-            Ok(None) => return,
+            Ok(None) => {
+                buf.wait_for_more();
+                return;
+            }
             Err(ParseError::Malformed) => {
                 shared.stats.parse_errors += 1;
                 buf.clear_lost(missing);

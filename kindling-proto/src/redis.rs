@@ -254,11 +254,55 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A decimal `i64` with an optional sign, nothing else (RESP lengths and
+/// integers); `None` on any other byte or on overflow.
 fn parse_int(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
+    let (negative, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if negative { -v } else { v })
+}
+
+#[cfg(test)]
+mod parse_int_tests {
+    use super::parse_int;
+
+    #[test]
+    fn matches_the_standard_parser() {
+        for s in [
+            "0",
+            "-1",
+            "+7",
+            "42",
+            "9223372036854775807",
+            "-9223372036854775807",
+        ] {
+            assert_eq!(parse_int(s.as_bytes()), s.parse().ok(), "{s}");
+        }
+        for s in [
+            "",
+            "-",
+            "1a",
+            " 1",
+            "99999999999999999999",
+            "--1",
+            "9223372036854775808",
+        ] {
+            assert_eq!(parse_int(s.as_bytes()), None, "{s}");
+        }
+    }
 }
 
 /// How a command's first words are laid out.

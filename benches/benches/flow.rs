@@ -1,0 +1,71 @@
+//! The replay pipeline (decode → track → parse → pair) and the metrics
+//! model on the captures the kindling-flow tests replay (nginx + curl,
+//! redis-server + redis-cli/benchmark, mariadb, dnsmasq + dig, failures),
+//! concatenated: a mixed workload. Baseline in the same run: decoding the
+//! same records without the pipeline.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kindling_flow::{Config, Metrics, MetricsConfig, Pipeline};
+use kindling_probe::abi;
+use kindling_probe::capture::CaptureReader;
+
+fn mixed_records() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kindling-flow/tests/data");
+    let mut out = Vec::new();
+    for name in ["http1", "redis", "mysql", "dns", "failures"] {
+        let bytes = std::fs::read(dir.join(format!("{name}.kcap"))).expect("capture");
+        let mut r = CaptureReader::new(&bytes[..]).expect("header");
+        while let Some(rec) = r.next_record().expect("records") {
+            out.push(rec.to_vec());
+        }
+    }
+    out
+}
+
+fn flow(c: &mut Criterion) {
+    let records = mixed_records();
+    let mut g = c.benchmark_group("flow");
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("baseline_decode_only", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for r in &records {
+                n += u64::from(abi::decode(black_box(r)).unwrap().header().pid.get());
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("pipeline_mixed", |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new(Config::default());
+            let mut out = Vec::with_capacity(1024);
+            for r in &records {
+                p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
+            }
+            p.finish(&mut out);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("pipeline_and_metrics_mixed", |b| {
+        b.iter(|| {
+            let mut p = Pipeline::new(Config::default());
+            let mut m = Metrics::new(MetricsConfig::default());
+            let mut out = Vec::with_capacity(1024);
+            for r in &records {
+                p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
+                for o in out.drain(..) {
+                    m.observe(&o);
+                }
+            }
+            p.finish(&mut out);
+            black_box(m.overflowed())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, flow);
+criterion_main!(benches);
