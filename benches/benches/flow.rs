@@ -1,6 +1,7 @@
 //! The replay pipeline (decode → track → parse → pair) and the metrics
 //! model on the captures the kindling-flow tests replay (nginx + curl,
-//! redis-server + redis-cli/benchmark, mariadb, dnsmasq + dig, failures),
+//! redis-server + redis-cli/benchmark, mariadb, dnsmasq + dig, failures,
+//! nginx under wrk with pipelining),
 //! concatenated: a mixed workload. Baseline in the same run: decoding the
 //! same records without the pipeline.
 
@@ -15,7 +16,7 @@ use kindling_probe::capture::CaptureReader;
 fn mixed_records() -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kindling-flow/tests/data");
     let mut out = Vec::new();
-    for name in ["http1", "redis", "mysql", "dns", "failures"] {
+    for name in ["http1", "redis", "mysql", "dns", "failures", "wrk"] {
         let bytes = std::fs::read(dir.join(format!("{name}.kcap"))).expect("capture");
         let mut r = CaptureReader::new(&bytes[..]).expect("header");
         while let Some(rec) = r.next_record().expect("records") {

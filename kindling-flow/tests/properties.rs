@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use zerocopy::byteorder::native_endian::{I64, U32};
 use zerocopy::{FromBytes, IntoBytes};
 
-const CAPTURES: [&str; 4] = ["http1", "redis", "mysql", "dns"];
+const CAPTURES: [&str; 5] = ["http1", "redis", "mysql", "dns", "wrk"];
 
 fn config(offset: i64) -> Config {
     Config {
