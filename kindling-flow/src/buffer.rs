@@ -20,7 +20,11 @@ struct Segment {
 /// Bytes of one direction waiting to be parsed.
 #[derive(Debug, Default)]
 pub(crate) struct DirBuf {
-    pub(crate) bytes: Vec<u8>,
+    /// Bytes received so far; the unparsed ones start at `start` (consumed
+    /// bytes are dropped in bulk, not moved at every message).
+    data: Vec<u8>,
+    start: usize,
+    /// Segment ends are offsets into `data`.
     segments: VecDeque<Segment>,
     /// Bytes still to discard, with no parsing (a body beyond the capture
     /// length, skipped by its declared length).
@@ -48,16 +52,30 @@ pub(crate) struct DirBuf {
 /// Buffers smaller than this are parsed at every syscall.
 pub(crate) const RETRY_FROM: usize = 8 << 10;
 
+/// Consumed bytes are moved out only past this much, and when they are the
+/// larger part of the buffer.
+const COMPACT_FROM: usize = 16 << 10;
+
 impl DirBuf {
+    /// The unparsed bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// Nothing unparsed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.data.len()
+    }
+
     /// Whether a parse attempt is due.
     pub(crate) fn due(&self) -> bool {
-        self.force || self.bytes.len() >= self.retry_at
+        self.force || self.bytes().len() >= self.retry_at
     }
 
     /// Notes the outcome of a parse attempt that needed more bytes.
     pub(crate) fn wait_for_more(&mut self) {
-        self.retry_at = if self.bytes.len() >= RETRY_FROM {
-            self.bytes.len() * 2
+        self.retry_at = if self.bytes().len() >= RETRY_FROM {
+            self.bytes().len() * 2
         } else {
             0
         };
@@ -96,7 +114,7 @@ impl DirBuf {
         if data.is_empty() {
             return true;
         }
-        if self.bytes.len() + data.len() > max {
+        if self.bytes().len() + data.len() > max {
             // give up on what is buffered and on these bytes too
             self.clear_lost(data.len() as u64);
             let span = self.lost_span.get_or_insert(Span {
@@ -107,9 +125,9 @@ impl DirBuf {
             span.last_ns = last_ns;
             return false;
         }
-        self.bytes.extend_from_slice(data);
+        self.data.extend_from_slice(data);
         self.segments.push_back(Segment {
-            end: self.bytes.len(),
+            end: self.data.len(),
             first_ns,
             last_ns,
             tid,
@@ -117,10 +135,11 @@ impl DirBuf {
         true
     }
 
-    /// Times of the bytes `0..len` (the message about to be consumed).
+    /// Times of the unparsed bytes `0..len` (the message about to be
+    /// consumed).
     pub(crate) fn span(&self, len: usize) -> Option<Span> {
         let first = self.segments.front()?;
-        let last_byte = len.saturating_sub(1);
+        let last_byte = self.start + len.saturating_sub(1);
         let last = self
             .segments
             .iter()
@@ -133,22 +152,36 @@ impl DirBuf {
         })
     }
 
-    /// Drops the first `n` bytes (clamped to what is buffered).
+    /// Drops the first `n` unparsed bytes (clamped to what is buffered).
     pub(crate) fn consume(&mut self, n: usize) {
-        let n = n.min(self.bytes.len());
-        self.bytes.drain(..n);
-        while self.segments.front().is_some_and(|s| s.end <= n) {
+        self.start += n.min(self.bytes().len());
+        while self.segments.front().is_some_and(|s| s.end <= self.start) {
             self.segments.pop_front();
         }
-        for s in &mut self.segments {
-            s.end -= n;
+        if self.is_empty() {
+            self.data.clear();
+            self.start = 0;
+            self.segments.clear();
+        } else if self.start >= COMPACT_FROM && self.start * 2 >= self.data.len() {
+            self.data.drain(..self.start);
+            for s in &mut self.segments {
+                s.end -= self.start;
+            }
+            self.start = 0;
         }
+    }
+
+    /// Forgets everything unparsed, keeping the allocation.
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.start = 0;
+        self.segments.clear();
     }
 
     /// Forgets everything buffered (and `missing` uncaptured bytes after
     /// it); the stream must resynchronise.
     pub(crate) fn clear_lost(&mut self, missing: u64) {
-        if let Some(span) = self.span(self.bytes.len()) {
+        if let Some(span) = self.span(self.bytes().len()) {
             let merged = match self.lost_span {
                 Some(old) => Span {
                     first_ns: old.first_ns,
@@ -158,8 +191,9 @@ impl DirBuf {
             };
             self.lost_span = Some(merged);
         }
-        self.lost_bytes += self.bytes.len() as u64 + missing;
-        self.bytes = Vec::new();
+        self.lost_bytes += self.bytes().len() as u64 + missing;
+        self.data = Vec::new();
+        self.start = 0;
         self.segments.clear();
         self.skip = 0;
         self.lost = true;
@@ -168,7 +202,8 @@ impl DirBuf {
     /// Takes what was given up on, and starts afresh at a message boundary.
     pub(crate) fn take_lost(&mut self) -> Option<(Span, u64)> {
         self.lost = false;
-        self.bytes = Vec::new();
+        self.data = Vec::new();
+        self.start = 0;
         self.segments.clear();
         let bytes = std::mem::take(&mut self.lost_bytes);
         self.lost_span.take().map(|s| (s, bytes))
@@ -187,10 +222,10 @@ mod tests {
         let span = b.span(18).unwrap();
         assert_eq!((span.first_ns, span.last_ns, span.tid), (10, 21, 7));
         b.consume(18);
-        assert_eq!(b.bytes, b"GET");
+        assert_eq!(b.bytes(), b"GET");
         assert_eq!(b.span(3).unwrap().first_ns, 20);
         assert!(!b.push(&[0; 200], 30, 31, 8, 100), "over the cap");
-        assert!(b.lost && b.bytes.is_empty());
+        assert!(b.lost && b.is_empty());
         assert_eq!(b.lost_bytes, 3 + 200);
     }
 
@@ -201,9 +236,9 @@ mod tests {
             ..DirBuf::default()
         };
         assert!(b.push(b"abc", 1, 1, 1, 100));
-        assert!(b.bytes.is_empty());
+        assert!(b.is_empty());
         assert!(b.push(b"defgh", 2, 2, 1, 100));
-        assert_eq!(b.bytes, b"fgh");
+        assert_eq!(b.bytes(), b"fgh");
         assert_eq!(b.skip, 0);
     }
 }

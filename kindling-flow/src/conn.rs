@@ -51,7 +51,7 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     pub(crate) fn is_idle(&self) -> bool {
-        let quiet = |d: &DirBuf| d.bytes.is_empty() && d.skip == 0 && !d.lost;
+        let quiet = |d: &DirBuf| d.is_empty() && d.skip == 0 && !d.lost;
         quiet(&self.sent) && quiet(&self.received) && self.pending.is_empty()
     }
 }
@@ -248,11 +248,6 @@ impl ConnTable {
     }
 }
 
-/// Process name from a NUL-padded `comm`.
-pub(crate) fn comm_str(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
-}
 
 #[cfg(test)]
 mod size_tests {

@@ -98,7 +98,7 @@ impl Enricher for ProcessEnricher {
             Output::Tcp(t) => (t.pid, &t.comm, &mut t.resource),
         };
         resource.insert("process.pid", pid.to_string());
-        resource.insert("process.executable.name", comm.clone());
+        resource.insert("process.executable.name", comm.to_string());
         if let Some(id) = self.container(pid) {
             resource.insert("container.id", id);
         }

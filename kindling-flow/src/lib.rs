@@ -46,5 +46,7 @@ pub use config::{Config, SlowThresholds};
 pub use kindling_probe::abi::Event;
 pub use metrics::{Metrics, MetricsConfig};
 pub use pipeline::Pipeline;
-pub use record::{ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
+pub use record::{
+    Attributes, Comm, ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord,
+};
 pub use stats::Stats;

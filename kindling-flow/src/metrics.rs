@@ -466,7 +466,7 @@ impl Metrics {
         let content = self.request_content(x);
         let labels = EntityLabels {
             protocol: x.protocol.to_owned(),
-            comm: x.comm.clone(),
+            comm: x.comm.to_string(),
             port: x.dst.port(),
             request_content: content,
             response_content: response_content(x),
@@ -522,7 +522,7 @@ impl Metrics {
     fn topology(&mut self, x: &Exchange) {
         let labels = TopologyLabels {
             protocol: x.protocol.to_owned(),
-            src_comm: x.comm.clone(),
+            src_comm: x.comm.to_string(),
             dst_ip: x.dst.ip().to_string(),
             dst_port: x.dst.port(),
             dst_name: x
@@ -579,7 +579,7 @@ impl Metrics {
     /// DNS series describe the asking process (client side).
     fn dns(&mut self, x: &Exchange) {
         let labels = DnsLabels {
-            comm: x.comm.clone(),
+            comm: x.comm.to_string(),
             domain: x
                 .attributes
                 .get("dns.question.name")

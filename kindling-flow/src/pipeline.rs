@@ -8,9 +8,9 @@ use kindling_proto::Direction;
 
 use crate::buffer::Span;
 use crate::config::Config;
-use crate::conn::{comm_str, Conn, ConnKey, ConnTable, PendingRequest, Recognition};
+use crate::conn::{Conn, ConnKey, ConnTable, PendingRequest, Recognition};
 use crate::protocol::{self, Detected, ParseError, Parsed, Proto};
-use crate::record::{ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
+use crate::record::{Comm, ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
 use crate::stats::Stats;
 
 const EINPROGRESS: i64 = 115;
@@ -135,7 +135,7 @@ impl Pipeline {
         self.conns
             .iter()
             .filter_map(|(_, c)| c.flight.as_ref())
-            .map(|f| f.sent.bytes.len() + f.received.bytes.len())
+            .map(|f| f.sent.bytes().len() + f.received.bytes().len())
             .sum()
     }
 
@@ -274,8 +274,8 @@ impl Pipeline {
         let client = conn.role == Some(Role::Client);
         let answers = if client { &mut f.received } else { &mut f.sent };
         let seen = answers
-            .span(answers.bytes.len())
-            .map(|s| (s, answers.bytes.len() as u64 + answers.lost_bytes))
+            .span(answers.bytes().len())
+            .map(|s| (s, answers.bytes().len() as u64 + answers.lost_bytes))
             .or_else(|| answers.take_lost());
         let request = if seen.is_some() {
             f.pending.pop_front()
@@ -404,7 +404,7 @@ impl Pipeline {
                     self.emit_tcp(out, TcpEventKind::Connect, &t.hdr, local, peer, |r| {
                         r.duration_ns = Some(took);
                         r.pid = pid;
-                        r.comm = comm_str(&comm);
+                        r.comm = Comm::from_raw(comm);
                     });
                 }
                 (TCP_SYN_SENT, TCP_CLOSE) => {
@@ -419,7 +419,7 @@ impl Pipeline {
                         r.errno = Some(errno);
                         r.duration_ns = Some(took);
                         r.pid = pid;
-                        r.comm = comm_str(&comm);
+                        r.comm = Comm::from_raw(comm);
                     });
                 }
                 // the socket is gone (closed, reset, or into TIME_WAIT): so
@@ -475,7 +475,7 @@ impl Pipeline {
             kind: "tcp",
             event,
             pid: hdr.pid.get(),
-            comm: comm_str(&hdr.comm),
+            comm: Comm::from_raw(hdr.comm),
             src,
             dst,
             ts: unix(&self.config, hdr.ts_ns.get()),
@@ -526,8 +526,7 @@ impl Pipeline {
             let buf = if sent { &mut f.sent } else { &mut f.received };
             if udp {
                 // one datagram, one message: nothing carries over
-                buf.bytes.clear();
-                buf.consume(usize::MAX);
+                buf.clear();
                 buf.skip = 0;
                 buf.lost = false;
             }
@@ -608,9 +607,9 @@ fn parse(
         let udp = conn.udp;
         let f = conn.flight();
         let head = if sent {
-            &f.sent.bytes
+            f.sent.bytes()
         } else {
-            &f.received.bytes
+            f.received.bytes()
         };
         match protocol::detect(head, sent, client, udp) {
             Detected::Found(p, request) => {
@@ -644,7 +643,7 @@ fn parse(
         };
         let f = conn.flight.get_or_insert_with(Box::default);
         let buf = if sent { &mut f.sent } else { &mut f.received };
-        if buf.bytes.is_empty() {
+        if buf.is_empty() {
             if missing > 0 {
                 buf.clear_lost(missing);
             }
@@ -654,7 +653,7 @@ fn parse(
             return;
         }
         if buf.lost {
-            match proto.resync(&buf.bytes, dir) {
+            match proto.resync(buf.bytes(), dir) {
                 Some(at) => {
                     buf.consume(at);
                     buf.lost = false;
@@ -666,7 +665,7 @@ fn parse(
                 }
             }
         }
-        match proto.next(dir, &buf.bytes, missing, &config.redaction) {
+        match proto.next(dir, buf.bytes(), missing, &config.redaction) {
             Ok(Some((msg, more))) => {
                 buf.retry_at = 0;
                 buf.force = false;
@@ -855,7 +854,7 @@ fn exchange(
         transport: if conn.udp { "udp" } else { "tcp" },
         pid: key.pid,
         tid: p.span.tid,
-        comm: comm_str(&conn.comm),
+        comm: Comm::from_raw(conn.comm),
         src,
         dst,
         ts: unix(config, start),
@@ -871,7 +870,7 @@ fn exchange(
         error: None,
         slow: false,
         partial: false,
-        attributes: p.attrs.into_iter().collect(),
+        attributes: p.attrs.into(),
         resource: Default::default(),
     }
 }

@@ -2,9 +2,155 @@
 //! serialisable (the `-o json` schema documented in the README).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+/// OpenTelemetry attributes in the order they were set (request first,
+/// then response), serialised as a JSON object. A short vector: cheaper to
+/// build per exchange than a map.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_flow::Attributes;
+///
+/// let mut a = Attributes::default();
+/// a.insert("http.request.method", "GET".into());
+/// a.insert("http.request.method", "PUT".into());
+/// assert_eq!(a.get("http.request.method").map(String::as_str), Some("PUT"));
+/// assert_eq!(a.len(), 1);
+/// assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"http.request.method":"PUT"}"#);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes(Vec<(&'static str, String)>);
+
+impl Attributes {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key`, replacing an earlier value.
+    pub fn insert(&mut self, key: &'static str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// Every attribute, in the order set.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.0.iter().map(|(k, v)| (*k, v.as_str()))
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<(&'static str, String)>> for Attributes {
+    fn from(v: Vec<(&'static str, String)>) -> Self {
+        Self(v)
+    }
+}
+
+impl Extend<(&'static str, String)> for Attributes {
+    fn extend<I: IntoIterator<Item = (&'static str, String)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl std::ops::Index<&str> for Attributes {
+    type Output = String;
+
+    fn index(&self, key: &str) -> &String {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no attribute {key:?}"))
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// A process name (`comm`, at most 15 bytes), kept inline.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_flow::Comm;
+///
+/// let c = Comm::from_raw(*b"nginx\0\0\0\0\0\0\0\0\0\0\0");
+/// assert_eq!(c, "nginx");
+/// assert_eq!(c.to_string(), "nginx");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    /// From the kernel's NUL-padded bytes.
+    pub fn from_raw(raw: [u8; 16]) -> Self {
+        Self(raw)
+    }
+
+    /// The name (invalid UTF-8 shown lossily).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        String::from_utf8_lossy(&self.0[..end])
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for Comm {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_str())
+    }
+}
 
 /// Which end of a connection the traced process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -68,7 +214,7 @@ pub struct Exchange {
     /// Thread that sent or received the request.
     pub tid: u32,
     /// Process name.
-    pub comm: String,
+    pub comm: Comm,
     /// Client side address.
     pub src: SocketAddr,
     /// Server side address.
@@ -92,7 +238,7 @@ pub struct Exchange {
     /// seen, its attributes are missing.
     pub partial: bool,
     /// OpenTelemetry semantic-convention attributes of request and response.
-    pub attributes: BTreeMap<&'static str, String>,
+    pub attributes: Attributes,
     /// Resource attributes of the traced process, from enrichers
     /// (`process.pid`, `container.id`, `k8s.pod.name`, …).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -129,7 +275,7 @@ pub struct TcpRecord {
     /// Process id (for kernel-context events, whoever was on the CPU).
     pub pid: u32,
     /// Process name.
-    pub comm: String,
+    pub comm: Comm,
     /// This host's address.
     pub src: SocketAddr,
     /// The peer's address.
