@@ -26,17 +26,15 @@ pub(crate) struct DirBuf {
     start: usize,
     /// Segment ends are offsets into `data`.
     segments: VecDeque<Segment>,
-    /// Bytes still to discard, with no parsing (a body beyond the capture
-    /// length, skipped by its declared length).
-    pub(crate) skip: u64,
+    /// A message read chunk by chunk past the buffer (a large body or
+    /// reply, or one cut by the capture length).
+    pub(crate) follow: Option<Box<crate::protocol::Follow>>,
     /// Bytes were lost: the next message must be found with `resync`.
     pub(crate) lost: bool,
     /// When the bytes given up on were sent or received, and how many:
     /// the timing of a response that could not be read.
     pub(crate) lost_span: Option<Span>,
     pub(crate) lost_bytes: u64,
-    /// Time of the last byte skipped by length (a body being received).
-    pub(crate) skipped_ns: Option<u64>,
     /// Parse again only once this many bytes are buffered: a large message
     /// arriving in many syscalls is re-read at doubling sizes, not at every
     /// syscall, so its cost stays linear. 0 = at every syscall.
@@ -102,15 +100,6 @@ impl DirBuf {
         tid: u32,
         max: usize,
     ) -> bool {
-        let mut data = data;
-        if self.skip > 0 {
-            let n = data
-                .len()
-                .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
-            data = &data[n..];
-            self.skip -= n as u64;
-            self.skipped_ns = Some(last_ns);
-        }
         if data.is_empty() {
             return true;
         }
@@ -195,8 +184,21 @@ impl DirBuf {
         self.data = Vec::new();
         self.start = 0;
         self.segments.clear();
-        self.skip = 0;
+        self.follow = None;
         self.lost = true;
+    }
+
+    /// Gives up on a message followed past the buffer: what was read of it
+    /// counts as lost, with its times.
+    pub(crate) fn lose_followed(&mut self, first_ns: u64, last_ns: u64, tid: u32, bytes: u64) {
+        let span = self.lost_span.get_or_insert(Span {
+            first_ns,
+            last_ns,
+            tid,
+        });
+        span.first_ns = span.first_ns.min(first_ns);
+        span.last_ns = span.last_ns.max(last_ns);
+        self.lost_bytes += bytes;
     }
 
     /// Takes what was given up on, and starts afresh at a message boundary.
@@ -227,18 +229,5 @@ mod tests {
         assert!(!b.push(&[0; 200], 30, 31, 8, 100), "over the cap");
         assert!(b.lost && b.is_empty());
         assert_eq!(b.lost_bytes, 3 + 200);
-    }
-
-    #[test]
-    fn skip_discards_bytes_before_buffering() {
-        let mut b = DirBuf {
-            skip: 5,
-            ..DirBuf::default()
-        };
-        assert!(b.push(b"abc", 1, 1, 1, 100));
-        assert!(b.is_empty());
-        assert!(b.push(b"defgh", 2, 2, 1, 100));
-        assert_eq!(b.bytes(), b"fgh");
-        assert_eq!(b.skip, 0);
     }
 }

@@ -51,7 +51,7 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     pub(crate) fn is_idle(&self) -> bool {
-        let quiet = |d: &DirBuf| d.is_empty() && d.skip == 0 && !d.lost;
+        let quiet = |d: &DirBuf| d.is_empty() && d.follow.is_none() && !d.lost;
         quiet(&self.sent) && quiet(&self.received) && self.pending.is_empty()
     }
 }
@@ -247,7 +247,6 @@ impl ConnTable {
         self.by_sock.capacity() + self.shared.capacity()
     }
 }
-
 
 #[cfg(test)]
 mod size_tests {

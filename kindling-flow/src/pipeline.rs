@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use kindling_probe::abi::{kind, Event, RawConn, RawData, RawTcp, Transport};
 use kindling_proto::Direction;
 
-use crate::buffer::Span;
+use crate::buffer::{DirBuf, Span, RETRY_FROM};
 use crate::config::Config;
 use crate::conn::{Conn, ConnKey, ConnTable, PendingRequest, Recognition};
-use crate::protocol::{self, Detected, ParseError, Parsed, Proto};
+use crate::protocol::{self, Detected, Follow, ParseError, Parsed, Proto};
 use crate::record::{Comm, ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
 use crate::stats::Stats;
 
@@ -521,13 +521,12 @@ impl Pipeline {
         let peer = d.sk.peer();
         let tid = d.hdr.tid.get();
         {
-            let carries_requests = conn.role.is_some_and(|r| (r == Role::Client) == sent);
             let f = conn.flight();
             let buf = if sent { &mut f.sent } else { &mut f.received };
             if udp {
                 // one datagram, one message: nothing carries over
                 buf.clear();
-                buf.skip = 0;
+                buf.follow = None;
                 buf.lost = false;
             }
             // a syscall shorter than the one before often ends a message
@@ -537,14 +536,6 @@ impl Pipeline {
                 shared.stats.buffer_overflows += 1;
                 buf.lost_bytes += missing;
                 missing = 0;
-            }
-            // a request body skipped by length: the request ends later
-            if let Some(t) = buf.skipped_ns.take() {
-                if carries_requests {
-                    if let Some(p) = f.pending.back_mut() {
-                        p.span.last_ns = t;
-                    }
-                }
             }
         }
         // the other direction speaking ends what this one was sending
@@ -643,6 +634,17 @@ fn parse(
         };
         let f = conn.flight.get_or_insert_with(Box::default);
         let buf = if sent { &mut f.sent } else { &mut f.received };
+        // a message followed past the buffer takes the bytes first
+        if buf.follow.is_some() {
+            match follow_step(shared, buf, &mut missing) {
+                Step::Done(follow) => {
+                    let name = proto.name();
+                    finish_follow(config, shared, key, conn, name, dir, *follow, peer, out);
+                    continue;
+                }
+                Step::Wait => return,
+            }
+        }
         if buf.is_empty() {
             if missing > 0 {
                 buf.clear_lost(missing);
@@ -665,8 +667,8 @@ fn parse(
                 }
             }
         }
-        match proto.next(dir, buf.bytes(), missing, &config.redaction) {
-            Ok(Some((msg, more))) => {
+        match proto.next(dir, buf.bytes(), &config.redaction) {
+            Ok(Some(msg)) => {
                 buf.retry_at = 0;
                 buf.force = false;
                 let span = buf.span(msg.used).unwrap_or(Span {
@@ -675,24 +677,51 @@ fn parse(
                     tid: 0,
                 });
                 buf.consume(msg.used);
-                if more > 0 || missing > 0 {
-                    shared.stats.truncated_messages += 1;
-                    if more >= missing {
-                        buf.skip = more - missing;
-                    } else {
-                        // the next message began in bytes never captured
-                        buf.clear_lost(missing - more);
-                    }
-                    missing = 0;
-                }
                 let name = proto.name();
                 deliver(
                     config, shared, key, conn, name, msg.parsed, span, msg.wire, peer, out,
                 );
             }
             Ok(None) => {
-                buf.wait_for_more();
-                return;
+                // Not all there. Follow it instead of buffering it when it is
+                // large, cut by the capture length, or a request (its head
+                // is enough to pair it).
+                let follow_now = missing > 0
+                    || buf.bytes().len() >= RETRY_FROM
+                    || (dir == Direction::Request && matches!(proto, Proto::Http(_)));
+                let started = if follow_now {
+                    proto.follow(dir, buf.bytes(), &config.redaction)
+                } else {
+                    None
+                };
+                let Some((mut follow, head, now)) = started else {
+                    if missing > 0 {
+                        shared.stats.parse_errors += 1;
+                        buf.clear_lost(missing);
+                    } else {
+                        buf.wait_for_more();
+                    }
+                    return;
+                };
+                let span = buf.span(head.max(1)).unwrap_or(Span {
+                    first_ns: 0,
+                    last_ns: 0,
+                    tid: 0,
+                });
+                follow.first_ns = span.first_ns;
+                follow.last_ns = span.last_ns;
+                follow.tid = span.tid;
+                follow.wire = head as u64;
+                buf.consume(head);
+                buf.retry_at = 0;
+                buf.force = false;
+                buf.follow = Some(Box::new(follow));
+                if let Some((parsed, size)) = now {
+                    let name = proto.name();
+                    deliver(
+                        config, shared, key, conn, name, parsed, span, size, peer, out,
+                    );
+                }
             }
             Err(ParseError::Malformed) => {
                 shared.stats.parse_errors += 1;
@@ -707,6 +736,101 @@ fn parse(
                 return;
             }
         }
+    }
+}
+
+/// How far a followed message got with the bytes buffered.
+enum Step {
+    /// It ended; the bytes after it are still buffered.
+    Done(Box<Follow>),
+    /// It continues past what came so far.
+    Wait,
+}
+
+/// Feeds the buffered bytes (and `missing` uncaptured ones after them) to
+/// the message being followed.
+fn follow_step(shared: &mut Shared, buf: &mut DirBuf, missing: &mut u64) -> Step {
+    let Some(mut follow) = buf.follow.take() else {
+        return Step::Wait;
+    };
+    let n = buf.bytes().len();
+    match follow.feed(buf.bytes()) {
+        Ok(Some(used)) => {
+            if let Some(span) = buf.span(used) {
+                follow.last_ns = span.last_ns;
+            }
+            follow.wire += used as u64;
+            buf.consume(used);
+            Step::Done(follow)
+        }
+        Ok(None) => {
+            if let Some(span) = buf.span(n) {
+                follow.last_ns = span.last_ns;
+            }
+            follow.wire += n as u64;
+            buf.consume(n);
+            let mut keep = true;
+            if *missing > 0 {
+                shared.stats.truncated_messages += 1;
+                if follow.skip_unseen(*missing).is_err() {
+                    // the framing itself was not captured
+                    keep = false;
+                    buf.lose_followed(follow.first_ns, follow.last_ns, follow.tid, follow.wire);
+                    buf.clear_lost(0);
+                }
+                *missing = 0;
+            }
+            if !keep {
+                return Step::Wait;
+            }
+            if follow.is_done() {
+                // it ended in the bytes that were not captured
+                return Step::Done(follow);
+            }
+            buf.follow = Some(follow);
+            Step::Wait
+        }
+        Err(_) => {
+            shared.stats.parse_errors += 1;
+            buf.lose_followed(follow.first_ns, follow.last_ns, follow.tid, follow.wire);
+            buf.clear_lost(*missing);
+            *missing = 0;
+            Step::Wait
+        }
+    }
+}
+
+/// Delivers a followed message that ended; for a request delivered from
+/// its head, moves its last byte time to the end of its body.
+#[expect(clippy::too_many_arguments, reason = "the pipeline's split borrows")]
+fn finish_follow(
+    config: &Config,
+    shared: &mut Shared,
+    key: &ConnKey,
+    conn: &mut Conn,
+    protocol: &'static str,
+    dir: Direction,
+    follow: Follow,
+    peer: std::net::SocketAddr,
+    out: &mut Vec<Output>,
+) {
+    let span = Span {
+        first_ns: follow.first_ns,
+        last_ns: follow.last_ns,
+        tid: follow.tid,
+    };
+    let wire = follow.wire;
+    match follow.finish() {
+        Some(parsed) => deliver(
+            config, shared, key, conn, protocol, parsed, span, wire, peer, out,
+        ),
+        None if dir == Direction::Request => {
+            if let Some(p) = conn.flight().pending.back_mut() {
+                p.span.last_ns = span.last_ns;
+                p.bytes = p.bytes.max(wire);
+            }
+        }
+        None => {}
     }
 }
 

@@ -1,7 +1,7 @@
 //! The protocols the pipeline understands, behind one closed enum, and what
 //! it keeps of each message: owned attributes, pairing key and error.
 
-use kindling_proto::http1::{self, Body, Http1, Redaction};
+use kindling_proto::http1::{self, Http1, Redaction};
 use kindling_proto::{dns, mysql, redis, Detect, Direction, Protocol, Status};
 
 use crate::record::ErrorKind;
@@ -152,20 +152,16 @@ impl Proto {
         }
     }
 
-    /// Reads the next message at the start of `buf`. `missing` bytes were
-    /// sent right after `buf` but not captured: a message whose head is
-    /// whole and whose length is declared completes across them.
-    /// `Ok(None)` = wait for more bytes; the `u64` is how many bytes after
-    /// `buf` still belong to the message (to skip when they arrive).
+    /// Reads the next whole message at the start of `buf`; `Ok(None)` when
+    /// it is not all there (see [`Proto::follow`]).
     pub(crate) fn next(
         &mut self,
         dir: Direction,
         buf: &[u8],
-        missing: u64,
         redaction: &Redaction,
-    ) -> Result<Option<(Msg, u64)>, ParseError> {
-        let msg = match self {
-            Proto::Http(session) => return http_next(session, dir, buf, missing, redaction),
+    ) -> Result<Option<Msg>, ParseError> {
+        match self {
+            Proto::Http(session) => http_next(session, dir, buf, redaction),
             Proto::Redis(session) => generic::<redis::Redis>(session, dir, buf, |m, _| match m {
                 redis::Message::Command(c) => Parsed::Request {
                     key: None,
@@ -231,12 +227,164 @@ impl Proto {
             })
             .map_err(|_| ParseError::Malformed),
             Proto::Opaque(name) => Err(ParseError::Opaque(name)),
-        }?;
-        match msg {
-            Some(m) => Ok(Some((m, 0))),
-            // a message cut by the capture length cannot be framed here
-            None if missing > 0 => Err(ParseError::Malformed),
-            None => Ok(None),
+        }
+    }
+
+    /// Starts following the message at the start of `buf`, which is not all
+    /// there (too large to buffer, or cut by the capture length). Returns
+    /// the follower, how many bytes of `buf` its head used, and what to
+    /// deliver now with its size (an HTTP request is paired from its head,
+    /// so that a `100 Continue` or an early error answers it). `None` when
+    /// this message cannot be followed.
+    pub(crate) fn follow(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        redaction: &Redaction,
+    ) -> Option<Started> {
+        match self {
+            Proto::Http(session) => {
+                let Ok(Status::Complete(m)) = Http1::parse_head(session, dir, buf) else {
+                    return None;
+                };
+                let (head_len, body) = match &m {
+                    http1::Message::Request(r) => (r.head_len, r.body),
+                    http1::Message::Response(r) => (r.head_len, r.body),
+                };
+                let parsed = http_parsed(&m, redaction);
+                let reader = Reader::Http(http1::BodyReader::new(body));
+                // a request is paired now, with its declared size
+                let declared = match body {
+                    http1::Body::Length(n) => head_len as u64 + n,
+                    _ => head_len as u64,
+                };
+                Some(match dir {
+                    Direction::Request => (
+                        Follow::new(reader, None),
+                        head_len,
+                        Some((parsed, declared)),
+                    ),
+                    Direction::Response => (Follow::new(reader, Some(parsed)), head_len, None),
+                })
+            }
+            Proto::Redis(_) if dir == Direction::Response => {
+                let parsed = Parsed::Response {
+                    key: None,
+                    attrs: Vec::new(),
+                    error: None,
+                    resolved: None,
+                };
+                Some((
+                    Follow::new(Reader::Redis(redis::Skipper::new()), Some(parsed)),
+                    0,
+                    None,
+                ))
+            }
+            Proto::MySql { session, .. } if dir == Direction::Response => {
+                // a result set: its first packet is a column count, not an
+                // OK (0x00), ERR (0xff) or EOF (0xfe)
+                let first = *buf.get(4)?;
+                if !session.is_command_phase() || matches!(first, 0x00 | 0xff | 0xfe) {
+                    return None;
+                }
+                let reader = mysql::ResultSetReader::new(session.deprecate_eof());
+                Some((Follow::new(Reader::MySql(reader), None), 0, None))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A follower, the bytes its head used, and what to deliver now with its
+/// size.
+pub(crate) type Started = (Follow, usize, Option<(Parsed, u64)>);
+
+/// What follows a message past the buffer.
+#[derive(Debug)]
+enum Reader {
+    Http(http1::BodyReader),
+    Redis(redis::Skipper),
+    MySql(mysql::ResultSetReader),
+}
+
+/// A message followed chunk by chunk, without buffering it.
+#[derive(Debug)]
+pub(crate) struct Follow {
+    reader: Reader,
+    /// Delivered when it ends (`None`: delivered from its head already).
+    parsed: Option<Parsed>,
+    /// Time of its first byte and the thread that moved it.
+    pub(crate) first_ns: u64,
+    pub(crate) tid: u32,
+    /// Time of the last byte read so far.
+    pub(crate) last_ns: u64,
+    /// Bytes so far, uncaptured ones included.
+    pub(crate) wire: u64,
+}
+
+impl Follow {
+    fn new(reader: Reader, parsed: Option<Parsed>) -> Self {
+        Self {
+            reader,
+            parsed,
+            first_ns: 0,
+            tid: 0,
+            last_ns: 0,
+            wire: 0,
+        }
+    }
+
+    /// `Some(n)`: the message ended after `n` bytes of `input`.
+    pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, ParseError> {
+        let r = match &mut self.reader {
+            Reader::Http(r) => r.feed(input).map_err(|_| ()),
+            Reader::Redis(r) => r.feed(input).map_err(|_| ()),
+            Reader::MySql(r) => r.feed(input).map_err(|_| ()),
+        };
+        r.map_err(|()| ParseError::Malformed)
+    }
+
+    /// Whether the message is complete.
+    pub(crate) fn is_done(&self) -> bool {
+        match &self.reader {
+            Reader::Http(r) => r.is_done(),
+            Reader::Redis(r) => r.is_done(),
+            Reader::MySql(r) => r.is_done(),
+        }
+    }
+
+    /// Accounts bytes that were sent but not captured.
+    pub(crate) fn skip_unseen(&mut self, n: u64) -> Result<(), ParseError> {
+        let r = match &mut self.reader {
+            Reader::Http(r) => r.skip_unseen(n).map_err(|_| ()),
+            Reader::Redis(r) => r.skip_unseen(n).map_err(|_| ()),
+            Reader::MySql(r) => r.skip_unseen(n).map_err(|_| ()),
+        };
+        self.wire += n;
+        r.map_err(|()| ParseError::Malformed)
+    }
+
+    /// What to deliver now that it ended.
+    pub(crate) fn finish(self) -> Option<Parsed> {
+        match self.reader {
+            Reader::MySql(r) => {
+                let mut attrs = Vec::new();
+                let error = r.error().map(|code| {
+                    attrs.push(("db.response.status_code", code.to_string()));
+                    ErrorKind::DbError
+                });
+                if error.is_none() {
+                    attrs.push(("db.response.returned_rows", r.rows().to_string()));
+                }
+                Some(Parsed::Response {
+                    key: None,
+                    attrs,
+                    error,
+                    resolved: None,
+                })
+            }
+            Reader::Redis(r) if r.kind() == Some(redis::Kind::Push) => Some(Parsed::Ignore),
+            _ => self.parsed,
         }
     }
 }
@@ -302,72 +450,23 @@ fn mysql_parsed(m: &mysql::Message<'_>, s: &mysql::Session, authenticating: &mut
     }
 }
 
-/// HTTP/1: a whole message, or, when the capture cut it, its head with the
-/// body accounted by its declared length.
+/// HTTP/1: a whole message.
 fn http_next(
     session: &mut http1::Session,
     dir: Direction,
     buf: &[u8],
-    missing: u64,
     redaction: &Redaction,
-) -> Result<Option<(Msg, u64)>, ParseError> {
-    let map = |e| match e {
-        http1::Error::Upgraded => ParseError::Opaque("http"),
-        _ => ParseError::Malformed,
-    };
-    if let Status::Complete((m, used)) = Http1::parse(session, dir, buf).map_err(map)? {
-        if used > 0 {
-            let parsed = http_parsed(&m, redaction);
-            return Ok(Some((
-                Msg {
-                    parsed,
-                    used,
-                    wire: used as u64,
-                },
-                0,
-            )));
-        }
+) -> Result<Option<Msg>, ParseError> {
+    match Http1::parse(session, dir, buf) {
+        Ok(Status::Complete((m, used))) if used > 0 => Ok(Some(Msg {
+            parsed: http_parsed(&m, redaction),
+            used,
+            wire: used as u64,
+        })),
+        Ok(_) => Ok(None),
+        Err(http1::Error::Upgraded) => Err(ParseError::Opaque("http")),
+        Err(_) => Err(ParseError::Malformed),
     }
-    if missing == 0 && dir == Direction::Response {
-        // a response is timed to its last byte: wait for it
-        return Ok(None);
-    }
-    // The capture stopped inside this message, or it is a request whose
-    // body is still coming (a `100 Continue` or an early error may answer
-    // it first): frame it by its head and skip the rest by length.
-    let mut trial = session.clone();
-    let Status::Complete(m) = Http1::parse_head(&mut trial, dir, buf).map_err(map)? else {
-        return if missing == 0 {
-            Ok(None)
-        } else {
-            Err(ParseError::Malformed)
-        };
-    };
-    let (head_len, body) = match &m {
-        http1::Message::Request(r) => (r.head_len, r.body),
-        http1::Message::Response(r) => (r.head_len, r.body),
-    };
-    let total = match body {
-        Body::None => head_len as u64,
-        Body::Length(n) => head_len as u64 + n,
-        // chunked or until-close bodies cannot be walked blind
-        _ if missing == 0 => return Ok(None),
-        _ => return Err(ParseError::Malformed),
-    };
-    let buffered = buf.len() as u64;
-    if total < buffered {
-        return Err(ParseError::Malformed); // complete in buf: parse said otherwise
-    }
-    *session = trial;
-    let parsed = http_parsed(&m, redaction);
-    Ok(Some((
-        Msg {
-            parsed,
-            used: buf.len(),
-            wire: total,
-        },
-        total - buffered,
-    )))
 }
 
 fn http_parsed(m: &http1::Message<'_>, redaction: &Redaction) -> Parsed {

@@ -954,3 +954,184 @@ impl Response<'_> {
         a
     }
 }
+
+/// Follows a message body chunk by chunk without keeping it: for bodies
+/// too large to buffer, or partly uncaptured. Built from the [`Body`] that
+/// [`Http1::parse_head`] returned.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::http1::{Body, BodyReader};
+///
+/// let mut r = BodyReader::new(Body::Chunked { data: 0, encoded: 0 });
+/// assert_eq!(r.feed(b"5\r\nhel").unwrap(), None);
+/// assert_eq!(r.feed(b"lo\r\n0\r\n\r\nGET /next").unwrap(), Some(9));
+/// assert_eq!(r.data(), 5);
+/// ```
+#[derive(Clone, Debug)]
+pub struct BodyReader {
+    state: BodyState,
+    /// Decoded body bytes so far.
+    data: u64,
+    /// Bytes of the current chunk-size or trailer line.
+    line: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyState {
+    /// This many body bytes to go.
+    Length(u64),
+    /// Until the connection closes.
+    Unbounded,
+    /// A chunk-size line.
+    ChunkSize,
+    /// This many chunk bytes to go.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines, until an empty one.
+    Trailers,
+    Done,
+}
+
+/// Longest chunk-size line, and most trailer bytes, accepted.
+const MAX_CHUNK_LINE: usize = 1024;
+const MAX_TRAILERS: usize = 8192;
+
+impl BodyReader {
+    /// A reader for a body framed as `body` says.
+    pub fn new(body: Body) -> Self {
+        let state = match body {
+            Body::None | Body::Length(0) => BodyState::Done,
+            Body::Length(n) => BodyState::Length(n),
+            Body::Chunked { .. } => BodyState::ChunkSize,
+            Body::UntilClose => BodyState::Unbounded,
+        };
+        Self {
+            state,
+            data: 0,
+            line: Vec::new(),
+        }
+    }
+
+    /// Decoded body bytes so far.
+    pub fn data(&self) -> u64 {
+        self.data
+    }
+
+    /// Whether the body is complete.
+    pub fn is_done(&self) -> bool {
+        self.state == BodyState::Done
+    }
+
+    /// Reads the next bytes of the body: `Some(n)` when it ended after the
+    /// first `n` bytes of `input` (the rest is the next message), `None`
+    /// when all of `input` belonged to it.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        let mut at = 0;
+        loop {
+            let rest = &input[at..];
+            match self.state {
+                BodyState::Done => return Ok(Some(at)),
+                BodyState::Unbounded => {
+                    self.data += rest.len() as u64;
+                    return Ok(None);
+                }
+                BodyState::Length(left) | BodyState::ChunkData(left) => {
+                    let n = left.min(rest.len() as u64);
+                    self.data += n;
+                    at += n as usize;
+                    let left = left - n;
+                    self.state = match (self.state, left) {
+                        (BodyState::Length(_), 0) => BodyState::Done,
+                        (BodyState::Length(_), _) => BodyState::Length(left),
+                        (_, 0) => BodyState::ChunkEnd,
+                        _ => BodyState::ChunkData(left),
+                    };
+                    if left > 0 {
+                        return Ok(None);
+                    }
+                }
+                BodyState::ChunkEnd => match rest.first() {
+                    None => return Ok(None),
+                    Some(b'\r') => at += 1,
+                    Some(b'\n') => {
+                        at += 1;
+                        self.state = BodyState::ChunkSize;
+                    }
+                    Some(_) => return Err(Error::BadChunk),
+                },
+                BodyState::ChunkSize | BodyState::Trailers => {
+                    let limit = if self.state == BodyState::ChunkSize {
+                        MAX_CHUNK_LINE
+                    } else {
+                        MAX_TRAILERS
+                    };
+                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                        if self.line.len() + rest.len() > limit {
+                            return Err(Error::BadChunk);
+                        }
+                        self.line.extend_from_slice(rest);
+                        return Ok(None);
+                    };
+                    if self.line.len() + nl > limit {
+                        return Err(Error::BadChunk);
+                    }
+                    self.line.extend_from_slice(&rest[..nl]);
+                    at += nl + 1;
+                    let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+                    if self.state == BodyState::Trailers {
+                        if line.is_empty() {
+                            self.state = BodyState::Done;
+                        }
+                        self.line.clear();
+                        continue;
+                    }
+                    let size_part = trim(line.split(|&b| b == b';').next().unwrap_or(b""));
+                    if size_part.is_empty()
+                        || size_part.len() > 16
+                        || !size_part.iter().all(u8::is_ascii_hexdigit)
+                    {
+                        return Err(Error::BadChunk);
+                    }
+                    let size = size_part.iter().fold(0u64, |v, &d| {
+                        v << 4 | u64::from((d as char).to_digit(16).unwrap_or(0))
+                    });
+                    self.line.clear();
+                    self.state = if size == 0 {
+                        BodyState::Trailers
+                    } else {
+                        BodyState::ChunkData(size)
+                    };
+                }
+            }
+        }
+    }
+
+    /// `n` body bytes were sent but not captured. Fine inside data of a
+    /// known length; an error where the framing itself was not seen.
+    pub fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        match self.state {
+            BodyState::Unbounded => {}
+            BodyState::Length(left) if n <= left => {
+                self.state = if n == left {
+                    BodyState::Done
+                } else {
+                    BodyState::Length(left - n)
+                };
+            }
+            BodyState::ChunkData(left) if n <= left => {
+                self.state = if n == left {
+                    BodyState::ChunkEnd
+                } else {
+                    BodyState::ChunkData(left - n)
+                };
+            }
+            _ if n == 0 => {}
+            _ => return Err(Error::BadChunk),
+        }
+        self.data += n;
+        Ok(())
+    }
+}

@@ -117,6 +117,18 @@ impl Session {
         self.statements.get(&id).map(Vec::as_slice)
     }
 
+    /// Whether the connection is past its handshake, reading commands and
+    /// their responses.
+    pub fn is_command_phase(&self) -> bool {
+        self.phase == Phase::Command
+    }
+
+    /// Whether CLIENT_DEPRECATE_EOF was negotiated (result sets end with an
+    /// OK packet instead of EOF).
+    pub fn deprecate_eof(&self) -> bool {
+        self.caps() & caps::DEPRECATE_EOF != 0
+    }
+
     /// The phase once authentication succeeded.
     fn after_auth(&self) -> Phase {
         if self.caps() & caps::COMPRESS != 0 {
@@ -758,5 +770,207 @@ impl Command<'_> {
             a.push(("db.operation.name", op.to_owned()));
         }
         a
+    }
+}
+
+/// Follows a result set packet by packet without keeping it: for results
+/// too large to buffer, or partly uncaptured. Fed from the column-count
+/// packet; counts the rows.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::mysql::ResultSetReader;
+///
+/// // 1 column, its definition, EOF, two rows, EOF (without DEPRECATE_EOF)
+/// let mut wire = vec![1, 0, 0, 1, 1];
+/// wire.extend([3, 0, 0, 2, b'd', b'e', b'f']);
+/// wire.extend([5, 0, 0, 3, 0xfe, 0, 0, 2, 0]);
+/// wire.extend([2, 0, 0, 4, 1, b'a']);
+/// wire.extend([2, 0, 0, 5, 1, b'b']);
+/// wire.extend([5, 0, 0, 6, 0xfe, 0, 0, 2, 0]);
+/// let mut r = ResultSetReader::new(false);
+/// assert_eq!(r.feed(&wire[..10]).unwrap(), None);
+/// assert_eq!(r.feed(&wire[10..]).unwrap(), Some(wire.len() - 10));
+/// assert_eq!(r.rows(), 2);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ResultSetReader {
+    deprecate_eof: bool,
+    phase: RowsPhase,
+    /// Header and first payload bytes of the packet being read.
+    head: [u8; 13],
+    have: usize,
+    /// Payload bytes of the current packet still to skip.
+    left: u64,
+    /// The current packet continues a 16 MiB one.
+    continued: bool,
+    rows: u64,
+    more_results: bool,
+    error: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowsPhase {
+    Count,
+    Columns(u64),
+    ColumnsEof,
+    Rows,
+    Done,
+}
+
+impl ResultSetReader {
+    /// A reader at a result set's first packet; `deprecate_eof` when the
+    /// connection negotiated CLIENT_DEPRECATE_EOF.
+    pub fn new(deprecate_eof: bool) -> Self {
+        Self {
+            deprecate_eof,
+            phase: RowsPhase::Count,
+            head: [0; 13],
+            have: 0,
+            left: 0,
+            continued: false,
+            rows: 0,
+            more_results: false,
+            error: None,
+        }
+    }
+
+    /// Whether the result set is complete.
+    pub fn is_done(&self) -> bool {
+        self.phase == RowsPhase::Done && self.left == 0
+    }
+
+    /// Rows read so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The terminator said more result sets follow.
+    pub fn more_results(&self) -> bool {
+        self.more_results
+    }
+
+    /// The error code, if an ERR packet ended the rows.
+    pub fn error(&self) -> Option<u16> {
+        self.error
+    }
+
+    /// Reads the next bytes: `Some(n)` when the result set ended after the
+    /// first `n` bytes of `input`, `None` when all of it belonged to it.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        let mut at = 0;
+        loop {
+            if self.phase == RowsPhase::Done && self.left == 0 {
+                return Ok(Some(at));
+            }
+            if self.left > 0 {
+                let n = self.left.min((input.len() - at) as u64);
+                self.left -= n;
+                at += n as usize;
+                if self.left > 0 {
+                    return Ok(None);
+                }
+                continue;
+            }
+            // gather the 4-byte header and up to 9 payload bytes
+            let len = if self.have >= 4 {
+                u32::from_le_bytes([self.head[0], self.head[1], self.head[2], 0]) as usize
+            } else {
+                usize::MAX
+            };
+            let want = if self.have < 4 { 4 } else { 4 + len.min(9) };
+            if self.have < want {
+                let n = (want - self.have).min(input.len() - at);
+                self.head[self.have..self.have + n].copy_from_slice(&input[at..at + n]);
+                self.have += n;
+                at += n;
+                if self.have < want {
+                    return Ok(None);
+                }
+                if self.have == 4 {
+                    continue; // now the length is known
+                }
+            }
+            self.classify()?;
+        }
+    }
+
+    /// Classifies the packet being read from its header and the payload
+    /// bytes gathered so far; the rest of its payload is then skipped.
+    fn classify(&mut self) -> Result<(), Error> {
+        let len = u32::from_le_bytes([self.head[0], self.head[1], self.head[2], 0]) as usize;
+        let peeked = self.have - 4;
+        self.packet(len, peeked)?;
+        self.left = (len - peeked) as u64;
+        self.have = 0;
+        Ok(())
+    }
+
+    /// `n` bytes were sent but not captured: fine inside a packet payload
+    /// whose first byte was seen.
+    pub fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        if n == 0 {
+            return Ok(());
+        }
+        if self.have > 4 {
+            self.classify()?;
+        }
+        if self.have == 0 && n <= self.left {
+            self.left -= n;
+            Ok(())
+        } else {
+            Err(Error::Malformed)
+        }
+    }
+
+    /// Classifies the packet whose header and first bytes are in `head`.
+    fn packet(&mut self, len: usize, peeked: usize) -> Result<(), Error> {
+        let payload = &self.head[4..4 + peeked];
+        let continued = std::mem::replace(&mut self.continued, len == 0xff_ffff);
+        if continued {
+            return Ok(()); // the rest of a 16 MiB packet
+        }
+        let first = payload.first().copied();
+        match self.phase {
+            RowsPhase::Count => {
+                let (n, _) = lenenc(payload, 0).ok_or(Error::Malformed)?;
+                if n == 0 || n > 4096 {
+                    return Err(Error::Malformed);
+                }
+                self.phase = RowsPhase::Columns(n);
+            }
+            RowsPhase::Columns(n) => {
+                self.phase = match (n - 1, self.deprecate_eof) {
+                    (0, false) => RowsPhase::ColumnsEof,
+                    (0, true) => RowsPhase::Rows,
+                    (left, _) => RowsPhase::Columns(left),
+                };
+            }
+            RowsPhase::ColumnsEof => self.phase = RowsPhase::Rows,
+            RowsPhase::Rows => {
+                let terminator =
+                    first == Some(0xfe) && (len < 9 || (self.deprecate_eof && len < 0xff_ffff));
+                if terminator {
+                    // EOF: warnings(2) status(2); OK: lenenc rows, lenenc id, status(2)
+                    let status = if len < 9 {
+                        u16le(payload, 3)
+                    } else {
+                        lenenc(payload, 1).and_then(|(_, a)| {
+                            lenenc(payload, 1 + a).and_then(|(_, b)| u16le(payload, 1 + a + b))
+                        })
+                    };
+                    self.more_results = status.is_some_and(|s| s & 0x0008 != 0);
+                    self.phase = RowsPhase::Done;
+                } else if first == Some(0xff) {
+                    self.error = u16le(payload, 1);
+                    self.phase = RowsPhase::Done;
+                } else {
+                    self.rows += 1;
+                }
+            }
+            RowsPhase::Done => {}
+        }
+        Ok(())
     }
 }

@@ -717,3 +717,182 @@ impl Reply<'_> {
         std::str::from_utf8(word).ok()
     }
 }
+
+/// Follows one RESP value chunk by chunk without keeping it: for replies
+/// (or commands) too large to buffer, or partly uncaptured. Fed from the
+/// value's first byte.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::redis::{Kind, Skipper};
+///
+/// let mut s = Skipper::new();
+/// assert_eq!(s.feed(b"*2\r\n$5\r\nhel").unwrap(), None);
+/// assert_eq!(s.feed(b"lo\r\n:7\r\n+OK\r\n").unwrap(), Some(8));
+/// assert_eq!(s.kind(), Some(Kind::Array));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Skipper {
+    /// Values still to read at each open level, deepest last.
+    stack: Vec<i64>,
+    /// The current header line, when split across inputs.
+    line: Vec<u8>,
+    /// Bulk payload (and its CRLF) still to skip.
+    bulk: u64,
+    /// Top-level kind and size, once its header was read.
+    top: Option<(Kind, i64)>,
+    started: bool,
+    done: bool,
+}
+
+impl Skipper {
+    /// A skipper at the start of a value.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The top-level value's kind, once its first line was read.
+    pub fn kind(&self) -> Option<Kind> {
+        self.top.map(|(k, _)| k)
+    }
+
+    /// Whether the value is complete.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Elements of the top-level aggregate, or bytes of a string.
+    pub fn size(&self) -> Option<i64> {
+        self.top.map(|(_, n)| n)
+    }
+
+    /// Reads the next bytes: `Some(n)` when the value ended after the
+    /// first `n` bytes of `input`, `None` when all of it belonged to it.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        if !self.started {
+            self.started = true;
+            self.stack.push(1);
+        }
+        let mut at = 0;
+        loop {
+            if self.done {
+                return Ok(Some(at));
+            }
+            if self.bulk > 0 {
+                let n = self.bulk.min((input.len() - at) as u64);
+                self.bulk -= n;
+                at += n as usize;
+                if self.bulk > 0 {
+                    return Ok(None);
+                }
+                self.value_done();
+                continue;
+            }
+            let rest = &input[at..];
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                if self.line.len() + rest.len() > MAX_INLINE {
+                    return Err(Error::BadLength);
+                }
+                self.line.extend_from_slice(rest);
+                return Ok(None);
+            };
+            if self.line.len() + nl > MAX_INLINE {
+                return Err(Error::BadLength);
+            }
+            self.line.extend_from_slice(&rest[..nl]);
+            at += nl + 1;
+            let line = std::mem::take(&mut self.line);
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            self.header(line)?;
+        }
+    }
+
+    /// `n` bytes were sent but not captured: fine inside a bulk payload.
+    pub fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        // the payload's CRLF is part of `bulk`; missing bytes may not reach it
+        if n == 0 || (self.bulk >= 2 && n <= self.bulk - 2) {
+            self.bulk -= n;
+            Ok(())
+        } else {
+            Err(Error::BadTerminator)
+        }
+    }
+
+    fn header(&mut self, line: &[u8]) -> Result<(), Error> {
+        let (&t, rest) = line.split_first().ok_or(Error::BadType)?;
+        if let Some(top) = self.stack.last_mut() {
+            *top -= 1;
+        }
+        let kind = match t {
+            b'+' => Kind::SimpleString,
+            b'-' => Kind::Error,
+            b':' => Kind::Integer,
+            b'_' => Kind::Null,
+            b'#' => Kind::Boolean,
+            b',' => Kind::Double,
+            b'(' => Kind::BigNumber,
+            b'$' => Kind::BulkString,
+            b'!' => Kind::BulkError,
+            b'=' => Kind::Verbatim,
+            b'*' => Kind::Array,
+            b'~' => Kind::Set,
+            b'>' => Kind::Push,
+            b'%' | b'|' => Kind::Map,
+            _ => return Err(Error::BadType),
+        };
+        let count = match t {
+            b'$' | b'!' | b'=' | b'*' | b'~' | b'>' | b'%' | b'|' => {
+                parse_int(rest).ok_or(Error::BadLength)?
+            }
+            _ => rest.len() as i64,
+        };
+        if t != b'|' && self.top.is_none() {
+            self.top = Some((kind, count));
+        }
+        match t {
+            b'$' | b'!' | b'=' if count >= 0 => {
+                if count > MAX_BULK {
+                    return Err(Error::BadLength);
+                }
+                self.bulk = count as u64 + 2;
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' if count > 0 => {
+                if count > MAX_ELEMENTS {
+                    return Err(Error::BadLength);
+                }
+                if t == b'|' {
+                    // an attribute annotates the value after it
+                    if let Some(top) = self.stack.last_mut() {
+                        *top += 1;
+                    }
+                }
+                if self.stack.len() > MAX_DEPTH {
+                    return Err(Error::TooDeep);
+                }
+                let per = if matches!(t, b'%' | b'|') { 2 } else { 1 };
+                self.stack.push(count * per);
+            }
+            b'*' | b'~' | b'>' | b'%' | b'$' | b'!' | b'=' if count < -1 => {
+                return Err(Error::BadLength)
+            }
+            _ => {
+                if t == b'|' {
+                    if let Some(top) = self.stack.last_mut() {
+                        *top += 1;
+                    }
+                }
+                self.value_done();
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every level whose values are all read.
+    fn value_done(&mut self) {
+        while self.stack.last() == Some(&0) {
+            self.stack.pop();
+        }
+        self.done = self.stack.is_empty();
+    }
+}
