@@ -13,10 +13,10 @@ use kindling_flow::{Config, Metrics, MetricsConfig, Pipeline};
 use kindling_probe::abi;
 use kindling_probe::capture::CaptureReader;
 
-fn mixed_records() -> Vec<Vec<u8>> {
+fn records(names: &[&str]) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kindling-flow/tests/data");
     let mut out = Vec::new();
-    for name in ["http1", "redis", "mysql", "dns", "failures", "wrk"] {
+    for name in names {
         let bytes = std::fs::read(dir.join(format!("{name}.kcap"))).expect("capture");
         let mut r = CaptureReader::new(&bytes[..]).expect("header");
         while let Some(rec) = r.next_record().expect("records") {
@@ -26,36 +26,38 @@ fn mixed_records() -> Vec<Vec<u8>> {
     out
 }
 
+fn run_pipeline(records: &[Vec<u8>]) -> usize {
+    let mut p = Pipeline::new(Config::default());
+    let mut out = Vec::with_capacity(1024);
+    for r in records {
+        p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
+    }
+    p.finish(&mut out);
+    out.len()
+}
+
 fn flow(c: &mut Criterion) {
-    let records = mixed_records();
+    let mixed = records(&["http1", "redis", "mysql", "dns", "failures", "wrk"]);
     let mut g = c.benchmark_group("flow");
-    g.throughput(Throughput::Elements(records.len() as u64));
+    g.throughput(Throughput::Elements(mixed.len() as u64));
     g.bench_function("baseline_decode_only", |b| {
         b.iter(|| {
             let mut n = 0u64;
-            for r in &records {
+            for r in &mixed {
                 n += u64::from(abi::decode(black_box(r)).unwrap().header().pid.get());
             }
             black_box(n)
         })
     });
     g.bench_function("pipeline_mixed", |b| {
-        b.iter(|| {
-            let mut p = Pipeline::new(Config::default());
-            let mut out = Vec::with_capacity(1024);
-            for r in &records {
-                p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
-            }
-            p.finish(&mut out);
-            black_box(out.len())
-        })
+        b.iter(|| black_box(run_pipeline(&mixed)))
     });
     g.bench_function("pipeline_and_metrics_mixed", |b| {
         b.iter(|| {
             let mut p = Pipeline::new(Config::default());
             let mut m = Metrics::new(MetricsConfig::default());
             let mut out = Vec::with_capacity(1024);
-            for r in &records {
+            for r in &mixed {
                 p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
                 for o in out.drain(..) {
                     m.observe(&o);
@@ -65,6 +67,14 @@ fn flow(c: &mut Criterion) {
             black_box(m.overflowed())
         })
     });
+    // one workload at a time: where the time goes
+    for name in ["http1", "redis", "mysql", "dns", "wrk"] {
+        let one = records(&[name]);
+        g.throughput(Throughput::Elements(one.len() as u64));
+        g.bench_function(format!("pipeline_{name}"), |b| {
+            b.iter(|| black_box(run_pipeline(&one)))
+        });
+    }
     g.finish();
 }
 

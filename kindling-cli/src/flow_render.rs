@@ -41,7 +41,7 @@ fn row(o: &Output, t0: u64, offset: i64) -> String {
 }
 
 fn exchange_row(x: &Exchange, t0: u64, offset: i64) -> String {
-    let a = |k: &str| x.attributes.get(k).map(String::as_str).unwrap_or("");
+    let a = |k: &str| x.attributes.get(k).unwrap_or("");
     let (result, request) = match x.protocol {
         "http" => (
             a("http.response.status_code").to_owned(),

@@ -30,7 +30,7 @@ pub(crate) enum Recognition {
 #[derive(Debug)]
 pub(crate) struct PendingRequest {
     pub(crate) key: Option<u16>,
-    pub(crate) attrs: Vec<(&'static str, String)>,
+    pub(crate) attrs: crate::record::Attributes,
     pub(crate) span: Span,
     pub(crate) bytes: u64,
     /// For datagrams: the peer it went to (an unconnected socket talks to

@@ -528,8 +528,8 @@ impl Metrics {
             dst_name: x
                 .attributes
                 .get("server.address")
-                .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .to_owned(),
             is_error: x.error.is_some(),
             is_slow: x.slow,
         };
@@ -583,15 +583,15 @@ impl Metrics {
             domain: x
                 .attributes
                 .get("dns.question.name")
-                .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .to_owned(),
             rcode: match x.error {
                 Some(crate::ErrorKind::NoResponse) => "TIMEOUT".to_owned(),
                 _ => x
                     .attributes
                     .get("dns.response.code")
-                    .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .to_owned(),
             },
         };
         let overflow = DnsLabels {
@@ -658,7 +658,7 @@ impl Metrics {
 
     /// The bounded `request_content` of an exchange.
     fn request_content(&mut self, x: &Exchange) -> String {
-        let a = |k: &str| x.attributes.get(k).map(String::as_str).unwrap_or("");
+        let a = |k: &str| x.attributes.get(k).unwrap_or("");
         let content = match x.protocol {
             "http" => format!(
                 "{} {}",
@@ -686,7 +686,7 @@ impl Metrics {
 }
 
 fn response_content(x: &Exchange) -> String {
-    let a = |k: &str| x.attributes.get(k).cloned();
+    let a = |k: &str| x.attributes.get(k).map(str::to_owned);
     match x.protocol {
         "http" => a("http.response.status_code"),
         "dns" => a("dns.response.code"),

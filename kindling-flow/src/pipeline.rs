@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use kindling_probe::abi::{kind, Event, RawConn, RawData, RawTcp, Transport};
-use kindling_proto::Direction;
+use kindling_proto::{AttributeSink, Direction};
 
 use crate::buffer::{DirBuf, Span, RETRY_FROM};
 use crate::config::Config;
@@ -59,7 +59,7 @@ impl Names {
     fn name_peer(&self, x: &mut Exchange) {
         if x.role == Role::Client && !x.attributes.contains_key("server.address") {
             if let Some(name) = self.get(&x.dst.ip()) {
-                x.attributes.insert("server.address", name.clone());
+                x.attributes.put("server.address", name);
             }
         }
     }
@@ -916,7 +916,7 @@ fn deliver(
             let mut x = exchange(config, key, conn, protocol, request);
             finish_exchange(config, &mut x, request_done, span, wire);
             x.error = error;
-            x.attributes.extend(attrs);
+            x.attributes.extend_from(&attrs);
             shared.names.name_peer(&mut x);
             out.push(Output::Exchange(x));
         }
@@ -994,7 +994,7 @@ fn exchange(
         error: None,
         slow: false,
         partial: false,
-        attributes: p.attrs.into(),
+        attributes: p.attrs,
         resource: Default::default(),
     }
 }

@@ -2,9 +2,16 @@
 //! it keeps of each message: owned attributes, pairing key and error.
 
 use kindling_proto::http1::{self, Http1, Redaction};
-use kindling_proto::{dns, mysql, redis, Detect, Direction, Protocol, Status};
+use kindling_proto::{dns, mysql, redis, AttributeSink, Detect, Direction, Protocol, Status};
 
-use crate::record::ErrorKind;
+use crate::record::{Attributes, ErrorKind};
+
+/// Attributes written by a protocol's `write_attributes`.
+fn written(write: impl FnOnce(&mut Attributes)) -> Attributes {
+    let mut a = Attributes::default();
+    write(&mut a);
+    a
+}
 
 /// Per-connection parser state of the recognised protocol.
 #[derive(Debug)]
@@ -41,13 +48,13 @@ pub(crate) enum Parsed {
     Request {
         /// DNS id; FIFO for the others.
         key: Option<u16>,
-        attrs: Vec<(&'static str, String)>,
+        attrs: Attributes,
         /// False for messages never answered (MySQL COM_QUIT).
         answered: bool,
     },
     Response {
         key: Option<u16>,
-        attrs: Vec<(&'static str, String)>,
+        attrs: Attributes,
         error: Option<ErrorKind>,
         /// DNS: the name asked about and the addresses it resolved to.
         resolved: Option<Box<(String, Vec<std::net::IpAddr>)>>,
@@ -165,14 +172,14 @@ impl Proto {
             Proto::Redis(session) => generic::<redis::Redis>(session, dir, buf, |m, _| match m {
                 redis::Message::Command(c) => Parsed::Request {
                     key: None,
-                    attrs: c.attributes(),
+                    attrs: written(|a| c.write_attributes(a)),
                     answered: true,
                 },
                 redis::Message::Reply(r) if r.push => Parsed::Ignore,
                 redis::Message::Reply(r) => {
-                    let mut attrs = Vec::new();
+                    let mut attrs = Attributes::default();
                     if let Some(code) = r.error_code() {
-                        attrs.push(("db.response.status_code", code.to_owned()));
+                        attrs.put("db.response.status_code", code);
                     }
                     Parsed::Response {
                         key: None,
@@ -196,8 +203,10 @@ impl Proto {
             Proto::Dns(session) => generic::<dns::Dns>(session, dir, buf, |m, _| {
                 let id = m.header.id();
                 if m.header.is_response() {
-                    let mut attrs = m.attributes();
-                    attrs.retain(|(k, _)| *k == "dns.response.code");
+                    let mut attrs = Attributes::default();
+                    if m.header.is_response() {
+                        attrs.put("dns.response.code", &dns::rcode_name(m.rcode()));
+                    }
                     let addrs: Vec<std::net::IpAddr> = m
                         .answers()
                         .filter_map(|r| match r.data {
@@ -220,7 +229,7 @@ impl Proto {
                 } else {
                     Parsed::Request {
                         key: Some(id),
-                        attrs: m.attributes(),
+                        attrs: written(|a| m.write_attributes(a)),
                         answered: true,
                     }
                 }
@@ -270,7 +279,7 @@ impl Proto {
             Proto::Redis(_) if dir == Direction::Response => {
                 let parsed = Parsed::Response {
                     key: None,
-                    attrs: Vec::new(),
+                    attrs: Attributes::default(),
                     error: None,
                     resolved: None,
                 };
@@ -368,13 +377,13 @@ impl Follow {
     pub(crate) fn finish(self) -> Option<Parsed> {
         match self.reader {
             Reader::MySql(r) => {
-                let mut attrs = Vec::new();
+                let mut attrs = Attributes::default();
                 let error = r.error().map(|code| {
-                    attrs.push(("db.response.status_code", code.to_string()));
+                    attrs.put_fmt("db.response.status_code", format_args!("{code}"));
                     ErrorKind::DbError
                 });
                 if error.is_none() {
-                    attrs.push(("db.response.returned_rows", r.rows().to_string()));
+                    attrs.put_fmt("db.response.returned_rows", format_args!("{}", r.rows()));
                 }
                 Some(Parsed::Response {
                     key: None,
@@ -421,22 +430,22 @@ fn mysql_parsed(m: &mysql::Message<'_>, s: &mysql::Session, authenticating: &mut
         }
         Message::Command(c) => Parsed::Request {
             key: None,
-            attrs: c.attributes(s),
+            attrs: written(|a| c.write_attributes(s, a)),
             answered: !matches!(c, Command::Quit | Command::Close(_)),
         },
         Message::Response(r) => {
-            let mut attrs = Vec::new();
+            let mut attrs = Attributes::default();
             let mut error = None;
             match r {
                 Response::Err { code, .. } => {
-                    attrs.push(("db.response.status_code", code.to_string()));
+                    attrs.put_fmt("db.response.status_code", format_args!("{code}"));
                     error = Some(ErrorKind::DbError);
                 }
                 Response::ResultSet { rows, .. } => {
-                    attrs.push(("db.response.returned_rows", rows.to_string()));
+                    attrs.put_fmt("db.response.returned_rows", format_args!("{rows}"));
                 }
                 Response::Ok { affected_rows, .. } => {
-                    attrs.push(("db.response.affected_rows", affected_rows.to_string()));
+                    attrs.put_fmt("db.response.affected_rows", format_args!("{affected_rows}"));
                 }
                 _ => {}
             }
@@ -473,14 +482,14 @@ fn http_parsed(m: &http1::Message<'_>, redaction: &Redaction) -> Parsed {
     match m {
         http1::Message::Request(r) => Parsed::Request {
             key: None,
-            attrs: r.attributes(redaction),
+            attrs: written(|a| r.write_attributes(redaction, a)),
             answered: true,
         },
         http1::Message::Response(r) if r.is_interim() => Parsed::Ignore,
         http1::Message::Response(r) => Parsed::Response {
             key: None,
             resolved: None,
-            attrs: r.attributes(),
+            attrs: written(|a| r.write_attributes(a)),
             error: match r.status {
                 400..=499 => Some(ErrorKind::ClientError),
                 500..=599 => Some(ErrorKind::ServerError),

@@ -9,77 +9,90 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 /// OpenTelemetry attributes in the order they were set (request first,
-/// then response), serialised as a JSON object. A short vector: cheaper to
-/// build per exchange than a map.
+/// then response), serialised as a JSON object. The values share one string:
+/// one allocation per exchange instead of one per value.
 ///
 /// # Examples
 ///
 /// ```
 /// use kindling_flow::Attributes;
+/// use kindling_proto::AttributeSink;
 ///
 /// let mut a = Attributes::default();
-/// a.insert("http.request.method", "GET".into());
-/// a.insert("http.request.method", "PUT".into());
-/// assert_eq!(a.get("http.request.method").map(String::as_str), Some("PUT"));
+/// a.put("http.request.method", "GET");
+/// a.put("http.request.method", "PUT");
+/// assert_eq!(a.get("http.request.method"), Some("PUT"));
 /// assert_eq!(a.len(), 1);
 /// assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"http.request.method":"PUT"}"#);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Attributes(Vec<(&'static str, String)>);
+pub struct Attributes {
+    text: String,
+    /// Key and the value's range in `text`.
+    entries: Vec<(&'static str, u32, u32)>,
+}
 
 impl Attributes {
     /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&String> {
-        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|&(_, a, b)| &self.text[a as usize..b as usize])
     }
 
     /// Whether `key` is set.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    /// Sets `key`, replacing an earlier value.
-    pub fn insert(&mut self, key: &'static str, value: String) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v = value,
-            None => self.0.push((key, value)),
-        }
+        self.entries.iter().any(|(k, _, _)| *k == key)
     }
 
     /// Every attribute, in the order set.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
-        self.0.iter().map(|(k, v)| (*k, v.as_str()))
+        self.entries
+            .iter()
+            .map(|&(k, a, b)| (k, &self.text[a as usize..b as usize]))
     }
 
     /// How many.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// None set.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
-}
 
-impl From<Vec<(&'static str, String)>> for Attributes {
-    fn from(v: Vec<(&'static str, String)>) -> Self {
-        Self(v)
-    }
-}
-
-impl Extend<(&'static str, String)> for Attributes {
-    fn extend<I: IntoIterator<Item = (&'static str, String)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
+    /// Appends every attribute of `other`, replacing equal keys.
+    pub fn extend_from(&mut self, other: &Attributes) {
+        for (k, v) in other.iter() {
+            kindling_proto::AttributeSink::put(self, k, v);
         }
     }
 }
 
-impl std::ops::Index<&str> for Attributes {
-    type Output = String;
+impl kindling_proto::AttributeSink for Attributes {
+    fn put(&mut self, key: &'static str, value: &str) {
+        // a replaced value stays in `text`, unreferenced: rare and bounded
+        self.entries.retain(|(k, _, _)| *k != key);
+        let start = self.text.len() as u32;
+        self.text.push_str(value);
+        self.entries.push((key, start, self.text.len() as u32));
+    }
 
-    fn index(&self, key: &str) -> &String {
+    fn put_fmt(&mut self, key: &'static str, value: fmt::Arguments<'_>) {
+        use fmt::Write as _;
+        self.entries.retain(|(k, _, _)| *k != key);
+        let start = self.text.len() as u32;
+        let _ = self.text.write_fmt(value);
+        self.entries.push((key, start, self.text.len() as u32));
+    }
+}
+
+impl std::ops::Index<&str> for Attributes {
+    type Output = str;
+
+    fn index(&self, key: &str) -> &str {
         self.get(key)
             .unwrap_or_else(|| panic!("no attribute {key:?}"))
     }
@@ -87,8 +100,8 @@ impl std::ops::Index<&str> for Attributes {
 
 impl Serialize for Attributes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
+        let mut m = s.serialize_map(Some(self.entries.len()))?;
+        for (k, v) in self.iter() {
             m.serialize_entry(k, v)?;
         }
         m.end()

@@ -153,7 +153,7 @@ fn live_http_exchanges_from_both_ends() {
             .iter()
             .filter(|x| x.role == role)
             .map(|x| {
-                let a = |k: &str| x.attributes.get(k).map_or("", String::as_str);
+                let a = |k: &str| x.attributes.get(k).unwrap_or("");
                 (
                     a("http.request.method"),
                     a("url.path"),

@@ -739,13 +739,18 @@ impl Message<'_> {
     /// the response code.
     pub fn attributes(&self) -> Vec<(&'static str, String)> {
         let mut a = Vec::new();
+        self.write_attributes(&mut a);
+        a
+    }
+
+    /// [`Message::attributes`] into any sink.
+    pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
         if let Some(q) = self.first_question() {
-            a.push(("dns.question.name", q.name.to_string()));
-            a.push(("dns.question.type", type_name(q.qtype).into_owned()));
+            a.put_fmt("dns.question.name", format_args!("{}", q.name));
+            a.put("dns.question.type", &type_name(q.qtype));
         }
         if self.header.is_response() {
-            a.push(("dns.response.code", rcode_name(self.rcode()).into_owned()));
+            a.put("dns.response.code", &rcode_name(self.rcode()));
         }
-        a
     }
 }

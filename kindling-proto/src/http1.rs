@@ -90,9 +90,15 @@ impl<'a> Headers<'a> {
 
     /// The first value of a header, by case-insensitive name.
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // names are tokens right before the colon (RFC 9112 §5.1): compare
+        // bytes in place, without splitting every line into name and value
+        let name = name.as_bytes();
+        self.block.split(|&b| b == b'\n').find_map(|line| {
+            let (n, rest) = line.split_at_checked(name.len())?;
+            let value = rest.strip_prefix(b":")?;
+            n.eq_ignore_ascii_case(name)
+                .then(|| trim(value.strip_suffix(b"\r").unwrap_or(value)))
+        })
     }
 
     /// Number of header lines.
@@ -888,38 +894,39 @@ impl Request<'_> {
 
     /// OpenTelemetry semantic-convention attributes of the request.
     pub fn attributes(&self, r: &Redaction) -> Vec<(&'static str, String)> {
-        let mut a = vec![
-            ("http.request.method", self.method.to_owned()),
-            ("url.path", self.path().to_owned()),
-            ("network.protocol.name", "http".to_owned()),
-            ("network.protocol.version", format!("1.{}", self.version)),
-        ];
+        let mut a = Vec::new();
+        self.write_attributes(r, &mut a);
+        a
+    }
+
+    /// [`Request::attributes`] into any sink, without allocating per value.
+    pub fn write_attributes(&self, r: &Redaction, a: &mut impl crate::AttributeSink) {
+        a.put("http.request.method", self.method);
+        a.put("url.path", self.path());
+        a.put("network.protocol.name", "http");
+        a.put(
+            "network.protocol.version",
+            if self.version == 0 { "1.0" } else { "1.1" },
+        );
         if let Some(q) = self.query() {
-            let q = if r.query_values {
-                redact_query(&format!("?{q}"))[1..].to_owned()
+            if r.query_values {
+                a.put("url.query", &redact_query(&format!("?{q}"))[1..]);
             } else {
-                q.to_owned()
-            };
-            a.push(("url.query", q));
+                a.put("url.query", q);
+            }
         }
-        let text = |n: &str| {
-            self.headers
-                .get(n)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        if let Some(host) = text("host") {
-            a.push(("server.address", host));
-        }
-        if let Some(ua) = text("user-agent") {
-            a.push(("user_agent.original", ua));
-        }
-        if let Some(ct) = text("content-type") {
-            a.push(("http.request.header.content-type", ct));
+        for (header, key) in [
+            ("host", "server.address"),
+            ("user-agent", "user_agent.original"),
+            ("content-type", "http.request.header.content-type"),
+        ] {
+            if let Some(v) = self.headers.get(header) {
+                a.put_bytes(key, v);
+            }
         }
         if let (Some(n), _) = body_bytes(self.body) {
-            a.push(("http.request.body.size", n.to_string()));
+            a.put_fmt("http.request.body.size", format_args!("{n}"));
         }
-        a
     }
 }
 
@@ -941,17 +948,20 @@ impl Response<'_> {
 
     /// OpenTelemetry semantic-convention attributes of the response.
     pub fn attributes(&self) -> Vec<(&'static str, String)> {
-        let mut a = vec![("http.response.status_code", self.status.to_string())];
+        let mut a = Vec::new();
+        self.write_attributes(&mut a);
+        a
+    }
+
+    /// [`Response::attributes`] into any sink, without allocating per value.
+    pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
+        a.put_fmt("http.response.status_code", format_args!("{}", self.status));
         if let Some(ct) = self.headers.get("content-type") {
-            a.push((
-                "http.response.header.content-type",
-                String::from_utf8_lossy(ct).into_owned(),
-            ));
+            a.put_bytes("http.response.header.content-type", ct);
         }
         if let (Some(n), _) = body_bytes(self.body) {
-            a.push(("http.response.body.size", n.to_string()));
+            a.put_fmt("http.response.body.size", format_args!("{n}"));
         }
-        a
     }
 }
 

@@ -87,6 +87,49 @@ pub enum Status<T> {
     Partial,
 }
 
+/// Receives OpenTelemetry attributes as a message is read, so that a
+/// caller can store them without an allocation per value (a `Vec` of owned
+/// pairs is the simple choice, and implements it).
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::AttributeSink;
+///
+/// let mut v: Vec<(&'static str, String)> = Vec::new();
+/// v.put("http.request.method", "GET");
+/// v.put_fmt("http.response.status_code", format_args!("{}", 404));
+/// v.put_bytes("url.path", b"/users/42");
+/// assert_eq!(v[1], ("http.response.status_code", "404".to_owned()));
+/// ```
+pub trait AttributeSink {
+    /// One attribute.
+    fn put(&mut self, key: &'static str, value: &str);
+
+    /// One attribute, formatted.
+    fn put_fmt(&mut self, key: &'static str, value: std::fmt::Arguments<'_>) {
+        match value.as_str() {
+            Some(s) => self.put(key, s),
+            None => self.put(key, &value.to_string()),
+        }
+    }
+
+    /// One attribute from bytes (invalid UTF-8 shown lossily).
+    fn put_bytes(&mut self, key: &'static str, value: &[u8]) {
+        self.put(key, &String::from_utf8_lossy(value));
+    }
+}
+
+impl AttributeSink for Vec<(&'static str, String)> {
+    fn put(&mut self, key: &'static str, value: &str) {
+        self.push((key, value.to_owned()));
+    }
+
+    fn put_fmt(&mut self, key: &'static str, value: std::fmt::Arguments<'_>) {
+        self.push((key, value.to_string()));
+    }
+}
+
 /// The shape every protocol module has.
 pub trait Protocol {
     /// Per-connection state, kept by the caller across calls.

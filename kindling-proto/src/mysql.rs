@@ -746,7 +746,14 @@ impl Protocol for MySql {
 impl Command<'_> {
     /// OpenTelemetry attributes; SQL literals are replaced by `?`.
     pub fn attributes(&self, session: &Session) -> Vec<(&'static str, String)> {
-        let mut a = vec![("db.system.name", "mysql".to_owned())];
+        let mut a = Vec::new();
+        self.write_attributes(session, &mut a);
+        a
+    }
+
+    /// [`Command::attributes`] into any sink.
+    pub fn write_attributes(&self, session: &Session, a: &mut impl crate::AttributeSink) {
+        a.put("db.system.name", "mysql");
         let sql = match self {
             Command::Query(q) | Command::Prepare(q) => Some(*q),
             Command::Execute(id) => session.statement_sql(*id),
@@ -754,11 +761,11 @@ impl Command<'_> {
         };
         if let Some(sql) = sql {
             let s = crate::sql::summarize(sql);
-            a.push(("db.operation.name", s.operation));
-            if let Some(t) = s.table {
-                a.push(("db.collection.name", t));
+            a.put("db.operation.name", &s.operation);
+            if let Some(t) = &s.table {
+                a.put("db.collection.name", t);
             }
-            a.push(("db.query.text", s.normalized));
+            a.put("db.query.text", &s.normalized);
         } else {
             let op = match self {
                 Command::InitDb(_) => "INIT_DB",
@@ -767,9 +774,8 @@ impl Command<'_> {
                 Command::Close(_) => "STMT_CLOSE",
                 _ => "OTHER",
             };
-            a.push(("db.operation.name", op.to_owned()));
+            a.put("db.operation.name", op);
         }
-        a
     }
 }
 

@@ -670,7 +670,12 @@ impl Command<'_> {
     /// Sanitised command text for `db.query.text`: operation and key, every
     /// other argument as `?` (so AUTH and HELLO credentials never appear).
     pub fn query_text(&self) -> String {
-        let mut t = self.operation();
+        self.query_text_after(&self.operation())
+    }
+
+    fn query_text_after(&self, operation: &str) -> String {
+        let mut t = String::with_capacity(operation.len() + 32);
+        t.push_str(operation);
         let mut rest = self.args;
         if let Some(k) = self.key {
             t.push(' ');
@@ -688,18 +693,20 @@ impl Command<'_> {
 
     /// OpenTelemetry attributes.
     pub fn attributes(&self) -> Vec<(&'static str, String)> {
-        let mut a = vec![
-            ("db.system.name", "redis".to_owned()),
-            ("db.operation.name", self.operation()),
-            ("db.query.text", self.query_text()),
-        ];
-        if let Some(k) = self.key {
-            a.push((
-                "db.collection.name",
-                String::from_utf8_lossy(k).into_owned(),
-            ));
-        }
+        let mut a = Vec::new();
+        self.write_attributes(&mut a);
         a
+    }
+
+    /// [`Command::attributes`] into any sink.
+    pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
+        a.put("db.system.name", "redis");
+        let operation = self.operation();
+        a.put("db.query.text", &self.query_text_after(&operation));
+        a.put("db.operation.name", &operation);
+        if let Some(k) = self.key {
+            a.put_bytes("db.collection.name", k);
+        }
     }
 }
 
@@ -800,11 +807,19 @@ impl Skipper {
             if self.line.len() + nl > MAX_INLINE {
                 return Err(Error::BadLength);
             }
-            self.line.extend_from_slice(&rest[..nl]);
             at += nl + 1;
-            let line = std::mem::take(&mut self.line);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            self.header(line)?;
+            if self.line.is_empty() {
+                let line = &rest[..nl];
+                self.header(line.strip_suffix(b"\r").unwrap_or(line))?;
+            } else {
+                // the line began in an earlier input; keep its allocation
+                let mut carried = std::mem::take(&mut self.line);
+                carried.extend_from_slice(&rest[..nl]);
+                let r = self.header(carried.strip_suffix(b"\r").unwrap_or(&carried));
+                carried.clear();
+                self.line = carried;
+                r?;
+            }
         }
     }
 

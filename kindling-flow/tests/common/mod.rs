@@ -77,7 +77,7 @@ pub fn tcp_records(out: &[Output]) -> Vec<&TcpRecord> {
 }
 
 pub fn attr<'a>(x: &'a Exchange, key: &str) -> &'a str {
-    x.attributes.get(key).map(String::as_str).unwrap_or("")
+    x.attributes.get(key).unwrap_or("")
 }
 
 /// Exchanges of one role, as sorted `request → result` lines.
