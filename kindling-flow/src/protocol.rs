@@ -8,7 +8,7 @@ use crate::record::{Attributes, ErrorKind};
 
 /// Attributes written by a protocol's `write_attributes`.
 fn written(write: impl FnOnce(&mut Attributes)) -> Attributes {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(8, 160);
     write(&mut a);
     a
 }

@@ -33,6 +33,14 @@ pub struct Attributes {
 }
 
 impl Attributes {
+    /// Room for `entries` attributes of `text` bytes in all.
+    pub fn with_capacity(entries: usize, text: usize) -> Self {
+        Self {
+            text: String::with_capacity(text),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries

@@ -101,6 +101,39 @@ impl<'a> Headers<'a> {
         })
     }
 
+    /// The first values of several headers in one pass over the block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::http1::{Http1, Message};
+    /// use kindling_proto::{Direction, Status};
+    ///
+    /// let raw = b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: b\r\n\r\n";
+    /// let Ok(Status::Complete(Message::Request(r))) =
+    ///     Http1::parse_head(&mut Default::default(), Direction::Request, raw)
+    /// else {
+    ///     unreachable!()
+    /// };
+    /// let [host, ua, ct] = r.headers.get_many(["host", "user-agent", "content-type"]);
+    /// assert_eq!((host, ua, ct), (Some(&b"a"[..]), Some(&b"b"[..]), None));
+    /// ```
+    pub fn get_many<const N: usize>(&self, names: [&str; N]) -> [Option<&'a [u8]>; N] {
+        let mut out = [None; N];
+        for line in self.block.split(|&b| b == b'\n') {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            for (slot, want) in out.iter_mut().zip(names) {
+                if slot.is_none() && name.eq_ignore_ascii_case(want.as_bytes()) {
+                    *slot = Some(trim(value));
+                }
+            }
+        }
+        out
+    }
+
     /// Number of header lines.
     pub fn len(&self) -> usize {
         self.iter().count()
@@ -915,12 +948,16 @@ impl Request<'_> {
                 a.put("url.query", q);
             }
         }
-        for (header, key) in [
-            ("host", "server.address"),
-            ("user-agent", "user_agent.original"),
-            ("content-type", "http.request.header.content-type"),
-        ] {
-            if let Some(v) = self.headers.get(header) {
+        let found = self
+            .headers
+            .get_many(["host", "user-agent", "content-type"]);
+        let keys = [
+            "server.address",
+            "user_agent.original",
+            "http.request.header.content-type",
+        ];
+        for (key, value) in keys.into_iter().zip(found) {
+            if let Some(v) = value {
                 a.put_bytes(key, v);
             }
         }
