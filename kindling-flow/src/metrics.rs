@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::record::{Exchange, Output, Role, TcpEventKind, TcpRecord};
+use crate::record::{Comm, Exchange, Output, Role, TcpEventKind, TcpRecord};
 use crate::stats::Stats;
 
 /// The value of every label of the one series that takes what the caps
@@ -203,6 +203,12 @@ pub struct Metrics {
     dns_duration: Family<DnsLabels, Counter>,
     /// Distinct request contents per (protocol, port).
     contents: HashMap<(&'static str, u16), HashSet<String>>,
+    strings: Strings,
+    scratch: String,
+    entity_cache: HashMap<EntityKey, Series>,
+    entity_overflow: Option<Series>,
+    topology_cache: HashMap<TopologyKey, Series>,
+    topology_overflow: Option<Series>,
     overflow: Counter,
     overflowed: u64,
     self_counters: Vec<(Counter, StatField)>,
@@ -212,8 +218,8 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("entity_series", &self.entity_requests.seen.len())
-            .field("topology_series", &self.topology_requests.seen.len())
+            .field("entity_series", &self.entity_cache.len())
+            .field("topology_series", &self.topology_cache.len())
             .field("tcp_series", &self.tcp_seen.len())
             .field("dns_series", &self.dns_requests.seen.len())
             .field("overflowed", &self.overflowed)
@@ -248,6 +254,12 @@ impl Metrics {
             dns_requests: Capped::new(),
             dns_duration: Family::default(),
             contents: HashMap::new(),
+            strings: Strings::default(),
+            scratch: String::new(),
+            entity_cache: HashMap::new(),
+            entity_overflow: None,
+            topology_cache: HashMap::new(),
+            topology_overflow: None,
             overflow: Counter::default(),
             overflowed: 0,
             self_counters: Vec::new(),
@@ -463,117 +475,170 @@ impl Metrics {
     }
 
     fn entity(&mut self, x: &Exchange) {
-        let content = self.request_content(x);
-        let labels = EntityLabels {
-            protocol: x.protocol.to_owned(),
-            comm: x.comm.to_string(),
+        self.write_request_content(x);
+        let content = self.strings.intern(&self.scratch);
+        let response = self.strings.intern(response_content(x));
+        let key = EntityKey {
+            protocol: x.protocol,
+            comm: x.comm,
             port: x.dst.port(),
-            request_content: content,
-            response_content: response_content(x),
-            is_error: x.error.is_some(),
-            is_slow: x.slow,
+            content,
+            response,
+            error: x.error.is_some(),
+            slow: x.slow,
         };
-        let overflow = EntityLabels {
-            protocol: OVERFLOW.into(),
-            comm: OVERFLOW.into(),
-            port: 0,
-            request_content: OVERFLOW.into(),
-            response_content: OVERFLOW.into(),
-            is_error: false,
-            is_slow: false,
-        };
-        let labels = self.admit_entity(labels, overflow);
-        self.entity_requests.family.get_or_create(&labels).inc();
-        self.entity_duration
-            .get_or_create(&labels)
-            .inc_by(x.duration_ns);
-        self.entity_send_bytes
-            .get_or_create(&labels)
-            .inc_by(x.response_bytes);
-        self.entity_receive_bytes
-            .get_or_create(&labels)
-            .inc_by(x.request_bytes);
-        let latency = LatencyLabels {
-            protocol: labels.protocol,
-            comm: labels.comm,
-            port: labels.port,
-        };
-        self.entity_latency
-            .get_or_create(&latency)
-            .observe(x.duration_ns as f64 / 1e9);
+        if !self.entity_cache.contains_key(&key) {
+            match self.new_entity_series(&key) {
+                Some(series) => {
+                    self.entity_cache.insert(key, series);
+                }
+                None => {
+                    self.overflowed += 1;
+                    self.overflow.inc();
+                }
+            }
+        }
+        let series = self
+            .entity_cache
+            .get(&key)
+            .or(self.entity_overflow.as_ref())
+            .expect("a series or the overflow one");
+        series.requests.inc();
+        series.duration.inc_by(x.duration_ns);
+        series.send.inc_by(x.response_bytes);
+        series.receive.inc_by(x.request_bytes);
+        series.latency.observe(x.duration_ns as f64 / 1e9);
     }
 
-    fn admit_entity(&mut self, labels: EntityLabels, overflow: EntityLabels) -> EntityLabels {
-        let cap = self.config.max_series;
-        let before = self.overflowed;
-        let l = admit(
-            &mut self.entity_requests.seen,
-            cap,
-            labels,
-            overflow,
-            &mut self.overflowed,
-        );
-        if self.overflowed > before {
-            self.overflow.inc();
+    /// The series of a label set seen for the first time; `None` beyond the
+    /// cap (the overflow series, made here once, takes it).
+    fn new_entity_series(&mut self, key: &EntityKey) -> Option<Series> {
+        let over = self.entity_cache.len() >= self.config.max_series;
+        if over && self.entity_overflow.is_some() {
+            return None;
         }
-        l
+        let labels = if over {
+            EntityLabels {
+                protocol: OVERFLOW.into(),
+                comm: OVERFLOW.into(),
+                port: 0,
+                request_content: OVERFLOW.into(),
+                response_content: OVERFLOW.into(),
+                is_error: false,
+                is_slow: false,
+            }
+        } else {
+            EntityLabels {
+                protocol: key.protocol.to_owned(),
+                comm: key.comm.to_string(),
+                port: key.port,
+                request_content: self.strings.get(key.content).to_owned(),
+                response_content: self.strings.get(key.response).to_owned(),
+                is_error: key.error,
+                is_slow: key.slow,
+            }
+        };
+        let latency = LatencyLabels {
+            protocol: labels.protocol.clone(),
+            comm: labels.comm.clone(),
+            port: labels.port,
+        };
+        let series = Series {
+            requests: self.entity_requests.family.get_or_create(&labels).clone(),
+            duration: self.entity_duration.get_or_create(&labels).clone(),
+            send: self.entity_send_bytes.get_or_create(&labels).clone(),
+            receive: self.entity_receive_bytes.get_or_create(&labels).clone(),
+            latency: self.entity_latency.get_or_create(&latency).clone(),
+        };
+        if over {
+            self.entity_overflow = Some(series);
+            return None;
+        }
+        Some(series)
     }
 
     fn topology(&mut self, x: &Exchange) {
-        let labels = TopologyLabels {
-            protocol: x.protocol.to_owned(),
-            src_comm: x.comm.to_string(),
-            dst_ip: x.dst.ip().to_string(),
-            dst_port: x.dst.port(),
-            dst_name: x
-                .attributes
-                .get("server.address")
-                .unwrap_or_default()
-                .to_owned(),
-            is_error: x.error.is_some(),
-            is_slow: x.slow,
+        let name = self
+            .strings
+            .intern(x.attributes.get("server.address").unwrap_or_default());
+        let key = TopologyKey {
+            protocol: x.protocol,
+            comm: x.comm,
+            dst: x.dst.ip(),
+            port: x.dst.port(),
+            name,
+            error: x.error.is_some(),
+            slow: x.slow,
         };
-        let overflow = TopologyLabels {
-            protocol: OVERFLOW.into(),
-            src_comm: OVERFLOW.into(),
-            dst_ip: OVERFLOW.into(),
-            dst_port: 0,
-            dst_name: OVERFLOW.into(),
-            is_error: false,
-            is_slow: false,
-        };
-        let before = self.overflowed;
-        let labels = admit(
-            &mut self.topology_requests.seen,
-            self.config.max_series,
-            labels,
-            overflow,
-            &mut self.overflowed,
-        );
-        if self.overflowed > before {
-            self.overflow.inc();
+        if !self.topology_cache.contains_key(&key) {
+            match self.new_topology_series(&key) {
+                Some(series) => {
+                    self.topology_cache.insert(key, series);
+                }
+                None => {
+                    self.overflowed += 1;
+                    self.overflow.inc();
+                }
+            }
         }
-        self.topology_requests.family.get_or_create(&labels).inc();
-        self.topology_duration
-            .get_or_create(&labels)
-            .inc_by(x.duration_ns);
-        self.topology_request_bytes
-            .get_or_create(&labels)
-            .inc_by(x.request_bytes);
-        self.topology_response_bytes
-            .get_or_create(&labels)
-            .inc_by(x.response_bytes);
-        let latency = LatencyLabels {
-            protocol: labels.protocol,
-            comm: labels.src_comm,
-            port: labels.dst_port,
-        };
-        self.topology_latency
-            .get_or_create(&latency)
-            .observe(x.duration_ns as f64 / 1e9);
+        let series = self
+            .topology_cache
+            .get(&key)
+            .or(self.topology_overflow.as_ref())
+            .expect("a series or the overflow one");
+        series.requests.inc();
+        series.duration.inc_by(x.duration_ns);
+        series.send.inc_by(x.request_bytes);
+        series.receive.inc_by(x.response_bytes);
+        series.latency.observe(x.duration_ns as f64 / 1e9);
         if x.protocol == "dns" {
             self.dns(x);
         }
+    }
+
+    fn new_topology_series(&mut self, key: &TopologyKey) -> Option<Series> {
+        let over = self.topology_cache.len() >= self.config.max_series;
+        if over && self.topology_overflow.is_some() {
+            return None;
+        }
+        let labels = if over {
+            TopologyLabels {
+                protocol: OVERFLOW.into(),
+                src_comm: OVERFLOW.into(),
+                dst_ip: OVERFLOW.into(),
+                dst_port: 0,
+                dst_name: OVERFLOW.into(),
+                is_error: false,
+                is_slow: false,
+            }
+        } else {
+            TopologyLabels {
+                protocol: key.protocol.to_owned(),
+                src_comm: key.comm.to_string(),
+                dst_ip: key.dst.to_string(),
+                dst_port: key.port,
+                dst_name: self.strings.get(key.name).to_owned(),
+                is_error: key.error,
+                is_slow: key.slow,
+            }
+        };
+        let latency = LatencyLabels {
+            protocol: labels.protocol.clone(),
+            comm: labels.src_comm.clone(),
+            port: labels.dst_port,
+        };
+        let series = Series {
+            requests: self.topology_requests.family.get_or_create(&labels).clone(),
+            duration: self.topology_duration.get_or_create(&labels).clone(),
+            send: self.topology_request_bytes.get_or_create(&labels).clone(),
+            receive: self.topology_response_bytes.get_or_create(&labels).clone(),
+            latency: self.topology_latency.get_or_create(&latency).clone(),
+        };
+        if over {
+            self.topology_overflow = Some(series);
+            return None;
+        }
+        Some(series)
     }
 
     /// DNS series describe the asking process (client side).
@@ -656,44 +721,127 @@ impl Metrics {
         }
     }
 
-    /// The bounded `request_content` of an exchange.
-    fn request_content(&mut self, x: &Exchange) -> String {
+    /// Writes the bounded `request_content` of an exchange into `scratch`.
+    fn write_request_content(&mut self, x: &Exchange) {
         let a = |k: &str| x.attributes.get(k).unwrap_or("");
-        let content = match x.protocol {
-            "http" => format!(
-                "{} {}",
-                a("http.request.method"),
-                template_path(a("url.path"))
-            ),
-            "mysql" | "redis" => match a("db.collection.name") {
-                "" => a("db.operation.name").to_owned(),
-                table if x.protocol == "mysql" => format!("{} {table}", a("db.operation.name")),
-                _ => a("db.operation.name").to_owned(),
-            },
-            "dns" => a("dns.question.type").to_owned(),
-            _ => String::new(),
-        };
+        let out = &mut self.scratch;
+        out.clear();
+        match x.protocol {
+            "http" => {
+                out.push_str(a("http.request.method"));
+                out.push(' ');
+                template_path_into(out, a("url.path"));
+            }
+            "mysql" => {
+                out.push_str(a("db.operation.name"));
+                if let Some(table) = x.attributes.get("db.collection.name") {
+                    out.push(' ');
+                    out.push_str(table);
+                }
+            }
+            "redis" => out.push_str(a("db.operation.name")),
+            "dns" => out.push_str(a("dns.question.type")),
+            _ => {}
+        }
         let seen = self.contents.entry((x.protocol, x.dst.port())).or_default();
-        if seen.contains(&content) {
-            content
-        } else if seen.len() < self.config.max_request_contents {
-            seen.insert(content.clone());
-            content
-        } else {
-            "__other__".to_owned()
+        if !seen.contains(out.as_str()) {
+            if seen.len() < self.config.max_request_contents {
+                seen.insert(out.clone());
+            } else {
+                out.clear();
+                out.push_str("__other__");
+            }
         }
     }
 }
 
-fn response_content(x: &Exchange) -> String {
-    let a = |k: &str| x.attributes.get(k).map(str::to_owned);
-    match x.protocol {
-        "http" => a("http.response.status_code"),
-        "dns" => a("dns.response.code"),
-        _ => a("db.response.status_code"),
+fn response_content(x: &Exchange) -> &str {
+    let key = match x.protocol {
+        "http" => "http.response.status_code",
+        "dns" => "dns.response.code",
+        _ => "db.response.status_code",
+    };
+    x.attributes.get(key).unwrap_or(match x.error {
+        Some(crate::ErrorKind::NoResponse) => "NoResponse",
+        Some(crate::ErrorKind::Reset) => "Reset",
+        Some(crate::ErrorKind::Incomplete) => "Incomplete",
+        Some(_) => "error",
+        None => "ok",
+    })
+}
+
+/// Label values, each stored once and named by a number.
+#[derive(Debug, Default)]
+struct Strings {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+/// Most distinct label values kept; beyond, new values read [`OVERFLOW`].
+const MAX_STRINGS: usize = 1 << 16;
+
+impl Strings {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        if self.names.len() >= MAX_STRINGS {
+            return self.intern_overflow();
+        }
+        let id = self.names.len() as u32;
+        self.names.push(s.to_owned());
+        self.ids.insert(s.to_owned(), id);
+        id
     }
-    .or_else(|| x.error.map(|e| format!("{e:?}")))
-    .unwrap_or_else(|| "ok".to_owned())
+
+    fn get(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// The id of [`OVERFLOW`], made on first use (past the cap: one more).
+    fn intern_overflow(&mut self) -> u32 {
+        if let Some(&id) = self.ids.get(OVERFLOW) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(OVERFLOW.to_owned());
+        self.ids.insert(OVERFLOW.to_owned(), id);
+        id
+    }
+}
+
+/// What tells one server series from another, without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct EntityKey {
+    protocol: &'static str,
+    comm: Comm,
+    port: u16,
+    content: u32,
+    response: u32,
+    error: bool,
+    slow: bool,
+}
+
+/// What tells one edge series from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TopologyKey {
+    protocol: &'static str,
+    comm: Comm,
+    dst: std::net::IpAddr,
+    port: u16,
+    name: u32,
+    error: bool,
+    slow: bool,
+}
+
+/// Handles on one label set's metrics (they share the registry's values).
+#[derive(Clone, Debug)]
+struct Series {
+    requests: Counter,
+    duration: Counter,
+    send: Counter,
+    receive: Counter,
+    latency: Histogram,
 }
 
 fn tcp_labels(src: SocketAddr, dst: SocketAddr) -> TcpLabels {
@@ -723,13 +871,18 @@ fn tcp_labels(src: SocketAddr, dst: SocketAddr) -> TcpLabels {
 /// ```
 pub fn template_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
+    template_path_into(&mut out, path);
+    out
+}
+
+/// [`template_path`] appended to `out`.
+fn template_path_into(out: &mut String, path: &str) {
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
         out.push_str(template_segment(seg));
     }
-    out
 }
 
 fn template_segment(seg: &str) -> &str {
