@@ -92,8 +92,10 @@ fn tcp_row(t: &TcpRecord, t0: u64, offset: i64) -> String {
     if let Some(e) = t.errno {
         detail += &format!(" errno {e}");
     }
-    if let Some(r) = t.reason {
-        detail += &format!(" reason {r}");
+    match (&t.reason_name, t.reason) {
+        (Some(name), _) => detail += &format!(" {name}"),
+        (None, Some(r)) => detail += &format!(" reason {r}"),
+        _ => {}
     }
     format!(
         "{:>10.6}  tcp    {:<6}  {:>8}  {:<46}  {detail}",

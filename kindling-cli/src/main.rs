@@ -205,7 +205,8 @@ fn record(args: RecordArgs) -> Result<()> {
     let file = File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut probe = load(&args.probe)?;
-    let header = CaptureHeader::for_this_host(probe.config().clone());
+    let mut header = CaptureHeader::for_this_host(probe.config().clone());
+    header.host.drop_reasons = kindling_probe::drop_reason_names();
     let mut writer = CaptureWriter::new(file, &header)?;
     let until = deadline(args.duration)?;
     if !args.quiet {
@@ -276,6 +277,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let mut reader = CaptureReader::new(io::BufReader::with_capacity(1 << 20, counting))
         .with_context(|| format!("{} is not a readable capture", args.file.display()))?;
     let offset = reader.header().host.boottime_to_unix_ns;
+    let drop_reasons = reader.header().host.drop_reasons.clone();
     let out = io::stdout().lock();
     let mut out = BufWriter::new(out);
     let mut t0 = None;
@@ -291,6 +293,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
         Pipeline::new(kindling_flow::Config {
             boottime_to_unix_ns: offset,
             rtt_records: true,
+            drop_reasons,
             ..kindling_flow::Config::default()
         })
     });
@@ -400,6 +403,7 @@ fn watch(args: WatchArgs) -> Result<()> {
     let mut pipeline = Pipeline::new(kindling_flow::Config {
         boottime_to_unix_ns: offset,
         rtt_records: true,
+        drop_reasons: kindling_probe::drop_reason_names(),
         ..kindling_flow::Config::default()
     });
     let mut enricher = kindling_flow::enrich::ProcessEnricher::new();

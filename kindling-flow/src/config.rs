@@ -34,6 +34,9 @@ pub struct Config {
     pub redaction: Redaction,
     /// Emit a record for every RTT sample (rate limited in the kernel).
     pub rtt_records: bool,
+    /// Names of the kernel's drop reasons by number (from the capture
+    /// header, or `kindling_probe::drop_reason_names` live).
+    pub drop_reasons: std::collections::BTreeMap<u32, String>,
 }
 
 /// Slow thresholds per protocol, nanoseconds.
@@ -66,6 +69,7 @@ impl Default for Config {
             boottime_to_unix_ns: 0,
             redaction: Redaction::default(),
             rtt_records: false,
+            drop_reasons: Default::default(),
         }
     }
 }

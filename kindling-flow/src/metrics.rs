@@ -112,6 +112,13 @@ pub struct TcpLabels {
     pub dst_port: u16,
 }
 
+/// Labels of the drop counter: the kernel's reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `enum skb_drop_reason` name, or its number when the name is unknown.
+    pub reason: String,
+}
+
 /// Labels of DNS series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DnsLabels {
@@ -196,6 +203,7 @@ pub struct Metrics {
     tcp_srtt: Family<TcpLabels, Gauge>,
     tcp_retransmits: Family<TcpLabels, Counter>,
     tcp_packet_loss: Family<TcpLabels, Counter>,
+    tcp_drops: Family<DropLabels, Counter>,
     tcp_connects: Family<TcpLabels, Counter>,
     tcp_connect_duration: Family<TcpLabels, Counter>,
     tcp_connect_failures: Family<TcpLabels, Counter>,
@@ -248,6 +256,7 @@ impl Metrics {
             tcp_srtt: Family::default(),
             tcp_retransmits: Family::default(),
             tcp_packet_loss: Family::default(),
+            tcp_drops: Family::default(),
             tcp_connects: Family::default(),
             tcp_connect_duration: Family::default(),
             tcp_connect_failures: Family::default(),
@@ -329,8 +338,13 @@ impl Metrics {
         );
         r.register(
             "kindling_tcp_packet_loss",
-            "Packets the kernel dropped",
+            "Packets the kernel dropped for a reason that means loss",
             m.tcp_packet_loss.clone(),
+        );
+        r.register(
+            "kindling_tcp_drop",
+            "Packets the kernel freed as dropped, by reason",
+            m.tcp_drops.clone(),
         );
         r.register(
             "kindling_tcp_connect",
@@ -710,7 +724,16 @@ impl Metrics {
                 self.tcp_retransmits.get_or_create(&labels).inc();
             }
             TcpEventKind::Drop => {
-                self.tcp_packet_loss.get_or_create(&labels).inc();
+                let reason = t
+                    .reason_name
+                    .clone()
+                    .or_else(|| t.reason.map(|r| r.to_string()))
+                    .unwrap_or_default();
+                if crate::is_packet_loss(&reason) {
+                    self.tcp_packet_loss.get_or_create(&labels).inc();
+                }
+                // reasons are a kernel enum: bounded
+                self.tcp_drops.get_or_create(&DropLabels { reason }).inc();
             }
             TcpEventKind::Rtt => {
                 if let Some(srtt) = t.srtt_us {

@@ -173,7 +173,10 @@ impl Pipeline {
                     &r.hdr,
                     r.sk.local(),
                     r.sk.peer(),
-                    |t| t.reason = Some(r.reason.get()),
+                    |t| {
+                        t.reason = Some(r.reason.get());
+                        t.reason_name = self.config.drop_reasons.get(&r.reason.get()).cloned();
+                    },
                 );
             }
         }
@@ -484,6 +487,7 @@ impl Pipeline {
             srtt_us: None,
             retransmits: None,
             reason: None,
+            reason_name: None,
             resource: Default::default(),
         };
         fill(&mut r);

@@ -286,6 +286,32 @@ pub enum TcpEventKind {
     Drop,
 }
 
+/// Drop reasons that are not packet loss: a socket closed or reset with
+/// data queued, a packet to a closed port (a refused connect), duplicates
+/// of data already received. They are reported, not counted as loss.
+///
+/// # Examples
+///
+/// ```
+/// assert!(!kindling_flow::is_packet_loss("QUEUE_PURGE"));
+/// assert!(kindling_flow::is_packet_loss("TCP_OFO_DROP"));
+/// ```
+pub fn is_packet_loss(reason: &str) -> bool {
+    !matches!(
+        reason,
+        "NOT_SPECIFIED"
+            | "NO_SOCKET"
+            | "SOCKET_CLOSE"
+            | "QUEUE_PURGE"
+            | "TCP_CLOSE"
+            | "TCP_RESET"
+            | "TCP_OLD_DATA"
+            | "TCP_OLD_ACK"
+            | "TCP_TOO_OLD_ACK"
+            | "TCP_OLD_SEQUENCE"
+    )
+}
+
 /// One TCP health event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpRecord {
@@ -315,9 +341,13 @@ pub struct TcpRecord {
     /// Retransmits over the connection's life so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retransmits: Option<u32>,
-    /// Kernel drop reason.
+    /// Kernel drop reason (`enum skb_drop_reason`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<u32>,
+    /// Its name (`QUEUE_PURGE`, `TCP_OFO_DROP`, …) when the capture knows
+    /// the kernel's table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_name: Option<String>,
     /// Resource attributes, from enrichers.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub resource: BTreeMap<&'static str, String>,

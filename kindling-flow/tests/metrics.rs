@@ -90,6 +90,14 @@ fn series_of_the_recorded_workloads() {
     assert!(text.contains("kindling_tcp_srtt_microseconds{"));
     assert!(text.contains("kindling_entity_request_duration_seconds_bucket{"));
     assert_eq!(value(&text, "kindling_metrics_overflow_total"), Some(0.0));
+    // sockets closed with data queued: drops, but not packet loss
+    assert!(value(&text, r#"kindling_tcp_drop_total{reason="QUEUE_PURGE"}"#).unwrap() > 0.0);
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("kindling_tcp_packet_loss_total{")),
+        "no drop in these captures means loss:\n{text}"
+    );
     assert!(value(&text, "kindling_flow_events_total").unwrap() > 0.0);
 }
 

@@ -114,6 +114,10 @@ pub struct HostFacts {
     pub boottime_to_unix_ns: i64,
     /// When recording started, Unix-epoch ns.
     pub started_unix_ns: i64,
+    /// Names of the kernel's packet drop reasons by number (they differ
+    /// between kernels); empty in captures that did not record them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drop_reasons: BTreeMap<u32, String>,
 }
 
 /// The self-describing header that follows the preamble.
@@ -185,6 +189,7 @@ impl CaptureHeader {
                 kernel,
                 boottime_to_unix_ns: boottime_to_unix_ns(),
                 started_unix_ns: clock_ns(libc::CLOCK_REALTIME),
+                drop_reasons: BTreeMap::new(),
             },
             probe,
             writer: concat!("kindling-probe ", env!("CARGO_PKG_VERSION")).to_owned(),

@@ -39,12 +39,16 @@ pub use config::ProbeConfig;
 #[cfg(feature = "loader")]
 mod error;
 #[cfg(feature = "loader")]
+mod kernel;
+#[cfg(feature = "loader")]
 mod loader;
 #[cfg(feature = "loader")]
 pub mod preflight;
 
 #[cfg(feature = "loader")]
 pub use error::ProbeError;
+#[cfg(feature = "loader")]
+pub use kernel::drop_reason_names;
 #[cfg(feature = "loader")]
 pub use loader::{LossStats, Probe, ProbeBuilder};
 #[cfg(feature = "tokio")]

@@ -7,19 +7,25 @@ use std::path::Path;
 
 use kindling_flow::{Config, Exchange, Output, Pipeline, Role, Stats, TcpRecord};
 use kindling_probe::abi;
-use kindling_probe::capture::CaptureReader;
+use kindling_probe::capture::{CaptureHeader, CaptureReader};
 
 /// The raw records of `tests/data/<name>.kcap` and its boot-time offset.
 pub fn records(name: &str) -> (Vec<Vec<u8>>, i64) {
+    let (records, header) = records_and_header(name);
+    (records, header.host.boottime_to_unix_ns)
+}
+
+/// The raw records of `tests/data/<name>.kcap` and its header.
+pub fn records_and_header(name: &str) -> (Vec<Vec<u8>>, CaptureHeader) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.kcap"));
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut reader = CaptureReader::new(std::io::BufReader::new(file)).expect("a capture");
-    let offset = reader.header().host.boottime_to_unix_ns;
+    let header = reader.header().clone();
     let mut out = Vec::new();
     while let Some(r) = reader.next_record().expect("an undamaged capture") {
         out.push(r.to_vec());
     }
-    (out, offset)
+    (out, header)
 }
 
 /// Runs records through a pipeline as `kindling replay` does: a tick per
@@ -46,13 +52,15 @@ pub fn replay(name: &str) -> (Vec<Output>, Stats) {
     replay_with(name, Config::default())
 }
 
-/// Replays a capture with these settings (and the capture's time offset).
+/// Replays a capture with these settings (and the capture's time offset
+/// and drop reason names, as `kindling replay` does).
 pub fn replay_with(name: &str, config: Config) -> (Vec<Output>, Stats) {
-    let (records, offset) = records(name);
+    let (records, header) = records_and_header(name);
     run(
         &records,
         Config {
-            boottime_to_unix_ns: offset,
+            boottime_to_unix_ns: header.host.boottime_to_unix_ns,
+            drop_reasons: header.host.drop_reasons,
             ..config
         },
     )
@@ -160,7 +168,7 @@ pub fn render(out: &[Output]) -> String {
                 t.comm,
                 t.duration_ns.map(|d| d / 1000),
                 t.errno,
-                t.reason
+                t.reason_name.as_deref().or(t.reason.map(|_| "?"))
             ),
         };
         s.push_str(&line);

@@ -1,0 +1,49 @@
+//! Runs a capture through the pipeline and the metrics model, without root:
+//!
+//! ```sh
+//! cargo run -p kindling-flow --example summary [FILE.kcap]
+//! ```
+//!
+//! With no file it reads the nginx + curl capture the tests replay.
+
+use kindling_flow::{Config, Metrics, MetricsConfig, Output, Pipeline};
+use kindling_probe::capture::CaptureReader;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args().nth(1).unwrap_or_else(|| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/http1.kcap").to_owned()
+    });
+    let file = std::fs::File::open(&path)?;
+    let mut reader = CaptureReader::new(std::io::BufReader::new(file))?;
+    let mut pipeline = Pipeline::new(Config {
+        boottime_to_unix_ns: reader.header().host.boottime_to_unix_ns,
+        ..Config::default()
+    });
+    let mut metrics = Metrics::new(MetricsConfig::default());
+    let mut out = Vec::new();
+    while let Some(record) = reader.next_record()? {
+        pipeline.push(&kindling_probe::abi::decode(record)?, &mut out);
+    }
+    pipeline.finish(&mut out);
+    for o in &out {
+        if let Output::Exchange(x) = o {
+            println!(
+                "{:?} {} {} → {} in {} µs",
+                x.role,
+                x.protocol,
+                x.attributes
+                    .get("url.path")
+                    .or(x.attributes.get("db.query.text"))
+                    .unwrap_or(""),
+                x.attributes.get("http.response.status_code").unwrap_or(""),
+                x.duration_ns / 1000
+            );
+        }
+        metrics.observe(o);
+    }
+    metrics.update_stats(&pipeline.stats());
+    let text = metrics.encode();
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    println!("{series} metric series; {:?}", pipeline.stats());
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Facts read from the running kernel's BTF.
+
+use std::collections::BTreeMap;
+
+use libbpf_rs::btf::{types, Btf};
+
+/// The names of the kernel's `enum skb_drop_reason` values, without the
+/// `SKB_DROP_REASON_` prefix (`2` → `NOT_SPECIFIED`, …). The numbers change
+/// between kernel versions, so captures keep this table in their header.
+/// Empty when the kernel's BTF cannot be read or lacks the enum.
+///
+/// # Examples
+///
+/// ```no_run
+/// let names = kindling_probe::drop_reason_names();
+/// assert_eq!(names.get(&2).map(String::as_str), Some("NOT_SPECIFIED"));
+/// ```
+pub fn drop_reason_names() -> BTreeMap<u32, String> {
+    let Ok(btf) = Btf::from_vmlinux() else {
+        return BTreeMap::new();
+    };
+    let Some(e) = btf.type_by_name::<types::Enum<'_>>("skb_drop_reason") else {
+        return BTreeMap::new();
+    };
+    e.iter()
+        .filter_map(|m| {
+            let name = m.name?.to_str()?;
+            let name = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(name);
+            Some((u32::try_from(m.value).ok()?, name.to_owned()))
+        })
+        .collect()
+}
