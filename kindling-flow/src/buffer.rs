@@ -160,6 +160,24 @@ impl DirBuf {
         }
     }
 
+    /// Back to new, keeping the allocations unless they grew large.
+    pub(crate) fn reset(&mut self) {
+        let keep = self.data.capacity() <= 16 << 10;
+        *self = if keep {
+            let mut data = std::mem::take(&mut self.data);
+            let mut segments = std::mem::take(&mut self.segments);
+            data.clear();
+            segments.clear();
+            DirBuf {
+                data,
+                segments,
+                ..DirBuf::default()
+            }
+        } else {
+            DirBuf::default()
+        };
+    }
+
     /// Forgets everything unparsed, keeping the allocation.
     pub(crate) fn clear(&mut self) {
         self.data.clear();

@@ -1,6 +1,8 @@
 //! The connection table's entries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::buffer::{DirBuf, Span};
@@ -50,6 +52,13 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
+    /// Empties it for reuse, keeping modest buffer capacities.
+    pub(crate) fn reset(&mut self) {
+        self.sent.reset();
+        self.received.reset();
+        self.pending.clear();
+    }
+
     pub(crate) fn is_idle(&self) -> bool {
         let quiet = |d: &DirBuf| d.is_empty() && d.follow.is_none() && !d.lost;
         quiet(&self.sent) && quiet(&self.received) && self.pending.is_empty()
@@ -145,10 +154,12 @@ impl Conn {
         self.flight.get_or_insert_with(Box::default)
     }
 
-    /// Frees the in-flight state once nothing is in flight.
-    pub(crate) fn settle(&mut self) {
+    /// Gives back the in-flight state once nothing is in flight.
+    pub(crate) fn settle(&mut self) -> Option<Box<InFlight>> {
         if self.flight.as_ref().is_some_and(|f| f.is_idle()) {
-            self.flight = None;
+            self.flight.take()
+        } else {
+            None
         }
     }
 }
@@ -159,8 +170,10 @@ impl Conn {
 /// socket (after a fork) gets an entry in a small side table.
 #[derive(Debug, Default)]
 pub(crate) struct ConnTable {
-    by_sock: HashMap<u64, Conn>,
-    shared: HashMap<ConnKey, Conn>,
+    // socket addresses are kernel pointers, not attacker-chosen keys: a
+    // fast hash is safe here
+    by_sock: FxHashMap<u64, Conn>,
+    shared: FxHashMap<ConnKey, Conn>,
 }
 
 impl ConnTable {

@@ -3,12 +3,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use rustc_hash::FxHashMap;
+
 use kindling_probe::abi::{kind, Event, RawConn, RawData, RawTcp, Transport};
 use kindling_proto::{AttributeSink, Direction};
 
 use crate::buffer::{DirBuf, Span, RETRY_FROM};
 use crate::config::Config;
-use crate::conn::{Conn, ConnKey, ConnTable, PendingRequest, Recognition};
+use crate::conn::{Conn, ConnKey, ConnTable, InFlight, PendingRequest, Recognition};
 use crate::protocol::{self, Detected, Follow, ParseError, Parsed, Proto};
 use crate::record::{Comm, ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
 use crate::stats::Stats;
@@ -26,6 +28,22 @@ const TCP_CLOSE: u8 = 7;
 struct Shared {
     stats: Stats,
     names: Names,
+    /// In-flight states of connections gone idle, kept for reuse with
+    /// their buffers' capacity: a keep-alive exchange then allocates no
+    /// buffers.
+    pool: Vec<Box<InFlight>>,
+}
+
+/// Most in-flight states kept for reuse.
+const POOL: usize = 256;
+
+impl Shared {
+    fn recycle(&mut self, mut f: Box<InFlight>) {
+        if self.pool.len() < POOL {
+            f.reset();
+            self.pool.push(f);
+        }
+    }
 }
 
 /// Addresses that DNS answers seen by the pipeline resolved, with the name
@@ -104,7 +122,7 @@ pub struct Pipeline {
     config: Config,
     conns: ConnTable,
     /// Connects in progress or just done, by kernel socket.
-    attempts: HashMap<u64, Attempt>,
+    attempts: FxHashMap<u64, Attempt>,
     shared: Shared,
     last_ns: u64,
 }
@@ -115,7 +133,7 @@ impl Pipeline {
         Self {
             config,
             conns: ConnTable::default(),
-            attempts: HashMap::new(),
+            attempts: FxHashMap::default(),
             shared: Shared::default(),
             last_ns: 0,
         }
@@ -525,6 +543,9 @@ impl Pipeline {
         let peer = d.sk.peer();
         let tid = d.hdr.tid.get();
         {
+            if conn.flight.is_none() {
+                conn.flight = Some(shared.pool.pop().unwrap_or_default());
+            }
             let f = conn.flight();
             let buf = if sent { &mut f.sent } else { &mut f.received };
             if udp {
@@ -559,7 +580,9 @@ impl Pipeline {
             buf.consume(usize::MAX);
             buf.lost = false;
         }
-        conn.settle();
+        if let Some(f) = conn.settle() {
+            shared.recycle(f);
+        }
     }
 }
 
