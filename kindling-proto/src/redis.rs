@@ -725,6 +725,37 @@ impl Reply<'_> {
     }
 }
 
+/// The length of a well-formed `$<n>\r\n<payload>\r\n`, `:<int>\r\n` or
+/// `+<text>\r\n` wholly at the start of `buf`; `None` for anything else
+/// (left to the general path, which also reports errors).
+fn whole_element(buf: &[u8]) -> Option<usize> {
+    match *buf.first()? {
+        b'$' => {
+            let digits = buf[1..]
+                .iter()
+                .take(11)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits == 0 || digits > 10 || buf.get(1 + digits..3 + digits)? != b"\r\n" {
+                return None;
+            }
+            let n = buf[1..1 + digits]
+                .iter()
+                .fold(0usize, |v, d| v * 10 + usize::from(d - b'0'));
+            if n as i64 > MAX_BULK {
+                return None;
+            }
+            let end = 3 + digits + n;
+            (buf.get(end..end + 2)? == b"\r\n").then_some(end + 2)
+        }
+        b':' | b'+' => {
+            let nl = buf.iter().take(64).position(|&b| b == b'\n')?;
+            (nl >= 2 && buf[nl - 1] == b'\r').then_some(nl + 1)
+        }
+        _ => None,
+    }
+}
+
 /// Follows one RESP value chunk by chunk without keeping it: for replies
 /// (or commands) too large to buffer, or partly uncaptured. Fed from the
 /// value's first byte.
@@ -795,6 +826,18 @@ impl Skipper {
                 }
                 self.value_done();
                 continue;
+            }
+            // Fast path for the elements of an open aggregate that are whole
+            // in `input`: bulk strings, integers, simple strings.
+            if self.line.is_empty() && self.top.is_some() {
+                if let Some(used) = whole_element(&input[at..]) {
+                    at += used;
+                    if let Some(top) = self.stack.last_mut() {
+                        *top -= 1;
+                    }
+                    self.value_done();
+                    continue;
+                }
             }
             let rest = &input[at..];
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
