@@ -32,4 +32,28 @@ fuzz_target!(|data: &[u8]| {
             Ok(Status::Partial) | Err(_) => break,
         }
     }
+
+    // Resynchronisation and the streaming body reader on the same bytes.
+    if let Some(at) = Http1::resync(rest, dir) {
+        assert!(at < rest.len());
+    }
+    let body = match first >> 1 & 3 {
+        0 => kindling_proto::http1::Body::Length(u64::from(first)),
+        1 => kindling_proto::http1::Body::UntilClose,
+        _ => kindling_proto::http1::Body::Chunked { data: 0, encoded: 0 },
+    };
+    let mut reader = kindling_proto::http1::BodyReader::new(body);
+    let cut = usize::from(first >> 3) % (rest.len() + 1);
+    for part in [&rest[..cut], &rest[cut..]] {
+        match reader.feed(part) {
+            Ok(Some(n)) => {
+                assert!(n <= part.len());
+                break;
+            }
+            Ok(None) => {
+                let _ = reader.skip_unseen(u64::from(first & 7));
+            }
+            Err(_) => break,
+        }
+    }
 });

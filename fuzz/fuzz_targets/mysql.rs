@@ -29,4 +29,20 @@ fuzz_target!(|data: &[u8]| {
         }
         dir = if dir == Direction::Request { Direction::Response } else { Direction::Request };
     }
+
+    // The streaming result-set reader on the same bytes, cut in two.
+    let mut reader = kindling_proto::mysql::ResultSetReader::new(first & 4 != 0);
+    let cut = usize::from(first >> 3) % (rest.len() + 1);
+    for part in [&rest[..cut], &rest[cut..]] {
+        match reader.feed(part) {
+            Ok(Some(n)) => {
+                assert!(n <= part.len());
+                break;
+            }
+            Ok(None) => {
+                let _ = reader.skip_unseen(u64::from(first & 3));
+            }
+            Err(_) => break,
+        }
+    }
 });

@@ -29,4 +29,21 @@ fuzz_target!(|data: &[u8]| {
             Ok(Status::Partial) | Err(_) => break,
         }
     }
+
+    // The streaming follower on the same bytes, cut in two: it must stay
+    // within what it is given and never panic.
+    let cut = usize::from(first >> 1) % (rest.len() + 1);
+    let mut s = kindling_proto::redis::Skipper::new();
+    for part in [&rest[..cut], &rest[cut..]] {
+        match s.feed(part) {
+            Ok(Some(n)) => {
+                assert!(n <= part.len());
+                break;
+            }
+            Ok(None) => {
+                let _ = s.skip_unseen(u64::from(first & 7));
+            }
+            Err(_) => break,
+        }
+    }
 });
