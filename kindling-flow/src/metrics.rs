@@ -26,6 +26,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 use crate::record::{Comm, Exchange, Output, Role, TcpEventKind, TcpRecord};
 use crate::stats::Stats;
@@ -210,12 +211,13 @@ pub struct Metrics {
     dns_requests: Capped<DnsLabels>,
     dns_duration: Family<DnsLabels, Counter>,
     /// Distinct request contents per (protocol, port).
+    // keyed by strings that come from traffic: the default (keyed) hasher
     contents: HashMap<(&'static str, u16), HashSet<String>>,
     strings: Strings,
     scratch: String,
-    entity_cache: HashMap<EntityKey, Series>,
+    entity_cache: FxHashMap<EntityKey, Series>,
     entity_overflow: Option<Series>,
-    topology_cache: HashMap<TopologyKey, Series>,
+    topology_cache: FxHashMap<TopologyKey, Series>,
     topology_overflow: Option<Series>,
     overflow: Counter,
     overflowed: u64,
@@ -265,9 +267,9 @@ impl Metrics {
             contents: HashMap::new(),
             strings: Strings::default(),
             scratch: String::new(),
-            entity_cache: HashMap::new(),
+            entity_cache: FxHashMap::default(),
             entity_overflow: None,
-            topology_cache: HashMap::new(),
+            topology_cache: FxHashMap::default(),
             topology_overflow: None,
             overflow: Counter::default(),
             overflowed: 0,
@@ -796,6 +798,7 @@ fn response_content(x: &Exchange) -> &str {
 /// Label values, each stored once and named by a number.
 #[derive(Debug, Default)]
 struct Strings {
+    // strings from traffic: the default (keyed) hasher
     ids: HashMap<String, u32>,
     names: Vec<String>,
 }

@@ -31,7 +31,10 @@ struct Shared {
     /// In-flight states of connections gone idle, kept for reuse with
     /// their buffers' capacity: a keep-alive exchange then allocates no
     /// buffers.
-    #[expect(clippy::vec_box, reason = "the boxes move into connections as they are")]
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes move into connections as they are"
+    )]
     pool: Vec<Box<InFlight>>,
 }
 
