@@ -40,6 +40,8 @@ pub(crate) struct PendingRequest {
     pub(crate) peer: SocketAddr,
     /// Connect time, for a connection's first exchange.
     pub(crate) connect_ns: Option<u64>,
+    /// The connection's retransmit count when the request was read.
+    pub(crate) retransmits: u32,
 }
 
 /// Parsing state that exists only while something is in flight; dropped
@@ -116,6 +118,10 @@ pub(crate) struct Conn {
     pub(crate) connect_ns: Option<u64>,
     /// A reset was sent or received.
     pub(crate) reset: bool,
+    /// Latest smoothed RTT the kernel reported for the socket, µs (0: none).
+    pub(crate) srtt_us: u32,
+    /// Segments the socket retransmitted so far, as last reported.
+    pub(crate) retransmits: u32,
 }
 
 impl Conn {
@@ -137,6 +143,8 @@ impl Conn {
             last_seen_ns: 0,
             connect_ns: None,
             reset: false,
+            srtt_us: 0,
+            retransmits: 0,
         }
     }
 

@@ -47,7 +47,7 @@ pub use kindling_probe::abi::Event;
 pub use metrics::{Metrics, MetricsConfig};
 pub use pipeline::Pipeline;
 pub use record::{
-    is_packet_loss, Attributes, Comm, ErrorKind, Exchange, Output, Phases, Role, TcpEventKind,
-    TcpRecord,
+    is_packet_loss, Attributes, Comm, ErrorKind, Exchange, Network, Output, Phases, Role,
+    TcpEventKind, TcpRecord,
 };
 pub use stats::Stats;

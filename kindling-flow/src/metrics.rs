@@ -120,6 +120,13 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// Labels of the TCP state counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// The state entered (`ESTABLISHED`, `CLOSE_WAIT`, …).
+    pub state: String,
+}
+
 /// Labels of DNS series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DnsLabels {
@@ -205,6 +212,7 @@ pub struct Metrics {
     tcp_retransmits: Family<TcpLabels, Counter>,
     tcp_packet_loss: Family<TcpLabels, Counter>,
     tcp_drops: Family<DropLabels, Counter>,
+    tcp_states: Family<StateLabels, Counter>,
     tcp_connects: Family<TcpLabels, Counter>,
     tcp_connect_duration: Family<TcpLabels, Counter>,
     tcp_connect_failures: Family<TcpLabels, Counter>,
@@ -259,6 +267,7 @@ impl Metrics {
             tcp_retransmits: Family::default(),
             tcp_packet_loss: Family::default(),
             tcp_drops: Family::default(),
+            tcp_states: Family::default(),
             tcp_connects: Family::default(),
             tcp_connect_duration: Family::default(),
             tcp_connect_failures: Family::default(),
@@ -342,6 +351,11 @@ impl Metrics {
             "kindling_tcp_packet_loss",
             "Packets the kernel dropped for a reason that means loss",
             m.tcp_packet_loss.clone(),
+        );
+        r.register(
+            "kindling_tcp_state_change",
+            "TCP state changes, by the state entered",
+            m.tcp_states.clone(),
         );
         r.register(
             "kindling_tcp_drop",
@@ -480,6 +494,16 @@ impl Metrics {
         }
         self.connections
             .set(i64::try_from(stats.connections).unwrap_or(i64::MAX));
+        for (state, &n) in stats.tcp_states.iter().enumerate().skip(1) {
+            if n == 0 {
+                continue;
+            }
+            let name = kindling_probe::abi::tcp_state_name(state as u8).to_owned();
+            let c = self.tcp_states.get_or_create(&StateLabels { state: name });
+            if n > c.get() {
+                c.inc_by(n - c.get());
+            }
+        }
     }
 
     /// The Prometheus text exposition of every series.

@@ -12,7 +12,9 @@ use crate::buffer::{DirBuf, Span, RETRY_FROM};
 use crate::config::Config;
 use crate::conn::{Conn, ConnKey, ConnTable, InFlight, PendingRequest, Recognition};
 use crate::protocol::{self, Detected, Follow, ParseError, Parsed, Proto};
-use crate::record::{Comm, ErrorKind, Exchange, Output, Phases, Role, TcpEventKind, TcpRecord};
+use crate::record::{
+    Comm, ErrorKind, Exchange, Network, Output, Phases, Role, TcpEventKind, TcpRecord,
+};
 use crate::stats::Stats;
 
 const EINPROGRESS: i64 = 115;
@@ -397,6 +399,23 @@ impl Pipeline {
         let sock = t.sk.sock.get();
         let (local, peer) = (t.sk.local(), t.sk.peer());
         let now = t.hdr.ts_ns.get();
+        // every TCP record carries the socket's RTT and retransmit count
+        if let Some(conn) = self.conns.by_sock_mut(sock) {
+            if t.srtt_us.get() > 0 {
+                conn.srtt_us = t.srtt_us.get();
+            }
+            conn.retransmits = conn.retransmits.max(t.total_retrans.get());
+        }
+        if t.hdr.kind.get() == kind::TCP_STATE {
+            if let Some(n) = self
+                .shared
+                .stats
+                .tcp_states
+                .get_mut(usize::from(t.new_state))
+            {
+                *n += 1;
+            }
+        }
         match t.hdr.kind.get() {
             kind::TCP_STATE => match (t.old_state, t.new_state) {
                 // the SYN leaves from inside connect(): pid and comm are right
@@ -886,6 +905,7 @@ fn deliver(
         } => {}
         Parsed::Request { key: id, attrs, .. } => {
             let connect_ns = conn.connect_ns.take();
+            let retransmits_now = conn.retransmits;
             let client = conn.role == Some(Role::Client);
             let f = conn.flight();
             // A new request while the answer to an older one could not be
@@ -922,6 +942,7 @@ fn deliver(
                 bytes: wire,
                 peer,
                 connect_ns,
+                retransmits: retransmits_now,
             });
         }
         Parsed::Response {
@@ -1002,6 +1023,10 @@ fn exchange(
         _ => (conn.local(), peer),
     };
     let start = p.span.first_ns.saturating_sub(p.connect_ns.unwrap_or(0));
+    let network = (!conn.udp && (conn.srtt_us > 0 || conn.retransmits > 0)).then(|| Network {
+        srtt_us: conn.srtt_us,
+        retransmits: conn.retransmits.saturating_sub(p.retransmits),
+    });
     Exchange {
         kind: "exchange",
         protocol,
@@ -1023,6 +1048,7 @@ fn exchange(
         request_bytes: p.bytes,
         response_bytes: 0,
         error: None,
+        network,
         slow: false,
         partial: false,
         attributes: p.attrs,

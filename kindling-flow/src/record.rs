@@ -219,6 +219,16 @@ pub struct Phases {
     pub download: u64,
 }
 
+/// What the network did under an exchange: the evidence for blaming it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Network {
+    /// The connection's smoothed round-trip time, as the kernel last
+    /// reported it, microseconds.
+    pub srtt_us: u32,
+    /// Segments retransmitted on the connection while the exchange ran.
+    pub retransmits: u32,
+}
+
 /// One request and its response (or the lack of one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Exchange {
@@ -252,6 +262,10 @@ pub struct Exchange {
     pub response_bytes: u64,
     /// Why it failed, if it did.
     pub error: Option<ErrorKind>,
+    /// The connection's RTT and retransmits, when the kernel reported any
+    /// for it (TCP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
     /// Slower than the protocol's threshold.
     pub slow: bool,
     /// The response was seen but could not be read (events lost, or cut

@@ -38,4 +38,7 @@ pub struct Stats {
     pub evictions: u64,
     /// Connections forgotten after the idle timeout.
     pub idle_expired: u64,
+    /// TCP state changes seen, by the state entered (the kernel's numbers,
+    /// `include/net/tcp_states.h`: 1 ESTABLISHED … 12 NEW_SYN_RECV).
+    pub tcp_states: [u64; 13],
 }

@@ -61,6 +61,12 @@ fn http1_nginx_and_curl() {
         ]
     );
     let (out, stats) = replay("http1");
+    // the kernel's RTT samples reach the exchanges of their connections
+    let measured = exchanges(&out)
+        .into_iter()
+        .filter(|x| x.network.is_some_and(|n| n.srtt_us > 0))
+        .count();
+    assert!(measured >= 5, "{measured} exchanges with an RTT");
     // PATCH with `Expect: 100-continue`: the interim 100 is not an
     // exchange, and the request is paired with the final 201
     let patch = exchanges(&out)

@@ -138,7 +138,7 @@ pub fn render(out: &[Output]) -> String {
                     .collect();
                 attrs.sort();
                 format!(
-                    "{:?} {} {} {}->{} pid={} {} req={}B resp={}B total={}us connect={:?} send={}us wait={}us download={}us error={:?} slow={} partial={} [{}]",
+                    "{:?} {} {} {}->{} pid={} {} req={}B resp={}B total={}us connect={:?} send={}us wait={}us download={}us error={:?} slow={} partial={} net={:?} [{}]",
                     x.role,
                     x.protocol,
                     x.transport,
@@ -156,6 +156,7 @@ pub fn render(out: &[Output]) -> String {
                     x.error,
                     x.slow,
                     x.partial,
+                    x.network.map(|n| (n.srtt_us, n.retransmits)),
                     attrs.join(" ")
                 )
             }
