@@ -7,6 +7,9 @@ use kindling_proto::http1::{Http1, Message, Redaction};
 use kindling_proto::{Direction, Protocol, Status};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "follow.rs"]
+mod follow;
+
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let dir = if first & 1 == 0 { Direction::Request } else { Direction::Response };
@@ -42,18 +45,12 @@ fuzz_target!(|data: &[u8]| {
         1 => kindling_proto::http1::Body::UntilClose,
         _ => kindling_proto::http1::Body::Chunked { data: 0, encoded: 0 },
     };
-    let mut reader = kindling_proto::http1::BodyReader::new(body);
-    let cut = usize::from(first >> 3) % (rest.len() + 1);
-    for part in [&rest[..cut], &rest[cut..]] {
-        match reader.feed(part) {
-            Ok(Some(n)) => {
-                assert!(n <= part.len());
-                break;
-            }
-            Ok(None) => {
-                let _ = reader.skip_unseen(u64::from(first & 7));
-            }
-            Err(_) => break,
-        }
-    }
+    let reader = std::cell::RefCell::new(kindling_proto::http1::BodyReader::new(body));
+    follow::in_two_parts(
+        rest,
+        usize::from(first >> 3),
+        u64::from(first & 7),
+        |part| reader.borrow_mut().feed(part),
+        |n| drop(reader.borrow_mut().skip_unseen(n)),
+    );
 });

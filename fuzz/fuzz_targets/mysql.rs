@@ -7,6 +7,9 @@ use kindling_proto::mysql::{Message, MySql, Session};
 use kindling_proto::{Direction, Protocol, Status};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "follow.rs"]
+mod follow;
+
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let mut s = if first & 1 == 0 { Session::default() } else { Session::in_command_phase() };
@@ -31,18 +34,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The streaming result-set reader on the same bytes, cut in two.
-    let mut reader = kindling_proto::mysql::ResultSetReader::new(first & 4 != 0);
-    let cut = usize::from(first >> 3) % (rest.len() + 1);
-    for part in [&rest[..cut], &rest[cut..]] {
-        match reader.feed(part) {
-            Ok(Some(n)) => {
-                assert!(n <= part.len());
-                break;
-            }
-            Ok(None) => {
-                let _ = reader.skip_unseen(u64::from(first & 3));
-            }
-            Err(_) => break,
-        }
-    }
+    let reader = std::cell::RefCell::new(kindling_proto::mysql::ResultSetReader::new(first & 4 != 0));
+    follow::in_two_parts(
+        rest,
+        usize::from(first >> 3),
+        u64::from(first & 3),
+        |part| reader.borrow_mut().feed(part),
+        |n| drop(reader.borrow_mut().skip_unseen(n)),
+    );
 });

@@ -6,6 +6,9 @@ use kindling_proto::redis::{Message, Redis};
 use kindling_proto::{Direction, Protocol, Status};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "follow.rs"]
+mod follow;
+
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let dir = if first & 1 == 0 { Direction::Request } else { Direction::Response };
@@ -30,20 +33,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // The streaming follower on the same bytes, cut in two: it must stay
-    // within what it is given and never panic.
-    let cut = usize::from(first >> 1) % (rest.len() + 1);
-    let mut s = kindling_proto::redis::Skipper::new();
-    for part in [&rest[..cut], &rest[cut..]] {
-        match s.feed(part) {
-            Ok(Some(n)) => {
-                assert!(n <= part.len());
-                break;
-            }
-            Ok(None) => {
-                let _ = s.skip_unseen(u64::from(first & 7));
-            }
-            Err(_) => break,
-        }
-    }
+    // The streaming follower on the same bytes, cut in two.
+    let s = std::cell::RefCell::new(kindling_proto::redis::Skipper::new());
+    follow::in_two_parts(
+        rest,
+        usize::from(first >> 1),
+        u64::from(first & 7),
+        |part| s.borrow_mut().feed(part),
+        |n| drop(s.borrow_mut().skip_unseen(n)),
+    );
 });

@@ -24,6 +24,29 @@ fn privileged() -> bool {
     false
 }
 
+/// Reads one HTTP/1 message with a Content-Length body (or none); returns
+/// its start line, or `None` at the end of the stream.
+fn read_message(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut start = String::new();
+    if reader.read_line(&mut start).unwrap() == 0 {
+        return None;
+    }
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        if h == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    Some(start)
+}
+
 /// A keep-alive HTTP/1.1 server for one connection: `/fail` answers 500,
 /// anything else 200 with a small body.
 fn serve(listener: TcpListener) -> std::thread::JoinHandle<()> {
@@ -31,26 +54,8 @@ fn serve(listener: TcpListener) -> std::thread::JoinHandle<()> {
         let (conn, _) = listener.accept().unwrap();
         let mut reader = BufReader::new(conn.try_clone().unwrap());
         let mut conn = conn;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                return;
-            }
-            let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
-            let mut length = 0;
-            loop {
-                let mut h = String::new();
-                reader.read_line(&mut h).unwrap();
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if h == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let (status, text) = if path == "/fail" {
+        while let Some(line) = read_message(&mut reader) {
+            let (status, text) = if line.split(' ').nth(1) == Some("/fail") {
                 ("500 Internal Server Error", "broken\n")
             } else {
                 ("200 OK", "hello\n")
@@ -66,22 +71,7 @@ fn serve(listener: TcpListener) -> std::thread::JoinHandle<()> {
 }
 
 fn read_response(reader: &mut BufReader<TcpStream>) -> String {
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    let mut length = 0;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).unwrap();
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-        if h == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    status
+    read_message(reader).expect("a response")
 }
 
 #[test]

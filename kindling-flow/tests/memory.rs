@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kindling_flow::{Config, Pipeline};
 use kindling_probe::abi::{self, kind, RawConn, RawData};
-use zerocopy::byteorder::native_endian::{I64, U16, U32, U64};
+use zerocopy::byteorder::native_endian::{I64, U16, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 struct Counting;
@@ -60,14 +60,7 @@ fn connection(templates: &(RawConn, RawData), i: u32) -> [Vec<u8>; 3] {
         d.direction = direction;
         d.hdr.ts_ns = U64::new(at);
         d.ts_enter_ns = U64::new(at);
-        let n = payload.len() as u32;
-        d.hdr.size = U32::new(size_of::<RawData>() as u32 + n);
-        d.len = U32::new(n);
-        d.cap_len = U32::new(n);
-        d.ret = I64::new(i64::from(n));
-        let mut v = d.as_bytes().to_vec();
-        v.extend_from_slice(payload);
-        v
+        common::data_record(&d, payload)
     };
     [
         a.as_bytes().to_vec(),

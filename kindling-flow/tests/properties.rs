@@ -9,8 +9,7 @@ use common::{records, render, run};
 use kindling_flow::{Config, Output, Pipeline};
 use kindling_probe::abi::{self, RawData, RecordHeader};
 use proptest::prelude::*;
-use zerocopy::byteorder::native_endian::{I64, U32};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 const CAPTURES: [&str; 5] = ["http1", "redis", "mysql", "dns", "wrk"];
 
@@ -23,15 +22,8 @@ fn config(offset: i64) -> Config {
 
 /// A data record with `payload` instead of its own (fully captured).
 fn with_payload(record: &[u8], payload: &[u8]) -> Vec<u8> {
-    let (mut raw, _) = RawData::read_from_prefix(record).expect("a data record");
-    let n = payload.len() as u32;
-    raw.hdr.size = U32::new(size_of::<RawData>() as u32 + n);
-    raw.len = U32::new(n);
-    raw.cap_len = U32::new(n);
-    raw.ret = I64::new(i64::from(n));
-    let mut out = raw.as_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
+    let (raw, _) = RawData::read_from_prefix(record).expect("a data record");
+    common::data_record(&raw, payload)
 }
 
 fn is_whole_tcp_data(record: &[u8]) -> bool {

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use kindling_flow::{Config, Exchange, Output, Pipeline, Role, Stats, TcpRecord};
-use kindling_probe::abi;
+use kindling_probe::abi::{self, RawData};
+use zerocopy::byteorder::native_endian::{I64, U32};
+use zerocopy::IntoBytes;
 use kindling_probe::capture::{CaptureHeader, CaptureReader};
 
 /// The raw records of `tests/data/<name>.kcap` and its boot-time offset.
@@ -45,6 +47,20 @@ pub fn run(records: &[Vec<u8>], config: Config) -> (Vec<Output>, Stats) {
     }
     p.finish(&mut out);
     (out, p.stats())
+}
+
+/// The bytes of a data record: `raw`'s fields with `payload` as its whole,
+/// fully captured payload.
+pub fn data_record(raw: &RawData, payload: &[u8]) -> Vec<u8> {
+    let mut raw = *raw;
+    let n = payload.len() as u32;
+    raw.hdr.size = U32::new(size_of::<RawData>() as u32 + n);
+    raw.len = U32::new(n);
+    raw.cap_len = U32::new(n);
+    raw.ret = I64::new(i64::from(n));
+    let mut out = raw.as_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Replays a capture with the default settings.
