@@ -7,9 +7,9 @@ use std::path::Path;
 
 use kindling_flow::{Config, Exchange, Output, Pipeline, Role, Stats, TcpRecord};
 use kindling_probe::abi::{self, RawData};
+use kindling_probe::capture::{CaptureHeader, CaptureReader};
 use zerocopy::byteorder::native_endian::{I64, U32};
 use zerocopy::IntoBytes;
-use kindling_probe::capture::{CaptureHeader, CaptureReader};
 
 /// The raw records of `tests/data/<name>.kcap` and its boot-time offset.
 pub fn records(name: &str) -> (Vec<Vec<u8>>, i64) {
