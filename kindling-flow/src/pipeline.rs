@@ -170,9 +170,31 @@ impl Pipeline {
         (self.conns.capacity(), 0, self.attempts.capacity())
     }
 
-    /// Records the probe reported lost, so that they show in [`Stats`].
+    /// Records the probe reported lost (ring buffer full, …). They may have
+    /// belonged to any connection, so nothing in flight is trusted after
+    /// them: requests waiting for an answer are dropped (counted in
+    /// `requests_dropped`) rather than paired with an answer that may not
+    /// be theirs, and streams in the middle of a message resynchronise at
+    /// the next one. Never an invented exchange.
     pub fn note_lost(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.shared.stats.events_lost += n;
+        for (_, conn) in self.conns.iter_mut() {
+            let Some(f) = conn.flight.as_mut() else {
+                continue;
+            };
+            self.shared.stats.requests_dropped += f.pending.len() as u64;
+            f.pending.clear();
+            for b in [&mut f.sent, &mut f.received] {
+                if !b.is_empty() || b.follow.is_some() {
+                    b.clear_lost(0);
+                    b.take_lost();
+                    b.lost = true;
+                }
+            }
+        }
     }
 
     /// Feeds one event; outputs it completes are appended to `out`.

@@ -250,3 +250,43 @@ fn nginx_under_wrk_with_pipelining() {
     );
     insta::assert_snapshot!("wrk_outputs", render(&out));
 }
+
+/// Records lost at any point (the probe's ring buffer was full) never make
+/// the pipeline pair a request with an answer that is not its own: what
+/// was in flight is dropped and counted instead.
+#[test]
+fn losses_drop_what_was_in_flight_and_never_mispair() {
+    use kindling_flow::{Config, Output, Pipeline};
+    let (records, _) = common::records("http1");
+    let status_of = |path: &str| match path {
+        "/missing" => "404",
+        "/redirect" => "302",
+        "/nothing" => "204",
+        "/api/echo" => "201",
+        _ => "200",
+    };
+    for lost_at in 0..records.len() {
+        let mut p = Pipeline::new(Config::default());
+        let mut out = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if i == lost_at {
+                p.note_lost(1); // the record at `lost_at` never arrives
+                continue;
+            }
+            p.push(&kindling_probe::abi::decode(r).unwrap(), &mut out);
+        }
+        p.finish(&mut out);
+        for o in &out {
+            let Output::Exchange(x) = o else { continue };
+            if x.error.is_none() && !x.partial {
+                let path = attr(x, "url.path");
+                assert_eq!(
+                    attr(x, "http.response.status_code"),
+                    status_of(path),
+                    "record {lost_at} lost: {path} paired with the wrong answer"
+                );
+            }
+        }
+        assert_eq!(p.stats().events_lost, 1);
+    }
+}
