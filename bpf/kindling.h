@@ -36,6 +36,7 @@ enum ke_kind {
 	KE_TCP_RESET = 7,     /* struct ke_tcp: reset_dir says sent or received */
 	KE_TCP_RTT = 8,	      /* struct ke_tcp: rate-limited srtt sample */
 	KE_SKB_DROP = 9,      /* struct ke_drop */
+	KE_LOST = 10,	      /* struct ke_lost: written by user space, never by the kernel */
 };
 
 /* Syscalls (ke_data.syscall, ke_conn.syscall). */
@@ -146,6 +147,15 @@ struct ke_drop { /* 112 bytes: a TCP/UDP packet freed with a drop reason */
 	__u64 location;	     /* kernel text address that dropped it */
 	__u32 reason;	     /* enum skb_drop_reason */
 	__u32 _pad;
+};
+
+/* A marker the recorder writes into a capture where the kernel's loss
+ * counters grew: `records` records were lost just before it. Replay hands
+ * it to the pipeline, which then trusts nothing that was in flight. */
+struct ke_lost { /* 104 bytes */
+	struct ke_header hdr;
+	struct ke_sock sk;   /* zero: a loss belongs to no socket */
+	__u64 records;
 };
 
 #endif /* KINDLING_H */

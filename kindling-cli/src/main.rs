@@ -219,6 +219,7 @@ fn record(args: RecordArgs) -> Result<()> {
     let mut last_report = Instant::now();
     let mut last_count = 0u64;
     let mut write_err: Option<CaptureError> = None;
+    let mut kernel_lost = 0u64;
     while !stop.load(Ordering::Relaxed) && until.is_none_or(|t| Instant::now() < t) {
         probe.poll_raw(Duration::from_millis(100), |rec| {
             if write_err.is_none() {
@@ -231,6 +232,7 @@ fn record(args: RecordArgs) -> Result<()> {
         if let Some(e) = write_err.take() {
             return Err(e).context("writing the capture file");
         }
+        mark_losses(&probe, &mut writer, &mut kernel_lost)?;
         if last_report.elapsed() >= Duration::from_secs(1) {
             writer.flush()?;
             if !args.quiet {
@@ -250,6 +252,7 @@ fn record(args: RecordArgs) -> Result<()> {
     probe.poll_raw(Duration::ZERO, |rec| {
         writer.write_record(rec).is_ok() && abi::decode(rec).is_ok()
     })?;
+    mark_losses(&probe, &mut writer, &mut kernel_lost)?;
     let losses = probe.losses()?;
     let records = writer.records();
     let bytes = writer.bytes();
@@ -450,6 +453,19 @@ fn watch(args: WatchArgs) -> Result<()> {
     );
     if !args.events {
         eprintln!("kindling: {}", flow_render::stats_line(&pipeline.stats()));
+    }
+    Ok(())
+}
+
+/// Writes a loss marker into the capture where the kernel's loss counters
+/// grew, so that a replay knows where records are missing.
+fn mark_losses(probe: &Probe, writer: &mut CaptureWriter<File>, seen: &mut u64) -> Result<()> {
+    let l = probe.losses()?;
+    let lost = l.ring_full + l.pending_full;
+    if lost > *seen {
+        let marker = abi::RawLost::new(lost - *seen, boottime_now());
+        writer.write_record(zerocopy::IntoBytes::as_bytes(&marker))?;
+        *seen = lost;
     }
     Ok(())
 }

@@ -211,6 +211,7 @@ impl Pipeline {
                 self.conn_event(c.raw, out);
             }
             Event::Tcp(t) => self.tcp_event(t.raw, out),
+            Event::Lost(l) => self.note_lost(l.raw.records.get()),
             Event::Drop(d) => {
                 let r = d.raw;
                 self.emit_tcp(

@@ -270,7 +270,11 @@ fn losses_drop_what_was_in_flight_and_never_mispair() {
         let mut out = Vec::new();
         for (i, r) in records.iter().enumerate() {
             if i == lost_at {
-                p.note_lost(1); // the record at `lost_at` never arrives
+                // the record at `lost_at` never arrives; the recorder's
+                // marker says so, as it does in a capture
+                let marker = kindling_probe::abi::RawLost::new(1, 0);
+                let marker = zerocopy::IntoBytes::as_bytes(&marker);
+                p.push(&kindling_probe::abi::decode(marker).unwrap(), &mut out);
                 continue;
             }
             p.push(&kindling_probe::abi::decode(r).unwrap(), &mut out);

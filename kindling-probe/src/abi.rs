@@ -18,7 +18,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use zerocopy::byteorder::native_endian::{I32, I64, U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version of the record layouts; equals `KINDLING_ABI_VERSION` in `kindling.h`.
 pub const ABI_VERSION: u16 = 1;
@@ -48,6 +48,8 @@ pub mod kind {
     pub const TCP_RTT: u16 = 8;
     /// TCP/UDP packet freed with a drop reason.
     pub const SKB_DROP: u16 = 9;
+    /// Records lost before this point (written by the recorder).
+    pub const LOST: u16 = 10;
 }
 
 /// Header flags, as the `KF_*` defines.
@@ -334,6 +336,8 @@ pub enum Event<'a> {
     Tcp(TcpEvent<'a>),
     /// Packet drop.
     Drop(DropEvent<'a>),
+    /// Records lost before this point (a marker in captures).
+    Lost(LostEvent<'a>),
 }
 
 /// A socket read or write with its payload.
@@ -364,6 +368,49 @@ pub struct TcpEvent<'a> {
 pub struct DropEvent<'a> {
     /// The record.
     pub raw: &'a RawDrop,
+}
+
+/// Records lost before this point: a marker the recorder writes into
+/// captures when the kernel's loss counters grow.
+#[derive(Clone, Copy)]
+pub struct LostEvent<'a> {
+    /// The record.
+    pub raw: &'a RawLost,
+}
+
+/// Body of a [`kind::LOST`] record (`struct ke_lost`).
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawLost {
+    /// Common header (`ts_ns`: when the loss was noticed).
+    pub hdr: RecordHeader,
+    /// All zero: a loss belongs to no socket.
+    pub sk: SockTuple,
+    /// How many records were lost.
+    pub records: U64,
+}
+
+impl RawLost {
+    /// A marker for `records` records lost, noticed at boot time `ts_ns`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_probe::abi::{decode, Event, RawLost};
+    /// use zerocopy::IntoBytes;
+    ///
+    /// let marker = RawLost::new(3, 1_000);
+    /// let Ok(Event::Lost(l)) = decode(marker.as_bytes()) else { unreachable!() };
+    /// assert_eq!(l.raw.records.get(), 3);
+    /// ```
+    pub fn new(records: u64, ts_ns: u64) -> Self {
+        let mut raw = Self::new_zeroed();
+        raw.hdr.kind = U16::new(kind::LOST);
+        raw.hdr.size = U32::new(size_of::<Self>() as u32);
+        raw.hdr.ts_ns = U64::new(ts_ns);
+        raw.records = U64::new(records);
+        raw
+    }
 }
 
 /// Decodes one record, which must start at `bytes[0]`; trailing bytes after
@@ -407,6 +454,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             exact::<RawTcp>(record).map(|raw| Event::Tcp(TcpEvent { raw }))
         }
         kind::SKB_DROP => exact::<RawDrop>(record).map(|raw| Event::Drop(DropEvent { raw })),
+        kind::LOST => exact::<RawLost>(record).map(|raw| Event::Lost(LostEvent { raw })),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -488,6 +536,7 @@ impl<'a> Event<'a> {
             Event::Conn(e) => &e.raw.hdr,
             Event::Tcp(e) => &e.raw.hdr,
             Event::Drop(e) => &e.raw.hdr,
+            Event::Lost(e) => &e.raw.hdr,
         }
     }
 
@@ -498,6 +547,7 @@ impl<'a> Event<'a> {
             Event::Conn(e) => &e.raw.sk,
             Event::Tcp(e) => &e.raw.sk,
             Event::Drop(e) => &e.raw.sk,
+            Event::Lost(e) => &e.raw.sk,
         }
     }
 
@@ -519,6 +569,7 @@ pub fn kind_name(kind: u16) -> &'static str {
         kind::TCP_RESET => "tcp_reset",
         kind::TCP_RTT => "tcp_rtt",
         kind::SKB_DROP => "skb_drop",
+        kind::LOST => "lost",
         _ => "unknown",
     }
 }
@@ -586,7 +637,13 @@ macro_rules! debug_via_header {
         }
     )*};
 }
-debug_via_header!(DataEvent<'_>, ConnEvent<'_>, TcpEvent<'_>, DropEvent<'_>);
+debug_via_header!(
+    DataEvent<'_>,
+    ConnEvent<'_>,
+    TcpEvent<'_>,
+    DropEvent<'_>,
+    LostEvent<'_>
+);
 
 macro_rules! debug_raw {
     ($($t:ty),*) => {$(
@@ -597,7 +654,15 @@ macro_rules! debug_raw {
         }
     )*};
 }
-debug_raw!(RecordHeader, SockTuple, RawData, RawConn, RawTcp, RawDrop);
+debug_raw!(
+    RecordHeader,
+    SockTuple,
+    RawData,
+    RawConn,
+    RawTcp,
+    RawDrop,
+    RawLost
+);
 
 // The C layouts are naturally aligned with explicit padding, so these sizes
 // are the C sizes; the loader also checks them against the skeleton's types.
@@ -607,3 +672,6 @@ const _: () = assert!(size_of::<RawData>() == 136);
 const _: () = assert!(size_of::<RawConn>() == 128);
 const _: () = assert!(size_of::<RawTcp>() == 120);
 const _: () = assert!(size_of::<RawDrop>() == 112);
+// ke_lost is written by user space only, so the skeleton has no type to
+// check it against: its C size is asserted here and in the header comment.
+const _: () = assert!(size_of::<RawLost>() == 104);

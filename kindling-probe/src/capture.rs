@@ -145,6 +145,7 @@ fn struct_sizes() -> BTreeMap<String, u32> {
         ("ke_conn", size_of::<abi::RawConn>()),
         ("ke_tcp", size_of::<abi::RawTcp>()),
         ("ke_drop", size_of::<abi::RawDrop>()),
+        ("ke_lost", size_of::<abi::RawLost>()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v as u32))
@@ -328,7 +329,24 @@ impl<R: Read> CaptureReader<R> {
         }
         let header: CaptureHeader =
             serde_json::from_slice(json).map_err(|e| CaptureError::BadHeader(e.to_string()))?;
-        if header.struct_sizes != struct_sizes() {
+        // every layout the file names must be ours; a file may predate a
+        // record kind (ke_lost came later) and so not name it
+        let ours = struct_sizes();
+        let differs = header
+            .struct_sizes
+            .iter()
+            .any(|(k, v)| ours.get(k) != Some(v))
+            || [
+                "ke_header",
+                "ke_sock",
+                "ke_data",
+                "ke_conn",
+                "ke_tcp",
+                "ke_drop",
+            ]
+            .iter()
+            .any(|k| !header.struct_sizes.contains_key(*k));
+        if differs {
             return Err(CaptureError::BadHeader(format!(
                 "record layouts differ from this build's: {:?}",
                 header.struct_sizes

@@ -103,6 +103,9 @@ pub fn to_json(event: &Event<'_>, boottime_to_unix_ns: i64) -> Value {
                 json!(format!("{:#x}", d.raw.location.get())),
             );
         }
+        Event::Lost(l) => {
+            m.insert("records".into(), json!(l.raw.records.get()));
+        }
     }
     Value::Object(m)
 }
@@ -172,6 +175,11 @@ pub fn to_table_row(event: &Event<'_>, t0_ns: u64) -> String {
             event.kind_name().to_owned(),
             "-".into(),
             format!("reason={}", d.raw.reason.get()),
+        ),
+        Event::Lost(l) => (
+            event.kind_name().to_owned(),
+            "-".into(),
+            format!("{} records lost before this point", l.raw.records.get()),
         ),
     };
     format!(

@@ -268,3 +268,37 @@ fn decode_rejects_inconsistent_sizes() {
     );
     let _ = CaptureHeader::for_this_host(Default::default());
 }
+
+/// The recorder's loss markers travel through a capture like any record,
+/// and captures written before `ke_lost` existed (the fixture) still read.
+#[test]
+fn loss_markers_round_trip_and_older_captures_still_read() {
+    let header = CaptureReader::new(FIXTURE).unwrap().header().clone();
+    assert!(
+        !header.struct_sizes.contains_key("ke_lost"),
+        "an older capture"
+    );
+    let mut bytes = Vec::new();
+    let mut w =
+        CaptureWriter::new(&mut bytes, &CaptureHeader::for_this_host(header.probe)).unwrap();
+    let marker = abi::RawLost::new(7, 42);
+    w.write_record(zerocopy::IntoBytes::as_bytes(&marker))
+        .unwrap();
+    w.finish().unwrap();
+    let (recs, end) = read_all(&bytes);
+    end.unwrap();
+    let Ok(Event::Lost(l)) = abi::decode(&recs[0]) else {
+        panic!("a loss marker")
+    };
+    assert_eq!((l.raw.records.get(), l.raw.hdr.ts_ns.get()), (7, 42));
+    assert_eq!(abi::decode(&recs[0]).unwrap().kind_name(), "lost");
+    // a capture naming a layout this build does not have is refused
+    let mut h = CaptureHeader::for_this_host(Default::default());
+    h.struct_sizes.insert("ke_data".into(), 999);
+    let mut odd = Vec::new();
+    CaptureWriter::new(&mut odd, &h).unwrap().finish().unwrap();
+    assert!(matches!(
+        CaptureReader::new(&odd[..]),
+        Err(CaptureError::BadHeader(_))
+    ));
+}
