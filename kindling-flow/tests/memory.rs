@@ -69,6 +69,17 @@ fn connection(templates: &(RawConn, RawData), i: u32) -> [Vec<u8>; 3] {
     ]
 }
 
+/// Resident set size of this process, from `/proc/self/statm`.
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
 #[test]
 fn idle_connections_cost_at_most_256_bytes_each() {
     let (records, _) = common::records("http1");
@@ -90,6 +101,7 @@ fn idle_connections_cost_at_most_256_bytes_each() {
     let templates = (accept, data);
     let mut pipeline = Pipeline::new(Config::default());
     let mut out = Vec::new();
+    let rss_before = resident_bytes();
     let before = LIVE.load(Ordering::Relaxed);
     let mut exchanges = 0;
     for i in 0..CONNECTIONS {
@@ -100,6 +112,9 @@ fn idle_connections_cost_at_most_256_bytes_each() {
         out.clear();
     }
     let used = LIVE.load(Ordering::Relaxed) - before;
+    let rss = resident_bytes().saturating_sub(rss_before);
+    eprintln!("resident memory grew by {} MiB", rss >> 20);
+    assert!(rss < 64 << 20, "100,000 connections within 64 MiB resident");
     let per = used as f64 / f64::from(CONNECTIONS);
     eprintln!(
         "{CONNECTIONS} idle connections: {used} bytes live, {per:.0} per connection; tables {:?}; {:?}",
