@@ -588,26 +588,8 @@ impl Pipeline {
         let mut missing = u64::from(d.len.get().saturating_sub(d.cap_len.get()));
         let peer = d.sk.peer();
         let tid = d.hdr.tid.get();
-        {
-            if conn.flight.is_none() {
-                conn.flight = Some(shared.pool.pop().unwrap_or_default());
-            }
-            let f = conn.flight();
-            let buf = if sent { &mut f.sent } else { &mut f.received };
-            if udp {
-                // one datagram, one message: nothing carries over
-                buf.clear();
-                buf.follow = None;
-                buf.lost = false;
-            }
-            // a syscall shorter than the one before often ends a message
-            buf.force |= payload.len() < buf.last_chunk || missing > 0;
-            buf.last_chunk = payload.len();
-            if !buf.push(payload, first, now, tid, config.max_buffer) {
-                shared.stats.buffer_overflows += 1;
-                buf.lost_bytes += missing;
-                missing = 0;
-            }
+        if conn.flight.is_none() {
+            conn.flight = Some(shared.pool.pop().unwrap_or_default());
         }
         // the other direction speaking ends what this one was sending
         let other = {
@@ -618,6 +600,38 @@ impl Pipeline {
         };
         if other {
             parse(config, shared, &key, conn, !sent, 0, conn.peer(), out);
+        }
+        // Zero copy: with nothing buffered in this direction, messages are
+        // read straight from the payload; only a remainder is copied.
+        let span = Span {
+            first_ns: first,
+            last_ns: now,
+            tid,
+        };
+        let whole = payload.len();
+        let payload = if missing == 0 && !udp {
+            let used = parse_in_place(config, shared, &key, conn, sent, payload, span, peer, out);
+            &payload[used..]
+        } else {
+            payload
+        };
+        {
+            let f = conn.flight();
+            let buf = if sent { &mut f.sent } else { &mut f.received };
+            if udp {
+                // one datagram, one message: nothing carries over
+                buf.clear();
+                buf.follow = None;
+                buf.lost = false;
+            }
+            // a syscall shorter than the one before often ends a message
+            buf.force |= whole < buf.last_chunk || missing > 0;
+            buf.last_chunk = whole;
+            if !buf.push(payload, first, now, tid, config.max_buffer) {
+                shared.stats.buffer_overflows += 1;
+                buf.lost_bytes += missing;
+                missing = 0;
+            }
         }
         parse(config, shared, &key, conn, sent, missing, peer, out);
         if udp {
@@ -630,6 +644,95 @@ impl Pipeline {
             shared.recycle(f);
         }
     }
+}
+
+/// Reads whole messages (and a followed message's continuation) straight
+/// from a syscall's payload while nothing is buffered in its direction;
+/// returns the bytes used. What is left (a partial message, an error) goes
+/// through the buffer and [`parse`] as usual.
+#[expect(clippy::too_many_arguments, reason = "the pipeline's split borrows")]
+fn parse_in_place(
+    config: &Config,
+    shared: &mut Shared,
+    key: &ConnKey,
+    conn: &mut Conn,
+    sent: bool,
+    payload: &[u8],
+    span: Span,
+    peer: std::net::SocketAddr,
+    out: &mut Vec<Output>,
+) -> usize {
+    let Some(role) = conn.role else { return 0 };
+    let dir = if sent == (role == Role::Client) {
+        Direction::Request
+    } else {
+        Direction::Response
+    };
+    let mut at = 0;
+    while at < payload.len() {
+        let Recognition::Known(proto) = &mut conn.proto else {
+            return at;
+        };
+        let name = proto.name();
+        let Some(f) = conn.flight.as_mut() else {
+            return at;
+        };
+        let buf = if sent { &mut f.sent } else { &mut f.received };
+        if !buf.is_empty() || buf.lost {
+            return at;
+        }
+        if let Some(follow) = buf.follow.as_mut() {
+            match follow.feed(&payload[at..]) {
+                Ok(Some(used)) => {
+                    follow.last_ns = span.last_ns;
+                    follow.wire += used as u64;
+                    at += used;
+                    let follow = buf.follow.take().expect("followed");
+                    finish_follow(config, shared, key, conn, name, dir, *follow, peer, out);
+                    continue;
+                }
+                Ok(None) => {
+                    follow.last_ns = span.last_ns;
+                    follow.wire += (payload.len() - at) as u64;
+                    return payload.len();
+                }
+                // the buffered path reports it and resynchronises
+                Err(_) => return at,
+            }
+        }
+        match proto.next(dir, &payload[at..], &config.redaction) {
+            Ok(Some(msg)) => {
+                at += msg.used;
+                deliver(
+                    config, shared, key, conn, name, msg.parsed, span, msg.wire, peer, out,
+                );
+            }
+            // a large message or a request's body: follow it from here
+            Ok(None)
+                if payload.len() - at >= RETRY_FROM
+                    || (dir == Direction::Request && matches!(proto, Proto::Http(_))) =>
+            {
+                let Some((mut follow, head, now)) =
+                    proto.follow(dir, &payload[at..], &config.redaction)
+                else {
+                    return at;
+                };
+                follow.first_ns = span.first_ns;
+                follow.last_ns = span.last_ns;
+                follow.tid = span.tid;
+                follow.wire = head as u64;
+                at += head;
+                buf.follow = Some(Box::new(follow));
+                if let Some((parsed, size)) = now {
+                    deliver(
+                        config, shared, key, conn, name, parsed, span, size, peer, out,
+                    );
+                }
+            }
+            _ => return at,
+        }
+    }
+    at
 }
 
 /// Parses what waits for a retry in either direction (see
