@@ -16,10 +16,11 @@
 //! one `__overflow__` set and are counted in
 //! `kindling_metrics_overflow_total`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::Hash;
 use std::net::SocketAddr;
 
+use ahash::{AHashMap, AHashSet};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -219,8 +220,8 @@ pub struct Metrics {
     dns_requests: Capped<DnsLabels>,
     dns_duration: Family<DnsLabels, Counter>,
     /// Distinct request contents per (protocol, port).
-    // keyed by strings that come from traffic: the default (keyed) hasher
-    contents: HashMap<(&'static str, u16), HashSet<String>>,
+    // keyed by strings that come from traffic: a keyed (DoS-resistant) hash
+    contents: AHashMap<(&'static str, u16), AHashSet<String>>,
     strings: Strings,
     scratch: String,
     entity_cache: FxHashMap<EntityKey, Series>,
@@ -273,7 +274,7 @@ impl Metrics {
             tcp_connect_failures: Family::default(),
             dns_requests: Capped::new(),
             dns_duration: Family::default(),
-            contents: HashMap::new(),
+            contents: AHashMap::new(),
             strings: Strings::default(),
             scratch: String::new(),
             entity_cache: FxHashMap::default(),
@@ -822,8 +823,8 @@ fn response_content(x: &Exchange) -> &str {
 /// Label values, each stored once and named by a number.
 #[derive(Debug, Default)]
 struct Strings {
-    // strings from traffic: the default (keyed) hasher
-    ids: HashMap<String, u32>,
+    // strings from traffic: a keyed (DoS-resistant) hash
+    ids: AHashMap<String, u32>,
     names: Vec<String>,
 }
 
