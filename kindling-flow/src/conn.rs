@@ -31,7 +31,7 @@ pub(crate) enum Recognition {
 /// A request waiting for its response.
 #[derive(Debug)]
 pub(crate) struct PendingRequest {
-    pub(crate) key: Option<u16>,
+    pub(crate) key: Option<u64>,
     pub(crate) attrs: crate::record::Attributes,
     pub(crate) span: Span,
     pub(crate) bytes: u64,

@@ -121,6 +121,19 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// Labels of the reset counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResetLabels {
+    /// This host's address.
+    pub src_ip: String,
+    /// Peer address.
+    pub dst_ip: String,
+    /// Peer port.
+    pub dst_port: u16,
+    /// `sent` or `received`.
+    pub direction: &'static str,
+}
+
 /// Labels of the TCP state counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -214,6 +227,7 @@ pub struct Metrics {
     tcp_packet_loss: Family<TcpLabels, Counter>,
     tcp_drops: Family<DropLabels, Counter>,
     tcp_states: Family<StateLabels, Counter>,
+    tcp_resets: Family<ResetLabels, Counter>,
     tcp_connects: Family<TcpLabels, Counter>,
     tcp_connect_duration: Family<TcpLabels, Counter>,
     tcp_connect_failures: Family<TcpLabels, Counter>,
@@ -269,6 +283,7 @@ impl Metrics {
             tcp_packet_loss: Family::default(),
             tcp_drops: Family::default(),
             tcp_states: Family::default(),
+            tcp_resets: Family::default(),
             tcp_connects: Family::default(),
             tcp_connect_duration: Family::default(),
             tcp_connect_failures: Family::default(),
@@ -352,6 +367,11 @@ impl Metrics {
             "kindling_tcp_packet_loss",
             "Packets the kernel dropped for a reason that means loss",
             m.tcp_packet_loss.clone(),
+        );
+        r.register(
+            "kindling_tcp_reset",
+            "TCP resets sent or received",
+            m.tcp_resets.clone(),
         );
         r.register(
             "kindling_tcp_state_change",
@@ -767,7 +787,20 @@ impl Metrics {
                     self.tcp_srtt.get_or_create(&labels).set(i64::from(srtt));
                 }
             }
-            TcpEventKind::ResetSent | TcpEventKind::ResetReceived => {}
+            TcpEventKind::ResetSent | TcpEventKind::ResetReceived => {
+                let direction = if t.event == TcpEventKind::ResetSent {
+                    "sent"
+                } else {
+                    "received"
+                };
+                let labels = ResetLabels {
+                    src_ip: labels.src_ip,
+                    dst_ip: labels.dst_ip,
+                    dst_port: labels.dst_port,
+                    direction,
+                };
+                self.tcp_resets.get_or_create(&labels).inc();
+            }
         }
     }
 

@@ -6,6 +6,25 @@ use kindling_proto::{dns, mysql, redis, AttributeSink, Detect, Direction, Protoc
 
 use crate::record::{Attributes, ErrorKind};
 
+/// What pairs a DNS answer with its query: the id and the question (a
+/// response repeats it), so that a reused id cannot mismatch them.
+fn dns_key(m: &dns::Message<'_>) -> u64 {
+    // FNV-1a over the lower-cased name labels and the type
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    };
+    if let Some(q) = m.first_question() {
+        for label in q.name.labels() {
+            label.iter().for_each(|b| eat(b.to_ascii_lowercase()));
+            eat(b'.');
+        }
+        q.qtype.to_be_bytes().into_iter().for_each(&mut eat);
+    }
+    u64::from(m.header.id()) << 48 | (h & 0xffff_ffff_ffff)
+}
+
 /// Attributes written by a protocol's `write_attributes`.
 fn written(write: impl FnOnce(&mut Attributes)) -> Attributes {
     let mut a = Attributes::with_capacity(8, 160);
@@ -46,14 +65,14 @@ pub(crate) enum Detected {
 #[derive(Debug)]
 pub(crate) enum Parsed {
     Request {
-        /// DNS id; FIFO for the others.
-        key: Option<u16>,
+        /// DNS id and question; FIFO for the others.
+        key: Option<u64>,
         attrs: Attributes,
         /// False for messages never answered (MySQL COM_QUIT).
         answered: bool,
     },
     Response {
-        key: Option<u16>,
+        key: Option<u64>,
         attrs: Attributes,
         error: Option<ErrorKind>,
         /// DNS: the name asked about and the addresses it resolved to.
@@ -201,12 +220,10 @@ impl Proto {
                 _ => ParseError::Malformed,
             }),
             Proto::Dns(session) => generic::<dns::Dns>(session, dir, buf, |m, _| {
-                let id = m.header.id();
+                let id = dns_key(m);
                 if m.header.is_response() {
                     let mut attrs = Attributes::default();
-                    if m.header.is_response() {
-                        attrs.put("dns.response.code", &dns::rcode_name(m.rcode()));
-                    }
+                    attrs.put("dns.response.code", &dns::rcode_name(m.rcode()));
                     let addrs: Vec<std::net::IpAddr> = m
                         .answers()
                         .filter_map(|r| match r.data {

@@ -87,6 +87,13 @@ fn series_of_the_recorded_workloads() {
         Some(1.0)
     );
     assert!(text.contains("kindling_tcp_connect_duration_nanoseconds_total{"));
+    // the reset mid-response: received by the client
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kindling_tcp_reset_total{")
+                && l.contains(r#"dst_port="18303",direction="received""#)),
+        "{text}"
+    );
     assert!(text.contains("kindling_tcp_srtt_microseconds{"));
     assert!(text.contains("kindling_entity_request_duration_seconds_bucket{"));
     assert_eq!(value(&text, "kindling_metrics_overflow_total"), Some(0.0));

@@ -294,3 +294,71 @@ fn losses_drop_what_was_in_flight_and_never_mispair() {
         assert_eq!(p.stats().events_lost, 1);
     }
 }
+
+/// DNS answers pair by id and question, in any order; an answer whose id
+/// matches but whose question does not is not paired (counted instead).
+/// The records are the dig capture's, with hand-made DNS messages.
+#[test]
+fn dns_pairs_by_id_and_question_in_any_order() {
+    use kindling_flow::{Config, Output, Pipeline};
+    use kindling_probe::abi::{self, RawData};
+    use zerocopy::FromBytes;
+
+    fn message(id: u16, name: &str, response: bool) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(if response {
+            &[0x81, 0x80]
+        } else {
+            &[0x01, 0x00]
+        });
+        m.extend_from_slice(&[0, 1, 0, u8::from(response), 0, 0, 0, 0]);
+        for label in name.split('.') {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]); // A, IN
+        if response {
+            m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        }
+        m
+    }
+    let (records, _) = common::records("dns");
+    // the first query dig sent and the answer it read, as templates
+    let template = |egress: bool| {
+        records
+            .iter()
+            .find_map(|r| match abi::decode(r) {
+                Ok(abi::Event::Data(d))
+                    if (d.raw.direction == 0) == egress
+                        && d.raw.sk.protocol == 17
+                        && d.raw.hdr.comm.starts_with(b"isc") =>
+                {
+                    RawData::read_from_prefix(r).ok().map(|(raw, _)| raw)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (query, answer) = (template(true), template(false));
+    let stream = [
+        common::data_record(&query, &message(7, "a.example.test", false)),
+        common::data_record(&query, &message(8, "b.example.test", false)),
+        common::data_record(&answer, &message(8, "b.example.test", true)),
+        common::data_record(&answer, &message(7, "c.example.test", true)), // wrong question
+        common::data_record(&answer, &message(7, "a.example.test", true)),
+    ];
+    let mut p = Pipeline::new(Config::default());
+    let mut out = Vec::new();
+    for r in &stream {
+        p.push(&abi::decode(r).unwrap(), &mut out);
+    }
+    let names: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Exchange(x) => Some(attr(x, "dns.question.name").to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["b.example.test", "a.example.test"]);
+    assert_eq!(p.stats().unpaired_responses, 1);
+}
