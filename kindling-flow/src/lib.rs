@@ -7,24 +7,35 @@
 //!
 //! ```text
 //! Event ─► connection table ─► per-direction buffers ─► detect (sticky)
-//!   (pid, fd, socket)            (bounded, timed)        ─► parse (kindling-proto)
-//!                                                        ─► pair ─► Exchange
-//! TCP / drop events ─────────────────────────────────────────────► TcpRecord
+//!   (process, socket)            (bounded, timed)        ─► parse / follow (kindling-proto)
+//!                                                        ─► pair ─► Exchange ─► Metrics
+//! TCP / drop events ─────────────────────────────────────────────► TcpRecord ─►
 //! ```
 //!
-//! - **Connections** are keyed by process, fd and kernel socket; the role
+//! - **Connections** are keyed by process and kernel socket (two fds of one
+//!   socket are one connection, a reused fd holds a new socket); the role
 //!   comes from connect/accept, or for connections already open, from who
-//!   sends the first request.
-//! - **Reassembly**: bytes are buffered per direction up to a cap, with the
-//!   time of each syscall so that phases are timed by first and last byte.
-//!   A message cut by the capture length is framed by its declared length
-//!   (HTTP/1); bytes that cannot be read make the stream resynchronise at
-//!   the next recognisable message ([`kindling_proto::Protocol::resync`]).
-//!   Nothing is invented: every loss is counted in [`Stats`].
-//! - **Pairing**: first in, first out for HTTP/1, Redis and MySQL; by id for
-//!   DNS. Redis pushes, HTTP interim responses, MySQL handshakes are not
-//!   exchanges.
-//!
+//!   sends the first request. An entry ends at `close`, when TCP reports
+//!   the socket closed, or when connect/accept reuse its address.
+//! - **Reassembly**: with nothing buffered, messages are read straight from
+//!   a syscall's payload; otherwise bytes are buffered per direction up to
+//!   a cap, with the time of each syscall, so that phases are timed by first
+//!   and last byte. A message too large to buffer, or cut by the capture
+//!   length, is followed past the buffer by its framing
+//!   ([`kindling_proto::http1::BodyReader`], [`kindling_proto::redis::Skipper`],
+//!   [`kindling_proto::mysql::ResultSetReader`]), skipping uncaptured payload.
+//!   Bytes that cannot be read make the stream resynchronise at the next
+//!   recognisable message ([`kindling_proto::Protocol::resync`]); an answer
+//!   that could not be read is reported `partial`; records the probe lost
+//!   ([`Pipeline::note_lost`], or a loss marker in a capture) drop what was
+//!   in flight. Nothing is invented: every loss is counted in [`Stats`].
+//! - **Pairing**: first in, first out for HTTP/1 (pipelining, `100
+//!   Continue`) and Redis; MySQL's command/response; DNS by id and
+//!   question, in any order. Redis pushes, HTTP interim responses, MySQL
+//!   handshakes are not exchanges.
+//! - **Timing and blame**: connect / send / wait / download phases, a slow
+//!   threshold per protocol, error kinds, and the connection's RTT and
+//!   retransmits under each exchange ([`Network`]).
 //! - **Metrics**: [`Metrics`] aggregates outputs into Kindling's
 //!   Prometheus series with bounded cardinality.
 //! - **Enrichment**: an [`enrich::Enricher`] adds resource attributes;
