@@ -24,12 +24,17 @@ const DETECT_LIMIT: usize = 4096;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_SYN_SENT: u8 = 2;
 const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
 
 /// State the per-connection steps update.
 #[derive(Debug, Default)]
 struct Shared {
     stats: Stats,
     names: Names,
+    /// Local TCP ports something on this host listens on (from LISTEN
+    /// states and accepts): a connection already open when tracing began
+    /// is the server's end if its local port is one of them.
+    listening: rustc_hash::FxHashSet<u16>,
     /// In-flight states of connections gone idle, kept for reuse with
     /// their buffers' capacity: a keep-alive exchange then allocates no
     /// buffers.
@@ -403,6 +408,9 @@ impl Pipeline {
                 if ret < 0 {
                     return;
                 }
+                if tcp {
+                    self.shared.listening.insert(c.sk.sport.get());
+                }
                 let key = ConnKey { pid, sock };
                 let mut conn = Conn::new(pid, c.sk.local(), c.sk.peer(), !tcp, c.hdr.comm);
                 conn.role = Some(Role::Server);
@@ -437,6 +445,9 @@ impl Pipeline {
                 .get_mut(usize::from(t.new_state))
             {
                 *n += 1;
+            }
+            if t.new_state == TCP_LISTEN {
+                self.shared.listening.insert(t.sk.sport.get());
             }
         }
         match t.hdr.kind.get() {
@@ -646,6 +657,20 @@ impl Pipeline {
     }
 }
 
+/// The role of a connection seen without its connect or accept, from the
+/// ports this host listens on: its local port (the server's end), or on
+/// loopback its peer's (the client's end). `None` when neither says.
+fn listening_role(listening: &rustc_hash::FxHashSet<u16>, conn: &Conn) -> Option<Role> {
+    let (local, peer) = (conn.local(), conn.peer());
+    if listening.contains(&local.port()) {
+        Some(Role::Server)
+    } else if peer.ip().is_loopback() && listening.contains(&peer.port()) {
+        Some(Role::Client)
+    } else {
+        None
+    }
+}
+
 /// Reads whole messages (and a followed message's continuation) straight
 /// from a syscall's payload while nothing is buffered in its direction;
 /// returns the bytes used. What is left (a partial message, an error) goes
@@ -770,6 +795,9 @@ fn parse(
     out: &mut Vec<Output>,
 ) {
     if matches!(conn.proto, Recognition::Pending) {
+        if conn.role.is_none() && !conn.udp {
+            conn.role = listening_role(&shared.listening, conn);
+        }
         let client = conn.role.map(|r| r == Role::Client);
         let udp = conn.udp;
         let f = conn.flight();

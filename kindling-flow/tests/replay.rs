@@ -362,3 +362,59 @@ fn dns_pairs_by_id_and_question_in_any_order() {
     assert_eq!(names, ["b.example.test", "a.example.test"]);
     assert_eq!(p.stats().unpaired_responses, 1);
 }
+
+/// A connection open before tracing began has no connect or accept: when
+/// the first bytes seen could be either end's (a RESP array is a command or
+/// a reply), the ports this host listens on say which end it is.
+#[test]
+fn listening_ports_tell_a_joined_connection_s_role() {
+    use kindling_flow::{Config, Output, Pipeline, Role};
+    use kindling_probe::abi::{self, RawData};
+    use zerocopy::byteorder::native_endian::U64;
+    use zerocopy::FromBytes;
+
+    let (records, _) = common::records("redis");
+    let server_write = records
+        .iter()
+        .find_map(|r| match abi::decode(r) {
+            Ok(abi::Event::Data(d))
+                if d.raw.direction == 0 && d.raw.hdr.comm.starts_with(b"redis-server") =>
+            {
+                RawData::read_from_prefix(r).ok().map(|(raw, _)| raw)
+            }
+            _ => None,
+        })
+        .unwrap();
+    let accept = records
+        .iter()
+        .find(|r| matches!(abi::decode(r), Ok(abi::Event::Conn(c)) if c.raw.hdr.kind.get() == abi::kind::ACCEPT))
+        .unwrap();
+    // the same server, another connection (a socket never accepted here)
+    let mut sent = server_write;
+    sent.sk.sock = U64::new(0xffff_0000_dead_0000);
+    let mut received = sent;
+    received.direction = 1;
+    let stream = [
+        accept.clone(),
+        common::data_record(&sent, b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"), // the end of a reply
+        common::data_record(&received, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+        common::data_record(&sent, b"$1\r\nv\r\n"),
+    ];
+    let mut p = Pipeline::new(Config::default());
+    let mut out = Vec::new();
+    for r in &stream {
+        p.push(&abi::decode(r).unwrap(), &mut out);
+    }
+    let x: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Exchange(x) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(x.len(), 1, "{x:#?}");
+    assert_eq!(
+        (x[0].role, attr(x[0], "db.query.text")),
+        (Role::Server, "GET k")
+    );
+}
