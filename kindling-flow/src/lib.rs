@@ -14,8 +14,9 @@
 //!
 //! - **Connections** are keyed by process and kernel socket (two fds of one
 //!   socket are one connection, a reused fd holds a new socket); the role
-//!   comes from connect/accept, or for connections already open, from who
-//!   sends the first request. An entry ends at `close`, when TCP reports
+//!   comes from connect/accept, or for connections already open, from the
+//!   ports this host listens on, then from who sends the first request. An
+//!   entry ends at `close`, when TCP reports
 //!   the socket closed, or when connect/accept reuse its address.
 //! - **Reassembly**: with nothing buffered, messages are read straight from
 //!   a syscall's payload; otherwise bytes are buffered per direction up to
