@@ -118,11 +118,14 @@ fn duration(ns: u64) -> String {
 /// The pipeline's counters in one line.
 pub fn stats_line(s: &Stats) -> String {
     format!(
-        "{} events, {} exchanges, {} tcp records; {} parse errors, {} resyncs, \
-         {} truncated messages, {} requests dropped, {} unpaired responses, \
-         {} unrecognised connections, {} buffer overflows, {} evictions",
+        "{} events ({} lost by the probe), {} exchanges ({} partial), {} tcp records; \
+         {} parse errors, {} resyncs, {} truncated messages, {} requests dropped, \
+         {} unpaired responses, {} unrecognised connections, {} buffer overflows, \
+         {} evictions, {} idle connections expired",
         s.events,
+        s.events_lost,
         s.exchanges,
+        s.partial_exchanges,
         s.tcp_records,
         s.parse_errors,
         s.resyncs,
@@ -131,7 +134,8 @@ pub fn stats_line(s: &Stats) -> String {
         s.unpaired_responses,
         s.unrecognised_connections,
         s.buffer_overflows,
-        s.evictions
+        s.evictions,
+        s.idle_expired
     )
 }
 
