@@ -725,6 +725,23 @@ fn parse_in_place(
                 Err(_) => return at,
             }
         }
+        // A large Redis reply is walked once: a skipper tells whether it
+        // ends in this payload before any full parse is tried.
+        if dir == Direction::Response
+            && matches!(proto, Proto::Redis(_))
+            && payload.len() - at >= RETRY_FROM
+        {
+            let mut skipper = kindling_proto::redis::Skipper::new();
+            if let Ok(None) = skipper.feed(&payload[at..]) {
+                let mut follow = Follow::redis_reply(skipper);
+                follow.first_ns = span.first_ns;
+                follow.last_ns = span.last_ns;
+                follow.tid = span.tid;
+                follow.wire = (payload.len() - at) as u64;
+                buf.follow = Some(Box::new(follow));
+                return payload.len();
+            }
+        }
         match proto.next(dir, &payload[at..], &config.redaction) {
             Ok(Some(msg)) => {
                 at += msg.used;

@@ -370,6 +370,18 @@ impl Follow {
         r.map_err(|()| ParseError::Malformed)
     }
 
+    /// A large Redis reply: walked once, by a skipper that has already read
+    /// `skipper` worth of it, instead of a parse attempt and then a follow.
+    pub(crate) fn redis_reply(skipper: redis::Skipper) -> Self {
+        let parsed = Parsed::Response {
+            key: None,
+            attrs: Attributes::default(),
+            error: None,
+            resolved: None,
+        };
+        Self::new(Reader::Redis(skipper), Some(parsed))
+    }
+
     /// Whether the message is complete.
     pub(crate) fn is_done(&self) -> bool {
         match &self.reader {
