@@ -418,3 +418,53 @@ fn listening_ports_tell_a_joined_connection_s_role() {
         (Role::Server, "GET k")
     );
 }
+
+/// Addresses a DNS answer gave name the peers of later client exchanges
+/// that no protocol header names (`server.address`).
+#[test]
+fn dns_answers_name_later_peers() {
+    use kindling_flow::{Config, Output, Pipeline};
+    use kindling_probe::abi::{self, RawData};
+    use zerocopy::FromBytes;
+
+    let (dns, _) = common::records("dns");
+    let (redis, _) = common::records("redis");
+    let template = |egress: bool| {
+        redis
+            .iter()
+            .find_map(|r| match abi::decode(r) {
+                Ok(abi::Event::Data(d))
+                    if (d.raw.direction == 0) == egress
+                        && d.raw.hdr.comm.starts_with(b"redis-cli") =>
+                {
+                    RawData::read_from_prefix(r).ok().map(|(raw, _)| raw)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    // redis-cli talking to the address dnsmasq gave www.example.test
+    let (mut ask, mut answer) = (template(true), template(false));
+    for raw in [&mut ask, &mut answer] {
+        raw.sk.daddr = [0; 16];
+        raw.sk.daddr[..4].copy_from_slice(&[192, 0, 2, 11]);
+        raw.sk.sock = zerocopy::byteorder::native_endian::U64::new(0xffff_0000_beef_0000);
+    }
+    let mut p = Pipeline::new(Config::default());
+    let mut out = Vec::new();
+    for r in &dns {
+        p.push(&abi::decode(r).unwrap(), &mut out);
+    }
+    out.clear();
+    for r in [
+        common::data_record(&ask, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+        common::data_record(&answer, b"$1\r\nv\r\n"),
+    ] {
+        p.push(&abi::decode(&r).unwrap(), &mut out);
+    }
+    let Some(Output::Exchange(x)) = out.iter().find(|o| matches!(o, Output::Exchange(_))) else {
+        panic!("an exchange: {out:?}")
+    };
+    assert_eq!(x.dst.ip().to_string(), "192.0.2.11");
+    assert_eq!(attr(x, "server.address"), "www.example.test");
+}
