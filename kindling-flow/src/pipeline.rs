@@ -380,6 +380,19 @@ impl Pipeline {
                     // a failure the TCP states already told is not told twice
                     if tcp && !attempt.is_some_and(|a| a.failed) {
                         let errno = i32::try_from(-ret).unwrap_or(i32::MAX);
+                        let start = c.ts_enter_ns.get();
+                        let took = c.hdr.ts_ns.get().saturating_sub(start);
+                        self.failed_connect(
+                            out,
+                            pid,
+                            c.hdr.tid.get(),
+                            c.hdr.comm,
+                            c.sk.local(),
+                            c.sk.peer(),
+                            start,
+                            took,
+                            errno,
+                        );
                         self.emit_tcp(
                             out,
                             TcpEventKind::ConnectFailed,
@@ -493,6 +506,8 @@ impl Pipeline {
                     // refused if the peer answered with a reset, else timed out
                     let errno = if a.reset { 111 } else { 110 };
                     let (pid, comm, took) = (a.pid, a.comm, now.saturating_sub(a.start_ns));
+                    let start = a.start_ns;
+                    self.failed_connect(out, pid, pid, comm, local, peer, start, took, errno);
                     self.emit_tcp(out, TcpEventKind::ConnectFailed, &t.hdr, local, peer, |r| {
                         r.errno = Some(errno);
                         r.duration_ns = Some(took);
@@ -538,6 +553,61 @@ impl Pipeline {
             }
             _ => {}
         }
+    }
+
+    /// A connect that failed, as a failed exchange of the client (protocol
+    /// `tcp`): the service map shows who could not reach whom.
+    #[expect(clippy::too_many_arguments, reason = "one record's fields")]
+    fn failed_connect(
+        &self,
+        out: &mut Vec<Output>,
+        pid: u32,
+        tid: u32,
+        comm: [u8; 16],
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+        start_ns: u64,
+        took: u64,
+        errno: i32,
+    ) {
+        let mut attributes = crate::record::Attributes::default();
+        let name = match errno {
+            111 => "ECONNREFUSED",
+            110 => "ETIMEDOUT",
+            113 => "EHOSTUNREACH",
+            101 => "ENETUNREACH",
+            _ => "",
+        };
+        if name.is_empty() {
+            attributes.put_fmt("error.type", format_args!("errno {errno}"));
+        } else {
+            attributes.put("error.type", name);
+        }
+        out.push(Output::Exchange(Exchange {
+            kind: "exchange",
+            protocol: "tcp",
+            role: Role::Client,
+            transport: "tcp",
+            pid,
+            tid,
+            comm: Comm::from_raw(comm),
+            src,
+            dst,
+            ts: unix(&self.config, start_ns),
+            duration_ns: took,
+            phases: Phases {
+                connect: Some(took),
+                ..Phases::default()
+            },
+            request_bytes: 0,
+            response_bytes: 0,
+            error: Some(ErrorKind::ConnectFailed),
+            network: None,
+            slow: false,
+            partial: false,
+            attributes,
+            resource: Default::default(),
+        }));
     }
 
     fn emit_tcp(

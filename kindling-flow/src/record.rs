@@ -202,6 +202,9 @@ pub enum ErrorKind {
     Reset,
     /// The connection closed in the middle of the response.
     Incomplete,
+    /// The connection could not be made (refused, timed out): an exchange
+    /// of protocol `tcp` that never got to send its request.
+    ConnectFailed,
 }
 
 /// Time spent in each phase, like a browser's network panel.

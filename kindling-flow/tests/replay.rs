@@ -173,6 +173,18 @@ fn failures_refused_silent_reset_slow() {
         (refused[0].dst.port(), refused[0].errno),
         (18301, Some(111))
     );
+    // and, for the service map, a failed exchange of the client
+    let failed: Vec<_> = exchanges(&out)
+        .into_iter()
+        .filter(|x| x.error == Some(ErrorKind::ConnectFailed))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(
+        (failed[0].protocol, failed[0].role, failed[0].dst.port()),
+        ("tcp", Role::Client, 18301)
+    );
+    assert_eq!(attr(failed[0], "error.type"), "ECONNREFUSED");
+    assert!(failed[0].phases.connect.is_some());
     let by = |path: &str, role: Role| {
         exchanges(&out)
             .into_iter()
