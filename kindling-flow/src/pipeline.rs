@@ -1,6 +1,5 @@
 //! The pipeline: events in, exchanges and TCP records out.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
@@ -62,8 +61,9 @@ impl Shared {
 /// generation is forgotten when the newer fills).
 #[derive(Debug, Default)]
 struct Names {
-    now: HashMap<IpAddr, String>,
-    before: HashMap<IpAddr, String>,
+    // addresses from DNS answers (traffic): a keyed, fast hash
+    now: ahash::AHashMap<IpAddr, String>,
+    before: ahash::AHashMap<IpAddr, String>,
 }
 
 /// Most addresses remembered per generation.
