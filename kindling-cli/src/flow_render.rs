@@ -2,12 +2,27 @@
 
 use std::io::{self, Write};
 
-use kindling_flow::{Exchange, Output, Stats, TcpRecord};
+use kindling_flow::{Exchange, Output, Stats, TcpEventKind, TcpRecord};
 
 use crate::Format;
 
 pub const TABLE_HEADER: &str =
     "      TIME  PROTO  ROLE    DURATION  SRC -> DST                                      RESULT  REQUEST";
+
+/// Whether an output is printed: RTT samples only with `rtt`, drops that
+/// are not packet loss (by their kernel reason) only with `all_drops`.
+pub fn shown(o: &Output, rtt: bool, all_drops: bool) -> bool {
+    match o {
+        Output::Tcp(t) if t.event == TcpEventKind::Rtt => rtt,
+        Output::Tcp(t) if t.event == TcpEventKind::Drop => {
+            all_drops
+                || t.reason_name
+                    .as_deref()
+                    .is_none_or(kindling_flow::is_packet_loss)
+        }
+        _ => true,
+    }
+}
 
 /// Writes and drains `outputs`.
 pub fn write_all(

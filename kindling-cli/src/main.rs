@@ -105,6 +105,10 @@ struct ReplayArgs {
     /// Also print every RTT sample as a TCP record.
     #[arg(long)]
     rtt: bool,
+    /// Also print drops that are not packet loss (a socket closed with
+    /// data queued, a packet to a closed port, …).
+    #[arg(long)]
+    all_drops: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,6 +132,10 @@ struct WatchArgs {
     /// Also print every RTT sample as a TCP record.
     #[arg(long)]
     rtt: bool,
+    /// Also print drops that are not packet loss (a socket closed with
+    /// data queued, a packet to a closed port, …).
+    #[arg(long)]
+    all_drops: bool,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -323,11 +331,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
             }
             return Ok(());
         }
-        if !args.rtt {
-            outputs.retain(|o| {
-                !matches!(o, kindling_flow::Output::Tcp(t) if t.event == kindling_flow::TcpEventKind::Rtt)
-            });
-        }
+        outputs.retain(|o| flow_render::shown(o, args.rtt, args.all_drops));
         flow_render::write_all(out, outputs, format, t0, offset)
     };
     let end = loop {
@@ -432,11 +436,7 @@ fn watch(args: WatchArgs) -> Result<()> {
             let lost = probe.losses()?.lost_records();
             pipeline.note_lost(lost.saturating_sub(last_lost));
             last_lost = lost;
-            if !args.rtt {
-                outputs.retain(|o| {
-                    !matches!(o, kindling_flow::Output::Tcp(t) if t.event == kindling_flow::TcpEventKind::Rtt)
-                });
-            }
+            outputs.retain(|o| flow_render::shown(o, args.rtt, args.all_drops));
             for o in &mut outputs {
                 kindling_flow::enrich::Enricher::enrich(&mut enricher, o);
             }
