@@ -240,3 +240,85 @@ fn unprivileged_load_says_what_to_do() {
         "kindling: not permitted to load eBPF programs: run as root or grant CAP_BPF and CAP_PERFMON"
     );
 }
+
+/// The exchange and TCP records of `replay -o json` keep the schema the
+/// README documents, and `-o prometheus` prints Kindling's metric names.
+#[test]
+fn replay_prints_exchanges_in_the_documented_schema() {
+    let capture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kindling-flow/tests/data/failures.kcap");
+    let out = kindling()
+        .args(["replay", "-o", "json"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exchanges") && stderr.contains("lost by the probe"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let exchanges: Vec<_> = lines.iter().filter(|v| v["kind"] == "exchange").collect();
+    assert!(exchanges.len() >= 7, "{lines:#?}");
+    for x in &exchanges {
+        for field in [
+            "protocol",
+            "role",
+            "transport",
+            "pid",
+            "tid",
+            "comm",
+            "src",
+            "dst",
+            "ts",
+            "duration_ns",
+            "phases",
+            "request_bytes",
+            "response_bytes",
+            "error",
+            "slow",
+            "partial",
+            "attributes",
+        ] {
+            assert!(x.get(field).is_some(), "{field} missing in {x}");
+        }
+        for phase in ["send", "wait", "download"] {
+            assert!(x["phases"][phase].is_u64(), "{x}");
+        }
+        assert!(x["src"].as_str().unwrap().contains(':'), "ip:port");
+    }
+    let slow = exchanges
+        .iter()
+        .find(|x| x["attributes"]["url.path"] == "/slow" && x["role"] == "client")
+        .expect("the slow exchange");
+    assert_eq!(slow["slow"], true);
+    assert_eq!(slow["attributes"]["http.response.status_code"], "200");
+    let refused = lines
+        .iter()
+        .find(|v| v["kind"] == "tcp" && v["event"] == "connect_failed")
+        .expect("the refused connect");
+    assert_eq!(refused["errno"], 111);
+
+    let prom = kindling()
+        .args(["replay", "-o", "prometheus"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&prom.stdout);
+    for name in [
+        "kindling_entity_request_total{",
+        "kindling_topology_request_total{",
+        "kindling_tcp_connect_failure_total{",
+        "kindling_flow_events_total",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
