@@ -185,7 +185,8 @@ impl Pipeline {
         if n == 0 {
             return;
         }
-        self.shared.stats.events_lost += n;
+        // a marker's count comes from a file: saturate rather than overflow
+        self.shared.stats.events_lost = self.shared.stats.events_lost.saturating_add(n);
         for (_, conn) in self.conns.iter_mut() {
             let Some(f) = conn.flight.as_mut() else {
                 continue;
@@ -1226,8 +1227,13 @@ fn finish_exchange(
 ) {
     x.phases.wait = response.first_ns.saturating_sub(request_done);
     x.phases.download = response.last_ns.saturating_sub(response.first_ns);
-    x.duration_ns =
-        x.phases.connect.unwrap_or(0) + x.phases.send + x.phases.wait + x.phases.download;
+    x.duration_ns = x
+        .phases
+        .connect
+        .unwrap_or(0)
+        .saturating_add(x.phases.send)
+        .saturating_add(x.phases.wait)
+        .saturating_add(x.phases.download);
     x.response_bytes = bytes;
     x.slow = x.duration_ns > slow_threshold(config, x.protocol);
 }
@@ -1297,7 +1303,6 @@ fn exchange(
     }
 }
 
-/// A request that never got its answer.
 /// A request that never got its answer; `until_ns` is when that became
 /// known (the close, the timeout), so the wait is how long it waited.
 fn unanswered(
@@ -1311,7 +1316,14 @@ fn unanswered(
     let request_done = p.span.last_ns;
     let mut x = exchange(config, key, conn, conn_protocol(conn), p);
     x.phases.wait = until_ns.saturating_sub(request_done);
-    x.duration_ns = x.phases.connect.unwrap_or(0) + x.phases.send + x.phases.wait;
+    // timestamps come from the kernel (or a capture file): never trust them
+    // to add up without overflowing
+    x.duration_ns = x
+        .phases
+        .connect
+        .unwrap_or(0)
+        .saturating_add(x.phases.send)
+        .saturating_add(x.phases.wait);
     x.error = Some(if reset {
         ErrorKind::Reset
     } else {
