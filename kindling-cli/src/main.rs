@@ -353,7 +353,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
                     pipeline.push(&ev, &mut outputs);
                     if ts >= next_tick {
                         pipeline.tick(ts, &mut outputs);
-                        next_tick = ts + 1_000_000_000;
+                        next_tick = ts.saturating_add(1_000_000_000);
                         progress.show(read.load(Ordering::Relaxed));
                     }
                     if sink(&mut out, &mut outputs, &mut metrics, t0).is_err() {

@@ -380,7 +380,7 @@ impl Pipeline {
                     self.attempts.remove(&sock);
                     // a failure the TCP states already told is not told twice
                     if tcp && !attempt.is_some_and(|a| a.failed) {
-                        let errno = i32::try_from(-ret).unwrap_or(i32::MAX);
+                        let errno = i32::try_from(ret.unsigned_abs()).unwrap_or(i32::MAX);
                         let start = c.ts_enter_ns.get();
                         let took = c.hdr.ts_ns.get().saturating_sub(start);
                         self.failed_connect(

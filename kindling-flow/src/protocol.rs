@@ -281,7 +281,7 @@ impl Proto {
                 let reader = Reader::Http(http1::BodyReader::new(body));
                 // a request is paired now, with its declared size
                 let declared = match body {
-                    http1::Body::Length(n) => head_len as u64 + n,
+                    http1::Body::Length(n) => (head_len as u64).saturating_add(n),
                     _ => head_len as u64,
                 };
                 Some(match dir {

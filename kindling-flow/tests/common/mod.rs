@@ -42,7 +42,7 @@ pub fn run(records: &[Vec<u8>], config: Config) -> (Vec<Output>, Stats) {
         p.push(&ev, &mut out);
         if ts >= next_tick {
             p.tick(ts, &mut out);
-            next_tick = ts + 1_000_000_000;
+            next_tick = ts.saturating_add(1_000_000_000);
         }
     }
     p.finish(&mut out);
