@@ -4,43 +4,9 @@
 //! the memory caps hold.
 #![no_main]
 
-use kindling_flow::{Config, Metrics, MetricsConfig, Pipeline};
-use kindling_probe::abi;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let config = Config {
-        max_connections: 8,
-        max_buffer: 4096,
-        max_pending: 8,
-        ..Config::default()
-    };
-    let mut pipeline = Pipeline::new(config);
-    let mut metrics = Metrics::new(MetricsConfig {
-        max_series: 16,
-        max_request_contents: 4,
-    });
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 2 <= data.len() {
-        let len = usize::from(u16::from_le_bytes([data[at], data[at + 1]]));
-        at += 2;
-        let Some(record) = data.get(at..at + len) else { break };
-        at += len;
-        if let Ok(event) = abi::decode(record) {
-            pipeline.push(&event, &mut out);
-            assert!(pipeline.stats().connections <= 8);
-            assert!(pipeline.buffered_bytes() <= 8 * 2 * 4096);
-        }
-        if at % 7 == 0 {
-            pipeline.tick(u64::from(u32::from_le_bytes([data[0], data[1], 0, 0])) << 20, &mut out);
-        }
-        for o in out.drain(..) {
-            metrics.observe(&o);
-            let _ = serde_json::to_string(&o);
-        }
-    }
-    pipeline.finish(&mut out);
-    metrics.update_stats(&pipeline.stats());
-    let _ = metrics.encode();
-});
+#[path = "flow_harness.rs"]
+mod flow_harness;
+
+fuzz_target!(|data: &[u8]| flow_harness::run(data));

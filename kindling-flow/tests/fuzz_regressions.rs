@@ -2,41 +2,12 @@
 //! replayed the way the target reads them: records with u16 length
 //! prefixes through the pipeline and the metrics model.
 
-use kindling_flow::{Config, Metrics, MetricsConfig, Pipeline};
-use kindling_probe::abi::{self, RawLost};
+use kindling_probe::abi::RawLost;
 use zerocopy::IntoBytes;
 
-fn run(data: &[u8]) {
-    let mut pipeline = Pipeline::new(Config {
-        max_connections: 8,
-        max_buffer: 4096,
-        max_pending: 8,
-        ..Config::default()
-    });
-    let mut metrics = Metrics::new(MetricsConfig {
-        max_series: 16,
-        max_request_contents: 4,
-    });
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 2 <= data.len() {
-        let len = usize::from(u16::from_le_bytes([data[at], data[at + 1]]));
-        at += 2;
-        let Some(record) = data.get(at..at + len) else {
-            break;
-        };
-        at += len;
-        if let Ok(event) = abi::decode(record) {
-            pipeline.push(&event, &mut out);
-        }
-        for o in out.drain(..) {
-            metrics.observe(&o);
-        }
-    }
-    pipeline.finish(&mut out);
-    metrics.update_stats(&pipeline.stats());
-    let _ = metrics.encode();
-}
+#[path = "../../fuzz/fuzz_targets/flow_harness.rs"]
+mod flow_harness;
+use flow_harness::run;
 
 #[test]
 fn every_saved_crash_runs_clean() {
