@@ -162,7 +162,8 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-4, 4.0, 10))
 }
 
-/// A metric family that admits at most `cap` label sets.
+/// A metric family with the label sets admitted so far (the DNS series;
+/// entity and topology series are capped by their handle caches).
 struct Capped<S> {
     family: Family<S, Counter>,
     seen: HashSet<S>,
@@ -211,12 +212,12 @@ fn admit<S: Clone + Hash + Eq>(
 pub struct Metrics {
     config: MetricsConfig,
     registry: Registry,
-    entity_requests: Capped<EntityLabels>,
+    entity_requests: Family<EntityLabels, Counter>,
     entity_duration: Family<EntityLabels, Counter>,
     entity_send_bytes: Family<EntityLabels, Counter>,
     entity_receive_bytes: Family<EntityLabels, Counter>,
     entity_latency: LatencyFamily,
-    topology_requests: Capped<TopologyLabels>,
+    topology_requests: Family<TopologyLabels, Counter>,
     topology_duration: Family<TopologyLabels, Counter>,
     topology_request_bytes: Family<TopologyLabels, Counter>,
     topology_response_bytes: Family<TopologyLabels, Counter>,
@@ -267,12 +268,12 @@ impl Metrics {
         let latency = || Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let m = Self {
             config,
-            entity_requests: Capped::new(),
+            entity_requests: Family::default(),
             entity_duration: Family::default(),
             entity_send_bytes: Family::default(),
             entity_receive_bytes: Family::default(),
             entity_latency: latency(),
-            topology_requests: Capped::new(),
+            topology_requests: Family::default(),
             topology_duration: Family::default(),
             topology_request_bytes: Family::default(),
             topology_response_bytes: Family::default(),
@@ -306,7 +307,7 @@ impl Metrics {
         r.register(
             "kindling_entity_request",
             "Requests a server answered",
-            m.entity_requests.family.clone(),
+            m.entity_requests.clone(),
         );
         r.register(
             "kindling_entity_request_duration_nanoseconds",
@@ -331,7 +332,7 @@ impl Metrics {
         r.register(
             "kindling_topology_request",
             "Requests along a client-server edge",
-            m.topology_requests.family.clone(),
+            m.topology_requests.clone(),
         );
         r.register(
             "kindling_topology_request_duration_nanoseconds",
@@ -605,7 +606,7 @@ impl Metrics {
             port: labels.port,
         };
         let series = Series {
-            requests: self.entity_requests.family.get_or_create(&labels).clone(),
+            requests: self.entity_requests.get_or_create(&labels).clone(),
             duration: self.entity_duration.get_or_create(&labels).clone(),
             send: self.entity_send_bytes.get_or_create(&labels).clone(),
             receive: self.entity_receive_bytes.get_or_create(&labels).clone(),
@@ -689,7 +690,7 @@ impl Metrics {
             port: labels.dst_port,
         };
         let series = Series {
-            requests: self.topology_requests.family.get_or_create(&labels).clone(),
+            requests: self.topology_requests.get_or_create(&labels).clone(),
             duration: self.topology_duration.get_or_create(&labels).clone(),
             send: self.topology_request_bytes.get_or_create(&labels).clone(),
             receive: self.topology_response_bytes.get_or_create(&labels).clone(),

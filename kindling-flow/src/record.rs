@@ -79,21 +79,30 @@ impl Attributes {
     }
 }
 
+impl Attributes {
+    /// Points `key` at `text[start..]`, the value just appended. A replaced
+    /// value stays in `text`, unreferenced: rare and bounded.
+    fn set_last(&mut self, key: &'static str, start: usize) {
+        let range = (start as u32, self.text.len() as u32);
+        match self.entries.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(e) => (e.1, e.2) = range,
+            None => self.entries.push((key, range.0, range.1)),
+        }
+    }
+}
+
 impl kindling_proto::AttributeSink for Attributes {
     fn put(&mut self, key: &'static str, value: &str) {
-        // a replaced value stays in `text`, unreferenced: rare and bounded
-        self.entries.retain(|(k, _, _)| *k != key);
-        let start = self.text.len() as u32;
+        let start = self.text.len();
         self.text.push_str(value);
-        self.entries.push((key, start, self.text.len() as u32));
+        self.set_last(key, start);
     }
 
     fn put_fmt(&mut self, key: &'static str, value: fmt::Arguments<'_>) {
         use fmt::Write as _;
-        self.entries.retain(|(k, _, _)| *k != key);
-        let start = self.text.len() as u32;
+        let start = self.text.len();
         let _ = self.text.write_fmt(value);
-        self.entries.push((key, start, self.text.len() as u32));
+        self.set_last(key, start);
     }
 }
 

@@ -158,6 +158,21 @@ fn decode(link: DataLink, data: &[u8], defrag: &mut Defrag) -> Option<Packet> {
     }
 }
 
+/// The link types [`decode`] reads.
+fn readable(link: DataLink) -> bool {
+    matches!(
+        link,
+        DataLink::ETHERNET
+            | DataLink::LINUX_SLL
+            | DataLink::RAW
+            | DataLink::NULL
+            | DataLink::LOOP
+            | DataLink::IPV4
+            | DataLink::IPV6
+            | DataLink::NFLOG
+    )
+}
+
 /// Every TCP/UDP packet of a capture; `None` if its link type is not read here.
 fn packets(path: &Path) -> Option<Vec<Packet>> {
     let bytes = std::fs::read(path).unwrap();
@@ -176,35 +191,13 @@ fn packets(path: &Path) -> Option<Vec<Packet>> {
                 _ => {}
             }
         }
-        if links.iter().any(|l| {
-            !matches!(
-                l,
-                DataLink::ETHERNET
-                    | DataLink::LINUX_SLL
-                    | DataLink::RAW
-                    | DataLink::NULL
-                    | DataLink::LOOP
-                    | DataLink::IPV4
-                    | DataLink::IPV6
-                    | DataLink::NFLOG
-            )
-        }) {
+        if !links.iter().all(|l| readable(*l)) {
             return None;
         }
     } else {
         let mut r = pcap_file::pcap::PcapReader::new(&bytes[..]).ok()?;
         let link = r.header().datalink;
-        if !matches!(
-            link,
-            DataLink::ETHERNET
-                | DataLink::LINUX_SLL
-                | DataLink::RAW
-                | DataLink::NULL
-                | DataLink::LOOP
-                | DataLink::IPV4
-                | DataLink::IPV6
-                | DataLink::NFLOG
-        ) {
+        if !readable(link) {
             return None;
         }
         while let Some(Ok(p)) = r.next_packet() {
