@@ -47,8 +47,12 @@ const volatile __u8 filter_cgroups = 0;
 const volatile __u8 filter_ports = 0;
 /* Programs attached but returning at once: the overhead harness' floor. */
 const volatile __u8 hooks_only = 0;
-/* Wake the consumer only once this much is waiting; it also polls on a timer. */
+/* Wake the consumer each time a CPU has written this much since its last
+ * wake-up (the loader divides the configured total by the number of CPUs);
+ * the consumer also polls on a timer. 0 = wake on every record. */
 const volatile __u64 wakeup_bytes = 0;
+/* How long a thread's comm and cgroup id are reused before being read again. */
+const volatile __u64 task_info_ttl_ns = 100000000ULL;
 const volatile __u64 rtt_interval_ns = 1000000000ULL;
 
 /* Dummy instances so the skeleton carries the ABI types for layout checks. */
@@ -71,6 +75,12 @@ struct {
 
 /* A syscall in flight, keyed by pid_tgid. */
 struct pending {
+	/* The thread's comm and cgroup, read again only after task_info_ttl_ns:
+	 * the two helpers cost about 100 ns per record. A renamed thread or a
+	 * moved one shows its old name or cgroup for at most that long. */
+	char comm[KINDLING_COMM_LEN];
+	__u64 cgroup_id;
+	__u64 info_ts;
 	struct ke_sock sk; /* filled at entry for close, at exit otherwise */
 	__u64 ts;
 	__u64 sock;	   /* struct sock * */
@@ -159,6 +169,17 @@ struct {
 	__type(value, struct scratch);
 } scratch_map SEC(".maps");
 
+/* Bytes each CPU wrote since it last woke the consumer. Per CPU so that the
+ * check touches no cache line the other CPUs write (asking the ring how
+ * much waits reads both of its shared positions), and so that a wake-up is
+ * sent once per batch instead of on every record while the consumer drains. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unwoken SEC(".maps");
+
 static __always_inline void count_loss(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&losses, &which);
@@ -166,11 +187,19 @@ static __always_inline void count_loss(__u32 which)
 		*v += 1;
 }
 
-static __always_inline __u64 wake_flags(void)
+/* Wake-up flag for a record of `size` bytes about to be submitted. */
+static __always_inline __u64 wake_flags(__u64 size)
 {
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&unwoken, &zero);
+
+	if (!n)
 		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
+	*n += size;
+	if (*n < wakeup_bytes)
+		return BPF_RB_NO_WAKEUP;
+	*n = 0;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline bool filters_on(void)
@@ -215,7 +244,9 @@ static __always_inline __u64 fd_to_file(int fd)
 	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
 		return 0;
 	fds = (__u64)fdt->fd;
-	bpf_probe_read_kernel(&f, sizeof(f), (void *)(fds + (__u64)fd * sizeof(void *)));
+	/* The slot is read as the first pointer of a one-pointer kernel struct:
+	 * a plain load, not a bpf_probe_read_kernel() call. */
+	f = (__u64)KCAST(struct llist_node, fds + (__u64)fd * sizeof(void *))->next;
 	return f;
 }
 
@@ -307,6 +338,22 @@ static __always_inline void fill_header(struct ke_header *h, __u16 kind, __u32 s
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
+/* Header of a syscall record: comm and cgroup from the thread's cache. */
+static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, __u32 size,
+					       __u64 ts, const struct pending *p)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	h->kind = kind;
+	h->flags = 0;
+	h->size = size;
+	h->ts_ns = ts;
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
+	h->cgroup_id = p->cgroup_id;
+	__builtin_memcpy(h->comm, p->comm, sizeof(h->comm));
+}
+
 static __always_inline void remember_sock(__u64 sock)
 {
 	__u8 one = 1;
@@ -356,6 +403,11 @@ static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u3
 	if (syscall == KS_CLOSE)
 		fill_sock(&p->sk, sk);
 	p->ts = bpf_ktime_get_boot_ns();
+	if (p->ts - p->info_ts >= task_info_ttl_ns) {
+		p->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(p->comm, sizeof(p->comm));
+		p->info_ts = p->ts;
+	}
 	p->sock = (__u64)sk;
 	p->ino = ino;
 	p->buf = buf;
@@ -502,34 +554,46 @@ static __always_inline __u64 copy_user(struct scratch *s, __u64 off, __u64 src, 
 	return n;
 }
 
-/* Capture `total` bytes spread over an iovec array, up to snaplen. */
+/* Capture `total` bytes spread over an iovec array, up to snaplen. The
+ * iovecs are read IOV_BATCH at a time: one user-memory read costs about as
+ * much as copying a small payload. */
+#define IOV_BATCH 4
 static __always_inline __u64 capture_iov(struct scratch *s, __u64 iov_ptr, __u64 iovcnt,
 					 __u64 total, __u16 *flags)
 {
+	struct iovec iovs[IOV_BATCH] = {};
 	__u64 cap = 0;
 	__u64 left = total;
 
 	for (int i = 0; i < KINDLING_MAX_IOV; i++) {
-		struct iovec iov;
+		struct iovec *iov = &iovs[i & (IOV_BATCH - 1)];
 		__u64 want;
 
 		if (i >= iovcnt || left == 0 || cap >= snaplen)
 			break;
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iov_ptr + i * sizeof(iov)))) {
-			*flags |= KF_READ_FAILED;
-			break;
+		if ((i & (IOV_BATCH - 1)) == 0) {
+			__u64 n = iovcnt - i;
+
+			if (n > IOV_BATCH)
+				n = IOV_BATCH;
+			if (bpf_probe_read_user(iovs, n * sizeof(struct iovec),
+						(void *)(iov_ptr + i * sizeof(struct iovec)))) {
+				*flags |= KF_READ_FAILED;
+				break;
+			}
 		}
-		want = iov.iov_len < left ? iov.iov_len : left;
+		want = iov->iov_len < left ? iov->iov_len : left;
 		left -= want;
 		if (want > snaplen - cap)
 			want = snaplen - cap;
-		cap += copy_user(s, cap, (__u64)iov.iov_base, want, flags);
+		cap += copy_user(s, cap, (__u64)iov->iov_base, want, flags);
 	}
 	return cap;
 }
 
 /* `addr` is sk as a number (the verifier allows no arithmetic on sk). */
-static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 now)
+static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 now,
+				     const struct pending *p)
 {
 	/* struct sock is cache-line aligned: drop the low bits before mixing. */
 	__u32 slot = (__u32)((addr >> 6) ^ (addr >> 20)) & (RTT_SLOTS - 1);
@@ -546,7 +610,7 @@ static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 no
 		count_loss(KL_RING_FULL);
 		return;
 	}
-	fill_header(&e->hdr, KE_TCP_RTT, sizeof(*e), now);
+	fill_header_cached(&e->hdr, KE_TCP_RTT, sizeof(*e), now, p);
 	fill_sock(&e->sk, sk);
 	e->srtt_us = tp->srtt_us >> 3;
 	e->rttvar_us = tp->mdev_us >> 2;
@@ -555,7 +619,7 @@ static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 no
 	e->old_state = 0;
 	e->new_state = e->sk.state;
 	e->reset_dir = 0;
-	bpf_ringbuf_submit(e, wake_flags());
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
 }
 
 /* Everything one data record needs; passed by pointer to the global
@@ -599,7 +663,7 @@ __noinline int emit_data(struct emit_args *a)
 		count_loss(KL_READ_FAILED);
 
 	size = sizeof(struct ke_data) + cap;
-	fill_header(&d->hdr, KE_DATA, size, a->now);
+	fill_header_cached(&d->hdr, KE_DATA, size, a->now, &a->p);
 	fill_sock(&d->sk, KCAST(struct sock, a->p.sock));
 	/* Connected sockets passed the port filter at entry; unconnected UDP
 	 * is checked here, once the peer is known. */
@@ -621,7 +685,7 @@ __noinline int emit_data(struct emit_args *a)
 	opaque(size);
 	if (size > sizeof(struct ke_data) + KINDLING_MAX_SNAPLEN)
 		size = sizeof(struct ke_data) + KINDLING_MAX_SNAPLEN;
-	if (bpf_ringbuf_output(&events, s, size, wake_flags()))
+	if (bpf_ringbuf_output(&events, s, size, wake_flags(size)))
 		count_loss(KL_RING_FULL);
 	return 0;
 }
@@ -665,7 +729,7 @@ static __always_inline int end_data(struct emit_args *a)
 	struct sock *sk = KCAST(struct sock, a->p.sock);
 
 	if (sk->sk_protocol == IPPROTO_TCP)
-		emit_rtt(sk, a->p.sock, a->now);
+		emit_rtt(sk, a->p.sock, a->now, &a->p);
 	return 0;
 }
 
@@ -753,10 +817,10 @@ static __always_inline int exit_conn(long ret)
 		count_loss(KL_RING_FULL);
 		return 0;
 	}
-	fill_header(&e->hdr, p.syscall == KS_CLOSE ? KE_CLOSE
-			     : p.syscall == KS_CONNECT ? KE_CONNECT
-						      : KE_ACCEPT,
-		    sizeof(*e), now);
+	fill_header_cached(&e->hdr, p.syscall == KS_CLOSE ? KE_CLOSE
+				    : p.syscall == KS_CONNECT ? KE_CONNECT
+							     : KE_ACCEPT,
+			   sizeof(*e), now, &p);
 	e->ts_enter_ns = p.ts;
 	e->ret = ret;
 	e->fd = p.fd;
@@ -789,7 +853,7 @@ static __always_inline int exit_conn(long ret)
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	bpf_ringbuf_submit(e, wake_flags());
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
 	return 0;
 }
 
@@ -900,7 +964,7 @@ static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	bpf_ringbuf_submit(e, wake_flags());
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
 	return 0;
 }
 
@@ -952,7 +1016,7 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	}
 	e->hdr.flags = KF_NO_SOCK;
 	e->reset_dir = KR_SENT;
-	bpf_ringbuf_submit(e, wake_flags());
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
 	return 0;
 }
 
@@ -988,7 +1052,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		goto discard;
 	e->location = (__u64)location;
 	e->reason = reason;
-	bpf_ringbuf_submit(e, wake_flags());
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
 	return 0;
 discard:
 	bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);

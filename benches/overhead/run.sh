@@ -10,6 +10,7 @@
 # time goes (BPF programs vs the user-space recorder).
 #
 # Usage (root): bash benches/overhead/run.sh [SECONDS_PER_RUN=10] [ROUNDS=5]
+# ROUNDS=0 makes only the profiled run (cost per BPF program run).
 set -euo pipefail
 DUR=${1:-10}
 ROUNDS=${2:-5}
@@ -115,14 +116,19 @@ run_one() {
     extra=$(bpftool prog show -j | python3 -c '
 import json, sys
 tot = cnt = 0
+per = []
 for p in json.load(sys.stdin):
     # the programs of bpf/kindling.bpf.c, by name; the recorder is
     # the only BPF user on these machines.
-    if p.get("name", "").startswith(("sys_enter", "sys_exit", "on_")):
-        tot += p.get("run_time_ns", 0); cnt += p.get("run_cnt", 0)
-print(f"{tot} {cnt}")')
+    name = p.get("name", "")
+    if name.startswith(("sys_enter", "sys_exit", "on_")):
+        t, c = p.get("run_time_ns", 0), p.get("run_cnt", 0)
+        tot += t; cnt += c
+        if c:
+            per.append(f"{name}={c}x{t // c}ns")
+print(f"{tot} {cnt} " + ",".join(per))')
     local ticks; ticks=$(awk -v t0="$ticks0" '{print $14+$15-t0}' "/proc/$tracer_pid/stat")
-    extra="$extra $ticks"
+    extra="${extra% *} $ticks ${extra##* }"
   fi
   stop_tracer
   local rps lat p99 events lost
@@ -155,6 +161,23 @@ by, rounds = {}, {}
 for m, r, rps, lat, p99, ev, lost, extra in rows:
     by.setdefault(m, []).append((float(rps), float(lat), float(p99), ev, lost, extra))
     rounds.setdefault(r, {})[m] = float(rps)
+def profiled():
+    p = by.get("profiled")
+    if not p:
+        return
+    rps, _, _, ev, lost, extra = p[0]
+    parts = extra.split()
+    ns, cnt, ticks = (float(v) for v in parts[:3])
+    per = parts[3] if len(parts) > 3 else "-"
+    cpu_user = ticks / 100.0
+    print(f"profiled run (BPF stats on): {rps:.0f} req/s, {ev} events/s, lost {lost}; "
+          f"BPF programs {ns/1e9:.2f} s CPU over {cnt:.0f} runs ({ns/max(cnt,1):.0f} ns/run, "
+          f"{100*ns/1e9/dur:.1f}% of one core); recorder process {cpu_user:.2f} s CPU "
+          f"({100*cpu_user/dur:.1f}% of one core) over {dur:.0f} s of load")
+    print(f"per program (runs x ns/run): {per}")
+if "none" not in by:
+    profiled()
+    sys.exit(0)
 # The machine's speed drifts between rounds; each round runs the four modes
 # back to back, so compare every mode with the `none` run of its own round.
 ratio = {m: st.median(rd[m] / rd["none"] for rd in rounds.values() if m in rd and "none" in rd)
@@ -176,13 +199,5 @@ print("per round (req/s):", "; ".join(
 print(f"kindling loss - floor loss = {loss['kindling'] - loss['floor']:.1f} points (target <= 5)")
 if loss["tcpdump"] > 0:
     print(f"kindling loss / tcpdump loss = {loss['kindling'] / loss['tcpdump']:.2f} (target <= 0.33)")
-p = by.get("profiled")
-if p:
-    rps, _, _, ev, lost, extra = p[0]
-    ns, cnt, ticks = (float(v) for v in extra.split())
-    cpu_user = ticks / 100.0
-    print(f"profiled run (BPF stats on): {rps:.0f} req/s, {ev} events/s, lost {lost}; "
-          f"BPF programs {ns/1e9:.2f} s CPU over {cnt:.0f} runs ({ns/max(cnt,1):.0f} ns/run, "
-          f"{100*ns/1e9/dur:.1f}% of one core); recorder process {cpu_user:.2f} s CPU "
-          f"({100*cpu_user/dur:.1f}% of one core) over {dur:.0f} s of load")
+profiled()
 PY

@@ -315,6 +315,11 @@ impl Probe {
                 source: e,
             })?;
 
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| ProbeError::Load {
+            stage: "configure",
+            log: take_log(),
+            source: e,
+        })?;
         let rodata = open
             .maps
             .rodata_data
@@ -330,7 +335,8 @@ impl Probe {
         rodata.filter_cgroups = u8::from(!cfg.cgroups.is_empty());
         rodata.filter_ports = u8::from(!cfg.ports.is_empty());
         rodata.hooks_only = u8::from(cfg.hooks_only);
-        rodata.wakeup_bytes = cfg.wakeup_bytes;
+        // The kernel side counts per CPU (see `unwoken` in kindling.bpf.c).
+        rodata.wakeup_bytes = cfg.wakeup_bytes / (cpus.max(1) as u64);
         rodata.rtt_interval_ns = cfg.rtt_interval_ms.saturating_mul(1_000_000);
         let ring = cfg.ring_bytes.max(4096).next_power_of_two();
         open.maps
@@ -342,11 +348,6 @@ impl Probe {
                 source: e,
             })?;
 
-        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| ProbeError::Load {
-            stage: "configure",
-            log: take_log(),
-            source: e,
-        })?;
         open.maps
             .scratch_map
             .set_max_entries(cpus as u32)
