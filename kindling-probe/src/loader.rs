@@ -465,21 +465,20 @@ impl Probe {
 
     /// Loss counters, summed over CPUs.
     pub fn losses(&self) -> Result<LossStats, ProbeError> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref()
+            .ok_or_else(|| ProbeError::Config("BPF .bss is not memory-mapped".into()))?;
         let mut sums = [0u64; 4];
-        for (i, sum) in sums.iter_mut().enumerate() {
-            let key = (i as u32).to_ne_bytes();
-            let per_cpu = self
-                .skel
-                .maps
-                .losses
-                .lookup_percpu(&key, MapFlags::ANY)
-                .map_err(ProbeError::Ring)?
-                .unwrap_or_default();
-            *sum = per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                .map(u64::from_ne_bytes)
-                .sum();
+        for slot in &bss.loss_counts {
+            for (sum, n) in sums.iter_mut().zip(&slot.n) {
+                // SAFETY: `n` points into the mapped .bss, valid while the
+                // skeleton lives; the kernel updates it concurrently, so it
+                // is read once, without letting the compiler cache it.
+                *sum += unsafe { std::ptr::read_volatile(n) };
+            }
         }
         Ok(LossStats {
             ring_full: sums[0],

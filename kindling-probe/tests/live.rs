@@ -356,6 +356,11 @@ fn tcp_v6_sendmsg_recvmsg() {
 
 #[test]
 fn payload_at_and_beyond_snaplen() {
+    let truncated = || {
+        let guard = probe("snaplen")?;
+        Some(guard.as_ref()?.losses().expect("loss counters").truncated)
+    };
+    let Some(before) = truncated() else { return };
     let at = vec![b'a'; SNAPLEN as usize];
     let beyond: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
     exchange(Family::ReadWrite, false, &[&at], &[&beyond]);
@@ -363,6 +368,13 @@ fn payload_at_and_beyond_snaplen() {
     let (x, y, z) = (vec![1u8; 200], vec![2u8; 200], vec![3u8; 200]);
     exchange(Family::Vectored, true, &[&x, &y, &z], &[b"short"]);
     exchange(Family::Msg, false, &[b"tiny"], &[&x, &y, &z]);
+    // six records were cut (both ends of the three long messages); other
+    // tests running meanwhile can only add to the count
+    let after = truncated().expect("probe still loaded");
+    assert!(
+        after - before >= 6,
+        "truncated counter: {before} -> {after}"
+    );
 }
 
 #[test]
