@@ -879,7 +879,21 @@ impl ResultSetReader {
                 }
                 continue;
             }
-            // gather the 4-byte header and up to 9 payload bytes
+            // a header and its first payload bytes all in `input`: read
+            // them in place
+            if self.have == 0 {
+                if let Some(h) = input.get(at..at + 4) {
+                    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+                    let peek = len.min(9);
+                    if let Some(payload) = input.get(at + 4..at + 4 + peek) {
+                        self.packet(len, payload)?;
+                        self.left = (len - peek) as u64;
+                        at += 4 + peek;
+                        continue;
+                    }
+                }
+            }
+            // else gather the 4-byte header and up to 9 payload bytes
             let len = if self.have >= 4 {
                 u32::from_le_bytes([self.head[0], self.head[1], self.head[2], 0]) as usize
             } else {
@@ -907,7 +921,8 @@ impl ResultSetReader {
     fn classify(&mut self) -> Result<(), Error> {
         let len = u32::from_le_bytes([self.head[0], self.head[1], self.head[2], 0]) as usize;
         let peeked = self.have - 4;
-        self.packet(len, peeked)?;
+        let head = self.head;
+        self.packet(len, &head[4..self.have])?;
         self.left = (len - peeked) as u64;
         self.have = 0;
         Ok(())
@@ -930,9 +945,8 @@ impl ResultSetReader {
         }
     }
 
-    /// Classifies the packet whose header and first bytes are in `head`.
-    fn packet(&mut self, len: usize, peeked: usize) -> Result<(), Error> {
-        let payload = &self.head[4..4 + peeked];
+    /// Classifies a packet of `len` bytes from its first `payload` bytes.
+    fn packet(&mut self, len: usize, payload: &[u8]) -> Result<(), Error> {
         let continued = std::mem::replace(&mut self.continued, len == 0xff_ffff);
         if continued {
             return Ok(()); // the rest of a 16 MiB packet

@@ -725,32 +725,45 @@ impl Reply<'_> {
     }
 }
 
-/// The length of a well-formed `$<n>\r\n<payload>\r\n`, `:<int>\r\n` or
-/// `+<text>\r\n` wholly at the start of `buf`; `None` for anything else
-/// (left to the general path, which also reports errors).
-fn whole_element(buf: &[u8]) -> Option<usize> {
-    match *buf.first()? {
-        b'$' => {
-            let digits = buf[1..]
-                .iter()
-                .take(11)
-                .take_while(|b| b.is_ascii_digit())
-                .count();
-            if digits == 0 || digits > 10 || buf.get(1 + digits..3 + digits)? != b"\r\n" {
+/// A well-formed element wholly at the start of `buf`, read without the
+/// general path: how many bytes it takes and how many values it opens.
+/// Bulk strings (`$<n>\r\n<payload>\r\n`), integers and simple strings open
+/// none; array, set and map headers (`*<n>\r\n`, `~<n>\r\n`, `%<n>\r\n`)
+/// open their elements. `None` for anything else, which is left to the
+/// general path (it also reports errors).
+#[inline]
+fn quick_element(buf: &[u8]) -> Option<(usize, i64)> {
+    let (&t, rest) = buf.split_first()?;
+    match t {
+        b'$' | b'*' | b'~' | b'%' => {
+            let mut n = 0usize;
+            let mut digits = 0;
+            while digits < 10 {
+                let d = *rest.get(digits)?;
+                if !d.is_ascii_digit() {
+                    break;
+                }
+                n = n * 10 + usize::from(d - b'0');
+                digits += 1;
+            }
+            if digits == 0 || rest.get(digits..digits + 2)? != b"\r\n" {
                 return None;
             }
-            let n = buf[1..1 + digits]
-                .iter()
-                .fold(0usize, |v, d| v * 10 + usize::from(d - b'0'));
-            if n as i64 > MAX_BULK {
-                return None;
+            let head = 1 + digits + 2;
+            match t {
+                b'$' if n as i64 <= MAX_BULK => {
+                    let end = head + n;
+                    (buf.get(end..end + 2)? == b"\r\n").then_some((end + 2, 0))
+                }
+                b'$' => None,
+                _ if n as i64 > MAX_ELEMENTS => None,
+                b'%' => Some((head, 2 * n as i64)),
+                _ => Some((head, n as i64)),
             }
-            let end = 3 + digits + n;
-            (buf.get(end..end + 2)? == b"\r\n").then_some(end + 2)
         }
         b':' | b'+' => {
             let nl = buf.iter().take(64).position(|&b| b == b'\n')?;
-            (nl >= 2 && buf[nl - 1] == b'\r').then_some(nl + 1)
+            (nl >= 2 && buf[nl - 1] == b'\r').then_some((nl + 1, 0))
         }
         _ => None,
     }
@@ -828,15 +841,23 @@ impl Skipper {
                 continue;
             }
             // Fast path for the elements of an open aggregate that are whole
-            // in `input`: bulk strings, integers, simple strings.
+            // in `input`: bulk strings, integers, simple strings, and the
+            // headers of nested arrays, sets and maps.
             if self.line.is_empty() && self.top.is_some() {
-                if let Some(used) = whole_element(&input[at..]) {
-                    at += used;
-                    if let Some(top) = self.stack.last_mut() {
-                        *top -= 1;
+                if let Some((used, opens)) = quick_element(&input[at..]) {
+                    // the general path refuses to nest deeper than this
+                    if opens == 0 || self.stack.len() <= MAX_DEPTH {
+                        at += used;
+                        if let Some(top) = self.stack.last_mut() {
+                            *top -= 1;
+                        }
+                        if opens > 0 {
+                            self.stack.push(opens);
+                        } else {
+                            self.value_done();
+                        }
+                        continue;
                     }
-                    self.value_done();
-                    continue;
                 }
             }
             let rest = &input[at..];
