@@ -17,6 +17,7 @@
 //! its type, error text and size. Nesting depth and aggregate sizes are
 //! bounded, so hostile bytes cannot exhaust the stack or loop forever.
 
+use std::fmt;
 use crate::{Detect, Direction, Protocol, Status};
 
 /// Deepest nesting of aggregates accepted.
@@ -655,40 +656,17 @@ impl Protocol for Redis {
     }
 }
 
-impl Command<'_> {
+impl<'a> Command<'a> {
     /// Upper-case operation name, two words for container commands
     /// (`GET`, `CLIENT SETNAME`): OpenTelemetry's `db.operation.name`.
     pub fn operation(&self) -> String {
-        let mut op = String::from_utf8_lossy(self.name).to_ascii_uppercase();
-        if let Some(sub) = self.subcommand {
-            op.push(' ');
-            op.push_str(&String::from_utf8_lossy(sub).to_ascii_uppercase());
-        }
-        op
+        Operation(self).to_string()
     }
 
     /// Sanitised command text for `db.query.text`: operation and key, every
     /// other argument as `?` (so AUTH and HELLO credentials never appear).
     pub fn query_text(&self) -> String {
-        self.query_text_after(&self.operation())
-    }
-
-    fn query_text_after(&self, operation: &str) -> String {
-        let mut t = String::with_capacity(operation.len() + 32);
-        t.push_str(operation);
-        let mut rest = self.args;
-        if let Some(k) = self.key {
-            t.push(' ');
-            t.push_str(&String::from_utf8_lossy(k));
-            rest = rest.saturating_sub(1);
-        }
-        for _ in 0..rest.min(16) {
-            t.push_str(" ?");
-        }
-        if rest > 16 {
-            t.push_str(" …");
-        }
-        t
+        QueryText(self).to_string()
     }
 
     /// OpenTelemetry attributes.
@@ -698,16 +676,87 @@ impl Command<'_> {
         a
     }
 
-    /// [`Command::attributes`] into any sink.
+    /// [`Command::attributes`] into any sink, without allocating per value.
     pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
         a.put("db.system.name", "redis");
-        let operation = self.operation();
-        a.put("db.query.text", &self.query_text_after(&operation));
-        a.put("db.operation.name", &operation);
+        a.put_fmt("db.query.text", format_args!("{}", QueryText(self)));
+        a.put_fmt("db.operation.name", format_args!("{}", Operation(self)));
         if let Some(k) = self.key {
             a.put_bytes("db.collection.name", k);
         }
     }
+}
+
+/// [`Command::operation`], written where it is wanted.
+struct Operation<'c, 'a>(&'c Command<'a>);
+
+impl fmt::Display for Operation<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_upper(f, self.0.name)?;
+        if let Some(sub) = self.0.subcommand {
+            f.write_str(" ")?;
+            write_upper(f, sub)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Command::query_text`], written where it is wanted.
+struct QueryText<'c, 'a>(&'c Command<'a>);
+
+impl fmt::Display for QueryText<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.0;
+        Operation(c).fmt(f)?;
+        let mut rest = c.args;
+        if let Some(k) = c.key {
+            f.write_str(" ")?;
+            write_lossy(f, k)?;
+            rest = rest.saturating_sub(1);
+        }
+        for _ in 0..rest.min(16) {
+            f.write_str(" ?")?;
+        }
+        if rest > 16 {
+            f.write_str(" …")?;
+        }
+        Ok(())
+    }
+}
+
+/// `bytes` as text, ASCII letters upper-cased, invalid UTF-8 as U+FFFD
+/// (as `String::from_utf8_lossy(bytes).to_ascii_uppercase()`, without
+/// allocating for ASCII).
+fn write_upper(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        if valid.is_ascii() {
+            for piece in valid.as_bytes().chunks(32) {
+                let mut upper = [0u8; 32];
+                let upper = &mut upper[..piece.len()];
+                upper.copy_from_slice(piece);
+                upper.make_ascii_uppercase();
+                f.write_str(std::str::from_utf8(upper).map_err(|_| fmt::Error)?)?;
+            }
+        } else {
+            f.write_str(&valid.to_ascii_uppercase())?;
+        }
+        if !chunk.invalid().is_empty() {
+            f.write_str("\u{FFFD}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `bytes` as text, invalid UTF-8 as U+FFFD.
+fn write_lossy(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for chunk in bytes.utf8_chunks() {
+        f.write_str(chunk.valid())?;
+        if !chunk.invalid().is_empty() {
+            f.write_str("\u{FFFD}")?;
+        }
+    }
+    Ok(())
 }
 
 impl Reply<'_> {
