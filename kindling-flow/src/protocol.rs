@@ -408,11 +408,11 @@ impl Follow {
             Reader::MySql(r) => {
                 let mut attrs = Attributes::default();
                 let error = r.error().map(|code| {
-                    attrs.put_fmt("db.response.status_code", format_args!("{code}"));
+                    attrs.put_u64("db.response.status_code", u64::from(code));
                     ErrorKind::DbError
                 });
                 if error.is_none() {
-                    attrs.put_fmt("db.response.returned_rows", format_args!("{}", r.rows()));
+                    attrs.put_u64("db.response.returned_rows", r.rows());
                 }
                 Some(Parsed::Response {
                     key: None,
@@ -467,14 +467,14 @@ fn mysql_parsed(m: &mysql::Message<'_>, s: &mysql::Session, authenticating: &mut
             let mut error = None;
             match r {
                 Response::Err { code, .. } => {
-                    attrs.put_fmt("db.response.status_code", format_args!("{code}"));
+                    attrs.put_u64("db.response.status_code", u64::from(*code));
                     error = Some(ErrorKind::DbError);
                 }
                 Response::ResultSet { rows, .. } => {
-                    attrs.put_fmt("db.response.returned_rows", format_args!("{rows}"));
+                    attrs.put_u64("db.response.returned_rows", *rows);
                 }
                 Response::Ok { affected_rows, .. } => {
-                    attrs.put_fmt("db.response.affected_rows", format_args!("{affected_rows}"));
+                    attrs.put_u64("db.response.affected_rows", *affected_rows);
                 }
                 _ => {}
             }

@@ -962,7 +962,7 @@ impl Request<'_> {
             }
         }
         if let (Some(n), _) = body_bytes(self.body) {
-            a.put_fmt("http.request.body.size", format_args!("{n}"));
+            a.put_u64("http.request.body.size", n);
         }
     }
 }
@@ -992,12 +992,12 @@ impl Response<'_> {
 
     /// [`Response::attributes`] into any sink, without allocating per value.
     pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
-        a.put_fmt("http.response.status_code", format_args!("{}", self.status));
+        a.put_u64("http.response.status_code", u64::from(self.status));
         if let Some(ct) = self.headers.get("content-type") {
             a.put_bytes("http.response.header.content-type", ct);
         }
         if let (Some(n), _) = body_bytes(self.body) {
-            a.put_fmt("http.response.body.size", format_args!("{n}"));
+            a.put_u64("http.response.body.size", n);
         }
     }
 }

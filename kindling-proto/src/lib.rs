@@ -118,6 +118,37 @@ pub trait AttributeSink {
     fn put_bytes(&mut self, key: &'static str, value: &[u8]) {
         self.put(key, &String::from_utf8_lossy(value));
     }
+
+    /// One attribute from an unsigned integer, in decimal, formatted
+    /// without the `fmt` machinery (status codes and sizes are on every
+    /// exchange).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::AttributeSink;
+    ///
+    /// let mut a: Vec<(&'static str, String)> = Vec::new();
+    /// a.put_u64("http.response.status_code", 404);
+    /// a.put_u64("http.response.body.size", u64::MAX);
+    /// assert_eq!(a[0].1, "404");
+    /// assert_eq!(a[1].1, "18446744073709551615");
+    /// ```
+    fn put_u64(&mut self, key: &'static str, value: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = value;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // only ASCII digits were written
+        self.put(key, std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    }
 }
 
 impl AttributeSink for Vec<(&'static str, String)> {

@@ -17,8 +17,8 @@
 //! its type, error text and size. Nesting depth and aggregate sizes are
 //! bounded, so hostile bytes cannot exhaust the stack or loop forever.
 
-use std::fmt;
 use crate::{Detect, Direction, Protocol, Status};
+use std::fmt;
 
 /// Deepest nesting of aggregates accepted.
 pub const MAX_DEPTH: usize = 32;
