@@ -802,9 +802,7 @@ fn parse_in_place(
             && matches!(proto, Proto::Redis(_))
             && payload.len() - at >= RETRY_FROM
         {
-            let mut skipper = kindling_proto::redis::Skipper::new();
-            if let Ok(None) = skipper.feed(&payload[at..]) {
-                let mut follow = Follow::redis_reply(skipper);
+            if let Some(mut follow) = Follow::unfinished_redis_reply(&payload[at..]) {
                 follow.first_ns = span.first_ns;
                 follow.last_ns = span.last_ns;
                 follow.tid = span.tid;
@@ -957,6 +955,28 @@ fn parse(
                     buf.clear_lost(missing);
                     return;
                 }
+            }
+        }
+        // A large Redis reply, or one cut by the capture length, is walked
+        // once by a skipper before any full parse is tried (as in
+        // `parse_in_place`).
+        if dir == Direction::Response
+            && matches!(proto, Proto::Redis(_))
+            && (missing > 0 || buf.bytes().len() >= RETRY_FROM)
+        {
+            if let Some(mut follow) = Follow::unfinished_redis_reply(buf.bytes()) {
+                let n = buf.bytes().len();
+                if let Some(span) = buf.span(n) {
+                    follow.first_ns = span.first_ns;
+                    follow.last_ns = span.last_ns;
+                    follow.tid = span.tid;
+                }
+                follow.wire = n as u64;
+                buf.consume(n);
+                buf.retry_at = 0;
+                buf.force = false;
+                buf.follow = Some(Box::new(follow));
+                continue;
             }
         }
         match proto.next(dir, buf.bytes(), &config.redaction) {

@@ -370,16 +370,22 @@ impl Follow {
         r.map_err(|()| ParseError::Malformed)
     }
 
-    /// A large Redis reply: walked once, by a skipper that has already read
-    /// `skipper` worth of it, instead of a parse attempt and then a follow.
-    pub(crate) fn redis_reply(skipper: redis::Skipper) -> Self {
+    /// A large Redis reply that does not end in `buf` (its first bytes):
+    /// walked once, by a skipper, instead of a full parse attempt and then
+    /// a follow. `None` when it ends in `buf` (or is not RESP), for the
+    /// full parser.
+    pub(crate) fn unfinished_redis_reply(buf: &[u8]) -> Option<Self> {
+        let mut skipper = redis::Skipper::new();
+        if !matches!(skipper.feed(buf), Ok(None)) {
+            return None;
+        }
         let parsed = Parsed::Response {
             key: None,
             attrs: Attributes::default(),
             error: None,
             resolved: None,
         };
-        Self::new(Reader::Redis(skipper), Some(parsed))
+        Some(Self::new(Reader::Redis(skipper), Some(parsed)))
     }
 
     /// Whether the message is complete.
