@@ -116,7 +116,11 @@ pub trait AttributeSink {
 
     /// One attribute from bytes (invalid UTF-8 shown lossily).
     fn put_bytes(&mut self, key: &'static str, value: &[u8]) {
-        self.put(key, &String::from_utf8_lossy(value));
+        // `from_utf8` is the fast check; the lossy path walks chunk by chunk
+        match std::str::from_utf8(value) {
+            Ok(text) => self.put(key, text),
+            Err(_) => self.put(key, &String::from_utf8_lossy(value)),
+        }
     }
 
     /// One attribute from an unsigned integer, in decimal, formatted

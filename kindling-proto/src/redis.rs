@@ -728,6 +728,13 @@ impl fmt::Display for QueryText<'_, '_> {
 /// (as `String::from_utf8_lossy(bytes).to_ascii_uppercase()`, without
 /// allocating for ASCII).
 fn write_upper(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    if bytes.len() <= 32 && bytes.is_ascii() {
+        let mut upper = [0u8; 32];
+        let upper = &mut upper[..bytes.len()];
+        upper.copy_from_slice(bytes);
+        upper.make_ascii_uppercase();
+        return f.write_str(std::str::from_utf8(upper).map_err(|_| fmt::Error)?);
+    }
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
         if valid.is_ascii() {
@@ -750,6 +757,9 @@ fn write_upper(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 
 /// `bytes` as text, invalid UTF-8 as U+FFFD.
 fn write_lossy(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return f.write_str(text);
+    }
     for chunk in bytes.utf8_chunks() {
         f.write_str(chunk.valid())?;
         if !chunk.invalid().is_empty() {
