@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::hash::Hash;
 use std::net::SocketAddr;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +35,10 @@ use crate::stats::Stats;
 /// The value of every label of the one series that takes what the caps
 /// refuse.
 pub const OVERFLOW: &str = "__overflow__";
+
+/// The request content of every exchange past
+/// [`MetricsConfig::max_request_contents`] on one port.
+pub const OTHER: &str = "__other__";
 
 /// Cardinality limits.
 #[derive(Clone, Copy, Debug)]
@@ -236,7 +240,7 @@ pub struct Metrics {
     dns_duration: Family<DnsLabels, Counter>,
     /// Distinct request contents per (protocol, port).
     // keyed by strings that come from traffic: a keyed (DoS-resistant) hash
-    contents: AHashMap<(&'static str, u16), AHashSet<String>>,
+    contents: AHashMap<(&'static str, u16), AHashMap<String, u32>>,
     strings: Strings,
     scratch: String,
     entity_cache: FxHashMap<EntityKey, Series>,
@@ -537,8 +541,7 @@ impl Metrics {
     }
 
     fn entity(&mut self, x: &Exchange) {
-        self.write_request_content(x);
-        let content = self.strings.intern(&self.scratch);
+        let content = self.request_content(x);
         let response = self.strings.intern(response_content(x));
         let key = EntityKey {
             protocol: x.protocol,
@@ -549,27 +552,25 @@ impl Metrics {
             error: x.error.is_some(),
             slow: x.slow,
         };
-        if !self.entity_cache.contains_key(&key) {
-            match self.new_entity_series(&key) {
-                Some(series) => {
-                    self.entity_cache.insert(key, series);
-                }
-                None => {
-                    self.overflowed += 1;
-                    self.overflow.inc();
+        // a server sends the response and receives the request
+        let add = |s: &Series| s.add(x.duration_ns, x.response_bytes, x.request_bytes);
+        if let Some(series) = self.entity_cache.get(&key) {
+            add(series);
+            return;
+        }
+        match self.new_entity_series(&key) {
+            Some(series) => {
+                add(&series);
+                self.entity_cache.insert(key, series);
+            }
+            None => {
+                self.overflowed += 1;
+                self.overflow.inc();
+                if let Some(series) = &self.entity_overflow {
+                    add(series);
                 }
             }
         }
-        let series = self
-            .entity_cache
-            .get(&key)
-            .or(self.entity_overflow.as_ref())
-            .expect("a series or the overflow one");
-        series.requests.inc();
-        series.duration.inc_by(x.duration_ns);
-        series.send.inc_by(x.response_bytes);
-        series.receive.inc_by(x.request_bytes);
-        series.latency.observe(x.duration_ns as f64 / 1e9);
     }
 
     /// The series of a label set seen for the first time; `None` beyond the
@@ -632,27 +633,25 @@ impl Metrics {
             error: x.error.is_some(),
             slow: x.slow,
         };
-        if !self.topology_cache.contains_key(&key) {
+        // a client sends the request and receives the response
+        let add = |s: &Series| s.add(x.duration_ns, x.request_bytes, x.response_bytes);
+        if let Some(series) = self.topology_cache.get(&key) {
+            add(series);
+        } else {
             match self.new_topology_series(&key) {
                 Some(series) => {
+                    add(&series);
                     self.topology_cache.insert(key, series);
                 }
                 None => {
                     self.overflowed += 1;
                     self.overflow.inc();
+                    if let Some(series) = &self.topology_overflow {
+                        add(series);
+                    }
                 }
             }
         }
-        let series = self
-            .topology_cache
-            .get(&key)
-            .or(self.topology_overflow.as_ref())
-            .expect("a series or the overflow one");
-        series.requests.inc();
-        series.duration.inc_by(x.duration_ns);
-        series.send.inc_by(x.request_bytes);
-        series.receive.inc_by(x.response_bytes);
-        series.latency.observe(x.duration_ns as f64 / 1e9);
         if x.protocol == "dns" {
             self.dns(x);
         }
@@ -806,7 +805,10 @@ impl Metrics {
     }
 
     /// Writes the bounded `request_content` of an exchange into `scratch`.
-    fn write_request_content(&mut self, x: &Exchange) {
+    /// The interned request content of a server exchange: at most
+    /// `max_request_contents` distinct ones per (protocol, port), then
+    /// [`OTHER`]. A content seen before costs one lookup.
+    fn request_content(&mut self, x: &Exchange) -> u32 {
         let a = |k: &str| x.attributes.get(k).unwrap_or("");
         let out = &mut self.scratch;
         out.clear();
@@ -828,13 +830,15 @@ impl Metrics {
             _ => {}
         }
         let seen = self.contents.entry((x.protocol, x.dst.port())).or_default();
-        if !seen.contains(out.as_str()) {
-            if seen.len() < self.config.max_request_contents {
-                seen.insert(out.clone());
-            } else {
-                out.clear();
-                out.push_str("__other__");
-            }
+        if let Some(&id) = seen.get(out.as_str()) {
+            return id;
+        }
+        if seen.len() < self.config.max_request_contents {
+            let id = self.strings.intern(out);
+            seen.insert(out.clone(), id);
+            id
+        } else {
+            self.strings.intern(OTHER)
         }
     }
 }
@@ -927,6 +931,17 @@ struct Series {
     send: Counter,
     receive: Counter,
     latency: Histogram,
+}
+
+impl Series {
+    /// One exchange of `duration_ns` that sent and received these bytes.
+    fn add(&self, duration_ns: u64, sent: u64, received: u64) {
+        self.requests.inc();
+        self.duration.inc_by(duration_ns);
+        self.send.inc_by(sent);
+        self.receive.inc_by(received);
+        self.latency.observe(duration_ns as f64 / 1e9);
+    }
 }
 
 fn tcp_labels(src: SocketAddr, dst: SocketAddr) -> TcpLabels {
