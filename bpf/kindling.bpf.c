@@ -327,7 +327,8 @@ static __always_inline bool peer_from_user(struct ke_sock *out, __u64 uaddr)
 	return false;
 }
 
-static __always_inline void fill_header(struct ke_header *h, __u16 kind, __u32 size, __u64 ts)
+/* Header fields every record fills the same way. */
+static __always_inline void fill_header_ids(struct ke_header *h, __u16 kind, __u32 size, __u64 ts)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -337,6 +338,11 @@ static __always_inline void fill_header(struct ke_header *h, __u16 kind, __u32 s
 	h->ts_ns = ts;
 	h->pid = id >> 32;
 	h->tid = (__u32)id;
+}
+
+static __always_inline void fill_header(struct ke_header *h, __u16 kind, __u32 size, __u64 ts)
+{
+	fill_header_ids(h, kind, size, ts);
 	h->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
@@ -345,14 +351,7 @@ static __always_inline void fill_header(struct ke_header *h, __u16 kind, __u32 s
 static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, __u32 size,
 					       __u64 ts, const struct pending *p)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-
-	h->kind = kind;
-	h->flags = 0;
-	h->size = size;
-	h->ts_ns = ts;
-	h->pid = id >> 32;
-	h->tid = (__u32)id;
+	fill_header_ids(h, kind, size, ts);
 	h->cgroup_id = p->cgroup_id;
 	__builtin_memcpy(h->comm, p->comm, sizeof(h->comm));
 }

@@ -964,18 +964,9 @@ fn parse(
             && matches!(proto, Proto::Redis(_))
             && (missing > 0 || buf.bytes().len() >= RETRY_FROM)
         {
-            if let Some(mut follow) = Follow::unfinished_redis_reply(buf.bytes()) {
+            if let Some(follow) = Follow::unfinished_redis_reply(buf.bytes()) {
                 let n = buf.bytes().len();
-                if let Some(span) = buf.span(n) {
-                    follow.first_ns = span.first_ns;
-                    follow.last_ns = span.last_ns;
-                    follow.tid = span.tid;
-                }
-                follow.wire = n as u64;
-                buf.consume(n);
-                buf.retry_at = 0;
-                buf.force = false;
-                buf.follow = Some(Box::new(follow));
+                start_following(buf, follow, n);
                 continue;
             }
         }
@@ -1006,7 +997,7 @@ fn parse(
                 } else {
                     None
                 };
-                let Some((mut follow, head, now)) = started else {
+                let Some((follow, head, now)) = started else {
                     if missing > 0 {
                         shared.stats.parse_errors += 1;
                         buf.clear_lost(missing);
@@ -1015,19 +1006,7 @@ fn parse(
                     }
                     return;
                 };
-                let span = buf.span(head.max(1)).unwrap_or(Span {
-                    first_ns: 0,
-                    last_ns: 0,
-                    tid: 0,
-                });
-                follow.first_ns = span.first_ns;
-                follow.last_ns = span.last_ns;
-                follow.tid = span.tid;
-                follow.wire = head as u64;
-                buf.consume(head);
-                buf.retry_at = 0;
-                buf.force = false;
-                buf.follow = Some(Box::new(follow));
+                let span = start_following(buf, follow, head);
                 if let Some((parsed, size)) = now {
                     let name = proto.name();
                     deliver(
@@ -1049,6 +1028,26 @@ fn parse(
             }
         }
     }
+}
+
+/// Hands the first `used` buffered bytes (the head of a message, or all of
+/// what came of it) to `follow`, which reads the rest of the message from
+/// now on. Returns when those bytes came.
+fn start_following(buf: &mut DirBuf, mut follow: Follow, used: usize) -> Span {
+    let span = buf.span(used.max(1)).unwrap_or(Span {
+        first_ns: 0,
+        last_ns: 0,
+        tid: 0,
+    });
+    follow.first_ns = span.first_ns;
+    follow.last_ns = span.last_ns;
+    follow.tid = span.tid;
+    follow.wire = used as u64;
+    buf.consume(used);
+    buf.retry_at = 0;
+    buf.force = false;
+    buf.follow = Some(Box::new(follow));
+    span
 }
 
 /// How far a followed message got with the bytes buffered.
