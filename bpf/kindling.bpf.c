@@ -78,9 +78,10 @@ struct loss_slot loss_counts[LOSS_SLOTS] = {};
 
 /* A syscall in flight, keyed by pid_tgid. */
 struct pending {
-	/* The thread's comm and cgroup, read again only after task_info_ttl_ns:
-	 * the two helpers cost about 100 ns per record. A renamed thread or a
-	 * moved one shows its old name or cgroup for at most that long. */
+	/* The thread's comm and cgroup, read again only after task_info_ttl_ns
+	 * (the two helpers cost about 100 ns per record) or after an exec or a
+	 * rename (on_exec, on_rename). A thread moved to another cgroup shows
+	 * the old one for at most task_info_ttl_ns. */
 	char comm[KINDLING_COMM_LEN];
 	__u64 cgroup_id;
 	__u64 info_ts;
@@ -891,6 +892,37 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	case NR_close:
 		return exit_conn(ret);
 	}
+	return 0;
+}
+
+/* ---- task names ------------------------------------------------------------- */
+
+/* A thread's cached comm and cgroup are read again at its next followed
+ * call after an exec or a rename, not up to task_info_ttl_ns later: a
+ * forked child that touched a socket before exec'ing curl must not report
+ * curl's traffic under its parent's name. Both events are rare. */
+static __always_inline void forget_task_info(struct task_struct *task)
+{
+	struct pending *p;
+
+	if (hooks_only)
+		return;
+	p = bpf_task_storage_get(&pending, task, 0, 0);
+	if (p)
+		p->info_ts = 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	forget_task_info(task);
+	return 0;
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
+{
+	forget_task_info(task);
 	return 0;
 }
 
