@@ -804,7 +804,6 @@ impl Metrics {
         }
     }
 
-    /// Writes the bounded `request_content` of an exchange into `scratch`.
     /// The interned request content of a server exchange: at most
     /// `max_request_contents` distinct ones per (protocol, port), then
     /// [`OTHER`]. A content seen before costs one lookup.
