@@ -138,3 +138,58 @@ fn two_word_commands_keys_and_credentials() {
     assert!(attrs.contains(&("db.query.text", "SET user:7 ?".into())));
     assert!(attrs.contains(&("db.collection.name", "user:7".into())));
 }
+
+proptest::proptest! {
+    /// The operation and query text are written without allocating; they
+    /// must read exactly as the plain definition does for any name, key and
+    /// subcommand bytes: lossy UTF-8, ASCII letters upper-cased, long names
+    /// and multi-byte characters included.
+    #[test]
+    fn operation_and_query_text_match_their_definition(
+        name in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..48),
+        sub in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40),
+        key in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40),
+        ascii in "[a-z][a-zA-Z0-9_.:-]{0,70}",
+        extra in 0usize..20,
+    ) {
+        let lossy_upper = |b: &[u8]| String::from_utf8_lossy(b).to_ascii_uppercase();
+        for name in [&name[..], ascii.as_bytes(), b"client", b"Object"] {
+            let mut wire = format!("*{}\r\n${}\r\n", 3 + extra, name.len()).into_bytes();
+            wire.extend_from_slice(name);
+            for arg in [&sub[..], &key[..]] {
+                wire.extend_from_slice(format!("\r\n${}\r\n", arg.len()).as_bytes());
+                wire.extend_from_slice(arg);
+            }
+            for _ in 0..extra {
+                wire.extend_from_slice(b"\r\n$1\r\nx");
+            }
+            wire.extend_from_slice(b"\r\n");
+            let Ok(Status::Complete((Message::Command(c), used))) =
+                Redis::parse(&mut Session::default(), Direction::Request, &wire)
+            else {
+                panic!("a well-formed command did not parse");
+            };
+            proptest::prop_assert_eq!(used, wire.len());
+            let mut operation = lossy_upper(c.name);
+            if let Some(s) = c.subcommand {
+                operation.push(' ');
+                operation.push_str(&lossy_upper(s));
+            }
+            proptest::prop_assert_eq!(c.operation(), operation.clone());
+            let mut text = operation;
+            let mut rest = c.args;
+            if let Some(k) = c.key {
+                text.push(' ');
+                text.push_str(&String::from_utf8_lossy(k));
+                rest = rest.saturating_sub(1);
+            }
+            for _ in 0..rest.min(16) {
+                text.push_str(" ?");
+            }
+            if rest > 16 {
+                text.push_str(" …");
+            }
+            proptest::prop_assert_eq!(c.query_text(), text);
+        }
+    }
+}
