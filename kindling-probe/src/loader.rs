@@ -336,9 +336,10 @@ impl Probe {
         rodata.filter_ports = u8::from(!cfg.ports.is_empty());
         rodata.hooks_only = u8::from(cfg.hooks_only);
         // The kernel side counts per CPU (see `unwoken` in kindling.bpf.c).
-        rodata.wakeup_bytes = cfg.wakeup_bytes / (cpus.max(1) as u64);
-        rodata.rtt_interval_ns = cfg.rtt_interval_ms.saturating_mul(1_000_000);
         let ring = cfg.ring_bytes.max(4096).next_power_of_two();
+        let wake = cfg.wakeup_bytes.min(u64::from(ring) / 4);
+        rodata.wakeup_bytes = wake / (cpus.max(1) as u64);
+        rodata.rtt_interval_ns = cfg.rtt_interval_ms.saturating_mul(1_000_000);
         open.maps
             .events
             .set_max_entries(ring)
