@@ -34,10 +34,10 @@ impl Default for ProbeConfig {
             cgroups: Vec::new(),
             ports: Vec::new(),
             ring_bytes: 16 << 20,
-            // an eighth of the ring: under load the recorder then wakes ~45
-            // times a second instead of ~350, and used a third less CPU
-            // (BENCHMARKS.md); the poll timeout bounds the latency
-            wakeup_bytes: 2 << 20,
+            // 2 MiB saved the recorder a third of its CPU under load but
+            // tripled the traced server's p99 latency: larger batches keep
+            // the recorder on a CPU longer at a time (BENCHMARKS.md)
+            wakeup_bytes: 256 << 10,
             rtt_interval_ms: 1000,
             trace_self: false,
             hooks_only: false,
