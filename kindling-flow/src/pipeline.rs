@@ -802,12 +802,8 @@ fn parse_in_place(
             && matches!(proto, Proto::Redis(_))
             && payload.len() - at >= RETRY_FROM
         {
-            if let Some(mut follow) = Follow::unfinished_redis_reply(&payload[at..]) {
-                follow.first_ns = span.first_ns;
-                follow.last_ns = span.last_ns;
-                follow.tid = span.tid;
-                follow.wire = (payload.len() - at) as u64;
-                buf.follow = Some(Box::new(follow));
+            if let Some(follow) = Follow::unfinished_redis_reply(&payload[at..]) {
+                buf.follow = Some(follow.started(span, (payload.len() - at) as u64));
                 return payload.len();
             }
         }
@@ -823,17 +819,13 @@ fn parse_in_place(
                 if payload.len() - at >= RETRY_FROM
                     || (dir == Direction::Request && matches!(proto, Proto::Http(_))) =>
             {
-                let Some((mut follow, head, now)) =
+                let Some((follow, head, now)) =
                     proto.follow(dir, &payload[at..], &config.redaction)
                 else {
                     return at;
                 };
-                follow.first_ns = span.first_ns;
-                follow.last_ns = span.last_ns;
-                follow.tid = span.tid;
-                follow.wire = head as u64;
                 at += head;
-                buf.follow = Some(Box::new(follow));
+                buf.follow = Some(follow.started(span, head as u64));
                 if let Some((parsed, size)) = now {
                     deliver(
                         config, shared, key, conn, name, parsed, span, size, peer, out,
@@ -1033,20 +1025,16 @@ fn parse(
 /// Hands the first `used` buffered bytes (the head of a message, or all of
 /// what came of it) to `follow`, which reads the rest of the message from
 /// now on. Returns when those bytes came.
-fn start_following(buf: &mut DirBuf, mut follow: Follow, used: usize) -> Span {
+fn start_following(buf: &mut DirBuf, follow: Follow, used: usize) -> Span {
     let span = buf.span(used.max(1)).unwrap_or(Span {
         first_ns: 0,
         last_ns: 0,
         tid: 0,
     });
-    follow.first_ns = span.first_ns;
-    follow.last_ns = span.last_ns;
-    follow.tid = span.tid;
-    follow.wire = used as u64;
     buf.consume(used);
     buf.retry_at = 0;
     buf.force = false;
-    buf.follow = Some(Box::new(follow));
+    buf.follow = Some(follow.started(span, used as u64));
     span
 }
 

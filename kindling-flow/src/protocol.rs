@@ -349,6 +349,15 @@ pub(crate) struct Follow {
 }
 
 impl Follow {
+    /// Boxed, starting with the `wire` bytes that came during `span`.
+    pub(crate) fn started(mut self, span: crate::buffer::Span, wire: u64) -> Box<Self> {
+        self.first_ns = span.first_ns;
+        self.last_ns = span.last_ns;
+        self.tid = span.tid;
+        self.wire = wire;
+        Box::new(self)
+    }
+
     fn new(reader: Reader, parsed: Option<Parsed>) -> Self {
         Self {
             reader,

@@ -266,6 +266,8 @@ pub struct Probe {
     config: ProbeConfig,
     undecodable: u64,
     received: u64,
+    /// Loss-counter slots in use: one per possible CPU (the rest stay 0).
+    loss_slots: usize,
 }
 
 impl std::fmt::Debug for Probe {
@@ -406,6 +408,7 @@ impl Probe {
             config: cfg,
             undecodable: 0,
             received: 0,
+            loss_slots: cpus,
         })
     }
 
@@ -473,7 +476,7 @@ impl Probe {
             .as_deref()
             .ok_or_else(|| ProbeError::Config("BPF .bss is not memory-mapped".into()))?;
         let mut sums = [0u64; 4];
-        for slot in &bss.loss_counts {
+        for slot in bss.loss_counts.iter().take(self.loss_slots) {
             for (sum, n) in sums.iter_mut().zip(&slot.n) {
                 // SAFETY: `n` points into the mapped .bss, valid while the
                 // skeleton lives; the kernel updates it concurrently, so it

@@ -728,29 +728,31 @@ impl fmt::Display for QueryText<'_, '_> {
 /// (as `String::from_utf8_lossy(bytes).to_ascii_uppercase()`, without
 /// allocating for ASCII).
 fn write_upper(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    if bytes.len() <= 32 && bytes.is_ascii() {
-        let mut upper = [0u8; 32];
-        let upper = &mut upper[..bytes.len()];
-        upper.copy_from_slice(bytes);
-        upper.make_ascii_uppercase();
-        return f.write_str(std::str::from_utf8(upper).map_err(|_| fmt::Error)?);
+    if bytes.is_ascii() {
+        return write_ascii_upper(f, bytes);
     }
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
         if valid.is_ascii() {
-            for piece in valid.as_bytes().chunks(32) {
-                let mut upper = [0u8; 32];
-                let upper = &mut upper[..piece.len()];
-                upper.copy_from_slice(piece);
-                upper.make_ascii_uppercase();
-                f.write_str(std::str::from_utf8(upper).map_err(|_| fmt::Error)?)?;
-            }
+            write_ascii_upper(f, valid.as_bytes())?;
         } else {
             f.write_str(&valid.to_ascii_uppercase())?;
         }
         if !chunk.invalid().is_empty() {
             f.write_str("\u{FFFD}")?;
         }
+    }
+    Ok(())
+}
+
+/// ASCII `bytes` upper-cased, through a stack buffer.
+fn write_ascii_upper(f: &mut fmt::Formatter<'_>, ascii: &[u8]) -> fmt::Result {
+    for piece in ascii.chunks(32) {
+        let mut upper = [0u8; 32];
+        let upper = &mut upper[..piece.len()];
+        upper.copy_from_slice(piece);
+        upper.make_ascii_uppercase();
+        f.write_str(std::str::from_utf8(upper).map_err(|_| fmt::Error)?)?;
     }
     Ok(())
 }
