@@ -226,16 +226,9 @@ pub struct Metrics {
     topology_request_bytes: Family<TopologyLabels, Counter>,
     topology_response_bytes: Family<TopologyLabels, Counter>,
     topology_latency: LatencyFamily,
-    tcp_seen: HashSet<TcpLabels>,
-    tcp_srtt: Family<TcpLabels, Gauge>,
-    tcp_retransmits: Family<TcpLabels, Counter>,
-    tcp_packet_loss: Family<TcpLabels, Counter>,
-    tcp_drops: Family<DropLabels, Counter>,
-    tcp_states: Family<StateLabels, Counter>,
-    tcp_resets: Family<ResetLabels, Counter>,
-    tcp_connects: Family<TcpLabels, Counter>,
-    tcp_connect_duration: Family<TcpLabels, Counter>,
-    tcp_connect_failures: Family<TcpLabels, Counter>,
+    tcp_families: TcpFamilies,
+    tcp_cache: FxHashMap<TcpKey, TcpSeries>,
+    tcp_overflow: Option<TcpSeries>,
     dns_requests: Capped<DnsLabels>,
     dns_duration: Family<DnsLabels, Counter>,
     /// Distinct request contents per (protocol, port).
@@ -258,7 +251,7 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics")
             .field("entity_series", &self.entity_cache.len())
             .field("topology_series", &self.topology_cache.len())
-            .field("tcp_series", &self.tcp_seen.len())
+            .field("tcp_series", &self.tcp_cache.len())
             .field("dns_series", &self.dns_requests.seen.len())
             .field("overflowed", &self.overflowed)
             .finish()
@@ -282,16 +275,9 @@ impl Metrics {
             topology_request_bytes: Family::default(),
             topology_response_bytes: Family::default(),
             topology_latency: latency(),
-            tcp_seen: HashSet::new(),
-            tcp_srtt: Family::default(),
-            tcp_retransmits: Family::default(),
-            tcp_packet_loss: Family::default(),
-            tcp_drops: Family::default(),
-            tcp_states: Family::default(),
-            tcp_resets: Family::default(),
-            tcp_connects: Family::default(),
-            tcp_connect_duration: Family::default(),
-            tcp_connect_failures: Family::default(),
+            tcp_families: TcpFamilies::default(),
+            tcp_cache: FxHashMap::default(),
+            tcp_overflow: None,
             dns_requests: Capped::new(),
             dns_duration: Family::default(),
             contents: AHashMap::new(),
@@ -361,47 +347,47 @@ impl Metrics {
         r.register(
             "kindling_tcp_srtt_microseconds",
             "Latest smoothed round-trip time, microseconds",
-            m.tcp_srtt.clone(),
+            m.tcp_families.srtt.clone(),
         );
         r.register(
             "kindling_tcp_retransmit",
             "Retransmitted segments",
-            m.tcp_retransmits.clone(),
+            m.tcp_families.retransmits.clone(),
         );
         r.register(
             "kindling_tcp_packet_loss",
             "Packets the kernel dropped for a reason that means loss",
-            m.tcp_packet_loss.clone(),
+            m.tcp_families.packet_loss.clone(),
         );
         r.register(
             "kindling_tcp_reset",
             "TCP resets sent or received",
-            m.tcp_resets.clone(),
+            m.tcp_families.resets.clone(),
         );
         r.register(
             "kindling_tcp_state_change",
             "TCP state changes, by the state entered",
-            m.tcp_states.clone(),
+            m.tcp_families.states.clone(),
         );
         r.register(
             "kindling_tcp_drop",
             "Packets the kernel freed as dropped, by reason",
-            m.tcp_drops.clone(),
+            m.tcp_families.drops.clone(),
         );
         r.register(
             "kindling_tcp_connect",
             "Completed TCP connects",
-            m.tcp_connects.clone(),
+            m.tcp_families.connects.clone(),
         );
         r.register(
             "kindling_tcp_connect_duration_nanoseconds",
             "Total TCP handshake time, nanoseconds",
-            m.tcp_connect_duration.clone(),
+            m.tcp_families.connect_duration.clone(),
         );
         r.register(
             "kindling_tcp_connect_failure",
             "Failed TCP connects",
-            m.tcp_connect_failures.clone(),
+            m.tcp_families.connect_failures.clone(),
         );
         r.register(
             "kindling_dns_request",
@@ -525,7 +511,10 @@ impl Metrics {
                 continue;
             }
             let name = kindling_probe::abi::tcp_state_name(state as u8).to_owned();
-            let c = self.tcp_states.get_or_create(&StateLabels { state: name });
+            let c = self
+                .tcp_families
+                .states
+                .get_or_create(&StateLabels { state: name });
             if n > c.get() {
                 c.inc_by(n - c.get());
             }
@@ -743,32 +732,46 @@ impl Metrics {
     }
 
     fn tcp(&mut self, t: &TcpRecord) {
-        let labels = tcp_labels(t.src, t.dst);
-        let labels =
-            if self.tcp_seen.contains(&labels) || self.tcp_seen.len() < self.config.max_series {
-                self.tcp_seen.insert(labels.clone());
-                labels
-            } else {
-                self.overflowed += 1;
-                self.overflow.inc();
-                TcpLabels {
+        let key = TcpKey {
+            src: t.src.ip(),
+            dst: t.dst.ip(),
+            port: t.dst.port(),
+        };
+        let f = &self.tcp_families;
+        let series = if self.tcp_cache.contains_key(&key) {
+            self.tcp_cache.get_mut(&key).expect("just seen")
+        } else if self.tcp_cache.len() < self.config.max_series {
+            self.tcp_cache
+                .entry(key)
+                .or_insert_with(|| TcpSeries::new(tcp_labels(t.src, t.dst)))
+        } else {
+            self.overflowed += 1;
+            self.overflow.inc();
+            self.tcp_overflow.get_or_insert_with(|| {
+                TcpSeries::new(TcpLabels {
                     src_ip: OVERFLOW.into(),
                     dst_ip: OVERFLOW.into(),
                     dst_port: 0,
-                }
-            };
+                })
+            })
+        };
+        let labels = &series.labels;
         match t.event {
             TcpEventKind::Connect => {
-                self.tcp_connects.get_or_create(&labels).inc();
-                self.tcp_connect_duration
-                    .get_or_create(&labels)
-                    .inc_by(t.duration_ns.unwrap_or(0));
+                let (count, duration) = series.connects.get_or_insert_with(|| {
+                    (
+                        f.connects.get_or_create(labels).clone(),
+                        f.connect_duration.get_or_create(labels).clone(),
+                    )
+                });
+                count.inc();
+                duration.inc_by(t.duration_ns.unwrap_or(0));
             }
             TcpEventKind::ConnectFailed => {
-                self.tcp_connect_failures.get_or_create(&labels).inc();
+                handle(&mut series.failures, &f.connect_failures, labels).inc();
             }
             TcpEventKind::Retransmit => {
-                self.tcp_retransmits.get_or_create(&labels).inc();
+                handle(&mut series.retransmits, &f.retransmits, labels).inc();
             }
             TcpEventKind::Drop => {
                 let reason = t
@@ -777,29 +780,34 @@ impl Metrics {
                     .or_else(|| t.reason.map(|r| r.to_string()))
                     .unwrap_or_default();
                 if crate::is_packet_loss(&reason) {
-                    self.tcp_packet_loss.get_or_create(&labels).inc();
+                    handle(&mut series.packet_loss, &f.packet_loss, labels).inc();
                 }
                 // reasons are a kernel enum: bounded
-                self.tcp_drops.get_or_create(&DropLabels { reason }).inc();
+                f.drops.get_or_create(&DropLabels { reason }).inc();
             }
             TcpEventKind::Rtt => {
                 if let Some(srtt) = t.srtt_us {
-                    self.tcp_srtt.get_or_create(&labels).set(i64::from(srtt));
+                    handle(&mut series.srtt, &f.srtt, labels).set(i64::from(srtt));
                 }
             }
             TcpEventKind::ResetSent | TcpEventKind::ResetReceived => {
-                let direction = if t.event == TcpEventKind::ResetSent {
-                    "sent"
+                let (at, direction) = if t.event == TcpEventKind::ResetSent {
+                    (0, "sent")
                 } else {
-                    "received"
+                    (1, "received")
                 };
-                let labels = ResetLabels {
-                    src_ip: labels.src_ip,
-                    dst_ip: labels.dst_ip,
-                    dst_port: labels.dst_port,
-                    direction,
-                };
-                self.tcp_resets.get_or_create(&labels).inc();
+                series.resets[at]
+                    .get_or_insert_with(|| {
+                        f.resets
+                            .get_or_create(&ResetLabels {
+                                src_ip: labels.src_ip.clone(),
+                                dst_ip: labels.dst_ip.clone(),
+                                dst_port: labels.dst_port,
+                                direction,
+                            })
+                            .clone()
+                    })
+                    .inc();
             }
         }
     }
@@ -941,6 +949,65 @@ impl Series {
         self.receive.inc_by(received);
         self.latency.observe(duration_ns as f64 / 1e9);
     }
+}
+
+/// The families of the TCP series (one handle each is kept per edge).
+#[derive(Default)]
+struct TcpFamilies {
+    srtt: Family<TcpLabels, Gauge>,
+    retransmits: Family<TcpLabels, Counter>,
+    packet_loss: Family<TcpLabels, Counter>,
+    drops: Family<DropLabels, Counter>,
+    states: Family<StateLabels, Counter>,
+    resets: Family<ResetLabels, Counter>,
+    connects: Family<TcpLabels, Counter>,
+    connect_duration: Family<TcpLabels, Counter>,
+    connect_failures: Family<TcpLabels, Counter>,
+}
+
+/// What tells one TCP edge from another, without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TcpKey {
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    port: u16,
+}
+
+/// One TCP edge's labels and its handles, each made on first use: a record
+/// then costs one lookup, not label strings and a family lookup.
+#[derive(Debug)]
+struct TcpSeries {
+    labels: TcpLabels,
+    connects: Option<(Counter, Counter)>,
+    failures: Option<Counter>,
+    retransmits: Option<Counter>,
+    packet_loss: Option<Counter>,
+    srtt: Option<Gauge>,
+    /// Sent, received.
+    resets: [Option<Counter>; 2],
+}
+
+impl TcpSeries {
+    fn new(labels: TcpLabels) -> Self {
+        Self {
+            labels,
+            connects: None,
+            failures: None,
+            retransmits: None,
+            packet_loss: None,
+            srtt: None,
+            resets: [None, None],
+        }
+    }
+}
+
+/// The handle in `slot`, taken from `family` the first time.
+fn handle<'a, L, M>(slot: &'a mut Option<M>, family: &Family<L, M>, labels: &L) -> &'a M
+where
+    L: Clone + Hash + Eq,
+    M: Clone + Default,
+{
+    slot.get_or_insert_with(|| family.get_or_create(labels).clone())
 }
 
 fn tcp_labels(src: SocketAddr, dst: SocketAddr) -> TcpLabels {
