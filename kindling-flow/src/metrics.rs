@@ -236,6 +236,9 @@ pub struct Metrics {
     contents: AHashMap<(&'static str, u16), AHashMap<String, u32>>,
     strings: Strings,
     scratch: String,
+    /// Fingerprints of raw values → series: what most exchanges cost.
+    memo: FxHashMap<u128, Memo>,
+    fingerprints: Fingerprints,
     entity_cache: FxHashMap<EntityKey, Series>,
     entity_overflow: Option<Series>,
     topology_cache: FxHashMap<TopologyKey, Series>,
@@ -283,6 +286,8 @@ impl Metrics {
             contents: AHashMap::new(),
             strings: Strings::default(),
             scratch: String::new(),
+            memo: FxHashMap::default(),
+            fingerprints: Fingerprints::default(),
             entity_cache: FxHashMap::default(),
             entity_overflow: None,
             topology_cache: FxHashMap::default(),
@@ -487,10 +492,7 @@ impl Metrics {
     /// Takes one output into the series.
     pub fn observe(&mut self, output: &Output) {
         match output {
-            Output::Exchange(x) => match x.role {
-                Role::Server => self.entity(x),
-                Role::Client => self.topology(x),
-            },
+            Output::Exchange(x) => self.exchange(x),
             Output::Tcp(t) => self.tcp(t),
         }
     }
@@ -529,7 +531,46 @@ impl Metrics {
         s
     }
 
-    fn entity(&mut self, x: &Exchange) {
+    /// Counts one exchange in its series. The raw values that choose the
+    /// series are looked up once in a memo; only a combination not seen
+    /// before templates the request, applies the caps and finds the series.
+    fn exchange(&mut self, x: &Exchange) {
+        let server = x.role == Role::Server;
+        let fingerprint = self.fingerprints.of(&RawKey::of(x));
+        let memo = match self.memo.get(&fingerprint) {
+            Some(memo) => memo,
+            None => {
+                let memo = if server {
+                    self.entity_series(x)
+                } else {
+                    self.topology_series(x)
+                };
+                if self.memo.len() >= MEMO_CAP {
+                    self.memo.clear();
+                }
+                self.memo.entry(fingerprint).or_insert(memo)
+            }
+        };
+        if memo.overflow {
+            self.overflowed += 1;
+            self.overflow.inc();
+        }
+        if server {
+            // a server sends the response and receives the request
+            memo.series
+                .add(x.duration_ns, x.response_bytes, x.request_bytes);
+        } else {
+            // a client sends the request and receives the response
+            memo.series
+                .add(x.duration_ns, x.request_bytes, x.response_bytes);
+            if x.protocol == "dns" {
+                self.dns(x);
+            }
+        }
+    }
+
+    /// The server series of `x`, found or made under the caps.
+    fn entity_series(&mut self, x: &Exchange) -> Memo {
         let content = self.request_content(x);
         let response = self.strings.intern(response_content(x));
         let key = EntityKey {
@@ -541,24 +582,16 @@ impl Metrics {
             error: x.error.is_some(),
             slow: x.slow,
         };
-        // a server sends the response and receives the request
-        let add = |s: &Series| s.add(x.duration_ns, x.response_bytes, x.request_bytes);
         if let Some(series) = self.entity_cache.get(&key) {
-            add(series);
-            return;
+            return Memo::of(series);
         }
         match self.new_entity_series(&key) {
             Some(series) => {
-                add(&series);
+                let memo = Memo::of(&series);
                 self.entity_cache.insert(key, series);
+                memo
             }
-            None => {
-                self.overflowed += 1;
-                self.overflow.inc();
-                if let Some(series) = &self.entity_overflow {
-                    add(series);
-                }
-            }
+            None => Memo::overflow(self.entity_overflow.as_ref()),
         }
     }
 
@@ -609,7 +642,8 @@ impl Metrics {
         Some(series)
     }
 
-    fn topology(&mut self, x: &Exchange) {
+    /// The client → server series of `x`, found or made under the caps.
+    fn topology_series(&mut self, x: &Exchange) -> Memo {
         let name = self
             .strings
             .intern(x.attributes.get("server.address").unwrap_or_default());
@@ -622,27 +656,16 @@ impl Metrics {
             error: x.error.is_some(),
             slow: x.slow,
         };
-        // a client sends the request and receives the response
-        let add = |s: &Series| s.add(x.duration_ns, x.request_bytes, x.response_bytes);
         if let Some(series) = self.topology_cache.get(&key) {
-            add(series);
-        } else {
-            match self.new_topology_series(&key) {
-                Some(series) => {
-                    add(&series);
-                    self.topology_cache.insert(key, series);
-                }
-                None => {
-                    self.overflowed += 1;
-                    self.overflow.inc();
-                    if let Some(series) = &self.topology_overflow {
-                        add(series);
-                    }
-                }
-            }
+            return Memo::of(series);
         }
-        if x.protocol == "dns" {
-            self.dns(x);
+        match self.new_topology_series(&key) {
+            Some(series) => {
+                let memo = Memo::of(&series);
+                self.topology_cache.insert(key, series);
+                memo
+            }
+            None => Memo::overflow(self.topology_overflow.as_ref()),
         }
     }
 
@@ -816,25 +839,21 @@ impl Metrics {
     /// `max_request_contents` distinct ones per (protocol, port), then
     /// [`OTHER`]. A content seen before costs one lookup.
     fn request_content(&mut self, x: &Exchange) -> u32 {
-        let a = |k: &str| x.attributes.get(k).unwrap_or("");
+        let [first, second] = content_parts(x);
         let out = &mut self.scratch;
         out.clear();
         match x.protocol {
             "http" => {
-                out.push_str(a("http.request.method"));
+                out.push_str(first);
                 out.push(' ');
-                template_path_into(out, a("url.path"));
+                template_path_into(out, second);
             }
-            "mysql" => {
-                out.push_str(a("db.operation.name"));
-                if let Some(table) = x.attributes.get("db.collection.name") {
-                    out.push(' ');
-                    out.push_str(table);
-                }
+            _ if second.is_empty() => out.push_str(first),
+            _ => {
+                out.push_str(first);
+                out.push(' ');
+                out.push_str(second);
             }
-            "redis" => out.push_str(a("db.operation.name")),
-            "dns" => out.push_str(a("dns.question.type")),
-            _ => {}
         }
         let seen = self.contents.entry((x.protocol, x.dst.port())).or_default();
         if let Some(&id) = seen.get(out.as_str()) {
@@ -847,6 +866,127 @@ impl Metrics {
         } else {
             self.strings.intern(OTHER)
         }
+    }
+}
+
+/// The attributes a server series' request content is made of: HTTP
+/// method and path (templated later), SQL operation and table, Redis
+/// command, DNS question type.
+fn content_parts(x: &Exchange) -> [&str; 2] {
+    let a = |k: &str| x.attributes.get(k).unwrap_or("");
+    match x.protocol {
+        "http" => [a("http.request.method"), a("url.path")],
+        "mysql" => [a("db.operation.name"), a("db.collection.name")],
+        "redis" => [a("db.operation.name"), ""],
+        "dns" => [a("dns.question.type"), ""],
+        _ => ["", ""],
+    }
+}
+
+/// Most raw value combinations remembered; the memo starts over when full.
+const MEMO_CAP: usize = 8192;
+
+/// The series an exchange's raw values lead to.
+#[derive(Clone, Debug)]
+struct Memo {
+    series: Series,
+    /// The caps refused a series of its own: counted as overflow each time.
+    overflow: bool,
+}
+
+impl Memo {
+    fn of(series: &Series) -> Self {
+        Self {
+            series: series.clone(),
+            overflow: false,
+        }
+    }
+
+    fn overflow(series: Option<&Series>) -> Self {
+        Self {
+            series: series.expect("made with the first refusal").clone(),
+            overflow: true,
+        }
+    }
+}
+
+/// Everything that chooses an exchange's series, borrowed from it.
+#[derive(Clone, Copy, Debug)]
+struct RawKey<'a> {
+    server: bool,
+    protocol: &'static str,
+    comm: Comm,
+    /// Topology only (an entity is its port).
+    dst: Option<std::net::IpAddr>,
+    port: u16,
+    error: bool,
+    slow: bool,
+    /// Entity: request content parts and response content; topology: the
+    /// server's name.
+    parts: [&'a str; 3],
+}
+
+impl<'a> RawKey<'a> {
+    fn of(x: &'a Exchange) -> Self {
+        let server = x.role == Role::Server;
+        let parts = if server {
+            let [first, second] = content_parts(x);
+            [first, second, response_content(x)]
+        } else {
+            let name = x.attributes.get("server.address").unwrap_or_default();
+            [name, "", ""]
+        };
+        Self {
+            server,
+            protocol: x.protocol,
+            comm: x.comm,
+            dst: (!server).then(|| x.dst.ip()),
+            port: x.dst.port(),
+            error: x.error.is_some(),
+            slow: x.slow,
+            parts,
+        }
+    }
+}
+
+// Few, wide writes: the hasher's cost is per write.
+impl Hash for RawKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let flags = u64::from(self.server)
+            | u64::from(self.error) << 1
+            | u64::from(self.slow) << 2
+            | u64::from(self.port) << 8;
+        h.write_u64(flags);
+        // the protocol names are constants: their address names them
+        h.write_usize(self.protocol.as_ptr() as usize ^ self.protocol.len() << 48);
+        h.write_u128(u128::from_ne_bytes(self.comm.to_raw()));
+        let ip = match self.dst {
+            None => 0,
+            Some(std::net::IpAddr::V4(ip)) => u128::from(ip.to_bits()) | 1 << 64,
+            Some(std::net::IpAddr::V6(ip)) => ip.to_bits() ^ 2,
+        };
+        h.write_u128(ip);
+        for part in self.parts {
+            h.write_usize(part.len());
+            h.write(part.as_bytes());
+        }
+    }
+}
+
+/// Names a [`RawKey`] by two independent keyed 64-bit hashes. The memo
+/// keeps these 16 bytes instead of the strings: its lookups then touch no
+/// memory but the table's, and two keys share a fingerprint with
+/// probability 2^-128 per pair. Keyed per process, so traffic cannot
+/// aim at a collision.
+#[derive(Debug, Default)]
+struct Fingerprints {
+    high: ahash::RandomState,
+    low: ahash::RandomState,
+}
+
+impl Fingerprints {
+    fn of(&self, key: &RawKey<'_>) -> u128 {
+        u128::from(self.high.hash_one(key)) << 64 | u128::from(self.low.hash_one(key))
     }
 }
 

@@ -145,6 +145,11 @@ impl Comm {
         Self(raw)
     }
 
+    /// The kernel's NUL-padded bytes.
+    pub fn to_raw(self) -> [u8; 16] {
+        self.0
+    }
+
     /// The name (invalid UTF-8 shown lossily).
     pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
