@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnKey, ConnTable, InFlight, PendingRequest, Recognition};
 use crate::protocol::{self, Detected, Follow, ParseError, Parsed, Proto};
 use crate::record::{
-    Comm, ErrorKind, Exchange, Network, Output, Phases, Role, TcpEventKind, TcpRecord,
+    Attributes, Comm, ErrorKind, Exchange, Network, Output, Phases, Role, TcpEventKind, TcpRecord,
 };
 use crate::stats::Stats;
 
@@ -42,12 +42,26 @@ struct Shared {
         reason = "the boxes move into connections as they are"
     )]
     pool: Vec<Box<InFlight>>,
+    /// Response attribute sets, emptied after their exchange took a copy:
+    /// the next responses write into them instead of allocating.
+    spare_attrs: Vec<Attributes>,
 }
+
+/// Most spare attribute sets kept.
+const SPARE_ATTRS: usize = 64;
 
 /// Most in-flight states kept for reuse.
 const POOL: usize = 256;
 
 impl Shared {
+    /// Keeps a response's attribute set for the next response.
+    fn give_back(&mut self, mut attrs: Attributes) {
+        if self.spare_attrs.len() < SPARE_ATTRS {
+            attrs.clear();
+            self.spare_attrs.push(attrs);
+        }
+    }
+
     fn recycle(&mut self, mut f: Box<InFlight>) {
         if self.pool.len() < POOL {
             f.reset();
@@ -571,7 +585,7 @@ impl Pipeline {
         took: u64,
         errno: i32,
     ) {
-        let mut attributes = crate::record::Attributes::default();
+        let mut attributes = Attributes::default();
         let name = match errno {
             111 => "ECONNREFUSED",
             110 => "ETIMEDOUT",
@@ -807,7 +821,12 @@ fn parse_in_place(
                 return payload.len();
             }
         }
-        match proto.next(dir, &payload[at..], &config.redaction) {
+        match proto.next(
+            dir,
+            &payload[at..],
+            &config.redaction,
+            &mut shared.spare_attrs,
+        ) {
             Ok(Some(msg)) => {
                 at += msg.used;
                 deliver(
@@ -962,7 +981,7 @@ fn parse(
                 continue;
             }
         }
-        match proto.next(dir, buf.bytes(), &config.redaction) {
+        match proto.next(dir, buf.bytes(), &config.redaction, &mut shared.spare_attrs) {
             Ok(Some(msg)) => {
                 buf.retry_at = 0;
                 buf.force = false;
@@ -1218,6 +1237,7 @@ fn deliver(
             finish_exchange(config, &mut x, request_done, span, wire);
             x.error = error;
             x.attributes.extend_from(&attrs);
+            shared.give_back(attrs);
             shared.names.name_peer(&mut x);
             out.push(Output::Exchange(x));
         }

@@ -32,6 +32,17 @@ fn written(write: impl FnOnce(&mut Attributes)) -> Attributes {
     a
 }
 
+/// A response's attributes, written into a spare set: they are copied into
+/// the exchange when it is paired, and the set goes back to `spare` (see
+/// [`crate::pipeline`]), so that responses allocate nothing.
+fn written_spare(spare: &mut Vec<Attributes>, write: impl FnOnce(&mut Attributes)) -> Attributes {
+    let mut a = spare
+        .pop()
+        .unwrap_or_else(|| Attributes::with_capacity(4, 64));
+    write(&mut a);
+    a
+}
+
 /// Per-connection parser state of the recognised protocol.
 #[derive(Debug)]
 pub(crate) enum Proto {
@@ -185,9 +196,10 @@ impl Proto {
         dir: Direction,
         buf: &[u8],
         redaction: &Redaction,
+        spare: &mut Vec<Attributes>,
     ) -> Result<Option<Msg>, ParseError> {
         match self {
-            Proto::Http(session) => http_next(session, dir, buf, redaction),
+            Proto::Http(session) => http_next(session, dir, buf, redaction, spare),
             Proto::Redis(session) => generic::<redis::Redis>(session, dir, buf, |m, _| match m {
                 redis::Message::Command(c) => Parsed::Request {
                     key: None,
@@ -196,10 +208,11 @@ impl Proto {
                 },
                 redis::Message::Reply(r) if r.push => Parsed::Ignore,
                 redis::Message::Reply(r) => {
-                    let mut attrs = Attributes::default();
-                    if let Some(code) = r.error_code() {
-                        attrs.put("db.response.status_code", code);
-                    }
+                    let attrs = written_spare(spare, |a| {
+                        if let Some(code) = r.error_code() {
+                            a.put("db.response.status_code", code);
+                        }
+                    });
                     Parsed::Response {
                         key: None,
                         attrs,
@@ -213,7 +226,7 @@ impl Proto {
                 session,
                 authenticating,
             } => generic::<mysql::MySql>(session, dir, buf, |m, s| {
-                mysql_parsed(m, s, authenticating)
+                mysql_parsed(m, s, authenticating, spare)
             })
             .map_err(|e| match e {
                 mysql::Error::Encrypted | mysql::Error::Compressed => ParseError::Opaque("mysql"),
@@ -222,8 +235,9 @@ impl Proto {
             Proto::Dns(session) => generic::<dns::Dns>(session, dir, buf, |m, _| {
                 let id = dns_key(m);
                 if m.header.is_response() {
-                    let mut attrs = Attributes::default();
-                    attrs.put("dns.response.code", &dns::rcode_name(m.rcode()));
+                    let attrs = written_spare(spare, |a| {
+                        a.put("dns.response.code", &dns::rcode_name(m.rcode()));
+                    });
                     let addrs: Vec<std::net::IpAddr> = m
                         .answers()
                         .filter_map(|r| match r.data {
@@ -277,7 +291,8 @@ impl Proto {
                     http1::Message::Request(r) => (r.head_len, r.body),
                     http1::Message::Response(r) => (r.head_len, r.body),
                 };
-                let parsed = http_parsed(&m, redaction);
+                // a followed message's attributes stay with it: no spare
+                let parsed = http_parsed(&m, redaction, &mut Vec::new());
                 let reader = Reader::Http(http1::BodyReader::new(body));
                 // a request is paired now, with its declared size
                 let declared = match body {
@@ -459,7 +474,12 @@ fn generic<P: Protocol>(
     }
 }
 
-fn mysql_parsed(m: &mysql::Message<'_>, s: &mysql::Session, authenticating: &mut bool) -> Parsed {
+fn mysql_parsed(
+    m: &mysql::Message<'_>,
+    s: &mysql::Session,
+    authenticating: &mut bool,
+    spare: &mut Vec<Attributes>,
+) -> Parsed {
     use mysql::{Command, Handshake, Message, Response};
     match m {
         Message::Handshake(Handshake::Login { .. }) => {
@@ -478,7 +498,7 @@ fn mysql_parsed(m: &mysql::Message<'_>, s: &mysql::Session, authenticating: &mut
             answered: !matches!(c, Command::Quit | Command::Close(_)),
         },
         Message::Response(r) => {
-            let mut attrs = Attributes::default();
+            let mut attrs = written_spare(spare, |_| {});
             let mut error = None;
             match r {
                 Response::Err { code, .. } => {
@@ -509,10 +529,11 @@ fn http_next(
     dir: Direction,
     buf: &[u8],
     redaction: &Redaction,
+    spare: &mut Vec<Attributes>,
 ) -> Result<Option<Msg>, ParseError> {
     match Http1::parse(session, dir, buf) {
         Ok(Status::Complete((m, used))) if used > 0 => Ok(Some(Msg {
-            parsed: http_parsed(&m, redaction),
+            parsed: http_parsed(&m, redaction, spare),
             used,
             wire: used as u64,
         })),
@@ -522,7 +543,11 @@ fn http_next(
     }
 }
 
-fn http_parsed(m: &http1::Message<'_>, redaction: &Redaction) -> Parsed {
+fn http_parsed(
+    m: &http1::Message<'_>,
+    redaction: &Redaction,
+    spare: &mut Vec<Attributes>,
+) -> Parsed {
     match m {
         http1::Message::Request(r) => Parsed::Request {
             key: None,
@@ -533,7 +558,7 @@ fn http_parsed(m: &http1::Message<'_>, redaction: &Redaction) -> Parsed {
         http1::Message::Response(r) => Parsed::Response {
             key: None,
             resolved: None,
-            attrs: written(|a| r.write_attributes(a)),
+            attrs: written_spare(spare, |a| r.write_attributes(a)),
             error: match r.status {
                 400..=499 => Some(ErrorKind::ClientError),
                 500..=599 => Some(ErrorKind::ServerError),

@@ -71,6 +71,22 @@ impl Attributes {
         self.entries.is_empty()
     }
 
+    /// Removes every attribute, keeping the room they took.
+    ///
+    /// ```
+    /// use kindling_flow::Attributes;
+    /// use kindling_proto::AttributeSink;
+    ///
+    /// let mut a = Attributes::default();
+    /// a.put("db.operation.name", "GET");
+    /// a.clear();
+    /// assert!(a.is_empty());
+    /// ```
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.entries.clear();
+    }
+
     /// Appends every attribute of `other`, replacing equal keys.
     pub fn extend_from(&mut self, other: &Attributes) {
         for (k, v) in other.iter() {
