@@ -679,11 +679,72 @@ impl<'a> Command<'a> {
     /// [`Command::attributes`] into any sink, without allocating per value.
     pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
         a.put("db.system.name", "redis");
-        a.put_fmt("db.query.text", format_args!("{}", QueryText(self)));
-        a.put_fmt("db.operation.name", format_args!("{}", Operation(self)));
+        // the query text starts with the operation: write both at once
+        // when they are plain and short (nearly always), else through fmt
+        let mut buf = [0u8; 256];
+        match self.short_query_text(&mut buf) {
+            Some((text, operation)) => {
+                a.put("db.query.text", text);
+                a.put("db.operation.name", &text[..operation]);
+            }
+            None => {
+                a.put_fmt("db.query.text", format_args!("{}", QueryText(self)));
+                a.put_fmt("db.operation.name", format_args!("{}", Operation(self)));
+            }
+        }
         if let Some(k) = self.key {
             a.put_bytes("db.collection.name", k);
         }
+    }
+
+    /// [`Command::query_text`] in `buf` and the length of its operation
+    /// part, when the name and subcommand are ASCII, the key valid UTF-8
+    /// and the whole fits; `None` otherwise.
+    fn short_query_text<'b>(&self, buf: &'b mut [u8; 256]) -> Option<(&'b str, usize)> {
+        if !self.name.is_ascii() || !self.subcommand.is_none_or(|s| s.is_ascii()) {
+            return None;
+        }
+        let mut out = TextBuf { buf, len: 0 };
+        out.push(self.name, true)?;
+        if let Some(sub) = self.subcommand {
+            out.push(b" ", false)?;
+            out.push(sub, true)?;
+        }
+        let operation = out.len;
+        let mut rest = self.args;
+        if let Some(k) = self.key {
+            std::str::from_utf8(k).ok()?;
+            out.push(b" ", false)?;
+            out.push(k, false)?;
+            rest = rest.saturating_sub(1);
+        }
+        for _ in 0..rest.min(16) {
+            out.push(b" ?", false)?;
+        }
+        if rest > 16 {
+            out.push(" …".as_bytes(), false)?;
+        }
+        // ASCII and whole UTF-8 pieces only
+        let text = std::str::from_utf8(&out.buf[..out.len]).ok()?;
+        Some((text, operation))
+    }
+}
+
+/// Bytes appended to a fixed buffer; `None` once full.
+struct TextBuf<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl TextBuf<'_> {
+    fn push(&mut self, bytes: &[u8], upper: bool) -> Option<()> {
+        let to = self.buf.get_mut(self.len..self.len + bytes.len())?;
+        to.copy_from_slice(bytes);
+        if upper {
+            to.make_ascii_uppercase();
+        }
+        self.len += bytes.len();
+        Some(())
     }
 }
 

@@ -176,7 +176,7 @@ proptest::proptest! {
                 operation.push_str(&lossy_upper(s));
             }
             proptest::prop_assert_eq!(c.operation(), operation.clone());
-            let mut text = operation;
+            let mut text = operation.clone();
             let mut rest = c.args;
             if let Some(k) = c.key {
                 text.push(' ');
@@ -189,7 +189,12 @@ proptest::proptest! {
             if rest > 16 {
                 text.push_str(" …");
             }
-            proptest::prop_assert_eq!(c.query_text(), text);
+            proptest::prop_assert_eq!(c.query_text(), text.clone());
+            // the attributes take the short path when they can: same text
+            let attrs = c.attributes();
+            let get = |k: &str| attrs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone());
+            proptest::prop_assert_eq!(get("db.query.text"), Some(text));
+            proptest::prop_assert_eq!(get("db.operation.name"), Some(operation));
         }
     }
 }
