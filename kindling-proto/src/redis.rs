@@ -858,17 +858,24 @@ fn quick_element(buf: &[u8]) -> Option<(usize, i64)> {
     let (&t, rest) = buf.split_first()?;
     match t {
         b'$' | b'*' | b'~' | b'%' => {
-            let mut n = 0usize;
-            let mut digits = 0;
+            // The next value's position depends on this length: the first
+            // digit is taken apart from the loop so that the commonest,
+            // one-digit length costs no multiply on that dependency chain.
+            let first = rest.first()?.wrapping_sub(b'0');
+            if first > 9 {
+                return None;
+            }
+            let mut n = usize::from(first);
+            let mut digits = 1;
             while digits < 10 {
-                let d = *rest.get(digits)?;
-                if !d.is_ascii_digit() {
+                let d = rest.get(digits)?.wrapping_sub(b'0');
+                if d > 9 {
                     break;
                 }
-                n = n * 10 + usize::from(d - b'0');
+                n = n * 10 + usize::from(d);
                 digits += 1;
             }
-            if digits == 0 || rest.get(digits..digits + 2)? != b"\r\n" {
+            if rest.get(digits..digits + 2)? != b"\r\n" {
                 return None;
             }
             let head = 1 + digits + 2;
