@@ -61,11 +61,12 @@ fn flow(c: &mut Criterion) {
             let mut out = Vec::with_capacity(1024);
             for r in &mixed {
                 p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
-                for o in out.drain(..) {
-                    m.observe(&o);
-                }
+                // as `kindling replay -o prometheus` consumes them
+                out.iter().for_each(|o| m.observe(o));
+                out.clear();
             }
             p.finish(&mut out);
+            out.iter().for_each(|o| m.observe(o));
             black_box(m.overflowed())
         })
     });

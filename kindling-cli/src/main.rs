@@ -326,9 +326,9 @@ fn replay(args: ReplayArgs) -> Result<()> {
                 metrics: &mut Option<kindling_flow::Metrics>,
                 t0: u64| {
         if let Some(m) = metrics.as_mut() {
-            for o in outputs.drain(..) {
-                m.observe(&o);
-            }
+            // by reference, then cleared: moving each output out costs a copy
+            outputs.iter().for_each(|o| m.observe(o));
+            outputs.clear();
             return Ok(());
         }
         outputs.retain(|o| flow_render::shown(o, args.rtt, args.all_drops));
