@@ -17,7 +17,7 @@
 //! `kindling_metrics_overflow_total`).
 
 use std::collections::HashSet;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 
 use ahash::AHashMap;
@@ -973,20 +973,21 @@ impl Hash for RawKey<'_> {
     }
 }
 
-/// Names a [`RawKey`] by two independent keyed 64-bit hashes. The memo
-/// keeps these 16 bytes instead of the strings: its lookups then touch no
-/// memory but the table's, and two keys share a fingerprint with
-/// probability 2^-128 per pair. Keyed per process, so traffic cannot
-/// aim at a collision.
+/// Names a [`RawKey`] by two independent 64-bit hashes: a keyed one
+/// (random per process, so traffic cannot aim at a collision) and a fast
+/// unkeyed one. The memo keeps these 16 bytes instead of the strings: its
+/// lookups then touch no memory but the table's. Two keys share a
+/// fingerprint only if both hashes collide: by chance, 2^-128 per pair;
+/// on purpose, not without the key.
 #[derive(Debug, Default)]
 struct Fingerprints {
-    high: ahash::RandomState,
-    low: ahash::RandomState,
+    keyed: ahash::RandomState,
 }
 
 impl Fingerprints {
     fn of(&self, key: &RawKey<'_>) -> u128 {
-        u128::from(self.high.hash_one(key)) << 64 | u128::from(self.low.hash_one(key))
+        let fast = rustc_hash::FxBuildHasher.hash_one(key);
+        u128::from(self.keyed.hash_one(key)) << 64 | u128::from(fast)
     }
 }
 
