@@ -63,7 +63,7 @@ fn flow(c: &mut Criterion) {
                 p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
                 // as `kindling replay -o prometheus` consumes them
                 out.iter().for_each(|o| m.observe(o));
-                out.clear();
+                p.reuse(&mut out);
             }
             p.finish(&mut out);
             out.iter().for_each(|o| m.observe(o));

@@ -27,18 +27,18 @@ pub fn shown(o: &Output, rtt: bool, all_drops: bool) -> bool {
 /// Writes and drains `outputs`.
 pub fn write_all(
     out: &mut impl Write,
-    outputs: &mut Vec<Output>,
+    outputs: &[Output],
     format: Format,
     t0: u64,
     offset: i64,
 ) -> io::Result<()> {
-    for o in outputs.drain(..) {
+    for o in outputs.iter() {
         match format {
             Format::Json => {
-                serde_json::to_writer(&mut *out, &o)?;
+                serde_json::to_writer(&mut *out, o)?;
                 writeln!(out)?;
             }
-            Format::Table => writeln!(out, "{}", row(&o, t0, offset))?,
+            Format::Table => writeln!(out, "{}", row(o, t0, offset))?,
         }
     }
     Ok(())

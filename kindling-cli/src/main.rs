@@ -326,9 +326,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
                 metrics: &mut Option<kindling_flow::Metrics>,
                 t0: u64| {
         if let Some(m) = metrics.as_mut() {
-            // by reference, then cleared: moving each output out costs a copy
             outputs.iter().for_each(|o| m.observe(o));
-            outputs.clear();
             return Ok(());
         }
         outputs.retain(|o| flow_render::shown(o, args.rtt, args.all_drops));
@@ -356,7 +354,10 @@ fn replay(args: ReplayArgs) -> Result<()> {
                         next_tick = ts.saturating_add(1_000_000_000);
                         progress.show(read.load(Ordering::Relaxed));
                     }
-                    if sink(&mut out, &mut outputs, &mut metrics, t0).is_err() {
+                    let written = sink(&mut out, &mut outputs, &mut metrics, t0);
+                    // what the outputs own serves the next exchanges
+                    pipeline.reuse(&mut outputs);
+                    if written.is_err() {
                         return Ok(());
                     }
                 }
@@ -441,8 +442,8 @@ fn watch(args: WatchArgs) -> Result<()> {
                 kindling_flow::enrich::Enricher::enrich(&mut enricher, o);
             }
             let t0 = t0.unwrap_or(0);
-            broken |=
-                flow_render::write_all(&mut out, &mut outputs, args.output, t0, offset).is_err();
+            broken |= flow_render::write_all(&mut out, &outputs, args.output, t0, offset).is_err();
+            pipeline.reuse(&mut outputs);
         }
         broken |= out.flush().is_err();
     }

@@ -25,20 +25,14 @@ fn dns_key(m: &dns::Message<'_>) -> u64 {
     u64::from(m.header.id()) << 48 | (h & 0xffff_ffff_ffff)
 }
 
-/// Attributes written by a protocol's `write_attributes`.
-fn written(write: impl FnOnce(&mut Attributes)) -> Attributes {
-    let mut a = Attributes::with_capacity(8, 160);
-    write(&mut a);
-    a
-}
-
-/// A response's attributes, written into a spare set: they are copied into
-/// the exchange when it is paired, and the set goes back to `spare` (see
-/// [`crate::pipeline`]), so that responses allocate nothing.
-fn written_spare(spare: &mut Vec<Attributes>, write: impl FnOnce(&mut Attributes)) -> Attributes {
+/// Attributes written by a protocol's `write_attributes` into a spare set
+/// when there is one: a response's set comes back once the exchange took a
+/// copy, a request's once the caller is done with the exchange (see
+/// [`crate::Pipeline::reuse`]), so that steady traffic allocates none.
+fn written(spare: &mut Vec<Attributes>, write: impl FnOnce(&mut Attributes)) -> Attributes {
     let mut a = spare
         .pop()
-        .unwrap_or_else(|| Attributes::with_capacity(4, 64));
+        .unwrap_or_else(|| Attributes::with_capacity(8, 160));
     write(&mut a);
     a
 }
@@ -203,12 +197,12 @@ impl Proto {
             Proto::Redis(session) => generic::<redis::Redis>(session, dir, buf, |m, _| match m {
                 redis::Message::Command(c) => Parsed::Request {
                     key: None,
-                    attrs: written(|a| c.write_attributes(a)),
+                    attrs: written(spare, |a| c.write_attributes(a)),
                     answered: true,
                 },
                 redis::Message::Reply(r) if r.push => Parsed::Ignore,
                 redis::Message::Reply(r) => {
-                    let attrs = written_spare(spare, |a| {
+                    let attrs = written(spare, |a| {
                         if let Some(code) = r.error_code() {
                             a.put("db.response.status_code", code);
                         }
@@ -235,7 +229,7 @@ impl Proto {
             Proto::Dns(session) => generic::<dns::Dns>(session, dir, buf, |m, _| {
                 let id = dns_key(m);
                 if m.header.is_response() {
-                    let attrs = written_spare(spare, |a| {
+                    let attrs = written(spare, |a| {
                         a.put("dns.response.code", &dns::rcode_name(m.rcode()));
                     });
                     let addrs: Vec<std::net::IpAddr> = m
@@ -260,7 +254,7 @@ impl Proto {
                 } else {
                     Parsed::Request {
                         key: Some(id),
-                        attrs: written(|a| m.write_attributes(a)),
+                        attrs: written(spare, |a| m.write_attributes(a)),
                         answered: true,
                     }
                 }
@@ -494,11 +488,11 @@ fn mysql_parsed(
         }
         Message::Command(c) => Parsed::Request {
             key: None,
-            attrs: written(|a| c.write_attributes(s, a)),
+            attrs: written(spare, |a| c.write_attributes(s, a)),
             answered: !matches!(c, Command::Quit | Command::Close(_)),
         },
         Message::Response(r) => {
-            let mut attrs = written_spare(spare, |_| {});
+            let mut attrs = written(spare, |_| {});
             let mut error = None;
             match r {
                 Response::Err { code, .. } => {
@@ -551,14 +545,14 @@ fn http_parsed(
     match m {
         http1::Message::Request(r) => Parsed::Request {
             key: None,
-            attrs: written(|a| r.write_attributes(redaction, a)),
+            attrs: written(spare, |a| r.write_attributes(redaction, a)),
             answered: true,
         },
         http1::Message::Response(r) if r.is_interim() => Parsed::Ignore,
         http1::Message::Response(r) => Parsed::Response {
             key: None,
             resolved: None,
-            attrs: written_spare(spare, |a| r.write_attributes(a)),
+            attrs: written(spare, |a| r.write_attributes(a)),
             error: match r.status {
                 400..=499 => Some(ErrorKind::ClientError),
                 500..=599 => Some(ErrorKind::ServerError),

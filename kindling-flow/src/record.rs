@@ -87,6 +87,11 @@ impl Attributes {
         self.entries.clear();
     }
 
+    /// Bytes of room it holds (for bounding the pools of spare sets).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.text.capacity() + self.entries.capacity() * size_of::<(&str, u32, u32)>()
+    }
+
     /// Appends every attribute of `other`, replacing equal keys.
     pub fn extend_from(&mut self, other: &Attributes) {
         for (k, v) in other.iter() {
