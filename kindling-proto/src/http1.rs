@@ -725,11 +725,17 @@ impl<'a> Request<'a> {
     /// targets the path part of the URL.
     pub fn path(&self) -> &'a str {
         let t = self.target;
-        let t = match t.find("://") {
-            Some(scheme_end) => t[scheme_end + 3..]
-                .find('/')
-                .map_or("/", |p| &t[scheme_end + 3 + p..]),
-            None => t,
+        // origin form (`/a/b?q`), nearly every request: no scheme to strip,
+        // even if `://` appears later in the query
+        let t = if t.starts_with('/') {
+            t
+        } else {
+            match t.find("://") {
+                Some(scheme_end) => t[scheme_end + 3..]
+                    .find('/')
+                    .map_or("/", |p| &t[scheme_end + 3 + p..]),
+                None => t,
+            }
         };
         let end = t.find(['?', '#']).unwrap_or(t.len());
         &t[..end]

@@ -240,3 +240,22 @@ fn absolute_form_targets_have_paths() {
     let Message::Request(r) = m else { panic!() };
     assert_eq!((r.path(), r.query()), ("/a/b", Some("c=d")));
 }
+
+#[test]
+fn a_url_in_the_query_is_not_the_target_s_scheme() {
+    let raw = b"GET /login?next=http://example.com/home HTTP/1.1\r\nHost: a\r\n\r\n";
+    let Ok(Status::Complete(Message::Request(r))) =
+        Http1::parse_head(&mut Default::default(), Direction::Request, raw)
+    else {
+        panic!("a valid head");
+    };
+    assert_eq!(r.path(), "/login");
+    assert_eq!(r.query(), Some("next=http://example.com/home"));
+    let raw = b"GET http://example.com/a/b?c=1 HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    let Ok(Status::Complete(Message::Request(r))) =
+        Http1::parse_head(&mut Default::default(), Direction::Request, raw)
+    else {
+        panic!("a valid head");
+    };
+    assert_eq!(r.path(), "/a/b", "absolute form");
+}
