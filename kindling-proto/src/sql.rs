@@ -38,9 +38,10 @@ pub fn summarize(sql: &[u8]) -> Summary {
         .map(|w| w.to_ascii_uppercase())
         .unwrap_or_default();
     let table = words.windows(2).find_map(|w| {
-        let kw = w[0].to_ascii_uppercase();
-        let is_intro = matches!(kw.as_str(), "FROM" | "INTO" | "JOIN" | "TABLE")
-            || (kw == "UPDATE" && w[0].len() == 6);
+        // compared in place: upper-casing every word allocated
+        let is_intro = ["FROM", "INTO", "JOIN", "TABLE", "UPDATE"]
+            .iter()
+            .any(|kw| w[0].eq_ignore_ascii_case(kw));
         (is_intro && w[1] != "?" && !w[1].eq_ignore_ascii_case("select"))
             .then(|| w[1].trim_matches(|c| c == '`' || c == '"').to_owned())
     });
