@@ -585,14 +585,13 @@ impl Metrics {
         if let Some(series) = self.entity_cache.get(&key) {
             return Memo::of(series);
         }
-        match self.new_entity_series(&key) {
-            Some(series) => {
-                let memo = Memo::of(&series);
-                self.entity_cache.insert(key, series);
-                memo
-            }
-            None => Memo::overflow(self.entity_overflow.as_ref()),
-        }
+        let made = self.new_entity_series(&key);
+        remember(
+            &mut self.entity_cache,
+            key,
+            made,
+            self.entity_overflow.as_ref(),
+        )
     }
 
     /// The series of a label set seen for the first time; `None` beyond the
@@ -659,14 +658,13 @@ impl Metrics {
         if let Some(series) = self.topology_cache.get(&key) {
             return Memo::of(series);
         }
-        match self.new_topology_series(&key) {
-            Some(series) => {
-                let memo = Memo::of(&series);
-                self.topology_cache.insert(key, series);
-                memo
-            }
-            None => Memo::overflow(self.topology_overflow.as_ref()),
-        }
+        let made = self.new_topology_series(&key);
+        remember(
+            &mut self.topology_cache,
+            key,
+            made,
+            self.topology_overflow.as_ref(),
+        )
     }
 
     fn new_topology_series(&mut self, key: &TopologyKey) -> Option<Series> {
@@ -866,6 +864,24 @@ impl Metrics {
         } else {
             self.strings.intern(OTHER)
         }
+    }
+}
+
+/// Keeps a series just made for `key` in `cache`; `None` (refused by the
+/// cap) gives the overflow series.
+fn remember<K: Hash + Eq>(
+    cache: &mut FxHashMap<K, Series>,
+    key: K,
+    made: Option<Series>,
+    overflow: Option<&Series>,
+) -> Memo {
+    match made {
+        Some(series) => {
+            let memo = Memo::of(&series);
+            cache.insert(key, series);
+            memo
+        }
+        None => Memo::overflow(overflow),
     }
 }
 
