@@ -24,7 +24,7 @@ pub fn shown(o: &Output, rtt: bool, all_drops: bool) -> bool {
     }
 }
 
-/// Writes and drains `outputs`.
+/// Writes `outputs` (the caller clears or reuses them).
 pub fn write_all(
     out: &mut impl Write,
     outputs: &[Output],

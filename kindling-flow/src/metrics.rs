@@ -968,19 +968,22 @@ impl<'a> RawKey<'a> {
 // Few, wide writes: the hasher's cost is per write.
 impl Hash for RawKey<'_> {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let (family, ip) = match self.dst {
+            None => (0, 0),
+            Some(std::net::IpAddr::V4(ip)) => (1, u128::from(ip.to_bits())),
+            Some(std::net::IpAddr::V6(ip)) => (2, ip.to_bits()),
+        };
         let flags = u64::from(self.server)
             | u64::from(self.error) << 1
             | u64::from(self.slow) << 2
-            | u64::from(self.port) << 8;
+            | family << 3
+            | u64::from(self.port) << 8
+            | (self.protocol.len() as u64) << 24;
         h.write_u64(flags);
-        // the protocol names are constants: their address names them
-        h.write_usize(self.protocol.as_ptr() as usize ^ self.protocol.len() << 48);
+        // the protocol names are constants: their address and length name
+        // them (one may be a prefix of another's bytes)
+        h.write_usize(self.protocol.as_ptr() as usize);
         h.write_u128(u128::from_ne_bytes(self.comm.to_raw()));
-        let ip = match self.dst {
-            None => 0,
-            Some(std::net::IpAddr::V4(ip)) => u128::from(ip.to_bits()) | 1 << 64,
-            Some(std::net::IpAddr::V6(ip)) => ip.to_bits() ^ 2,
-        };
         h.write_u128(ip);
         for part in self.parts {
             h.write_usize(part.len());
@@ -989,12 +992,14 @@ impl Hash for RawKey<'_> {
     }
 }
 
-/// Names a [`RawKey`] by two independent 64-bit hashes: a keyed one
-/// (random per process, so traffic cannot aim at a collision) and a fast
-/// unkeyed one. The memo keeps these 16 bytes instead of the strings: its
-/// lookups then touch no memory but the table's. Two keys share a
-/// fingerprint only if both hashes collide: by chance, 2^-128 per pair;
-/// on purpose, not without the key.
+/// Names a [`RawKey`] by two 64-bit hashes of the same writes: a keyed one
+/// (random per process) and a fast unkeyed one. The memo keeps these 16
+/// bytes instead of the strings: its lookups then touch no memory but the
+/// table's. Two keys share a fingerprint by chance with probability ~2^-128
+/// per pair; traffic shaped against the unkeyed half still has to collide
+/// the keyed 64 bits, ~2^-64 per pair, without knowing the key. (The
+/// writes themselves never coincide for different keys: every variable
+/// part is written with its length, the address with its family.)
 #[derive(Debug, Default)]
 struct Fingerprints {
     keyed: ahash::RandomState,
@@ -1226,5 +1231,46 @@ fn template_segment(seg: &str) -> &str {
         "{hex}"
     } else {
         seg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(dst: std::net::IpAddr, parts: [&str; 3]) -> RawKey<'_> {
+        RawKey {
+            server: false,
+            protocol: "http",
+            comm: Comm::from_raw(*b"curl\0\0\0\0\0\0\0\0\0\0\0\0"),
+            dst: Some(dst),
+            port: 80,
+            error: false,
+            slow: false,
+            parts,
+        }
+    }
+
+    /// Keys that differ only where an ambiguous encoding could merge them
+    /// get different fingerprints.
+    #[test]
+    fn fingerprints_tell_apart_what_an_encoding_could_merge() {
+        let f = Fingerprints::default();
+        // an IPv4 address and the IPv6 one whose bits it would equal if the
+        // family were folded into the address bits
+        let v4: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let v6 = std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(
+            (1u128 << 64 | 0x0a00_0001) ^ 2,
+        ));
+        assert_ne!(f.of(&key(v4, ["", "", ""])), f.of(&key(v6, ["", "", ""])));
+        // the same bytes split differently between the parts
+        assert_ne!(
+            f.of(&key(v4, ["ab", "c", ""])),
+            f.of(&key(v4, ["a", "bc", ""]))
+        );
+        assert_eq!(
+            f.of(&key(v4, ["a", "b", ""])),
+            f.of(&key(v4, ["a", "b", ""]))
+        );
     }
 }

@@ -1227,7 +1227,9 @@ fn deliver(
             }
             let f = conn.flight();
             if f.pending.len() >= config.max_pending {
-                f.pending.pop_front();
+                if let Some(dropped) = f.pending.pop_front() {
+                    shared.give_back(dropped.attrs);
+                }
                 shared.stats.requests_dropped += 1;
             }
             f.pending.push_back(PendingRequest {
@@ -1257,6 +1259,7 @@ fn deliver(
             };
             let Some(request) = at.and_then(|i| f.pending.remove(i)) else {
                 shared.stats.unpaired_responses += 1;
+                shared.give_back(attrs);
                 return;
             };
             let request_done = request.span.last_ns;

@@ -285,7 +285,7 @@ impl Proto {
                     http1::Message::Request(r) => (r.head_len, r.body),
                     http1::Message::Response(r) => (r.head_len, r.body),
                 };
-                // a followed message's attributes stay with it: no spare
+                // not taken from the spare sets (they come back later all the same)
                 let parsed = http_parsed(&m, redaction, &mut Vec::new());
                 let reader = Reader::Http(http1::BodyReader::new(body));
                 // a request is paired now, with its declared size
