@@ -45,13 +45,13 @@ impl Attributes {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(k, _, _)| *k == key)
+            .find(|(k, _, _)| same_key(k, key))
             .map(|&(_, a, b)| &self.text[a as usize..b as usize])
     }
 
     /// Whether `key` is set.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _, _)| *k == key)
+        self.entries.iter().any(|(k, _, _)| same_key(k, key))
     }
 
     /// Every attribute, in the order set.
@@ -105,7 +105,7 @@ impl Attributes {
     /// value stays in `text`, unreferenced: rare and bounded.
     fn set_last(&mut self, key: &'static str, start: usize) {
         let range = (start as u32, self.text.len() as u32);
-        match self.entries.iter_mut().find(|(k, _, _)| *k == key) {
+        match self.entries.iter_mut().find(|(k, _, _)| same_key(k, key)) {
             Some(e) => (e.1, e.2) = range,
             None => self.entries.push((key, range.0, range.1)),
         }
@@ -144,6 +144,16 @@ impl Serialize for Attributes {
         }
         m.end()
     }
+}
+
+/// Whether two attribute keys are equal. Keys are constants, mostly of a
+/// few shared lengths and prefixes (`http.request.method`,
+/// `user_agent.original`): the same constant, or a different last byte,
+/// answers before the bytes are compared.
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && (a.as_ptr() == b.as_ptr() || (a.as_bytes().last() == b.as_bytes().last() && a == b))
 }
 
 /// A process name (`comm`, at most 15 bytes), kept inline.
