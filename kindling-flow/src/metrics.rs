@@ -16,6 +16,7 @@
 //! one `__overflow__` set and are counted in
 //! `kindling_metrics_overflow_total`).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
@@ -759,22 +760,23 @@ impl Metrics {
             port: t.dst.port(),
         };
         let f = &self.tcp_families;
-        let series = if self.tcp_cache.contains_key(&key) {
-            self.tcp_cache.get_mut(&key).expect("just seen")
-        } else if self.tcp_cache.len() < self.config.max_series {
-            self.tcp_cache
-                .entry(key)
-                .or_insert_with(|| TcpSeries::new(tcp_labels(t.src, t.dst)))
-        } else {
-            self.overflowed += 1;
-            self.overflow.inc();
-            self.tcp_overflow.get_or_insert_with(|| {
-                TcpSeries::new(TcpLabels {
-                    src_ip: OVERFLOW.into(),
-                    dst_ip: OVERFLOW.into(),
-                    dst_port: 0,
+        let admitted = self.tcp_cache.len();
+        let series = match self.tcp_cache.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) if admitted < self.config.max_series => {
+                e.insert(TcpSeries::new(tcp_labels(t.src, t.dst)))
+            }
+            Entry::Vacant(_) => {
+                self.overflowed += 1;
+                self.overflow.inc();
+                self.tcp_overflow.get_or_insert_with(|| {
+                    TcpSeries::new(TcpLabels {
+                        src_ip: OVERFLOW.into(),
+                        dst_ip: OVERFLOW.into(),
+                        dst_port: 0,
+                    })
                 })
-            })
+            }
         };
         let labels = &series.labels;
         match t.event {
