@@ -39,6 +39,11 @@ char LICENSE[] SEC("license") = "GPL";
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define KCAST(type, addr) ((type *)bpf_rdonly_cast((void *)(addr), bpf_core_type_id_kernel(type)))
 
+/* ---- configuration ------------------------------------------------------ */
+
+/* What the loader decides per run. The filters are rodata, so a run without
+ * them has their branches removed by the verifier at load. */
+
 /* Set by the loader before load (rodata). */
 const volatile __u32 self_tgid = 0;
 const volatile __u32 snaplen = 4096;
@@ -60,6 +65,10 @@ struct ke_data _ke_data = {};
 struct ke_conn _ke_conn = {};
 struct ke_tcp _ke_tcp = {};
 struct ke_drop _ke_drop = {};
+
+/* ---- maps --------------------------------------------------------------- */
+
+/* Everything the programs share with each other and with user space. */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -184,27 +193,10 @@ struct {
 	__type(value, __u64);
 } unwoken SEC(".maps");
 
-static __always_inline void count_loss(__u32 which)
-{
-	__u32 cpu = bpf_get_smp_processor_id() & (LOSS_SLOTS - 1);
+/* ---- filters ------------------------------------------------------------ */
 
-	__sync_fetch_and_add(&loss_counts[cpu].n[which & 7], 1);
-}
-
-/* Wake-up flag for a record of `size` bytes about to be submitted. */
-static __always_inline __u64 wake_flags(__u64 size)
-{
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&unwoken, &zero);
-
-	if (!n)
-		return BPF_RB_FORCE_WAKEUP;
-	*n += size;
-	if (*n < wakeup_bytes)
-		return BPF_RB_NO_WAKEUP;
-	*n = 0;
-	return BPF_RB_FORCE_WAKEUP;
-}
+/* Who is followed: the loader's pid, cgroup and port filters, and the
+ * sockets those processes touched (for events that fire outside them). */
 
 static __always_inline bool filters_on(void)
 {
@@ -237,6 +229,24 @@ static __always_inline bool ports_wanted(__u16 a, __u16 b)
 		return true;
 	return port_set(a) || port_set(b);
 }
+
+static __always_inline void remember_sock(__u64 sock)
+{
+	__u8 one = 1;
+
+	if (filters_on() && !bpf_map_lookup_elem(&wanted_socks, &sock))
+		bpf_map_update_elem(&wanted_socks, &sock, &one, BPF_ANY);
+}
+
+static __always_inline bool sock_wanted(__u64 sock)
+{
+	return !filters_on() || bpf_map_lookup_elem(&wanted_socks, &sock);
+}
+
+/* ---- socket identity ---------------------------------------------------- */
+
+/* From an fd to a TCP/UDP socket, and from a socket or a sockaddr to the
+ * ke_sock every record carries. */
 
 /* Kernel address of the struct file behind fd, 0 if none. */
 static __always_inline __u64 fd_to_file(int fd)
@@ -328,6 +338,33 @@ static __always_inline bool peer_from_user(struct ke_sock *out, __u64 uaddr)
 	return false;
 }
 
+/* ---- record headers ----------------------------------------------------- */
+
+/* The header every record starts with, and the loss counters and wake-up
+ * policy every record shares. */
+
+static __always_inline void count_loss(__u32 which)
+{
+	__u32 cpu = bpf_get_smp_processor_id() & (LOSS_SLOTS - 1);
+
+	__sync_fetch_and_add(&loss_counts[cpu].n[which & 7], 1);
+}
+
+/* Wake-up flag for a record of `size` bytes about to be submitted. */
+static __always_inline __u64 wake_flags(__u64 size)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&unwoken, &zero);
+
+	if (!n)
+		return BPF_RB_FORCE_WAKEUP;
+	*n += size;
+	if (*n < wakeup_bytes)
+		return BPF_RB_NO_WAKEUP;
+	*n = 0;
+	return BPF_RB_FORCE_WAKEUP;
+}
+
 /* Header fields every record fills the same way. */
 static __always_inline void fill_header_ids(struct ke_header *h, __u16 kind, __u32 size, __u64 ts)
 {
@@ -357,69 +394,7 @@ static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, 
 	__builtin_memcpy(h->comm, p->comm, sizeof(h->comm));
 }
 
-static __always_inline void remember_sock(__u64 sock)
-{
-	__u8 one = 1;
-
-	if (filters_on() && !bpf_map_lookup_elem(&wanted_socks, &sock))
-		bpf_map_update_elem(&wanted_socks, &sock, &one, BPF_ANY);
-}
-
-static __always_inline bool sock_wanted(__u64 sock)
-{
-	return !filters_on() || bpf_map_lookup_elem(&wanted_socks, &sock);
-}
-
-/* ---- syscall entry ---------------------------------------------------- */
-
-static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u32 count, __u64 addr)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *p;
-	struct sock *sk;
-	__u64 ino = 0;
-
-	if (hooks_only)
-		return 0;
-	if (!task_wanted(id >> 32))
-		return 0;
-	sk = file_to_sock(fd_to_file(fd), &ino);
-	if (!sk)
-		return 0;
-	/* connect and accept learn their ports at exit; filter there.
-	 * Unconnected UDP names its peer per call: data records check at exit. */
-	if (filter_ports && syscall != KS_CONNECT && syscall != KS_ACCEPT && syscall != KS_ACCEPT4) {
-		__u16 sport = sk->__sk_common.skc_num;
-		__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
-		bool unconnected_udp = dport == 0 && sk->sk_protocol == IPPROTO_UDP;
-		if (!unconnected_udp && !ports_wanted(sport, dport))
-			return 0;
-	}
-	p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
-				 BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!p) {
-		count_loss(KL_PENDING_FULL);
-		return 0;
-	}
-	/* Before the call: a refused connect resets inside it. */
-	remember_sock((__u64)sk);
-	if (syscall == KS_CLOSE)
-		fill_sock(&p->sk, sk);
-	p->ts = bpf_ktime_get_boot_ns();
-	if (p->ts - p->info_ts >= task_info_ttl_ns) {
-		p->cgroup_id = bpf_get_current_cgroup_id();
-		bpf_get_current_comm(p->comm, sizeof(p->comm));
-		p->info_ts = p->ts;
-	}
-	p->sock = (__u64)sk;
-	p->ino = ino;
-	p->buf = buf;
-	p->addr = addr;
-	p->count = count;
-	p->fd = fd;
-	p->syscall = syscall;
-	return 0;
-}
+/* ---- syscall numbers ---------------------------------------------------- */
 
 /*
  * One program on the raw sys_enter tracepoint and one on sys_exit, each
@@ -472,6 +447,60 @@ static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u3
 #else
 #error "unsupported architecture: define the syscall numbers"
 #endif
+
+/* ---- syscall entry ------------------------------------------------------ */
+
+/* The first half of a followed syscall: decide whether the fd is a wanted
+ * socket and park the arguments until the exit. */
+
+static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u32 count, __u64 addr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *p;
+	struct sock *sk;
+	__u64 ino = 0;
+
+	if (hooks_only)
+		return 0;
+	if (!task_wanted(id >> 32))
+		return 0;
+	sk = file_to_sock(fd_to_file(fd), &ino);
+	if (!sk)
+		return 0;
+	/* connect and accept learn their ports at exit; filter there.
+	 * Unconnected UDP names its peer per call: data records check at exit. */
+	if (filter_ports && syscall != KS_CONNECT && syscall != KS_ACCEPT && syscall != KS_ACCEPT4) {
+		__u16 sport = sk->__sk_common.skc_num;
+		__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
+		bool unconnected_udp = dport == 0 && sk->sk_protocol == IPPROTO_UDP;
+		if (!unconnected_udp && !ports_wanted(sport, dport))
+			return 0;
+	}
+	p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p) {
+		count_loss(KL_PENDING_FULL);
+		return 0;
+	}
+	/* Before the call: a refused connect resets inside it. */
+	remember_sock((__u64)sk);
+	if (syscall == KS_CLOSE)
+		fill_sock(&p->sk, sk);
+	p->ts = bpf_ktime_get_boot_ns();
+	if (p->ts - p->info_ts >= task_info_ttl_ns) {
+		p->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(p->comm, sizeof(p->comm));
+		p->info_ts = p->ts;
+	}
+	p->sock = (__u64)sk;
+	p->ino = ino;
+	p->buf = buf;
+	p->addr = addr;
+	p->count = count;
+	p->fd = fd;
+	p->syscall = syscall;
+	return 0;
+}
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
@@ -532,7 +561,10 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
-/* ---- payload capture ------------------------------------------------------ */
+/* ---- payload capture ---------------------------------------------------- */
+
+/* Copying user buffers into a data record: flat buffers, iovec arrays, and
+ * the global emit_data() that builds and writes the record. */
 
 /* Copy up to `n` bytes of user memory to payload[off..]. Returns bytes copied. */
 static __always_inline __u64 copy_user(struct scratch *s, __u64 off, __u64 src, __u64 n,
@@ -592,37 +624,6 @@ static __always_inline __u64 capture_iov(struct scratch *s, __u64 iov_ptr, __u64
 		cap += copy_user(s, cap, (__u64)iov->iov_base, want, flags);
 	}
 	return cap;
-}
-
-/* `addr` is sk as a number (the verifier allows no arithmetic on sk). */
-static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 now,
-				     const struct pending *p)
-{
-	/* struct sock is cache-line aligned: drop the low bits before mixing. */
-	__u32 slot = (__u32)((addr >> 6) ^ (addr >> 20)) & (RTT_SLOTS - 1);
-	struct rtt_slot *last = bpf_map_lookup_elem(&rtt_last, &slot);
-	struct tcp_sock *tp = KCAST(struct tcp_sock, sk);
-	struct ke_tcp *e;
-
-	if (!last || (last->sock == addr && now - last->ts < rtt_interval_ns))
-		return;
-	last->sock = addr;
-	last->ts = now;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_loss(KL_RING_FULL);
-		return;
-	}
-	fill_header_cached(&e->hdr, KE_TCP_RTT, sizeof(*e), now, p);
-	fill_sock(&e->sk, sk);
-	e->srtt_us = tp->srtt_us >> 3;
-	e->rttvar_us = tp->mdev_us >> 2;
-	e->total_retrans = tp->total_retrans;
-	e->snd_cwnd = tp->snd_cwnd;
-	e->old_state = 0;
-	e->new_state = e->sk.state;
-	e->reset_dir = 0;
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
 }
 
 /* Everything one data record needs; passed by pointer to the global
@@ -691,6 +692,42 @@ __noinline int emit_data(struct emit_args *a)
 	if (bpf_ringbuf_output(&events, s, size, wake_flags(size)))
 		count_loss(KL_RING_FULL);
 	return 0;
+}
+
+/* ---- syscall exit ------------------------------------------------------- */
+
+/* The second half: take what the entry parked, learn the return value, and
+ * emit data or connection records (plus a rate-limited RTT sample). */
+
+/* `addr` is sk as a number (the verifier allows no arithmetic on sk). */
+static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 now,
+				     const struct pending *p)
+{
+	/* struct sock is cache-line aligned: drop the low bits before mixing. */
+	__u32 slot = (__u32)((addr >> 6) ^ (addr >> 20)) & (RTT_SLOTS - 1);
+	struct rtt_slot *last = bpf_map_lookup_elem(&rtt_last, &slot);
+	struct tcp_sock *tp = KCAST(struct tcp_sock, sk);
+	struct ke_tcp *e;
+
+	if (!last || (last->sock == addr && now - last->ts < rtt_interval_ns))
+		return;
+	last->sock = addr;
+	last->ts = now;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(KL_RING_FULL);
+		return;
+	}
+	fill_header_cached(&e->hdr, KE_TCP_RTT, sizeof(*e), now, p);
+	fill_sock(&e->sk, sk);
+	e->srtt_us = tp->srtt_us >> 3;
+	e->rttvar_us = tp->mdev_us >> 2;
+	e->total_retrans = tp->total_retrans;
+	e->snd_cwnd = tp->snd_cwnd;
+	e->old_state = 0;
+	e->new_state = e->sk.state;
+	e->reset_dir = 0;
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
 }
 
 static __always_inline bool take_pending(struct pending *out)
@@ -895,7 +932,7 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
-/* ---- task names ------------------------------------------------------------- */
+/* ---- task names --------------------------------------------------------- */
 
 /* A thread's cached comm and cgroup are read again at its next followed
  * call after an exec or a rename, not up to task_info_ttl_ns later: a
@@ -926,7 +963,10 @@ int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
 	return 0;
 }
 
-/* ---- TCP health ------------------------------------------------------------ */
+/* ---- TCP health --------------------------------------------------------- */
+
+/* State changes, retransmits, resets and drops, from TCP and skb
+ * tracepoints: they fire in softirq as often as in the process. */
 
 /* Tuple of a packet without a socket, seen as received: local = destination. */
 static __always_inline bool parse_skb(const struct sk_buff *skb, struct ke_sock *out)
