@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use kindling_flow::ProtocolId;
 use kindling_flow::{Exchange, Output, Stats, TcpEventKind, TcpRecord};
 
 use crate::Format;
@@ -58,11 +59,11 @@ fn row(o: &Output, t0: u64, offset: i64) -> String {
 fn exchange_row(x: &Exchange, t0: u64, offset: i64) -> String {
     let a = |k: &str| x.attributes.get(k).unwrap_or("");
     let (result, request) = match x.protocol {
-        "http" => (
+        ProtocolId::Http => (
             a("http.response.status_code").to_owned(),
             format!("{} {}", a("http.request.method"), a("url.path")),
         ),
-        "dns" => (
+        ProtocolId::Dns => (
             a("dns.response.code").to_owned(),
             format!("{} {}", a("dns.question.type"), a("dns.question.name")),
         ),

@@ -1,6 +1,7 @@
 //! Limits and thresholds, all with defaults that suit a busy host.
 
 use kindling_proto::http1::Redaction;
+use kindling_proto::ProtocolId;
 
 /// Pipeline settings.
 ///
@@ -50,6 +51,29 @@ pub struct SlowThresholds {
     pub redis: u64,
     /// DNS.
     pub dns: u64,
+}
+
+impl SlowThresholds {
+    /// The threshold of `protocol` (none for the transport alone).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::ProtocolId;
+    ///
+    /// let slow = kindling_flow::Config::default().slow_ns;
+    /// assert_eq!(slow.of(ProtocolId::Redis), 100_000_000);
+    /// assert_eq!(slow.of(ProtocolId::Tcp), u64::MAX);
+    /// ```
+    pub fn of(&self, protocol: ProtocolId) -> u64 {
+        match protocol {
+            ProtocolId::Http => self.http,
+            ProtocolId::MySql => self.mysql,
+            ProtocolId::Redis => self.redis,
+            ProtocolId::Dns => self.dns,
+            _ => u64::MAX,
+        }
+    }
 }
 
 impl Default for Config {

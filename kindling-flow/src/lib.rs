@@ -56,6 +56,7 @@ mod stats;
 
 pub use config::{Config, SlowThresholds};
 pub use kindling_probe::abi::Event;
+pub use kindling_proto::ProtocolId;
 pub use metrics::{Metrics, MetricsConfig};
 pub use pipeline::Pipeline;
 pub use record::{

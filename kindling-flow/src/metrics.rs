@@ -22,6 +22,7 @@ use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 
 use ahash::AHashMap;
+use kindling_proto::ProtocolId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -234,7 +235,7 @@ pub struct Metrics {
     dns_duration: Family<DnsLabels, Counter>,
     /// Distinct request contents per (protocol, port).
     // keyed by strings that come from traffic: a keyed (DoS-resistant) hash
-    contents: AHashMap<(&'static str, u16), AHashMap<String, u32>>,
+    contents: AHashMap<(ProtocolId, u16), AHashMap<String, u32>>,
     strings: Strings,
     scratch: String,
     /// Fingerprints of raw values → series: what most exchanges cost.
@@ -564,7 +565,7 @@ impl Metrics {
             // a client sends the request and receives the response
             memo.series
                 .add(x.duration_ns, x.request_bytes, x.response_bytes);
-            if x.protocol == "dns" {
+            if x.protocol == ProtocolId::Dns {
                 self.dns(x);
             }
         }
@@ -614,7 +615,7 @@ impl Metrics {
             }
         } else {
             EntityLabels {
-                protocol: key.protocol.to_owned(),
+                protocol: key.protocol.as_str().to_owned(),
                 comm: key.comm.to_string(),
                 port: key.port,
                 request_content: self.strings.get(key.content).to_owned(),
@@ -685,7 +686,7 @@ impl Metrics {
             }
         } else {
             TopologyLabels {
-                protocol: key.protocol.to_owned(),
+                protocol: key.protocol.as_str().to_owned(),
                 src_comm: key.comm.to_string(),
                 dst_ip: key.dst.to_string(),
                 dst_port: key.port,
@@ -843,7 +844,7 @@ impl Metrics {
         let out = &mut self.scratch;
         out.clear();
         match x.protocol {
-            "http" => {
+            ProtocolId::Http => {
                 out.push_str(first);
                 out.push(' ');
                 template_path_into(out, second);
@@ -891,14 +892,10 @@ fn remember<K: Hash + Eq>(
 /// method and path (templated later), SQL operation and table, Redis
 /// command, DNS question type.
 fn content_parts(x: &Exchange) -> [&str; 2] {
-    let a = |k: &str| x.attributes.get(k).unwrap_or("");
-    match x.protocol {
-        "http" => [a("http.request.method"), a("url.path")],
-        "mysql" => [a("db.operation.name"), a("db.collection.name")],
-        "redis" => [a("db.operation.name"), ""],
-        "dns" => [a("dns.question.type"), ""],
-        _ => ["", ""],
-    }
+    x.protocol.request_keys().map(|k| match k {
+        "" => "",
+        k => x.attributes.get(k).unwrap_or(""),
+    })
 }
 
 /// Most raw value combinations remembered; the memo starts over when full.
@@ -932,7 +929,7 @@ impl Memo {
 #[derive(Clone, Copy, Debug)]
 struct RawKey<'a> {
     server: bool,
-    protocol: &'static str,
+    protocol: ProtocolId,
     comm: Comm,
     /// Topology only (an entity is its port).
     dst: Option<std::net::IpAddr>,
@@ -980,11 +977,8 @@ impl Hash for RawKey<'_> {
             | u64::from(self.slow) << 2
             | family << 3
             | u64::from(self.port) << 8
-            | (self.protocol.len() as u64) << 24;
+            | (self.protocol as u64) << 24;
         h.write_u64(flags);
-        // the protocol names are constants: their address and length name
-        // them (one may be a prefix of another's bytes)
-        h.write_usize(self.protocol.as_ptr() as usize);
         h.write_u128(u128::from_ne_bytes(self.comm.to_raw()));
         h.write_u128(ip);
         for part in self.parts {
@@ -1015,18 +1009,15 @@ impl Fingerprints {
 }
 
 fn response_content(x: &Exchange) -> &str {
-    let key = match x.protocol {
-        "http" => "http.response.status_code",
-        "dns" => "dns.response.code",
-        _ => "db.response.status_code",
-    };
-    x.attributes.get(key).unwrap_or(match x.error {
-        Some(crate::ErrorKind::NoResponse) => "NoResponse",
-        Some(crate::ErrorKind::Reset) => "Reset",
-        Some(crate::ErrorKind::Incomplete) => "Incomplete",
-        Some(_) => "error",
-        None => "ok",
-    })
+    x.attributes
+        .get(x.protocol.status_key())
+        .unwrap_or(match x.error {
+            Some(crate::ErrorKind::NoResponse) => "NoResponse",
+            Some(crate::ErrorKind::Reset) => "Reset",
+            Some(crate::ErrorKind::Incomplete) => "Incomplete",
+            Some(_) => "error",
+            None => "ok",
+        })
 }
 
 /// Label values, each stored once and named by a number.
@@ -1073,7 +1064,7 @@ impl Strings {
 /// What tells one server series from another, without allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct EntityKey {
-    protocol: &'static str,
+    protocol: ProtocolId,
     comm: Comm,
     port: u16,
     content: u32,
@@ -1085,7 +1076,7 @@ struct EntityKey {
 /// What tells one edge series from another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct TopologyKey {
-    protocol: &'static str,
+    protocol: ProtocolId,
     comm: Comm,
     dst: std::net::IpAddr,
     port: u16,
@@ -1243,7 +1234,7 @@ mod tests {
     fn key(dst: std::net::IpAddr, parts: [&str; 3]) -> RawKey<'_> {
         RawKey {
             server: false,
-            protocol: "http",
+            protocol: ProtocolId::Http,
             comm: Comm::from_raw(*b"curl\0\0\0\0\0\0\0\0\0\0\0\0"),
             dst: Some(dst),
             port: 80,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 
 use kindling_probe::abi::{kind, Event, RawConn, RawData, RawTcp, Transport};
-use kindling_proto::{AttributeSink, Direction};
+use kindling_proto::{AttributeSink, Direction, ProtocolId};
 
 use crate::buffer::{DirBuf, Span, RETRY_FROM};
 use crate::config::Config;
@@ -627,7 +627,7 @@ impl Pipeline {
         }
         out.push(Output::Exchange(Exchange {
             kind: "exchange",
-            protocol: "tcp",
+            protocol: ProtocolId::Tcp,
             role: Role::Client,
             transport: "tcp",
             pid,
@@ -810,7 +810,7 @@ fn parse_in_place(
         let Recognition::Known(proto) = &mut conn.proto else {
             return at;
         };
-        let name = proto.name();
+        let name = proto.id();
         let Some(f) = conn.flight.as_mut() else {
             return at;
         };
@@ -966,7 +966,7 @@ fn parse(
         if buf.follow.is_some() {
             match follow_step(shared, buf, &mut missing) {
                 Step::Done(follow) => {
-                    let name = proto.name();
+                    let name = proto.id();
                     finish_follow(config, shared, key, conn, name, dir, *follow, peer, out);
                     continue;
                 }
@@ -1018,7 +1018,7 @@ fn parse(
                     tid: 0,
                 });
                 buf.consume(msg.used);
-                let name = proto.name();
+                let name = proto.id();
                 deliver(
                     config, shared, key, conn, name, msg.parsed, span, msg.wire, peer, out,
                 );
@@ -1046,7 +1046,7 @@ fn parse(
                 };
                 let span = start_following(buf, follow, head);
                 if let Some((parsed, size)) = now {
-                    let name = proto.name();
+                    let name = proto.id();
                     deliver(
                         config, shared, key, conn, name, parsed, span, size, peer, out,
                     );
@@ -1153,7 +1153,7 @@ fn finish_follow(
     shared: &mut Shared,
     key: &ConnKey,
     conn: &mut Conn,
-    protocol: &'static str,
+    protocol: ProtocolId,
     dir: Direction,
     follow: Follow,
     peer: std::net::SocketAddr,
@@ -1186,7 +1186,7 @@ fn deliver(
     shared: &mut Shared,
     key: &ConnKey,
     conn: &mut Conn,
-    protocol: &'static str,
+    protocol: ProtocolId,
     parsed: Parsed,
     span: Span,
     wire: u64,
@@ -1292,18 +1292,7 @@ fn finish_exchange(
         .saturating_add(x.phases.wait)
         .saturating_add(x.phases.download);
     x.response_bytes = bytes;
-    x.slow = x.duration_ns > slow_threshold(config, x.protocol);
-}
-
-fn slow_threshold(config: &Config, protocol: &str) -> u64 {
-    let s = config.slow_ns;
-    match protocol {
-        "http" => s.http,
-        "mysql" => s.mysql,
-        "redis" => s.redis,
-        "dns" => s.dns,
-        _ => u64::MAX,
-    }
+    x.slow = x.duration_ns > config.slow_ns.of(x.protocol);
 }
 
 fn unix(config: &Config, boot_ns: u64) -> i64 {
@@ -1318,7 +1307,7 @@ fn exchange(
     config: &Config,
     key: &ConnKey,
     conn: &Conn,
-    protocol: &'static str,
+    protocol: ProtocolId,
     p: PendingRequest,
 ) -> Exchange {
     let peer = if conn.udp { p.peer } else { conn.peer() };
@@ -1389,9 +1378,10 @@ fn unanswered(
     x
 }
 
-fn conn_protocol(conn: &Conn) -> &'static str {
+fn conn_protocol(conn: &Conn) -> ProtocolId {
     match &conn.proto {
-        Recognition::Known(proto) => proto.name(),
-        _ => "unknown",
+        Recognition::Known(proto) => proto.id(),
+        // requests wait for answers only on recognised connections
+        _ => ProtocolId::Tcp,
     }
 }

@@ -2,7 +2,9 @@
 //! it keeps of each message: owned attributes, pairing key and error.
 
 use kindling_proto::http1::{self, Http1, Redaction};
-use kindling_proto::{dns, mysql, redis, AttributeSink, Detect, Direction, Protocol, Status};
+use kindling_proto::{
+    dns, mysql, redis, AttributeSink, Detect, Direction, Protocol, ProtocolId, Status,
+};
 
 use crate::record::{Attributes, ErrorKind};
 
@@ -50,7 +52,7 @@ pub(crate) enum Proto {
     Dns(dns::Session),
     /// Recognised, but nothing more can be read (TLS, compression, an
     /// upgraded HTTP connection).
-    Opaque(&'static str),
+    Opaque(ProtocolId),
 }
 
 /// A protocol's `detect`.
@@ -103,7 +105,7 @@ pub(crate) enum ParseError {
     /// Not this protocol's bytes, or bytes were lost: resynchronise.
     Malformed,
     /// Nothing more can be read on this connection.
-    Opaque(&'static str),
+    Opaque(ProtocolId),
 }
 
 /// Detects a protocol from the first bytes seen in one direction; `sent`
@@ -162,13 +164,13 @@ pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -
 
 impl Proto {
     /// The `protocol` field of exchanges.
-    pub(crate) fn name(&self) -> &'static str {
+    pub(crate) fn id(&self) -> ProtocolId {
         match self {
-            Proto::Http(_) => "http",
-            Proto::Redis(_) => "redis",
-            Proto::MySql { .. } => "mysql",
-            Proto::Dns(_) => "dns",
-            Proto::Opaque(name) => name,
+            Proto::Http(_) => ProtocolId::Http,
+            Proto::Redis(_) => ProtocolId::Redis,
+            Proto::MySql { .. } => ProtocolId::MySql,
+            Proto::Dns(_) => ProtocolId::Dns,
+            Proto::Opaque(id) => *id,
         }
     }
 
@@ -223,7 +225,9 @@ impl Proto {
                 mysql_parsed(m, s, authenticating, spare)
             })
             .map_err(|e| match e {
-                mysql::Error::Encrypted | mysql::Error::Compressed => ParseError::Opaque("mysql"),
+                mysql::Error::Encrypted | mysql::Error::Compressed => {
+                    ParseError::Opaque(ProtocolId::MySql)
+                }
                 _ => ParseError::Malformed,
             }),
             Proto::Dns(session) => generic::<dns::Dns>(session, dir, buf, |m, _| {
@@ -260,7 +264,7 @@ impl Proto {
                 }
             })
             .map_err(|_| ParseError::Malformed),
-            Proto::Opaque(name) => Err(ParseError::Opaque(name)),
+            Proto::Opaque(name) => Err(ParseError::Opaque(*name)),
         }
     }
 
@@ -532,7 +536,7 @@ fn http_next(
             wire: used as u64,
         })),
         Ok(_) => Ok(None),
-        Err(http1::Error::Upgraded) => Err(ParseError::Opaque("http")),
+        Err(http1::Error::Upgraded) => Err(ParseError::Opaque(ProtocolId::Http)),
         Err(_) => Err(ParseError::Malformed),
     }
 }

@@ -1,6 +1,7 @@
 //! What the pipeline returns: exchanges and TCP health records, owned and
 //! serialisable (the `-o json` schema documented in the README).
 
+use kindling_proto::ProtocolId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -282,8 +283,8 @@ pub struct Network {
 pub struct Exchange {
     /// Always `"exchange"`.
     pub kind: &'static str,
-    /// `http`, `mysql`, `redis` or `dns`.
-    pub protocol: &'static str,
+    /// `http`, `mysql`, `redis` or `dns` (`tcp` for a failed connect).
+    pub protocol: ProtocolId,
     /// Which end the traced process is.
     pub role: Role,
     /// `tcp` or `udp`.

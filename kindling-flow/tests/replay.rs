@@ -180,7 +180,11 @@ fn failures_refused_silent_reset_slow() {
         .collect();
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(
-        (failed[0].protocol, failed[0].role, failed[0].dst.port()),
+        (
+            failed[0].protocol.as_str(),
+            failed[0].role,
+            failed[0].dst.port()
+        ),
         ("tcp", Role::Client, 18301)
     );
     assert_eq!(attr(failed[0], "error.type"), "ECONNREFUSED");

@@ -53,10 +53,13 @@
 
 pub mod dns;
 pub mod http1;
+mod id;
 pub mod mysql;
 pub mod redis;
 pub mod sql;
 pub mod trace;
+
+pub use id::ProtocolId;
 
 /// Which side of an exchange bytes come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -110,7 +110,7 @@ pub fn summary(out: &[Output], role: Role) -> Vec<String> {
         .into_iter()
         .filter(|x| x.role == role)
         .map(|x| {
-            let request = match x.protocol {
+            let request = match x.protocol.as_str() {
                 "http" => format!("{} {}", attr(x, "http.request.method"), attr(x, "url.path")),
                 "dns" => format!(
                     "{} {}",
