@@ -102,8 +102,9 @@ struct pending {
 	__u64 addr;	   /* user sockaddr (sendto, recvfrom, connect, accept) */
 	__u32 count;	   /* buffer length, iovcnt or vlen */
 	__s32 fd;
-	__u8 syscall;
-	__u8 _pad[7];
+	__u8 syscall;	   /* enum ke_syscall; 0 = idle */
+	__u8 exit;	   /* enum sys_exit_kind, from the syscall table */
+	__u8 _pad[6];
 };
 
 /* One slot per thread: a thread is in at most one syscall at a time. Task
@@ -394,12 +395,13 @@ static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, 
 	__builtin_memcpy(h->comm, p->comm, sizeof(h->comm));
 }
 
-/* ---- syscall numbers ---------------------------------------------------- */
+/* ---- syscall table ------------------------------------------------------ */
 
 /*
  * One program on the raw sys_enter tracepoint and one on sys_exit, each
  * dispatching on the syscall number: per-syscall tracepoints would run the
  * perf tracing plumbing (buffer setup, argument copy) before every call.
+ * What is done with each number is in one table, sys_desc(), read by both.
  */
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
@@ -448,12 +450,67 @@ static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, 
 #error "unsupported architecture: define the syscall numbers"
 #endif
 
+/* Where the entry finds what it parks; the fd is always the first argument. */
+enum sys_args {
+	ARGS_FD,	/* (fd): close */
+	ARGS_BUF,	/* (fd, buf, count): read, write, readv, writev, *mmsg */
+	ARGS_BUF_ADDR,	/* (fd, buf, len, flags, addr): sendto, recvfrom */
+	ARGS_MSG,	/* (fd, msghdr): sendmsg, recvmsg; one message */
+	ARGS_ADDR,	/* (fd, sockaddr): connect, accept, accept4 */
+};
+
+/* How the exit reports it. */
+enum sys_exit_kind {
+	EXIT_NONE,	/* not followed */
+	EXIT_BUF,	/* data: one flat buffer, peer maybe in the call's address */
+	EXIT_IOV,	/* data: an iovec array */
+	EXIT_MSG,	/* data: a msghdr */
+	EXIT_MMSG,	/* data: an mmsghdr array, one record per message */
+	EXIT_CONNECT,	/* KE_CONNECT; ports known only at exit */
+	EXIT_ACCEPT,	/* KE_ACCEPT of the new socket; ports known only at exit */
+	EXIT_CLOSE,	/* KE_CLOSE; socket described at entry, while it exists */
+};
+
+struct sys_desc {
+	__u8 ks;	/* enum ke_syscall; 0 = not followed */
+	__u8 args;	/* enum sys_args */
+	__u8 exit;	/* enum sys_exit_kind */
+	__u8 dir;	/* KD_* of a data syscall */
+};
+
+#define SYS(ks_, args_, exit_, dir_) \
+	((struct sys_desc){ .ks = (ks_), .args = (args_), .exit = (exit_), .dir = (dir_) })
+
+/* Every followed syscall, by number. A switch the compiler turns into a few
+ * compares: no map lookup, nothing for the verifier to bound. */
+static __always_inline struct sys_desc sys_desc(long nr)
+{
+	switch (nr) {
+	case NR_read:     return SYS(KS_READ,     ARGS_BUF,      EXIT_BUF,     KD_INGRESS);
+	case NR_write:    return SYS(KS_WRITE,    ARGS_BUF,      EXIT_BUF,     KD_EGRESS);
+	case NR_readv:    return SYS(KS_READV,    ARGS_BUF,      EXIT_IOV,     KD_INGRESS);
+	case NR_writev:   return SYS(KS_WRITEV,   ARGS_BUF,      EXIT_IOV,     KD_EGRESS);
+	case NR_sendto:   return SYS(KS_SENDTO,   ARGS_BUF_ADDR, EXIT_BUF,     KD_EGRESS);
+	case NR_recvfrom: return SYS(KS_RECVFROM, ARGS_BUF_ADDR, EXIT_BUF,     KD_INGRESS);
+	case NR_sendmsg:  return SYS(KS_SENDMSG,  ARGS_MSG,      EXIT_MSG,     KD_EGRESS);
+	case NR_recvmsg:  return SYS(KS_RECVMSG,  ARGS_MSG,      EXIT_MSG,     KD_INGRESS);
+	case NR_sendmmsg: return SYS(KS_SENDMMSG, ARGS_BUF,      EXIT_MMSG,    KD_EGRESS);
+	case NR_recvmmsg: return SYS(KS_RECVMMSG, ARGS_BUF,      EXIT_MMSG,    KD_INGRESS);
+	case NR_connect:  return SYS(KS_CONNECT,  ARGS_ADDR,     EXIT_CONNECT, 0);
+	case NR_accept:   return SYS(KS_ACCEPT,   ARGS_ADDR,     EXIT_ACCEPT,  0);
+	case NR_accept4:  return SYS(KS_ACCEPT4,  ARGS_ADDR,     EXIT_ACCEPT,  0);
+	case NR_close:    return SYS(KS_CLOSE,    ARGS_FD,       EXIT_CLOSE,   0);
+	}
+	return SYS(0, ARGS_FD, EXIT_NONE, 0);
+}
+
 /* ---- syscall entry ------------------------------------------------------ */
 
 /* The first half of a followed syscall: decide whether the fd is a wanted
  * socket and park the arguments until the exit. */
 
-static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u32 count, __u64 addr)
+static __always_inline int enter_sock_call(struct sys_desc d, int fd, __u64 buf, __u32 count,
+					   __u64 addr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pending *p;
@@ -469,7 +526,7 @@ static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u3
 		return 0;
 	/* connect and accept learn their ports at exit; filter there.
 	 * Unconnected UDP names its peer per call: data records check at exit. */
-	if (filter_ports && syscall != KS_CONNECT && syscall != KS_ACCEPT && syscall != KS_ACCEPT4) {
+	if (filter_ports && d.exit != EXIT_CONNECT && d.exit != EXIT_ACCEPT) {
 		__u16 sport = sk->__sk_common.skc_num;
 		__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 		bool unconnected_udp = dport == 0 && sk->sk_protocol == IPPROTO_UDP;
@@ -484,7 +541,7 @@ static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u3
 	}
 	/* Before the call: a refused connect resets inside it. */
 	remember_sock((__u64)sk);
-	if (syscall == KS_CLOSE)
+	if (d.exit == EXIT_CLOSE)
 		fill_sock(&p->sk, sk);
 	p->ts = bpf_ktime_get_boot_ns();
 	if (p->ts - p->info_ts >= task_info_ttl_ns) {
@@ -498,67 +555,40 @@ static __always_inline int enter_sock_call(__u8 syscall, int fd, __u64 buf, __u3
 	p->addr = addr;
 	p->count = count;
 	p->fd = fd;
-	p->syscall = syscall;
+	p->syscall = d.ks;
+	p->exit = d.exit;
 	return 0;
 }
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 {
+	struct sys_desc d;
+	__u64 buf = 0, addr = 0;
+	__u32 count = 0;
+
 	if (hooks_only)
 		return 0;
-	switch (id) {
-	case NR_read:
-	case NR_write:
-	case NR_readv:
-	case NR_writev:
-	case NR_sendto:
-	case NR_recvfrom:
-	case NR_sendmsg:
-	case NR_recvmsg:
-	case NR_sendmmsg:
-	case NR_recvmmsg:
-	case NR_connect:
-	case NR_accept:
-	case NR_accept4:
-	case NR_close:
+	d = sys_desc(id);
+	if (!d.ks || !NATIVE_SYSCALL(regs))
+		return 0;
+	switch (d.args) {
+	case ARGS_BUF_ADDR:
+		addr = ARG4(regs);
+		/* fall through */
+	case ARGS_BUF:
+		buf = ARG1(regs);
+		count = ARG2(regs);
 		break;
-	default:
-		return 0;
+	case ARGS_MSG:
+		buf = ARG1(regs);
+		count = 1;
+		break;
+	case ARGS_ADDR:
+		addr = ARG1(regs);
+		break;
 	}
-	if (!NATIVE_SYSCALL(regs))
-		return 0;
-	switch (id) {
-	case NR_read:
-		return enter_sock_call(KS_READ, ARG0(regs), ARG1(regs), ARG2(regs), 0);
-	case NR_write:
-		return enter_sock_call(KS_WRITE, ARG0(regs), ARG1(regs), ARG2(regs), 0);
-	case NR_readv:
-		return enter_sock_call(KS_READV, ARG0(regs), ARG1(regs), ARG2(regs), 0);
-	case NR_writev:
-		return enter_sock_call(KS_WRITEV, ARG0(regs), ARG1(regs), ARG2(regs), 0);
-	case NR_sendto:
-		return enter_sock_call(KS_SENDTO, ARG0(regs), ARG1(regs), ARG2(regs), ARG4(regs));
-	case NR_recvfrom:
-		return enter_sock_call(KS_RECVFROM, ARG0(regs), ARG1(regs), ARG2(regs), ARG4(regs));
-	case NR_sendmsg:
-		return enter_sock_call(KS_SENDMSG, ARG0(regs), ARG1(regs), 1, 0);
-	case NR_recvmsg:
-		return enter_sock_call(KS_RECVMSG, ARG0(regs), ARG1(regs), 1, 0);
-	case NR_sendmmsg:
-		return enter_sock_call(KS_SENDMMSG, ARG0(regs), ARG1(regs), ARG2(regs), 0);
-	case NR_recvmmsg:
-		return enter_sock_call(KS_RECVMMSG, ARG0(regs), ARG1(regs), ARG2(regs), 0);
-	case NR_connect:
-		return enter_sock_call(KS_CONNECT, ARG0(regs), 0, 0, ARG1(regs));
-	case NR_accept:
-		return enter_sock_call(KS_ACCEPT, ARG0(regs), 0, 0, ARG1(regs));
-	case NR_accept4:
-		return enter_sock_call(KS_ACCEPT4, ARG0(regs), 0, 0, ARG1(regs));
-	case NR_close:
-		return enter_sock_call(KS_CLOSE, ARG0(regs), 0, 0, 0);
-	}
-	return 0;
+	return enter_sock_call(d, ARG0(regs), buf, count, addr);
 }
 
 /* ---- payload capture ---------------------------------------------------- */
@@ -846,6 +876,7 @@ static __always_inline int exit_conn(long ret)
 	struct ke_conn *e;
 	struct sock *sk;
 	__u64 now, ino = 0;
+	__u16 kind, flags = 0;
 
 	if (!take_pending(&p))
 		return 0;
@@ -857,28 +888,29 @@ static __always_inline int exit_conn(long ret)
 		count_loss(KL_RING_FULL);
 		return 0;
 	}
-	fill_header_cached(&e->hdr, p.syscall == KS_CLOSE ? KE_CLOSE
-				    : p.syscall == KS_CONNECT ? KE_CONNECT
-							     : KE_ACCEPT,
-			   sizeof(*e), now, &p);
 	e->ts_enter_ns = p.ts;
 	e->ret = ret;
 	e->fd = p.fd;
 	e->syscall = p.syscall;
 	e->ino = p.ino;
 
-	switch (p.syscall) {
-	case KS_CLOSE:
+	/* On what the entry parked, like the record's syscall field; the
+	 * exit's number names the same call. */
+	switch (p.exit) {
+	case EXIT_CLOSE:
+		kind = KE_CLOSE;
 		e->sk = p.sk;
 		break;
-	case KS_CONNECT:
+	case EXIT_CONNECT:
+		kind = KE_CONNECT;
 		fill_sock(&e->sk, KCAST(struct sock, p.sock));
 		/* A refused connect leaves no peer in the sock: take the argument. */
 		if (e->sk.dport == 0 && peer_from_user(&e->sk, p.addr))
-			e->hdr.flags |= KF_PEER_FROM_ADDR;
+			flags = KF_PEER_FROM_ADDR;
 		remember_sock(p.sock);
 		break;
 	default: /* accept, accept4: report the new socket */
+		kind = KE_ACCEPT;
 		sk = ret >= 0 ? file_to_sock(fd_to_file(ret), &ino) : NULL;
 		if (sk) {
 			fill_sock(&e->sk, sk);
@@ -889,6 +921,8 @@ static __always_inline int exit_conn(long ret)
 		}
 		break;
 	}
+	fill_header_cached(&e->hdr, kind, sizeof(*e), now, &p);
+	e->hdr.flags = flags;
 	if (!ports_wanted(e->sk.sport, e->sk.dport)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
@@ -900,33 +934,25 @@ static __always_inline int exit_conn(long ret)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
+	struct sys_desc d;
+
 	if (hooks_only)
 		return 0;
 	/* Every exit whose entry parked something is ours: the number only
 	 * saves the task-storage lookup for the syscalls we never follow. */
-	switch (SYSCALL_NR(regs)) {
-	case NR_read:
-	case NR_recvfrom:
-		return exit_plain(ret, KD_INGRESS, false);
-	case NR_write:
-	case NR_sendto:
-		return exit_plain(ret, KD_EGRESS, false);
-	case NR_readv:
-		return exit_plain(ret, KD_INGRESS, true);
-	case NR_writev:
-		return exit_plain(ret, KD_EGRESS, true);
-	case NR_recvmsg:
-		return exit_msg(ret, KD_INGRESS);
-	case NR_sendmsg:
-		return exit_msg(ret, KD_EGRESS);
-	case NR_recvmmsg:
-		return exit_mmsg(ret, KD_INGRESS);
-	case NR_sendmmsg:
-		return exit_mmsg(ret, KD_EGRESS);
-	case NR_connect:
-	case NR_accept:
-	case NR_accept4:
-	case NR_close:
+	d = sys_desc(SYSCALL_NR(regs));
+	switch (d.exit) {
+	case EXIT_BUF:
+		return exit_plain(ret, d.dir, false);
+	case EXIT_IOV:
+		return exit_plain(ret, d.dir, true);
+	case EXIT_MSG:
+		return exit_msg(ret, d.dir);
+	case EXIT_MMSG:
+		return exit_mmsg(ret, d.dir);
+	case EXIT_CONNECT:
+	case EXIT_ACCEPT:
+	case EXIT_CLOSE:
 		return exit_conn(ret);
 	}
 	return 0;
