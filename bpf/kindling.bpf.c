@@ -41,10 +41,9 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* ---- configuration ------------------------------------------------------ */
 
-/* What the loader decides per run. The filters are rodata, so a run without
- * them has their branches removed by the verifier at load. */
+/* Set by the loader before load (rodata): the verifier knows the values, so
+ * a run without a filter has that filter's branches removed at load. */
 
-/* Set by the loader before load (rodata). */
 const volatile __u32 self_tgid = 0;
 const volatile __u32 snaplen = 4096;
 const volatile __u8 filter_pids = 0;
@@ -339,10 +338,12 @@ static __always_inline bool peer_from_user(struct ke_sock *out, __u64 uaddr)
 	return false;
 }
 
-/* ---- record headers ----------------------------------------------------- */
+/* ---- records ------------------------------------------------------------ */
 
-/* The header every record starts with, and the loss counters and wake-up
- * policy every record shares. */
+/* Every record reaches the ring through here: reserved (fixed-size records)
+ * or copied (data records, assembled in scratch), lost-counted when the ring
+ * is full, and submitted under one wake-up policy. Then the header fields
+ * every record fills the same way. */
 
 static __always_inline void count_loss(__u32 which)
 {
@@ -364,6 +365,35 @@ static __always_inline __u64 wake_flags(__u64 size)
 		return BPF_RB_NO_WAKEUP;
 	*n = 0;
 	return BPF_RB_FORCE_WAKEUP;
+}
+
+/* Room for a fixed-size record, filled in place; NULL (and a loss) when the
+ * ring is full. */
+static __always_inline void *record_reserve(__u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!e)
+		count_loss(KL_RING_FULL);
+	return e;
+}
+
+/* Hand a reserved record to the consumer, or, when a filter that needed the
+ * filled record rejects it (`keep` false), give the room back unseen. */
+static __always_inline void record_commit(void *e, __u64 size, bool keep)
+{
+	if (keep)
+		bpf_ringbuf_submit(e, wake_flags(size));
+	else
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+}
+
+/* Copy a record assembled elsewhere (a data record, in scratch) into the
+ * ring; a full ring is a loss. */
+static __always_inline void record_output(void *rec, __u64 size)
+{
+	if (bpf_ringbuf_output(&events, rec, size, wake_flags(size)))
+		count_loss(KL_RING_FULL);
 }
 
 /* Header fields every record fills the same way. */
@@ -719,8 +749,7 @@ __noinline int emit_data(struct emit_args *a)
 	opaque(size);
 	if (size > sizeof(struct ke_data) + KINDLING_MAX_SNAPLEN)
 		size = sizeof(struct ke_data) + KINDLING_MAX_SNAPLEN;
-	if (bpf_ringbuf_output(&events, s, size, wake_flags(size)))
-		count_loss(KL_RING_FULL);
+	record_output(s, size);
 	return 0;
 }
 
@@ -743,11 +772,9 @@ static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 no
 		return;
 	last->sock = addr;
 	last->ts = now;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_loss(KL_RING_FULL);
+	e = record_reserve(sizeof(*e));
+	if (!e)
 		return;
-	}
 	fill_header_cached(&e->hdr, KE_TCP_RTT, sizeof(*e), now, p);
 	fill_sock(&e->sk, sk);
 	e->srtt_us = tp->srtt_us >> 3;
@@ -757,7 +784,7 @@ static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 no
 	e->old_state = 0;
 	e->new_state = e->sk.state;
 	e->reset_dir = 0;
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
+	record_commit(e, sizeof(*e), true);
 }
 
 static __always_inline bool take_pending(struct pending *out)
@@ -883,11 +910,9 @@ static __always_inline int exit_conn(long ret)
 	if (ret == -EAGAIN)
 		return 0;
 	now = bpf_ktime_get_boot_ns();
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_loss(KL_RING_FULL);
+	e = record_reserve(sizeof(*e));
+	if (!e)
 		return 0;
-	}
 	e->ts_enter_ns = p.ts;
 	e->ret = ret;
 	e->fd = p.fd;
@@ -923,11 +948,7 @@ static __always_inline int exit_conn(long ret)
 	}
 	fill_header_cached(&e->hdr, kind, sizeof(*e), now, &p);
 	e->hdr.flags = flags;
-	if (!ports_wanted(e->sk.sport, e->sk.dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
-	}
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
+	record_commit(e, sizeof(*e), ports_wanted(e->sk.sport, e->sk.dport));
 	return 0;
 }
 
@@ -1045,11 +1066,9 @@ static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_
 
 	if (hooks_only || !sock_wanted((__u64)sk))
 		return 0;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_loss(KL_RING_FULL);
+	e = record_reserve(sizeof(*e));
+	if (!e)
 		return 0;
-	}
 	fill_header(&e->hdr, kind, sizeof(*e), bpf_ktime_get_boot_ns());
 	fill_sock(&e->sk, sk);
 	e->srtt_us = tp->srtt_us >> 3;
@@ -1060,11 +1079,7 @@ static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_
 	e->new_state = new_state;
 	e->reset_dir = reset_dir;
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
-	if (!ports_wanted(e->sk.sport, e->sk.dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
-	}
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
+	record_commit(e, sizeof(*e), ports_wanted(e->sk.sport, e->sk.dport));
 	return 0;
 }
 
@@ -1103,20 +1118,18 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	/* No socket (e.g. a SYN to a closed port): describe it from the packet. */
 	if (hooks_only || filters_on() || !skb)
 		return 0;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_loss(KL_RING_FULL);
+	e = record_reserve(sizeof(*e));
+	if (!e)
 		return 0;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_header(&e->hdr, KE_TCP_RESET, sizeof(*e), bpf_ktime_get_boot_ns());
 	if (!parse_skb(skb, &e->sk) || !ports_wanted(e->sk.sport, e->sk.dport)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		record_commit(e, sizeof(*e), false);
 		return 0;
 	}
 	e->hdr.flags = KF_NO_SOCK;
 	e->reset_dir = KR_SENT;
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
+	record_commit(e, sizeof(*e), true);
 	return 0;
 }
 
@@ -1128,17 +1141,16 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 
 	if (hooks_only || reason <= SKB_CONSUMED)
 		return 0;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_loss(KL_RING_FULL);
+	e = record_reserve(sizeof(*e));
+	if (!e)
 		return 0;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_header(&e->hdr, KE_SKB_DROP, sizeof(*e), bpf_ktime_get_boot_ns());
 	sk = skb->sk;
 	if (sk) {
 		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 		__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+
 		if ((family != AF_INET && family != AF_INET6) ||
 		    (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !sock_wanted((__u64)sk))
 			goto discard;
@@ -1152,9 +1164,9 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		goto discard;
 	e->location = (__u64)location;
 	e->reason = reason;
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e)));
+	record_commit(e, sizeof(*e), true);
 	return 0;
 discard:
-	bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+	record_commit(e, sizeof(*e), false);
 	return 0;
 }
