@@ -354,6 +354,19 @@ pub struct DataEvent<'a> {
 pub struct ConnEvent<'a> {
     /// The record.
     pub raw: &'a RawConn,
+    /// Which of the three, from the record's kind.
+    pub kind: ConnKind,
+}
+
+/// What a [`ConnEvent`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnKind {
+    /// `connect(2)` returned (`ret`: 0, `-EINPROGRESS` or `-errno`).
+    Connect,
+    /// `accept(2)`/`accept4(2)` returned a new socket (`ret`: its fd).
+    Accept,
+    /// A socket's fd was closed.
+    Close,
 }
 
 /// TCP state change, retransmit, reset or RTT sample.
@@ -361,6 +374,40 @@ pub struct ConnEvent<'a> {
 pub struct TcpEvent<'a> {
     /// The record.
     pub raw: &'a RawTcp,
+    /// Which of the four, from the record's kind.
+    pub kind: TcpKind,
+}
+
+/// What a [`TcpEvent`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcpKind {
+    /// A state change (`old_state` → `new_state`).
+    State,
+    /// A segment was retransmitted.
+    Retransmit,
+    /// A reset was sent or received ([`TcpEvent::reset`]).
+    Reset,
+    /// A smoothed RTT sample (rate limited in the kernel).
+    Rtt,
+}
+
+/// Which way a TCP reset went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResetDirection {
+    /// This host sent it.
+    Sent,
+    /// The peer sent it.
+    Received,
+}
+
+impl ResetDirection {
+    /// `sent` or `received`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResetDirection::Sent => "sent",
+            ResetDirection::Received => "received",
+        }
+    }
 }
 
 /// Packet drop.
@@ -447,11 +494,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             }
             Ok(Event::Data(DataEvent { raw, payload }))
         }
-        kind::CONNECT | kind::ACCEPT | kind::CLOSE => {
-            exact::<RawConn>(record).map(|raw| Event::Conn(ConnEvent { raw }))
+        k @ (kind::CONNECT | kind::ACCEPT | kind::CLOSE) => {
+            let kind = match k {
+                kind::CONNECT => ConnKind::Connect,
+                kind::ACCEPT => ConnKind::Accept,
+                _ => ConnKind::Close,
+            };
+            exact::<RawConn>(record).map(|raw| Event::Conn(ConnEvent { raw, kind }))
         }
-        kind::TCP_STATE | kind::TCP_RETRANSMIT | kind::TCP_RESET | kind::TCP_RTT => {
-            exact::<RawTcp>(record).map(|raw| Event::Tcp(TcpEvent { raw }))
+        k @ (kind::TCP_STATE | kind::TCP_RETRANSMIT | kind::TCP_RESET | kind::TCP_RTT) => {
+            let kind = match k {
+                kind::TCP_STATE => TcpKind::State,
+                kind::TCP_RETRANSMIT => TcpKind::Retransmit,
+                kind::TCP_RESET => TcpKind::Reset,
+                _ => TcpKind::Rtt,
+            };
+            exact::<RawTcp>(record).map(|raw| Event::Tcp(TcpEvent { raw, kind }))
         }
         kind::SKB_DROP => exact::<RawDrop>(record).map(|raw| Event::Drop(DropEvent { raw })),
         kind::LOST => exact::<RawLost>(record).map(|raw| Event::Lost(LostEvent { raw })),
@@ -599,6 +657,18 @@ impl ConnEvent<'_> {
     /// The syscall.
     pub fn syscall(&self) -> Syscall {
         Syscall::from_raw(self.raw.syscall)
+    }
+}
+
+impl TcpEvent<'_> {
+    /// Which way a reset went (`reset_dir`: `KR_SENT` or `KR_RECEIVED`;
+    /// `None` when the record names neither).
+    pub fn reset(&self) -> Option<ResetDirection> {
+        match self.raw.reset_dir {
+            0 => None,
+            1 => Some(ResetDirection::Sent),
+            _ => Some(ResetDirection::Received),
+        }
     }
 }
 

@@ -89,11 +89,8 @@ pub fn to_json(event: &Event<'_>, boottime_to_unix_ns: i64) -> Value {
             m.insert("snd_cwnd".into(), json!(r.snd_cwnd.get()));
             m.insert("old_state".into(), json!(abi::tcp_state_name(r.old_state)));
             m.insert("new_state".into(), json!(abi::tcp_state_name(r.new_state)));
-            if r.reset_dir != 0 {
-                m.insert(
-                    "reset".into(),
-                    json!(if r.reset_dir == 1 { "sent" } else { "received" }),
-                );
+            if let Some(reset) = t.reset() {
+                m.insert("reset".into(), json!(reset.name()));
             }
         }
         Event::Drop(d) => {
@@ -149,18 +146,16 @@ pub fn to_table_row(event: &Event<'_>, t0_ns: u64) -> String {
         ),
         Event::Tcp(t) => {
             let r = t.raw;
-            let detail = match h.kind.get() {
-                abi::kind::TCP_STATE => format!(
+            let detail = match t.kind {
+                abi::TcpKind::State => format!(
                     "{} -> {}",
                     abi::tcp_state_name(r.old_state),
                     abi::tcp_state_name(r.new_state)
                 ),
-                abi::kind::TCP_RESET => {
-                    format!(
-                        "reset {}",
-                        if r.reset_dir == 1 { "sent" } else { "received" }
-                    )
-                }
+                abi::TcpKind::Reset => format!(
+                    "reset {}",
+                    t.reset().unwrap_or(abi::ResetDirection::Received).name()
+                ),
                 _ => format!(
                     "srtt={}us rttvar={}us retrans={} cwnd={}",
                     r.srtt_us.get(),
