@@ -5,9 +5,10 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use crate::buffer::{DirBuf, Span};
+use crate::buffer::Span;
 use crate::protocol::Proto;
 use crate::record::Role;
+use crate::stream::Stream;
 
 /// A connection as one process holds it: the same socket in two processes
 /// (a forked server) is two entries; two fds of one socket (`dup`) are one;
@@ -48,8 +49,8 @@ pub(crate) struct PendingRequest {
 /// when the connection goes idle, so an idle connection stays small.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    pub(crate) sent: DirBuf,
-    pub(crate) received: DirBuf,
+    pub(crate) sent: Stream,
+    pub(crate) received: Stream,
     pub(crate) pending: VecDeque<PendingRequest>,
 }
 
@@ -62,8 +63,7 @@ impl InFlight {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        let quiet = |d: &DirBuf| d.is_empty() && d.follow.is_none() && !d.lost;
-        quiet(&self.sent) && quiet(&self.received) && self.pending.is_empty()
+        self.sent.is_quiet() && self.received.is_quiet() && self.pending.is_empty()
     }
 }
 

@@ -53,6 +53,7 @@ mod pipeline;
 mod protocol;
 mod record;
 mod stats;
+mod stream;
 
 pub use config::{Config, SlowThresholds};
 pub use kindling_probe::abi::Event;

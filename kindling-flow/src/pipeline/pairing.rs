@@ -1,0 +1,109 @@
+//! Requests wait in a queue per connection; responses take theirs out
+//! (first in, first out, or by key for DNS) and become exchanges.
+
+use kindling_proto::ProtocolId;
+
+use super::exchange::{answered, from_request};
+use super::Cx;
+use crate::buffer::Span;
+use crate::conn::{Conn, PendingRequest};
+use crate::protocol::Parsed;
+use crate::record::{Output, Role};
+
+/// Queues a request, or pairs a response with its request; `wire` is the
+/// message's size on the wire.
+pub(super) fn deliver(
+    cx: &mut Cx<'_>,
+    conn: &mut Conn,
+    protocol: ProtocolId,
+    parsed: Parsed,
+    span: Span,
+    wire: u64,
+) {
+    match parsed {
+        Parsed::Ignore => {}
+        Parsed::Request {
+            answered: false, ..
+        } => {}
+        Parsed::Request { key: id, attrs, .. } => {
+            if id.is_none() {
+                report_unread_answer(cx, conn, protocol);
+            }
+            let connect_ns = conn.connect_ns.take();
+            let retransmits = conn.retransmits;
+            let f = conn.flight();
+            if f.pending.len() >= cx.config.max_pending {
+                if let Some(dropped) = f.pending.pop_front() {
+                    cx.shared.give_back(dropped.attrs);
+                }
+                cx.shared.stats.requests_dropped += 1;
+            }
+            f.pending.push_back(PendingRequest {
+                key: id,
+                attrs,
+                span,
+                bytes: wire,
+                peer: cx.peer,
+                connect_ns,
+                retransmits,
+            });
+        }
+        Parsed::Response {
+            key: id,
+            attrs,
+            error,
+            resolved,
+        } => {
+            if let Some(r) = resolved {
+                let (name, addrs) = *r;
+                cx.shared.names.learn(&name, &addrs);
+            }
+            let f = conn.flight();
+            let at = match id {
+                Some(id) => f.pending.iter().position(|p| p.key == Some(id)),
+                None => (!f.pending.is_empty()).then_some(0),
+            };
+            let Some(request) = at.and_then(|i| f.pending.remove(i)) else {
+                cx.shared.stats.unpaired_responses += 1;
+                cx.shared.give_back(attrs);
+                return;
+            };
+            let request_done = request.span.last_ns;
+            let mut x = from_request(cx.config, &cx.key, conn, protocol, request);
+            answered(cx.config, &mut x, request_done, span, wire);
+            x.error = error;
+            x.attributes.extend_from(&attrs);
+            cx.shared.give_back(attrs);
+            cx.shared.names.name_peer(&mut x);
+            cx.out.push(Output::Exchange(x));
+        }
+    }
+}
+
+/// A new request while the answer to an older one could not be read: that
+/// answer is over (a client waits for it), so the older request is
+/// reported with what was seen of its answer, and the next answer is read
+/// from a message boundary.
+fn report_unread_answer(cx: &mut Cx<'_>, conn: &mut Conn, protocol: ProtocolId) {
+    let client = conn.role == Some(Role::Client);
+    let f = conn.flight();
+    let answers = if client { &mut f.received } else { &mut f.sent };
+    if !answers.is_lost() {
+        return;
+    }
+    let lost = answers.take_gap();
+    let request = if lost.is_some() {
+        f.pending.pop_front()
+    } else {
+        None
+    };
+    if let Some(((span, bytes), request)) = lost.zip(request) {
+        cx.shared.stats.partial_exchanges += 1;
+        let request_done = request.span.last_ns;
+        let mut x = from_request(cx.config, &cx.key, conn, protocol, request);
+        answered(cx.config, &mut x, request_done, span, bytes);
+        x.partial = true;
+        cx.shared.names.name_peer(&mut x);
+        cx.out.push(Output::Exchange(x));
+    }
+}
