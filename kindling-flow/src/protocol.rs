@@ -1,54 +1,21 @@
 //! The protocols the pipeline understands, behind one closed enum, and what
-//! it keeps of each message: owned attributes, pairing key and error.
+//! it keeps of each message: owned attributes, pairing key and error. All
+//! it knows of a protocol comes through [`Summarize`] and [`Follower`].
 
-use kindling_proto::http1::{self, Http1, Redaction};
+use kindling_proto::http1::{self, Http1};
 use kindling_proto::{
-    dns, mysql, redis, AttributeSink, Detect, Direction, Protocol, ProtocolId, Status,
+    dns, mysql, redis, Detect, Direction, Follower, Protocol, ProtocolId, Status, Summarize,
+    Summary, SummaryOptions,
 };
 
 use crate::record::{Attributes, ErrorKind};
-
-/// What pairs a DNS answer with its query: the id and the question (a
-/// response repeats it), so that a reused id cannot mismatch them.
-fn dns_key(m: &dns::Message<'_>) -> u64 {
-    // FNV-1a over the lower-cased name labels and the type
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    };
-    if let Some(q) = m.first_question() {
-        for label in q.name.labels() {
-            label.iter().for_each(|b| eat(b.to_ascii_lowercase()));
-            eat(b'.');
-        }
-        q.qtype.to_be_bytes().into_iter().for_each(&mut eat);
-    }
-    u64::from(m.header.id()) << 48 | (h & 0xffff_ffff_ffff)
-}
-
-/// Attributes written by a protocol's `write_attributes` into a spare set
-/// when there is one: a response's set comes back once the exchange took a
-/// copy, a request's once the caller is done with the exchange (see
-/// [`crate::Pipeline::reuse`]), so that steady traffic allocates none.
-fn written(spare: &mut Vec<Attributes>, write: impl FnOnce(&mut Attributes)) -> Attributes {
-    let mut a = spare
-        .pop()
-        .unwrap_or_else(|| Attributes::with_capacity(8, 160));
-    write(&mut a);
-    a
-}
 
 /// Per-connection parser state of the recognised protocol.
 #[derive(Debug)]
 pub(crate) enum Proto {
     Http(Box<http1::Session>),
     Redis(redis::Session),
-    MySql {
-        session: Box<mysql::Session>,
-        /// Between the login and the server's verdict on it.
-        authenticating: bool,
-    },
+    MySql(Box<mysql::Session>),
     Dns(dns::Session),
     /// Recognised, but nothing more can be read (TLS, compression, an
     /// upgraded HTTP connection).
@@ -68,6 +35,9 @@ pub(crate) enum Detected {
     NoMatch,
 }
 
+/// A name and the addresses a DNS answer gave it.
+pub(crate) type Resolved = Box<(String, Vec<std::net::IpAddr>)>;
+
 /// The part of a message the pipeline keeps.
 #[derive(Debug)]
 pub(crate) enum Parsed {
@@ -83,10 +53,56 @@ pub(crate) enum Parsed {
         attrs: Attributes,
         error: Option<ErrorKind>,
         /// DNS: the name asked about and the addresses it resolved to.
-        resolved: Option<Box<(String, Vec<std::net::IpAddr>)>>,
+        resolved: Option<Resolved>,
     },
     /// Handshakes, authentication, pushes, interim responses.
     Ignore,
+}
+
+impl Parsed {
+    /// What the pipeline keeps of a summary and its attributes; an ignored
+    /// message's (empty) set goes back to `spare`.
+    fn of(summary: Summary, attrs: Attributes, spare: &mut Vec<Attributes>) -> Self {
+        match summary {
+            Summary::Request { key, answered } => Parsed::Request {
+                key,
+                attrs,
+                answered,
+            },
+            Summary::Response { key, failure } => Parsed::Response {
+                key,
+                attrs,
+                error: failure.map(ErrorKind::from),
+                resolved: None,
+            },
+            Summary::Ignore => {
+                spare.push(attrs);
+                Parsed::Ignore
+            }
+        }
+    }
+}
+
+/// An attribute set to write a message's attributes into: a spare one when
+/// there is one (a response's set comes back once the exchange took a copy,
+/// a request's once the caller is done with the exchange, see
+/// [`crate::Pipeline::reuse`]), so that steady traffic allocates none.
+fn spare_set(spare: &mut Vec<Attributes>) -> Attributes {
+    spare
+        .pop()
+        .unwrap_or_else(|| Attributes::with_capacity(8, 160))
+}
+
+/// What `message` of protocol `P` comes to.
+fn summarized<P: Summarize>(
+    session: &mut P::Session,
+    message: &P::Message<'_>,
+    options: &SummaryOptions,
+    spare: &mut Vec<Attributes>,
+) -> Parsed {
+    let mut attrs = spare_set(spare);
+    let summary = P::summarize(session, message, options, &mut attrs);
+    Parsed::of(summary, attrs, spare)
 }
 
 /// One parsed message.
@@ -109,8 +125,8 @@ pub(crate) enum ParseError {
 }
 
 /// Detects a protocol from the first bytes seen in one direction; `sent`
-/// says whether the traced process sent them, `role_known` restricts the
-/// guess to what its role allows (`Some(true)` = it is the client).
+/// says whether the traced process sent them, `client` restricts the guess
+/// to what its role allows (`Some(true)` = it is the client).
 pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -> Detected {
     let mut need_more = false;
     for request in [true, false] {
@@ -129,22 +145,19 @@ pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -
             (redis::Redis::detect, || {
                 Proto::Redis(redis::Session::default())
             }),
-            (mysql::MySql::detect, || Proto::MySql {
-                session: Box::default(),
-                authenticating: false,
-            }),
+            (mysql::MySql::detect, || Proto::MySql(Box::default())),
             (dns::Dns::detect, || Proto::Dns(dns::Session::default())),
         ];
-        for (i, (detect, make)) in candidates.iter().enumerate() {
+        for (detect, make) in candidates {
+            let mut proto = make();
             // DNS is the only protocol here over UDP; over TCP it comes
             // last, with its length prefix (`Session::tcp`)
-            let is_dns = i == 3;
+            let is_dns = matches!(proto, Proto::Dns(_));
             if udp && !is_dns {
                 continue;
             }
             match detect(head, dir) {
                 Detect::Match => {
-                    let mut proto = make();
                     if is_dns && !udp {
                         proto = Proto::Dns(dns::Session::tcp());
                     }
@@ -166,10 +179,10 @@ impl Proto {
     /// The `protocol` field of exchanges.
     pub(crate) fn id(&self) -> ProtocolId {
         match self {
-            Proto::Http(_) => ProtocolId::Http,
-            Proto::Redis(_) => ProtocolId::Redis,
-            Proto::MySql { .. } => ProtocolId::MySql,
-            Proto::Dns(_) => ProtocolId::Dns,
+            Proto::Http(_) => Http1::ID,
+            Proto::Redis(_) => redis::Redis::ID,
+            Proto::MySql(_) => mysql::MySql::ID,
+            Proto::Dns(_) => dns::Dns::ID,
             Proto::Opaque(id) => *id,
         }
     }
@@ -179,7 +192,7 @@ impl Proto {
         match self {
             Proto::Http(_) => Http1::resync(buf, dir),
             Proto::Redis(_) => redis::Redis::resync(buf, dir),
-            Proto::MySql { .. } => mysql::MySql::resync(buf, dir),
+            Proto::MySql(_) => mysql::MySql::resync(buf, dir),
             Proto::Dns(_) => dns::Dns::resync(buf, dir),
             Proto::Opaque(_) => None,
         }
@@ -191,80 +204,32 @@ impl Proto {
         &mut self,
         dir: Direction,
         buf: &[u8],
-        redaction: &Redaction,
+        options: &SummaryOptions,
         spare: &mut Vec<Attributes>,
     ) -> Result<Option<Msg>, ParseError> {
         match self {
-            Proto::Http(session) => http_next(session, dir, buf, redaction, spare),
-            Proto::Redis(session) => generic::<redis::Redis>(session, dir, buf, |m, _| match m {
-                redis::Message::Command(c) => Parsed::Request {
-                    key: None,
-                    attrs: written(spare, |a| c.write_attributes(a)),
-                    answered: true,
-                },
-                redis::Message::Reply(r) if r.push => Parsed::Ignore,
-                redis::Message::Reply(r) => {
-                    let attrs = written(spare, |a| {
-                        if let Some(code) = r.error_code() {
-                            a.put("db.response.status_code", code);
+            Proto::Http(session) => whole::<Http1>(session, dir, buf, options, spare, |_| None)
+                .map_err(|e| match e {
+                    http1::Error::Upgraded => ParseError::Opaque(ProtocolId::Http),
+                    _ => ParseError::Malformed,
+                }),
+            Proto::Redis(session) => {
+                whole::<redis::Redis>(session, dir, buf, options, spare, |_| None)
+                    .map_err(|_| ParseError::Malformed)
+            }
+            Proto::MySql(session) => {
+                whole::<mysql::MySql>(session, dir, buf, options, spare, |_| None).map_err(|e| {
+                    match e {
+                        mysql::Error::Encrypted | mysql::Error::Compressed => {
+                            ParseError::Opaque(ProtocolId::MySql)
                         }
-                    });
-                    Parsed::Response {
-                        key: None,
-                        attrs,
-                        error: r.is_error().then_some(ErrorKind::DbError),
-                        resolved: None,
+                        _ => ParseError::Malformed,
                     }
-                }
-            })
-            .map_err(|_| ParseError::Malformed),
-            Proto::MySql {
-                session,
-                authenticating,
-            } => generic::<mysql::MySql>(session, dir, buf, |m, s| {
-                mysql_parsed(m, s, authenticating, spare)
-            })
-            .map_err(|e| match e {
-                mysql::Error::Encrypted | mysql::Error::Compressed => {
-                    ParseError::Opaque(ProtocolId::MySql)
-                }
-                _ => ParseError::Malformed,
-            }),
-            Proto::Dns(session) => generic::<dns::Dns>(session, dir, buf, |m, _| {
-                let id = dns_key(m);
-                if m.header.is_response() {
-                    let attrs = written(spare, |a| {
-                        a.put("dns.response.code", &dns::rcode_name(m.rcode()));
-                    });
-                    let addrs: Vec<std::net::IpAddr> = m
-                        .answers()
-                        .filter_map(|r| match r.data {
-                            dns::RData::A(a) => Some(a.into()),
-                            dns::RData::Aaaa(a) => Some(a.into()),
-                            _ => None,
-                        })
-                        .take(16)
-                        .collect();
-                    let resolved = match m.first_question() {
-                        Some(q) if !addrs.is_empty() => Some(Box::new((q.name.to_string(), addrs))),
-                        _ => None,
-                    };
-                    Parsed::Response {
-                        key: Some(id),
-                        attrs,
-                        error: (m.rcode() != 0).then_some(ErrorKind::DnsError),
-                        resolved,
-                    }
-                } else {
-                    Parsed::Request {
-                        key: Some(id),
-                        attrs: written(spare, |a| m.write_attributes(a)),
-                        answered: true,
-                    }
-                }
-            })
-            .map_err(|_| ParseError::Malformed),
-            Proto::Opaque(name) => Err(ParseError::Opaque(*name)),
+                })
+            }
+            Proto::Dns(session) => whole::<dns::Dns>(session, dir, buf, options, spare, resolved)
+                .map_err(|_| ParseError::Malformed),
+            Proto::Opaque(id) => Err(ParseError::Opaque(*id)),
         }
     }
 
@@ -278,7 +243,7 @@ impl Proto {
         &mut self,
         dir: Direction,
         buf: &[u8],
-        redaction: &Redaction,
+        options: &SummaryOptions,
     ) -> Option<Started> {
         match self {
             Proto::Http(session) => {
@@ -290,7 +255,7 @@ impl Proto {
                     http1::Message::Response(r) => (r.head_len, r.body),
                 };
                 // not taken from the spare sets (they come back later all the same)
-                let parsed = http_parsed(&m, redaction, &mut Vec::new());
+                let parsed = summarized::<Http1>(session, &m, options, &mut Vec::new());
                 let reader = Reader::Http(http1::BodyReader::new(body));
                 // a request is paired now, with its declared size
                 let declared = match body {
@@ -306,20 +271,12 @@ impl Proto {
                     Direction::Response => (Follow::new(reader, Some(parsed)), head_len, None),
                 })
             }
-            Proto::Redis(_) if dir == Direction::Response => {
-                let parsed = Parsed::Response {
-                    key: None,
-                    attrs: Attributes::default(),
-                    error: None,
-                    resolved: None,
-                };
-                Some((
-                    Follow::new(Reader::Redis(redis::Skipper::new()), Some(parsed)),
-                    0,
-                    None,
-                ))
-            }
-            Proto::MySql { session, .. } if dir == Direction::Response => {
+            Proto::Redis(_) if dir == Direction::Response => Some((
+                Follow::new(Reader::Redis(redis::Skipper::new()), Some(empty_response())),
+                0,
+                None,
+            )),
+            Proto::MySql(session) if dir == Direction::Response => {
                 // a result set: its first packet is a column count, not an
                 // OK (0x00), ERR (0xff) or EOF (0xfe)
                 let first = *buf.get(4)?;
@@ -334,6 +291,63 @@ impl Proto {
     }
 }
 
+/// A response with nothing known of it yet but its end.
+fn empty_response() -> Parsed {
+    Parsed::Response {
+        key: None,
+        attrs: Attributes::default(),
+        error: None,
+        resolved: None,
+    }
+}
+
+/// Parses one whole message with `P` and keeps what its summary says
+/// (and what `extra` adds to a response).
+fn whole<P: Summarize>(
+    session: &mut P::Session,
+    dir: Direction,
+    buf: &[u8],
+    options: &SummaryOptions,
+    spare: &mut Vec<Attributes>,
+    extra: fn(&P::Message<'_>) -> Option<Resolved>,
+) -> Result<Option<Msg>, P::Error> {
+    match P::parse(session, dir, buf)? {
+        Status::Complete((m, used)) if used > 0 => {
+            let mut parsed = summarized::<P>(session, &m, options, spare);
+            if let Parsed::Response { resolved, .. } = &mut parsed {
+                *resolved = extra(&m);
+            }
+            Ok(Some(Msg {
+                parsed,
+                used,
+                wire: used as u64,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The name a DNS answer asked about and the addresses it resolved to: the
+/// pipeline names peers by them.
+fn resolved(m: &dns::Message<'_>) -> Option<Resolved> {
+    if !m.header.is_response() {
+        return None;
+    }
+    let addrs: Vec<std::net::IpAddr> = m
+        .answers()
+        .filter_map(|r| match r.data {
+            dns::RData::A(a) => Some(a.into()),
+            dns::RData::Aaaa(a) => Some(a.into()),
+            _ => None,
+        })
+        .take(16)
+        .collect();
+    match m.first_question() {
+        Some(q) if !addrs.is_empty() => Some(Box::new((q.name.to_string(), addrs))),
+        _ => None,
+    }
+}
+
 /// A follower, the bytes its head used, and what to deliver now with its
 /// size.
 pub(crate) type Started = (Follow, usize, Option<(Parsed, u64)>);
@@ -344,6 +358,17 @@ enum Reader {
     Http(http1::BodyReader),
     Redis(redis::Skipper),
     MySql(mysql::ResultSetReader),
+}
+
+/// Runs `$body` with `$r` bound to the reader, whichever it is.
+macro_rules! with_reader {
+    ($reader:expr, $r:ident => $body:expr) => {
+        match $reader {
+            Reader::Http($r) => $body,
+            Reader::Redis($r) => $body,
+            Reader::MySql($r) => $body,
+        }
+    };
 }
 
 /// A message followed chunk by chunk, without buffering it.
@@ -384,12 +409,7 @@ impl Follow {
 
     /// `Some(n)`: the message ended after `n` bytes of `input`.
     pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, ParseError> {
-        let r = match &mut self.reader {
-            Reader::Http(r) => r.feed(input).map_err(|_| ()),
-            Reader::Redis(r) => r.feed(input).map_err(|_| ()),
-            Reader::MySql(r) => r.feed(input).map_err(|_| ()),
-        };
-        r.map_err(|()| ParseError::Malformed)
+        with_reader!(&mut self.reader, r => Follower::feed(r, input).map_err(|_| ParseError::Malformed))
     }
 
     /// A large Redis reply that does not end in `buf` (its first bytes):
@@ -401,167 +421,26 @@ impl Follow {
         if !matches!(skipper.feed(buf), Ok(None)) {
             return None;
         }
-        let parsed = Parsed::Response {
-            key: None,
-            attrs: Attributes::default(),
-            error: None,
-            resolved: None,
-        };
-        Some(Self::new(Reader::Redis(skipper), Some(parsed)))
+        Some(Self::new(Reader::Redis(skipper), Some(empty_response())))
     }
 
     /// Whether the message is complete.
     pub(crate) fn is_done(&self) -> bool {
-        match &self.reader {
-            Reader::Http(r) => r.is_done(),
-            Reader::Redis(r) => r.is_done(),
-            Reader::MySql(r) => r.is_done(),
-        }
+        with_reader!(&self.reader, r => Follower::is_done(r))
     }
 
     /// Accounts bytes that were sent but not captured.
     pub(crate) fn skip_unseen(&mut self, n: u64) -> Result<(), ParseError> {
-        let r = match &mut self.reader {
-            Reader::Http(r) => r.skip_unseen(n).map_err(|_| ()),
-            Reader::Redis(r) => r.skip_unseen(n).map_err(|_| ()),
-            Reader::MySql(r) => r.skip_unseen(n).map_err(|_| ()),
-        };
         self.wire += n;
-        r.map_err(|()| ParseError::Malformed)
+        with_reader!(&mut self.reader, r => Follower::skip_unseen(r, n).map_err(|_| ParseError::Malformed))
     }
 
     /// What to deliver now that it ended.
     pub(crate) fn finish(self) -> Option<Parsed> {
-        match self.reader {
-            Reader::MySql(r) => {
-                let mut attrs = Attributes::default();
-                let error = r.error().map(|code| {
-                    attrs.put_u64("db.response.status_code", u64::from(code));
-                    ErrorKind::DbError
-                });
-                if error.is_none() {
-                    attrs.put_u64("db.response.returned_rows", r.rows());
-                }
-                Some(Parsed::Response {
-                    key: None,
-                    attrs,
-                    error,
-                    resolved: None,
-                })
-            }
-            Reader::Redis(r) if r.kind() == Some(redis::Kind::Push) => Some(Parsed::Ignore),
-            _ => self.parsed,
+        let mut attrs = Attributes::default();
+        match with_reader!(&self.reader, r => Follower::summary(r, &mut attrs)) {
+            Some(summary) => Some(Parsed::of(summary, attrs, &mut Vec::new())),
+            None => self.parsed,
         }
-    }
-}
-
-/// Parses one message with `P` and keeps what `keep` takes of it.
-fn generic<P: Protocol>(
-    session: &mut P::Session,
-    dir: Direction,
-    buf: &[u8],
-    keep: impl FnOnce(&P::Message<'_>, &P::Session) -> Parsed,
-) -> Result<Option<Msg>, P::Error> {
-    match P::parse(session, dir, buf)? {
-        Status::Complete((m, used)) if used > 0 => Ok(Some(Msg {
-            parsed: keep(&m, session),
-            used,
-            wire: used as u64,
-        })),
-        _ => Ok(None),
-    }
-}
-
-fn mysql_parsed(
-    m: &mysql::Message<'_>,
-    s: &mysql::Session,
-    authenticating: &mut bool,
-    spare: &mut Vec<Attributes>,
-) -> Parsed {
-    use mysql::{Command, Handshake, Message, Response};
-    match m {
-        Message::Handshake(Handshake::Login { .. }) => {
-            *authenticating = true;
-            Parsed::Ignore
-        }
-        Message::Handshake(_) | Message::Command(Command::Other(0)) => Parsed::Ignore,
-        Message::Response(Response::AuthStep) => Parsed::Ignore,
-        Message::Response(Response::Ok { .. } | Response::Err { .. }) if *authenticating => {
-            *authenticating = false;
-            Parsed::Ignore
-        }
-        Message::Command(c) => Parsed::Request {
-            key: None,
-            attrs: written(spare, |a| c.write_attributes(s, a)),
-            answered: !matches!(c, Command::Quit | Command::Close(_)),
-        },
-        Message::Response(r) => {
-            let mut attrs = written(spare, |_| {});
-            let mut error = None;
-            match r {
-                Response::Err { code, .. } => {
-                    attrs.put_u64("db.response.status_code", u64::from(*code));
-                    error = Some(ErrorKind::DbError);
-                }
-                Response::ResultSet { rows, .. } => {
-                    attrs.put_u64("db.response.returned_rows", *rows);
-                }
-                Response::Ok { affected_rows, .. } => {
-                    attrs.put_u64("db.response.affected_rows", *affected_rows);
-                }
-                _ => {}
-            }
-            Parsed::Response {
-                key: None,
-                attrs,
-                error,
-                resolved: None,
-            }
-        }
-    }
-}
-
-/// HTTP/1: a whole message.
-fn http_next(
-    session: &mut http1::Session,
-    dir: Direction,
-    buf: &[u8],
-    redaction: &Redaction,
-    spare: &mut Vec<Attributes>,
-) -> Result<Option<Msg>, ParseError> {
-    match Http1::parse(session, dir, buf) {
-        Ok(Status::Complete((m, used))) if used > 0 => Ok(Some(Msg {
-            parsed: http_parsed(&m, redaction, spare),
-            used,
-            wire: used as u64,
-        })),
-        Ok(_) => Ok(None),
-        Err(http1::Error::Upgraded) => Err(ParseError::Opaque(ProtocolId::Http)),
-        Err(_) => Err(ParseError::Malformed),
-    }
-}
-
-fn http_parsed(
-    m: &http1::Message<'_>,
-    redaction: &Redaction,
-    spare: &mut Vec<Attributes>,
-) -> Parsed {
-    match m {
-        http1::Message::Request(r) => Parsed::Request {
-            key: None,
-            attrs: written(spare, |a| r.write_attributes(redaction, a)),
-            answered: true,
-        },
-        http1::Message::Response(r) if r.is_interim() => Parsed::Ignore,
-        http1::Message::Response(r) => Parsed::Response {
-            key: None,
-            resolved: None,
-            attrs: written(spare, |a| r.write_attributes(a)),
-            error: match r.status {
-                400..=499 => Some(ErrorKind::ClientError),
-                500..=599 => Some(ErrorKind::ServerError),
-                _ => None,
-            },
-        },
     }
 }

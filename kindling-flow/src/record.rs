@@ -253,6 +253,19 @@ pub enum ErrorKind {
     ConnectFailed,
 }
 
+impl From<kindling_proto::Failure> for ErrorKind {
+    fn from(f: kindling_proto::Failure) -> Self {
+        use kindling_proto::Failure;
+        match f {
+            Failure::Client => ErrorKind::ClientError,
+            Failure::Server => ErrorKind::ServerError,
+            Failure::Dns => ErrorKind::DnsError,
+            // a database's error reply, and any failure added later
+            _ => ErrorKind::DbError,
+        }
+    }
+}
+
 /// Time spent in each phase, like a browser's network panel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Phases {

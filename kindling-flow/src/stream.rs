@@ -20,8 +20,7 @@
 //! Large messages are re-read at doubling sizes rather than at every
 //! syscall ([`Retry`]), so their cost stays linear.
 
-use kindling_proto::http1::Redaction;
-use kindling_proto::{Direction, ProtocolId};
+use kindling_proto::{Direction, ProtocolId, SummaryOptions};
 
 use crate::buffer::{Buffer, Span};
 use crate::protocol::{Follow, ParseError, Parsed, Proto};
@@ -77,7 +76,7 @@ pub(crate) struct Stream {
 
 /// What a stream borrows from the pipeline while it reads.
 pub(crate) struct StreamCx<'a> {
-    pub(crate) redaction: &'a Redaction,
+    pub(crate) options: SummaryOptions,
     pub(crate) stats: &'a mut Stats,
     /// Attribute sets to write messages' attributes into.
     pub(crate) spare: &'a mut Vec<Attributes>,
@@ -398,7 +397,7 @@ impl Stream {
                     return None;
                 }
             }
-            match proto.next(dir, rest, cx.redaction, cx.spare) {
+            match proto.next(dir, rest, &cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     input.at += msg.used;
                     return Some(Item::Message {
@@ -408,7 +407,7 @@ impl Stream {
                     });
                 }
                 Ok(None) if Self::follow_partial(proto, dir, rest.len(), 0) => {
-                    let (follow, head, now) = proto.follow(dir, rest, cx.redaction)?;
+                    let (follow, head, now) = proto.follow(dir, rest, &cx.options)?;
                     input.at += head;
                     self.mode = Mode::Following(follow.started(span, head as u64));
                     if let Some((parsed, wire)) = now {
@@ -472,7 +471,7 @@ impl Stream {
                     continue;
                 }
             }
-            match proto.next(dir, self.buf.bytes(), cx.redaction, cx.spare) {
+            match proto.next(dir, self.buf.bytes(), &cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     self.retry_now();
                     let span = self.buf.span(msg.used).unwrap_or_default();
@@ -488,7 +487,7 @@ impl Stream {
                     // it is large, cut by the capture length, or a request
                     // (its head is enough to pair it).
                     let started = if Self::follow_partial(proto, dir, n, missing) {
-                        proto.follow(dir, self.buf.bytes(), cx.redaction)
+                        proto.follow(dir, self.buf.bytes(), &cx.options)
                     } else {
                         None
                     };
@@ -635,7 +634,6 @@ mod tests {
     struct Harness {
         stats: Stats,
         spare: Vec<Attributes>,
-        redaction: Redaction,
         proto: Proto,
         stream: Stream,
     }
@@ -645,7 +643,6 @@ mod tests {
             Self {
                 stats: Stats::default(),
                 spare: Vec::new(),
-                redaction: Redaction::default(),
                 proto: Proto::Http(Box::default()),
                 stream: Stream::default(),
             }
@@ -654,7 +651,7 @@ mod tests {
         /// Feeds one syscall; returns what came out.
         fn feed(&mut self, dir: Direction, bytes: &[u8], missing: u64, t: u64) -> Vec<Item> {
             let mut cx = StreamCx {
-                redaction: &self.redaction,
+                options: SummaryOptions::default(),
                 stats: &mut self.stats,
                 spare: &mut self.spare,
                 max_buffer: 64 << 10,

@@ -25,7 +25,10 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::{Detect, Direction, Protocol, Status};
+use crate::{
+    AttributeSink, Detect, Direction, Failure, Protocol, ProtocolId, Status, Summarize, Summary,
+    SummaryOptions,
+};
 
 /// Header field offsets.
 pub mod field {
@@ -744,13 +747,59 @@ impl Message<'_> {
     }
 
     /// [`Message::attributes`] into any sink.
-    pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
+    pub fn write_attributes(&self, a: &mut impl AttributeSink) {
         if let Some(q) = self.first_question() {
             a.put_fmt("dns.question.name", format_args!("{}", q.name));
             a.put("dns.question.type", &type_name(q.qtype));
         }
         if self.header.is_response() {
             a.put("dns.response.code", &rcode_name(self.rcode()));
+        }
+    }
+}
+
+/// What pairs a DNS answer with its query: the id and the question (a
+/// response repeats it), so that a reused id cannot mismatch them.
+fn pairing_key(m: &Message<'_>) -> u64 {
+    // FNV-1a over the lower-cased name labels and the type
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    };
+    if let Some(q) = m.first_question() {
+        for label in q.name.labels() {
+            label.iter().for_each(|b| eat(b.to_ascii_lowercase()));
+            eat(b'.');
+        }
+        q.qtype.to_be_bytes().into_iter().for_each(&mut eat);
+    }
+    u64::from(m.header.id()) << 48 | (h & 0xffff_ffff_ffff)
+}
+
+impl Summarize for Dns {
+    const ID: ProtocolId = ProtocolId::Dns;
+
+    /// Queries and answers pair by id and question, in any order.
+    fn summarize(
+        _: &mut Session,
+        message: &Message<'_>,
+        _: &SummaryOptions,
+        attributes: &mut impl AttributeSink,
+    ) -> Summary {
+        let key = Some(pairing_key(message));
+        if message.header.is_response() {
+            attributes.put("dns.response.code", &rcode_name(message.rcode()));
+            Summary::Response {
+                key,
+                failure: (message.rcode() != 0).then_some(Failure::Dns),
+            }
+        } else {
+            message.write_attributes(attributes);
+            Summary::Request {
+                key,
+                answered: true,
+            }
         }
     }
 }

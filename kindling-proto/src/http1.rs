@@ -17,7 +17,10 @@
 
 use std::fmt;
 
-use crate::{Detect, Direction, Protocol, Status};
+use crate::{
+    AttributeSink, Detect, Direction, Failure, Follower, Protocol, ProtocolId, Status, Summarize,
+    Summary, SummaryOptions,
+};
 
 /// Most header lines accepted in one head.
 pub const MAX_HEADERS: usize = 96;
@@ -939,7 +942,7 @@ impl Request<'_> {
     }
 
     /// [`Request::attributes`] into any sink, without allocating per value.
-    pub fn write_attributes(&self, r: &Redaction, a: &mut impl crate::AttributeSink) {
+    pub fn write_attributes(&self, r: &Redaction, a: &mut impl AttributeSink) {
         a.put("http.request.method", self.method);
         a.put("url.path", self.path());
         a.put("network.protocol.name", "http");
@@ -997,7 +1000,7 @@ impl Response<'_> {
     }
 
     /// [`Response::attributes`] into any sink, without allocating per value.
-    pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
+    pub fn write_attributes(&self, a: &mut impl AttributeSink) {
         a.put_u64("http.response.status_code", u64::from(self.status));
         if let Some(ct) = self.headers.get("content-type") {
             a.put_bytes("http.response.header.content-type", ct);
@@ -1186,5 +1189,54 @@ impl BodyReader {
         }
         self.data += n;
         Ok(())
+    }
+}
+
+impl Summarize for Http1 {
+    const ID: ProtocolId = ProtocolId::Http;
+
+    fn summarize(
+        _: &mut Session,
+        message: &Message<'_>,
+        options: &SummaryOptions,
+        attributes: &mut impl AttributeSink,
+    ) -> Summary {
+        match message {
+            Message::Request(r) => {
+                r.write_attributes(&options.redaction, attributes);
+                Summary::Request {
+                    key: None,
+                    answered: true,
+                }
+            }
+            Message::Response(r) if r.is_interim() => Summary::Ignore,
+            Message::Response(r) => {
+                r.write_attributes(attributes);
+                Summary::Response {
+                    key: None,
+                    failure: match r.status {
+                        400..=499 => Some(Failure::Client),
+                        500..=599 => Some(Failure::Server),
+                        _ => None,
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl Follower for BodyReader {
+    type Error = Error;
+
+    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        BodyReader::feed(self, input)
+    }
+
+    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        BodyReader::skip_unseen(self, n)
+    }
+
+    fn is_done(&self) -> bool {
+        BodyReader::is_done(self)
     }
 }

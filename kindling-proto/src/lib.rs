@@ -33,6 +33,27 @@
 //!   and without `CLIENT_DEPRECATE_EOF`, OK/ERR/EOF; compression detected.
 //! * [`sql`]: SQL literals to `?`, operation and table.
 //!
+//! ## What a monitor keeps of a message
+//!
+//! [`Summarize`] turns any protocol's message into a [`Summary`] (how it
+//! pairs, whether it reports a [`Failure`]) and OpenTelemetry attributes;
+//! [`Follower`] reads a message too large to buffer chunk by chunk; a
+//! [`ProtocolId`] names the protocol. A pipeline built on these three knows
+//! nothing else about any protocol.
+//!
+//! ## Adding a protocol
+//!
+//! 1. A module here, shaped like the others: the specification's layout
+//!    quoted at its top, a session type, borrowed messages, and
+//!    [`Protocol`] (`detect` by content, `parse`, `resync`).
+//! 2. [`Summarize`] for it (pairing key, failure, attributes named by the
+//!    OpenTelemetry conventions, redaction on by default), and a
+//!    [`Follower`] if its messages can outgrow a buffer.
+//! 3. A [`ProtocolId`] variant with its name, request keys and status key.
+//! 4. In `kindling-flow`, one variant of the session enum and one entry in
+//!    the detection list (`protocol.rs`), and its slow threshold.
+//! 5. Fixtures recorded from a real peer, a fuzz target and a bench.
+//!
 //! # Examples
 //!
 //! ```
@@ -57,9 +78,11 @@ mod id;
 pub mod mysql;
 pub mod redis;
 pub mod sql;
+mod summary;
 pub mod trace;
 
 pub use id::ProtocolId;
+pub use summary::{Failure, Follower, Summarize, Summary, SummaryOptions};
 
 /// Which side of an exchange bytes come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -18,7 +18,10 @@
 
 use std::collections::HashMap;
 
-use crate::{Detect, Direction, Protocol, Status};
+use crate::{
+    AttributeSink, Detect, Direction, Failure, Follower, Protocol, ProtocolId, Status, Summarize,
+    Summary, SummaryOptions,
+};
 
 /// Capability bits used here.
 pub mod caps {
@@ -101,6 +104,9 @@ pub struct Session {
     statements: HashMap<u32, Vec<u8>>,
     /// Statements forgotten because more than [`MAX_STATEMENTS`] were open.
     pub statements_evicted: u64,
+    /// A login was seen and the server's verdict on it not yet: that OK or
+    /// ERR closes the handshake, it answers no command.
+    login_verdict_due: bool,
 }
 
 impl Session {
@@ -752,7 +758,7 @@ impl Command<'_> {
     }
 
     /// [`Command::attributes`] into any sink.
-    pub fn write_attributes(&self, session: &Session, a: &mut impl crate::AttributeSink) {
+    pub fn write_attributes(&self, session: &Session, a: &mut impl AttributeSink) {
         a.put("db.system.name", "mysql");
         let sql = match self {
             Command::Query(q) | Command::Prepare(q) => Some(*q),
@@ -992,5 +998,87 @@ impl ResultSetReader {
             RowsPhase::Done => {}
         }
         Ok(())
+    }
+}
+
+impl Summarize for MySql {
+    const ID: ProtocolId = ProtocolId::MySql;
+
+    fn summarize(
+        session: &mut Session,
+        message: &Message<'_>,
+        _: &SummaryOptions,
+        attributes: &mut impl AttributeSink,
+    ) -> Summary {
+        match message {
+            Message::Handshake(Handshake::Login { .. }) => {
+                session.login_verdict_due = true;
+                Summary::Ignore
+            }
+            Message::Handshake(_)
+            | Message::Command(Command::Other(0))
+            | Message::Response(Response::AuthStep) => Summary::Ignore,
+            Message::Response(Response::Ok { .. } | Response::Err { .. })
+                if session.login_verdict_due =>
+            {
+                session.login_verdict_due = false;
+                Summary::Ignore
+            }
+            Message::Command(c) => {
+                c.write_attributes(session, attributes);
+                Summary::Request {
+                    key: None,
+                    answered: !matches!(c, Command::Quit | Command::Close(_)),
+                }
+            }
+            Message::Response(r) => {
+                let mut failure = None;
+                match r {
+                    Response::Err { code, .. } => {
+                        attributes.put_u64("db.response.status_code", u64::from(*code));
+                        failure = Some(Failure::Database);
+                    }
+                    Response::ResultSet { rows, .. } => {
+                        attributes.put_u64("db.response.returned_rows", *rows);
+                    }
+                    Response::Ok { affected_rows, .. } => {
+                        attributes.put_u64("db.response.affected_rows", *affected_rows);
+                    }
+                    _ => {}
+                }
+                Summary::Response { key: None, failure }
+            }
+        }
+    }
+}
+
+impl Follower for ResultSetReader {
+    type Error = Error;
+
+    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        ResultSetReader::feed(self, input)
+    }
+
+    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        ResultSetReader::skip_unseen(self, n)
+    }
+
+    fn is_done(&self) -> bool {
+        ResultSetReader::is_done(self)
+    }
+
+    /// The rows read, or the error that ended them.
+    fn summary(&self, attributes: &mut impl AttributeSink) -> Option<Summary> {
+        let failure = match self.error() {
+            Some(code) => {
+                attributes.put_u64("db.response.status_code", u64::from(code));
+                Some(Failure::Database)
+            }
+            None => {
+                attributes.put_u64("db.response.returned_rows", self.rows());
+                None
+            }
+        };
+        Some(Summary::Response { key: None, failure })
     }
 }

@@ -17,7 +17,10 @@
 //! its type, error text and size. Nesting depth and aggregate sizes are
 //! bounded, so hostile bytes cannot exhaust the stack or loop forever.
 
-use crate::{Detect, Direction, Protocol, Status};
+use crate::{
+    AttributeSink, Detect, Direction, Failure, Follower, Protocol, ProtocolId, Status, Summarize,
+    Summary, SummaryOptions,
+};
 use std::fmt;
 
 /// Deepest nesting of aggregates accepted.
@@ -677,7 +680,7 @@ impl<'a> Command<'a> {
     }
 
     /// [`Command::attributes`] into any sink, without allocating per value.
-    pub fn write_attributes(&self, a: &mut impl crate::AttributeSink) {
+    pub fn write_attributes(&self, a: &mut impl AttributeSink) {
         a.put("db.system.name", "redis");
         // the query text starts with the operation: write both at once
         // when they are plain and short (nearly always), else through fmt
@@ -1129,5 +1132,57 @@ impl Skipper {
             self.stack.pop();
         }
         self.done = self.stack.is_empty();
+    }
+}
+
+impl Summarize for Redis {
+    const ID: ProtocolId = ProtocolId::Redis;
+
+    fn summarize(
+        _: &mut Session,
+        message: &Message<'_>,
+        _: &SummaryOptions,
+        attributes: &mut impl AttributeSink,
+    ) -> Summary {
+        match message {
+            Message::Command(c) => {
+                c.write_attributes(attributes);
+                Summary::Request {
+                    key: None,
+                    answered: true,
+                }
+            }
+            Message::Reply(r) if r.push => Summary::Ignore,
+            Message::Reply(r) => {
+                if let Some(code) = r.error_code() {
+                    attributes.put("db.response.status_code", code);
+                }
+                Summary::Response {
+                    key: None,
+                    failure: r.is_error().then_some(Failure::Database),
+                }
+            }
+        }
+    }
+}
+
+impl Follower for Skipper {
+    type Error = Error;
+
+    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        Skipper::feed(self, input)
+    }
+
+    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        Skipper::skip_unseen(self, n)
+    }
+
+    fn is_done(&self) -> bool {
+        Skipper::is_done(self)
+    }
+
+    /// A push is not a reply to anything.
+    fn summary(&self, _: &mut impl AttributeSink) -> Option<Summary> {
+        (self.kind() == Some(Kind::Push)).then_some(Summary::Ignore)
     }
 }

@@ -2,7 +2,7 @@
 //! direction's stream and pairing what it yields.
 
 use kindling_probe::abi::{DataEvent, Direction as Way, Transport};
-use kindling_proto::Direction;
+use kindling_proto::{Direction, SummaryOptions};
 
 use super::pairing::deliver;
 use super::Cx;
@@ -109,7 +109,9 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
         let f = conn.flight.get_or_insert_with(Box::default);
         let stream = if sent { &mut f.sent } else { &mut f.received };
         let mut scx = StreamCx {
-            redaction: &cx.config.redaction,
+            options: SummaryOptions {
+                redaction: cx.config.redaction,
+            },
             stats: &mut cx.shared.stats,
             spare: &mut cx.shared.spare_attrs,
             max_buffer: cx.config.max_buffer,
@@ -150,7 +152,9 @@ fn recognise(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, input: &mut Input<'_>
     stream.buffer(
         input,
         &mut StreamCx {
-            redaction: &cx.config.redaction,
+            options: SummaryOptions {
+                redaction: cx.config.redaction,
+            },
             stats: &mut cx.shared.stats,
             spare: &mut cx.shared.spare_attrs,
             max_buffer: cx.config.max_buffer,

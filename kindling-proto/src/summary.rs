@@ -1,0 +1,139 @@
+//! What a monitor keeps of a message, whatever its protocol: how it pairs
+//! with its counterpart, whether it reports a failure, and its attributes.
+//!
+//! A pipeline that pairs requests with responses (such as `kindling-flow`)
+//! reads every protocol through [`Summarize`] and [`Follower`], and knows
+//! nothing else about any of them.
+
+use crate::http1::Redaction;
+use crate::{AttributeSink, Protocol, ProtocolId};
+
+/// Settings a summary reads.
+///
+/// # Examples
+///
+/// ```
+/// let options = kindling_proto::SummaryOptions::default();
+/// assert!(options.redaction.credentials, "credentials are redacted by default");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SummaryOptions {
+    /// What to hide of HTTP heads (credentials, query values).
+    pub redaction: Redaction,
+}
+
+/// How a response says that its request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The client's fault (HTTP 4xx).
+    Client,
+    /// The server's fault (HTTP 5xx).
+    Server,
+    /// A database's error reply (MySQL ERR, Redis error).
+    Database,
+    /// A DNS response code other than `NOERROR`.
+    Dns,
+}
+
+/// How one message takes part in an exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Summary {
+    /// A request.
+    Request {
+        /// What pairs it with its response (DNS: id and question); `None`:
+        /// responses come in request order.
+        key: Option<u64>,
+        /// False for a request that gets no answer (MySQL `COM_QUIT`).
+        answered: bool,
+    },
+    /// A response.
+    Response {
+        /// The key of its request (see [`Summary::Request`]).
+        key: Option<u64>,
+        /// The failure it reports, if any.
+        failure: Option<Failure>,
+    },
+    /// Not part of an exchange: handshakes, authentication, pushes,
+    /// interim responses.
+    Ignore,
+}
+
+/// A protocol whose messages can be summarised.
+///
+/// Adding a protocol to Kindling: write its module with [`Protocol`] (and
+/// [`crate::Follower`] for messages too large to buffer) and this trait,
+/// give it a [`ProtocolId`] variant, then add one variant to the closed
+/// enum of sessions in `kindling-flow` (`protocol.rs`) and its detector to
+/// the list there.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::redis::Redis;
+/// use kindling_proto::{Direction, Protocol, Status, Summarize, Summary, SummaryOptions};
+///
+/// let mut session = Default::default();
+/// let bytes = b"-ERR unknown command\r\n";
+/// let Ok(Status::Complete((reply, _))) = Redis::parse(&mut session, Direction::Response, bytes)
+/// else {
+///     panic!("a whole reply")
+/// };
+/// let mut attributes: Vec<(&'static str, String)> = Vec::new();
+/// let summary = Redis::summarize(&mut session, &reply, &SummaryOptions::default(), &mut attributes);
+/// assert!(matches!(summary, Summary::Response { failure: Some(_), .. }));
+/// assert_eq!(attributes, [("db.response.status_code", "ERR".to_owned())]);
+/// ```
+pub trait Summarize: Protocol {
+    /// Which protocol this is.
+    const ID: ProtocolId;
+
+    /// How `message` (just parsed with `session`) takes part in an
+    /// exchange; its OpenTelemetry attributes go to `attributes`
+    /// (nothing is written for [`Summary::Ignore`]).
+    fn summarize(
+        session: &mut Self::Session,
+        message: &Self::Message<'_>,
+        options: &SummaryOptions,
+        attributes: &mut impl AttributeSink,
+    ) -> Summary;
+}
+
+/// Reads one message chunk by chunk without buffering it (a large HTTP
+/// body, a large Redis reply, a MySQL result set), skipping bytes that were
+/// moved but not captured where its framing allows.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::redis::Skipper;
+/// use kindling_proto::Follower;
+///
+/// let mut reply = Skipper::new();
+/// assert_eq!(reply.feed(b"$10\r\nhello"), Ok(None));
+/// assert_eq!(reply.feed(b"world\r\n+OK\r\n"), Ok(Some(7)));
+/// assert!(reply.is_done());
+/// ```
+pub trait Follower {
+    /// Why the bytes do not continue the message.
+    type Error: std::error::Error + Copy;
+
+    /// Reads the message's next bytes: `Some(n)` when it ended after `n`
+    /// bytes of `input`, `None` when it goes on past them.
+    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// Accounts for `n` bytes that were moved but not captured; an error
+    /// when they held framing that cannot be skipped blind.
+    fn skip_unseen(&mut self, n: u64) -> Result<(), Self::Error>;
+
+    /// Whether the message ended.
+    fn is_done(&self) -> bool;
+
+    /// What the whole message says once it ended, when its reader learnt
+    /// more than its head told (MySQL's row count or error, a Redis push);
+    /// `None` when the head said it all.
+    fn summary(&self, attributes: &mut impl AttributeSink) -> Option<Summary> {
+        let _ = attributes;
+        None
+    }
+}
