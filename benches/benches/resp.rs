@@ -8,7 +8,7 @@ use criterion::{criterion_main, Criterion, Throughput};
 use kindling_probe::abi::{self, Direction as Flow, Event};
 use kindling_probe::capture::CaptureReader;
 use kindling_proto::redis::{Message, Redis, Skipper};
-use kindling_proto::{Direction, Protocol, Status};
+use kindling_proto::{Direction, Follower, Protocol, Status};
 
 const SET: &[u8] = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use kindling_proto::mysql::{Message, MySql, Session};
-use kindling_proto::{Direction, Protocol, Status};
+use kindling_proto::{Direction, Follower, Protocol, Status};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "follow.rs"]

@@ -3,7 +3,7 @@
 #![no_main]
 
 use kindling_proto::redis::{Message, Redis};
-use kindling_proto::{Direction, Protocol, Status};
+use kindling_proto::{Direction, Follower, Protocol, Status};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "follow.rs"]

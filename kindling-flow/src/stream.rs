@@ -76,6 +76,10 @@ pub(crate) struct Stream {
 
 /// What a stream borrows from the pipeline while it reads.
 pub(crate) struct StreamCx<'a> {
+    /// The connection's protocol.
+    pub(crate) proto: &'a mut Proto,
+    /// Which way this stream's messages go.
+    pub(crate) dir: Direction,
     pub(crate) options: SummaryOptions,
     pub(crate) stats: &'a mut Stats,
     /// Attribute sets to write messages' attributes into.
@@ -296,7 +300,7 @@ impl Stream {
 
     /// Appends what the input has left to the buffer; past the cap,
     /// everything buffered and these bytes are given up on (counted).
-    fn absorb(&mut self, input: &mut Input<'_>, cx: &mut StreamCx<'_>) {
+    fn absorb(&mut self, input: &mut Input<'_>, stats: &mut Stats, max_buffer: usize) {
         if !matches!(input.phase, Phase::InPlace | Phase::ToBuffer) {
             return;
         }
@@ -306,8 +310,8 @@ impl Stream {
         if rest.is_empty() {
             return;
         }
-        if self.buf.bytes().len() + rest.len() > cx.max_buffer {
-            cx.stats.buffer_overflows += 1;
+        if self.buf.bytes().len() + rest.len() > max_buffer {
+            stats.buffer_overflows += 1;
             self.clear_lost(rest.len() as u64);
             let span = self.gap.span.get_or_insert(input.span);
             span.last_ns = input.span.last_ns;
@@ -320,29 +324,23 @@ impl Stream {
 
     /// Copies an input meant to be read from the buffer into it. Called
     /// before the protocol is known, so that detection sees the bytes.
-    pub(crate) fn buffer(&mut self, input: &mut Input<'_>, cx: &mut StreamCx<'_>) {
+    pub(crate) fn buffer(&mut self, input: &mut Input<'_>, stats: &mut Stats, max_buffer: usize) {
         if input.phase == Phase::ToBuffer {
-            self.absorb(input, cx);
+            self.absorb(input, stats, max_buffer);
         }
     }
 
-    /// The next item of `input` (and of what is buffered) for `proto`, read
-    /// in `dir`; `None` once all of it is used up or waits for more bytes.
-    pub(crate) fn next(
-        &mut self,
-        input: &mut Input<'_>,
-        proto: &mut Proto,
-        dir: Direction,
-        cx: &mut StreamCx<'_>,
-    ) -> Option<Item> {
+    /// The next item of `input` (and of what is buffered); `None` once all
+    /// of it is used up or waits for more bytes.
+    pub(crate) fn next(&mut self, input: &mut Input<'_>, cx: &mut StreamCx<'_>) -> Option<Item> {
         loop {
             match input.phase {
-                Phase::InPlace => match self.next_in_place(input, proto, dir, cx) {
+                Phase::InPlace => match self.next_in_place(input, cx) {
                     Some(item) => return Some(item),
-                    None => self.absorb(input, cx),
+                    None => self.absorb(input, cx.stats, cx.max_buffer),
                 },
-                Phase::ToBuffer => self.absorb(input, cx),
-                Phase::Buffered => match self.next_buffered(input, proto, dir, cx) {
+                Phase::ToBuffer => self.absorb(input, cx.stats, cx.max_buffer),
+                Phase::Buffered => match self.next_buffered(input, cx) {
                     Some(item) => return Some(item),
                     None => input.phase = Phase::Done,
                 },
@@ -354,13 +352,8 @@ impl Stream {
     /// Reads the next message straight from the payload while nothing is
     /// buffered; `None` when the rest must go through the buffer (a
     /// partial message, an error: reported from there).
-    fn next_in_place(
-        &mut self,
-        input: &mut Input<'_>,
-        proto: &mut Proto,
-        dir: Direction,
-        cx: &mut StreamCx<'_>,
-    ) -> Option<Item> {
+    fn next_in_place(&mut self, input: &mut Input<'_>, cx: &mut StreamCx<'_>) -> Option<Item> {
+        let dir = cx.dir;
         let span = input.span;
         while input.at < input.payload.len() {
             if !self.buf.is_empty() || self.is_lost() {
@@ -390,14 +383,14 @@ impl Stream {
             }
             // A large Redis reply is walked once: a skipper tells whether
             // it ends in this payload before any full parse is tried.
-            if Self::skip_first(proto, dir, rest.len()) {
+            if Self::skip_first(cx.proto, dir, rest.len()) {
                 if let Some(follow) = Follow::unfinished_redis_reply(rest) {
                     self.mode = Mode::Following(follow.started(span, rest.len() as u64));
                     input.at = input.payload.len();
                     return None;
                 }
             }
-            match proto.next(dir, rest, &cx.options, cx.spare) {
+            match cx.proto.next(dir, rest, &cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     input.at += msg.used;
                     return Some(Item::Message {
@@ -406,8 +399,8 @@ impl Stream {
                         wire: msg.wire,
                     });
                 }
-                Ok(None) if Self::follow_partial(proto, dir, rest.len(), 0) => {
-                    let (follow, head, now) = proto.follow(dir, rest, &cx.options)?;
+                Ok(None) if Self::follow_partial(cx.proto, dir, rest.len(), 0) => {
+                    let (follow, head, now) = cx.proto.follow(dir, rest, &cx.options)?;
                     input.at += head;
                     self.mode = Mode::Following(follow.started(span, head as u64));
                     if let Some((parsed, wire)) = now {
@@ -422,13 +415,8 @@ impl Stream {
 
     /// Reads the next message from the buffer (after feeding a followed
     /// message what it can take); `None` when nothing more can be read.
-    fn next_buffered(
-        &mut self,
-        input: &mut Input<'_>,
-        proto: &mut Proto,
-        dir: Direction,
-        cx: &mut StreamCx<'_>,
-    ) -> Option<Item> {
+    fn next_buffered(&mut self, input: &mut Input<'_>, cx: &mut StreamCx<'_>) -> Option<Item> {
+        let dir = cx.dir;
         loop {
             if matches!(self.mode, Mode::Following(_)) {
                 match self.follow_buffered(&mut input.missing, cx.stats) {
@@ -450,7 +438,7 @@ impl Stream {
                 return None;
             }
             if self.is_lost() {
-                match proto.resync(self.buf.bytes(), dir) {
+                match cx.proto.resync(self.buf.bytes(), dir) {
                     Some(at) => {
                         self.buf.consume(at);
                         self.mode = Mode::Reading;
@@ -465,13 +453,13 @@ impl Stream {
             // A large Redis reply, or one cut by the capture length, is
             // walked once by a skipper before any full parse is tried.
             let n = self.buf.bytes().len();
-            if Self::skip_first(proto, dir, if missing > 0 { usize::MAX } else { n }) {
+            if Self::skip_first(cx.proto, dir, if missing > 0 { usize::MAX } else { n }) {
                 if let Some(follow) = Follow::unfinished_redis_reply(self.buf.bytes()) {
                     self.start_following(follow, n);
                     continue;
                 }
             }
-            match proto.next(dir, self.buf.bytes(), &cx.options, cx.spare) {
+            match cx.proto.next(dir, self.buf.bytes(), &cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     self.retry_now();
                     let span = self.buf.span(msg.used).unwrap_or_default();
@@ -486,8 +474,8 @@ impl Stream {
                     // Not all there. Follow it instead of buffering it when
                     // it is large, cut by the capture length, or a request
                     // (its head is enough to pair it).
-                    let started = if Self::follow_partial(proto, dir, n, missing) {
-                        proto.follow(dir, self.buf.bytes(), &cx.options)
+                    let started = if Self::follow_partial(cx.proto, dir, n, missing) {
+                        cx.proto.follow(dir, self.buf.bytes(), &cx.options)
                     } else {
                         None
                     };
@@ -651,6 +639,8 @@ mod tests {
         /// Feeds one syscall; returns what came out.
         fn feed(&mut self, dir: Direction, bytes: &[u8], missing: u64, t: u64) -> Vec<Item> {
             let mut cx = StreamCx {
+                proto: &mut self.proto,
+                dir,
                 options: SummaryOptions::default(),
                 stats: &mut self.stats,
                 spare: &mut self.spare,
@@ -660,7 +650,7 @@ mod tests {
             let in_place = missing == 0;
             let mut input = Input::new(bytes, missing, span(t), in_place);
             let mut items = Vec::new();
-            while let Some(item) = self.stream.next(&mut input, &mut self.proto, dir, &mut cx) {
+            while let Some(item) = self.stream.next(&mut input, &mut cx) {
                 items.push(item);
             }
             items

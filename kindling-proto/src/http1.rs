@@ -1019,6 +1019,7 @@ impl Response<'_> {
 ///
 /// ```
 /// use kindling_proto::http1::{Body, BodyReader};
+/// use kindling_proto::Follower;
 ///
 /// let mut r = BodyReader::new(Body::Chunked { data: 0, encoded: 0 });
 /// assert_eq!(r.feed(b"5\r\nhel").unwrap(), None);
@@ -1075,16 +1076,53 @@ impl BodyReader {
     pub fn data(&self) -> u64 {
         self.data
     }
+}
+
+impl Summarize for Http1 {
+    const ID: ProtocolId = ProtocolId::Http;
+
+    fn summarize(
+        _: &mut Session,
+        message: &Message<'_>,
+        options: &SummaryOptions,
+        attributes: &mut impl AttributeSink,
+    ) -> Summary {
+        match message {
+            Message::Request(r) => {
+                r.write_attributes(&options.redaction, attributes);
+                Summary::Request {
+                    key: None,
+                    answered: true,
+                }
+            }
+            Message::Response(r) if r.is_interim() => Summary::Ignore,
+            Message::Response(r) => {
+                r.write_attributes(attributes);
+                Summary::Response {
+                    key: None,
+                    failure: match r.status {
+                        400..=499 => Some(Failure::Client),
+                        500..=599 => Some(Failure::Server),
+                        _ => None,
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl Follower for BodyReader {
+    type Error = Error;
 
     /// Whether the body is complete.
-    pub fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         self.state == BodyState::Done
     }
 
     /// Reads the next bytes of the body: `Some(n)` when it ended after the
     /// first `n` bytes of `input` (the rest is the next message), `None`
     /// when all of `input` belonged to it.
-    pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
         let mut at = 0;
         loop {
             let rest = &input[at..];
@@ -1167,7 +1205,7 @@ impl BodyReader {
 
     /// `n` body bytes were sent but not captured. Fine inside data of a
     /// known length; an error where the framing itself was not seen.
-    pub fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
         match self.state {
             BodyState::Unbounded => {}
             BodyState::Length(left) if n <= left => {
@@ -1189,54 +1227,5 @@ impl BodyReader {
         }
         self.data += n;
         Ok(())
-    }
-}
-
-impl Summarize for Http1 {
-    const ID: ProtocolId = ProtocolId::Http;
-
-    fn summarize(
-        _: &mut Session,
-        message: &Message<'_>,
-        options: &SummaryOptions,
-        attributes: &mut impl AttributeSink,
-    ) -> Summary {
-        match message {
-            Message::Request(r) => {
-                r.write_attributes(&options.redaction, attributes);
-                Summary::Request {
-                    key: None,
-                    answered: true,
-                }
-            }
-            Message::Response(r) if r.is_interim() => Summary::Ignore,
-            Message::Response(r) => {
-                r.write_attributes(attributes);
-                Summary::Response {
-                    key: None,
-                    failure: match r.status {
-                        400..=499 => Some(Failure::Client),
-                        500..=599 => Some(Failure::Server),
-                        _ => None,
-                    },
-                }
-            }
-        }
-    }
-}
-
-impl Follower for BodyReader {
-    type Error = Error;
-
-    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
-        BodyReader::feed(self, input)
-    }
-
-    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
-        BodyReader::skip_unseen(self, n)
-    }
-
-    fn is_done(&self) -> bool {
-        BodyReader::is_done(self)
     }
 }

@@ -793,6 +793,7 @@ impl Command<'_> {
 ///
 /// ```
 /// use kindling_proto::mysql::ResultSetReader;
+/// use kindling_proto::Follower;
 ///
 /// // 1 column, its definition, EOF, two rows, EOF (without DEPRECATE_EOF)
 /// let mut wire = vec![1, 0, 0, 1, 1];
@@ -848,11 +849,6 @@ impl ResultSetReader {
         }
     }
 
-    /// Whether the result set is complete.
-    pub fn is_done(&self) -> bool {
-        self.phase == RowsPhase::Done && self.left == 0
-    }
-
     /// Rows read so far.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -868,60 +864,6 @@ impl ResultSetReader {
         self.error
     }
 
-    /// Reads the next bytes: `Some(n)` when the result set ended after the
-    /// first `n` bytes of `input`, `None` when all of it belonged to it.
-    pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
-        let mut at = 0;
-        loop {
-            if self.phase == RowsPhase::Done && self.left == 0 {
-                return Ok(Some(at));
-            }
-            if self.left > 0 {
-                let n = self.left.min((input.len() - at) as u64);
-                self.left -= n;
-                at += n as usize;
-                if self.left > 0 {
-                    return Ok(None);
-                }
-                continue;
-            }
-            // a header and its first payload bytes all in `input`: read
-            // them in place
-            if self.have == 0 {
-                if let Some(h) = input.get(at..at + 4) {
-                    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-                    let peek = len.min(9);
-                    if let Some(payload) = input.get(at + 4..at + 4 + peek) {
-                        self.packet(len, payload)?;
-                        self.left = (len - peek) as u64;
-                        at += 4 + peek;
-                        continue;
-                    }
-                }
-            }
-            // else gather the 4-byte header and up to 9 payload bytes
-            let len = if self.have >= 4 {
-                u32::from_le_bytes([self.head[0], self.head[1], self.head[2], 0]) as usize
-            } else {
-                usize::MAX
-            };
-            let want = if self.have < 4 { 4 } else { 4 + len.min(9) };
-            if self.have < want {
-                let n = (want - self.have).min(input.len() - at);
-                self.head[self.have..self.have + n].copy_from_slice(&input[at..at + n]);
-                self.have += n;
-                at += n;
-                if self.have < want {
-                    return Ok(None);
-                }
-                if self.have == 4 {
-                    continue; // now the length is known
-                }
-            }
-            self.classify()?;
-        }
-    }
-
     /// Classifies the packet being read from its header and the payload
     /// bytes gathered so far; the rest of its payload is then skipped.
     fn classify(&mut self) -> Result<(), Error> {
@@ -932,23 +874,6 @@ impl ResultSetReader {
         self.left = (len - peeked) as u64;
         self.have = 0;
         Ok(())
-    }
-
-    /// `n` bytes were sent but not captured: fine inside a packet payload
-    /// whose first byte was seen.
-    pub fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
-        if n == 0 {
-            return Ok(());
-        }
-        if self.have > 4 {
-            self.classify()?;
-        }
-        if self.have == 0 && n <= self.left {
-            self.left -= n;
-            Ok(())
-        } else {
-            Err(Error::Malformed)
-        }
     }
 
     /// Classifies a packet of `len` bytes from its first `payload` bytes.
@@ -1055,16 +980,80 @@ impl Summarize for MySql {
 impl Follower for ResultSetReader {
     type Error = Error;
 
-    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
-        ResultSetReader::feed(self, input)
-    }
-
-    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
-        ResultSetReader::skip_unseen(self, n)
-    }
-
+    /// Whether the result set is complete.
     fn is_done(&self) -> bool {
-        ResultSetReader::is_done(self)
+        self.phase == RowsPhase::Done && self.left == 0
+    }
+
+    /// Reads the next bytes: `Some(n)` when the result set ended after the
+    /// first `n` bytes of `input`, `None` when all of it belonged to it.
+    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        let mut at = 0;
+        loop {
+            if self.phase == RowsPhase::Done && self.left == 0 {
+                return Ok(Some(at));
+            }
+            if self.left > 0 {
+                let n = self.left.min((input.len() - at) as u64);
+                self.left -= n;
+                at += n as usize;
+                if self.left > 0 {
+                    return Ok(None);
+                }
+                continue;
+            }
+            // a header and its first payload bytes all in `input`: read
+            // them in place
+            if self.have == 0 {
+                if let Some(h) = input.get(at..at + 4) {
+                    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+                    let peek = len.min(9);
+                    if let Some(payload) = input.get(at + 4..at + 4 + peek) {
+                        self.packet(len, payload)?;
+                        self.left = (len - peek) as u64;
+                        at += 4 + peek;
+                        continue;
+                    }
+                }
+            }
+            // else gather the 4-byte header and up to 9 payload bytes
+            let len = if self.have >= 4 {
+                u32::from_le_bytes([self.head[0], self.head[1], self.head[2], 0]) as usize
+            } else {
+                usize::MAX
+            };
+            let want = if self.have < 4 { 4 } else { 4 + len.min(9) };
+            if self.have < want {
+                let n = (want - self.have).min(input.len() - at);
+                self.head[self.have..self.have + n].copy_from_slice(&input[at..at + n]);
+                self.have += n;
+                at += n;
+                if self.have < want {
+                    return Ok(None);
+                }
+                if self.have == 4 {
+                    continue; // now the length is known
+                }
+            }
+            self.classify()?;
+        }
+    }
+
+    /// `n` bytes were sent but not captured: fine inside a packet payload
+    /// whose first byte was seen.
+    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        if n == 0 {
+            return Ok(());
+        }
+        if self.have > 4 {
+            self.classify()?;
+        }
+        if self.have == 0 && n <= self.left {
+            self.left -= n;
+            Ok(())
+        } else {
+            Err(Error::Malformed)
+        }
     }
 
     /// The rows read, or the error that ended them.

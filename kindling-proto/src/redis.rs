@@ -909,6 +909,7 @@ fn quick_element(buf: &[u8]) -> Option<(usize, i64)> {
 ///
 /// ```
 /// use kindling_proto::redis::{Kind, Skipper};
+/// use kindling_proto::Follower;
 ///
 /// let mut s = Skipper::new();
 /// assert_eq!(s.feed(b"*2\r\n$5\r\nhel").unwrap(), None);
@@ -940,84 +941,9 @@ impl Skipper {
         self.top.map(|(k, _)| k)
     }
 
-    /// Whether the value is complete.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
     /// Elements of the top-level aggregate, or bytes of a string.
     pub fn size(&self) -> Option<i64> {
         self.top.map(|(_, n)| n)
-    }
-
-    /// Reads the next bytes: `Some(n)` when the value ended after the
-    /// first `n` bytes of `input`, `None` when all of it belonged to it.
-    pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
-        if !self.started {
-            self.started = true;
-            self.stack.push(1);
-        }
-        let mut at = 0;
-        loop {
-            if self.done {
-                return Ok(Some(at));
-            }
-            if self.bulk > 0 {
-                let n = self.bulk.min((input.len() - at) as u64);
-                self.bulk -= n;
-                at += n as usize;
-                if self.bulk > 0 {
-                    return Ok(None);
-                }
-                self.value_done();
-                continue;
-            }
-            // Fast path for the elements of an open aggregate that are whole
-            // in `input`: bulk strings, integers, simple strings, and the
-            // headers of nested arrays, sets and maps.
-            if self.line.is_empty() && self.top.is_some() {
-                let from = at;
-                at = self.skip_whole(input, at);
-                if at > from {
-                    continue;
-                }
-            }
-            let rest = &input[at..];
-            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-                if self.line.len() + rest.len() > MAX_INLINE {
-                    return Err(Error::BadLength);
-                }
-                self.line.extend_from_slice(rest);
-                return Ok(None);
-            };
-            if self.line.len() + nl > MAX_INLINE {
-                return Err(Error::BadLength);
-            }
-            at += nl + 1;
-            if self.line.is_empty() {
-                let line = &rest[..nl];
-                self.header(line.strip_suffix(b"\r").unwrap_or(line))?;
-            } else {
-                // the line began in an earlier input; keep its allocation
-                let mut carried = std::mem::take(&mut self.line);
-                carried.extend_from_slice(&rest[..nl]);
-                let r = self.header(carried.strip_suffix(b"\r").unwrap_or(&carried));
-                carried.clear();
-                self.line = carried;
-                r?;
-            }
-        }
-    }
-
-    /// `n` bytes were sent but not captured: fine inside a bulk payload.
-    pub fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
-        // the payload's CRLF is part of `bulk`; missing bytes may not reach it
-        if n == 0 || (self.bulk >= 2 && n <= self.bulk - 2) {
-            self.bulk -= n;
-            Ok(())
-        } else {
-            Err(Error::BadTerminator)
-        }
     }
 
     fn header(&mut self, line: &[u8]) -> Result<(), Error> {
@@ -1169,16 +1095,79 @@ impl Summarize for Redis {
 impl Follower for Skipper {
     type Error = Error;
 
-    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
-        Skipper::feed(self, input)
-    }
-
-    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
-        Skipper::skip_unseen(self, n)
-    }
-
+    /// Whether the value is complete.
     fn is_done(&self) -> bool {
-        Skipper::is_done(self)
+        self.done
+    }
+
+    /// Reads the next bytes: `Some(n)` when the value ended after the
+    /// first `n` bytes of `input`, `None` when all of it belonged to it.
+    fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Error> {
+        if !self.started {
+            self.started = true;
+            self.stack.push(1);
+        }
+        let mut at = 0;
+        loop {
+            if self.done {
+                return Ok(Some(at));
+            }
+            if self.bulk > 0 {
+                let n = self.bulk.min((input.len() - at) as u64);
+                self.bulk -= n;
+                at += n as usize;
+                if self.bulk > 0 {
+                    return Ok(None);
+                }
+                self.value_done();
+                continue;
+            }
+            // Fast path for the elements of an open aggregate that are whole
+            // in `input`: bulk strings, integers, simple strings, and the
+            // headers of nested arrays, sets and maps.
+            if self.line.is_empty() && self.top.is_some() {
+                let from = at;
+                at = self.skip_whole(input, at);
+                if at > from {
+                    continue;
+                }
+            }
+            let rest = &input[at..];
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                if self.line.len() + rest.len() > MAX_INLINE {
+                    return Err(Error::BadLength);
+                }
+                self.line.extend_from_slice(rest);
+                return Ok(None);
+            };
+            if self.line.len() + nl > MAX_INLINE {
+                return Err(Error::BadLength);
+            }
+            at += nl + 1;
+            if self.line.is_empty() {
+                let line = &rest[..nl];
+                self.header(line.strip_suffix(b"\r").unwrap_or(line))?;
+            } else {
+                // the line began in an earlier input; keep its allocation
+                let mut carried = std::mem::take(&mut self.line);
+                carried.extend_from_slice(&rest[..nl]);
+                let r = self.header(carried.strip_suffix(b"\r").unwrap_or(&carried));
+                carried.clear();
+                self.line = carried;
+                r?;
+            }
+        }
+    }
+
+    /// `n` bytes were sent but not captured: fine inside a bulk payload.
+    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+        // the payload's CRLF is part of `bulk`; missing bytes may not reach it
+        if n == 0 || (self.bulk >= 2 && n <= self.bulk - 2) {
+            self.bulk -= n;
+            Ok(())
+        } else {
+            Err(Error::BadTerminator)
+        }
     }
 
     /// A push is not a reply to anything.

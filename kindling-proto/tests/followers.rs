@@ -8,7 +8,7 @@ use common::{fixtures, read_conversation, Segment};
 use kindling_proto::http1::{self, BodyReader, Http1};
 use kindling_proto::mysql::{self, MySql, ResultSetReader};
 use kindling_proto::redis::{Message as RespMessage, Redis, Skipper};
-use kindling_proto::{Direction, Protocol, Status};
+use kindling_proto::{Direction, Follower, Protocol, Status};
 use proptest::prelude::*;
 
 /// The bytes of each direction and the messages the full parser found:

@@ -6,7 +6,7 @@ use kindling_proto::dns::{Message as DnsMessage, RData};
 use kindling_proto::http1::{self, BodyReader, Http1, Message as HttpMessage};
 use kindling_proto::mysql::{self, Command, MySql, ResultSetReader};
 use kindling_proto::redis::{self, Kind, Message as RespMessage, Redis, Skipper};
-use kindling_proto::{Direction, Protocol, Status};
+use kindling_proto::{Direction, Follower, Protocol, Status};
 use proptest::prelude::*;
 
 fn parse_one<P: Protocol>(dir: Direction, bytes: &[u8]) -> (P::Message<'_>, usize)

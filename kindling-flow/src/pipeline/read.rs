@@ -109,6 +109,8 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
         let f = conn.flight.get_or_insert_with(Box::default);
         let stream = if sent { &mut f.sent } else { &mut f.received };
         let mut scx = StreamCx {
+            proto,
+            dir,
             options: SummaryOptions {
                 redaction: cx.config.redaction,
             },
@@ -116,7 +118,7 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
             spare: &mut cx.shared.spare_attrs,
             max_buffer: cx.config.max_buffer,
         };
-        let Some(item) = stream.next(&mut input, proto, dir, &mut scx) else {
+        let Some(item) = stream.next(&mut input, &mut scx) else {
             return;
         };
         match item {
@@ -149,17 +151,7 @@ fn recognise(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, input: &mut Input<'_>
     let client = conn.role.map(|r| r == Role::Client);
     let udp = conn.udp;
     let stream = stream(conn, sent);
-    stream.buffer(
-        input,
-        &mut StreamCx {
-            options: SummaryOptions {
-                redaction: cx.config.redaction,
-            },
-            stats: &mut cx.shared.stats,
-            spare: &mut cx.shared.spare_attrs,
-            max_buffer: cx.config.max_buffer,
-        },
-    );
+    stream.buffer(input, &mut cx.shared.stats, cx.config.max_buffer);
     let head = stream.bytes();
     match protocol::detect(head, sent, client, udp) {
         Detected::Found(p, request) => {
