@@ -30,7 +30,7 @@ pub(crate) enum Recognition {
 }
 
 /// A request waiting for its response.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct PendingRequest {
     pub(crate) key: Option<u64>,
     pub(crate) attrs: crate::record::Attributes,
@@ -43,6 +43,8 @@ pub(crate) struct PendingRequest {
     pub(crate) connect_ns: Option<u64>,
     /// The connection's retransmit count when the request was read.
     pub(crate) retransmits: u32,
+    /// Reported as still waiting (past the response timeout) already.
+    pub(crate) reported: bool,
 }
 
 /// Parsing state that exists only while something is in flight; dropped

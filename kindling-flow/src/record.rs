@@ -334,6 +334,12 @@ pub struct Exchange {
     /// by the capture length): its timing and size come from the bytes
     /// seen, its attributes are missing.
     pub partial: bool,
+    /// Not answered yet when reported (it waited longer than the response
+    /// timeout, or the input ended): not an error, and not counted in
+    /// metrics; a late answer is still paired and reported (as `slow`).
+    /// Serialised only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
     /// OpenTelemetry semantic-convention attributes of request and response.
     pub attributes: Attributes,
     /// Resource attributes of the traced process, from enrichers

@@ -58,6 +58,7 @@ pub(super) fn from_request(
         network,
         slow: false,
         partial: false,
+        pending: false,
         attributes: p.attrs,
         resource: Default::default(),
     }
@@ -108,6 +109,23 @@ pub(super) fn unanswered(
     } else {
         ErrorKind::NoResponse
     });
+    x
+}
+
+/// A request still waiting for its answer at `now_ns`, reported without
+/// an error; the request stays queued for its answer.
+pub(super) fn still_waiting(
+    config: &Config,
+    key: &ConnKey,
+    conn: &Conn,
+    p: PendingRequest,
+    now_ns: u64,
+) -> Exchange {
+    let request_done = p.span.last_ns;
+    let mut x = from_request(config, key, conn, conn_protocol(conn), p);
+    x.phases.wait = now_ns.saturating_sub(request_done);
+    x.duration_ns = total(&x.phases);
+    x.pending = true;
     x
 }
 

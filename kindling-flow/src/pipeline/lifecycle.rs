@@ -85,7 +85,7 @@ impl Pipeline {
             if closed || conn.reset {
                 let x = unanswered(cx.config, &key, &conn, p, conn.reset, now_ns);
                 cx.out.push(Output::Exchange(x));
-            } else {
+            } else if !p.reported {
                 cx.shared.stats.requests_dropped += 1;
             }
         }

@@ -23,9 +23,9 @@ use kindling_probe::abi::{DataEvent, Event, Transport};
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnKey, ConnTable, InFlight};
-use crate::record::{Attributes, Output, TcpEventKind};
+use crate::record::{Attributes, Output, Role, TcpEventKind};
 use crate::stats::Stats;
-use exchange::unanswered;
+use exchange::still_waiting;
 use names::Names;
 use tcp_health::Attempt;
 
@@ -194,7 +194,7 @@ impl Pipeline {
             let Some(f) = conn.flight.as_mut() else {
                 continue;
             };
-            self.shared.stats.requests_dropped += f.pending.len() as u64;
+            self.shared.stats.requests_dropped += unreported(&f.pending);
             f.pending.clear();
             f.sent.lose_all();
             f.received.lose_all();
@@ -237,7 +237,6 @@ impl Pipeline {
     /// Expires what waited too long, as of `now_ns` (`CLOCK_BOOTTIME`).
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Output>) {
         let before = out.len();
-        let timeout = self.config.response_timeout_ns;
         let idle = self.config.idle_timeout_ns;
         let mut expired = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
@@ -252,22 +251,7 @@ impl Pipeline {
                 },
                 conn,
             );
-            while let Some(p) = conn.flight.as_mut().and_then(|f| {
-                f.pending
-                    .front()
-                    .is_some_and(|p| now_ns.saturating_sub(p.span.last_ns) > timeout)
-                    .then(|| f.pending.pop_front())
-                    .flatten()
-            }) {
-                out.push(Output::Exchange(unanswered(
-                    &self.config,
-                    &key,
-                    conn,
-                    p,
-                    false,
-                    now_ns,
-                )));
-            }
+            report_waiting(&self.config, &key, conn, now_ns, out);
             if now_ns.saturating_sub(conn.last_seen_ns) > idle {
                 expired.push(key);
             }
@@ -286,7 +270,7 @@ impl Pipeline {
         self.tick(self.last_ns, out);
         for (_, conn) in self.conns.iter_mut() {
             if let Some(f) = conn.flight.take() {
-                self.shared.stats.requests_dropped += f.pending.len() as u64;
+                self.shared.stats.requests_dropped += unreported(&f.pending);
             }
         }
     }
@@ -329,4 +313,45 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Reports, once, each request of `conn` that waited longer than the
+/// response timeout, as still waiting (not an error): it stays queued, so a
+/// late answer is paired with it, and a close reports it unanswered. The
+/// oldest request is not waiting while its answer is arriving (a stream, a
+/// long download).
+fn report_waiting(
+    config: &Config,
+    key: &ConnKey,
+    conn: &mut Conn,
+    now_ns: u64,
+    out: &mut Vec<Output>,
+) {
+    let client = conn.role == Some(Role::Client);
+    let Some(f) = conn.flight.as_mut() else {
+        return;
+    };
+    let answers = if client { &f.received } else { &f.sent };
+    let answering = !answers.is_quiet() && !answers.is_lost();
+    let mut due = Vec::new();
+    for (i, p) in f.pending.iter_mut().enumerate() {
+        let arriving = i == 0 && answering && p.key.is_none();
+        if !p.reported
+            && !arriving
+            && now_ns.saturating_sub(p.span.last_ns) > config.response_timeout_ns
+        {
+            p.reported = true;
+            due.push(p.clone());
+        }
+    }
+    for p in due {
+        out.push(Output::Exchange(still_waiting(
+            config, key, conn, p, now_ns,
+        )));
+    }
+}
+
+/// Requests not reported in any exchange yet: dropped if forgotten now.
+pub(super) fn unreported(pending: &std::collections::VecDeque<crate::conn::PendingRequest>) -> u64 {
+    pending.iter().filter(|p| !p.reported).count() as u64
 }

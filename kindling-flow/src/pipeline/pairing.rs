@@ -46,6 +46,7 @@ pub(super) fn deliver(
                 peer: cx.peer,
                 connect_ns,
                 retransmits,
+                reported: false,
             });
         }
         Parsed::Response {

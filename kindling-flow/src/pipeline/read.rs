@@ -133,7 +133,7 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
             Item::Opaque(id) => {
                 conn.proto = Recognition::Known(Proto::Opaque(id));
                 if let Some(f) = conn.flight.take() {
-                    cx.shared.stats.requests_dropped += f.pending.len() as u64;
+                    cx.shared.stats.requests_dropped += super::unreported(&f.pending);
                 }
                 return;
             }

@@ -225,6 +225,7 @@ impl Pipeline {
             network: None,
             slow: false,
             partial: false,
+            pending: false,
             attributes,
             resource: Default::default(),
         }));

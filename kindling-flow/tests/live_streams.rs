@@ -1,0 +1,231 @@
+//! Slow answers, long polls and server-sent events on the real kernel: a
+//! request answered after the response timeout is reported as still
+//! waiting (not an error) and then paired with its late answer; a stream
+//! whose head came at once is never reported as waiting. Needs root;
+//! without it the test skips with a reason, except under `CI=true`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use kindling_flow::{Config, Exchange, Output, Pipeline, Role};
+use kindling_probe::{abi, capture, ProbeBuilder};
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "CI=true but not root: the live stream test must run in CI"
+    );
+    eprintln!("skipping: needs root to load the probe");
+    false
+}
+
+/// Reads a request head; its target, or `None` at the end of the stream.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut start = String::new();
+    if reader.read_line(&mut start).unwrap() == 0 {
+        return None;
+    }
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        if h == "\r\n" {
+            break;
+        }
+    }
+    start.split(' ').nth(1).map(str::to_owned)
+}
+
+/// One keep-alive connection: `/slow` and `/poll` answer late, `/events`
+/// streams five events 150 ms apart.
+fn serve(listener: TcpListener) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut conn = conn;
+        while let Some(target) = read_request(&mut reader) {
+            match target.as_str() {
+                "/events" => {
+                    conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    )
+                    .unwrap();
+                    for i in 0..5 {
+                        sleep(Duration::from_millis(150));
+                        let event = format!("data: {i}\n\n");
+                        write!(conn, "{:x}\r\n{event}\r\n", event.len()).unwrap();
+                    }
+                    conn.write_all(b"0\r\n\r\n").unwrap();
+                }
+                late => {
+                    sleep(Duration::from_millis(if late == "/slow" {
+                        700
+                    } else {
+                        900
+                    }));
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlate\n")
+                        .unwrap();
+                }
+            }
+        }
+    })
+}
+
+/// Reads a response, Content-Length or chunked.
+fn read_response(reader: &mut BufReader<TcpStream>) -> String {
+    let mut start = String::new();
+    reader.read_line(&mut start).unwrap();
+    let (mut length, mut chunked) = (0, false);
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        chunked |= lower.starts_with("transfer-encoding: chunked");
+        if h == "\r\n" {
+            break;
+        }
+    }
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut data = vec![0; n + 2];
+            reader.read_exact(&mut data).unwrap();
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+    }
+    start
+}
+
+#[test]
+fn late_answers_and_streams_are_not_errors() {
+    if !privileged() {
+        return;
+    }
+    let mut probe = ProbeBuilder::new()
+        .trace_self(true)
+        .pid(std::process::id())
+        .wakeup_bytes(0)
+        .load()
+        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = serve(listener);
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut client = client;
+    for target in ["/slow", "/events", "/poll"] {
+        write!(client, "GET {target} HTTP/1.1\r\nHost: live\r\n\r\n").unwrap();
+        assert!(read_response(&mut reader).contains("200"), "{target}");
+    }
+    drop(reader);
+    drop(client);
+    server.join().unwrap();
+
+    // a short response timeout, so that the late answers outlast it
+    let timeout = 300_000_000;
+    let mut pipeline = Pipeline::new(Config {
+        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
+        response_timeout_ns: timeout,
+        ..Config::default()
+    });
+    let mut out = Vec::new();
+    let mut next_tick = 0;
+    let start = Instant::now();
+    let mut quiet_since = Instant::now();
+    while start.elapsed() < Duration::from_secs(10)
+        && quiet_since.elapsed() < Duration::from_millis(300)
+    {
+        let n = probe
+            .poll_raw(Duration::from_millis(50), |rec| {
+                let ev = abi::decode(rec).expect("the kernel's records decode");
+                // ticks every 50 ms of event time, as a live agent would
+                let ts = ev.header().ts_ns.get();
+                if ts >= next_tick {
+                    pipeline.tick(ts, &mut out);
+                    next_tick = ts + 50_000_000;
+                }
+                pipeline.push(&ev, &mut out);
+                true
+            })
+            .unwrap();
+        if n > 0 {
+            quiet_since = Instant::now();
+        }
+    }
+    pipeline.finish(&mut out);
+    let mine: Vec<&Exchange> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Exchange(x) if x.dst.port() == port => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert!(mine.iter().all(|x| x.error.is_none()), "{mine:#?}");
+    for role in [Role::Client, Role::Server] {
+        let of = |path: &str, pending: bool| -> Vec<&Exchange> {
+            mine.iter()
+                .copied()
+                .filter(|x| {
+                    x.role == role
+                        && x.pending == pending
+                        && x.attributes.get("url.path") == Some(path)
+                })
+                .collect()
+        };
+        for late in ["/slow", "/poll"] {
+            let (waiting, answered) = (of(late, true), of(late, false));
+            assert_eq!(
+                (waiting.len(), answered.len()),
+                (1, 1),
+                "{role:?} {late}: {mine:#?}"
+            );
+            assert!(waiting[0].phases.wait > timeout && waiting[0].response_bytes == 0);
+            assert_eq!(
+                answered[0].attributes.get("http.response.status_code"),
+                Some("200")
+            );
+            assert!(
+                answered[0].slow && answered[0].phases.wait >= 600_000_000,
+                "{answered:?}"
+            );
+        }
+        let (waiting, stream) = (of("/events", true), of("/events", false));
+        assert!(
+            waiting.is_empty(),
+            "a stream whose head came is answered: {waiting:#?}"
+        );
+        assert_eq!(stream.len(), 1, "{role:?}: {mine:#?}");
+        let stream = stream[0];
+        assert!(
+            stream.phases.wait < timeout,
+            "time to first byte: {stream:?}"
+        );
+        assert!(stream.phases.download >= 600_000_000, "{stream:?}");
+        assert_eq!(
+            stream.attributes.get("http.response.header.content-type"),
+            Some("text/event-stream")
+        );
+    }
+    let stats = pipeline.stats();
+    assert_eq!(
+        (stats.unpaired_responses, stats.requests_dropped),
+        (0, 0),
+        "{stats:?}"
+    );
+}
