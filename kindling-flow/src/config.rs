@@ -35,6 +35,14 @@ pub struct Config {
     pub redaction: Redaction,
     /// Emit a record for every RTT sample (rate limited in the kernel).
     pub rtt_records: bool,
+    /// DNS search domains: an NXDOMAIN for a name under one of them,
+    /// followed by the same client asking the next candidate of the same
+    /// name, is a search-list expansion, not an error. `*.` stands for one
+    /// label (a Kubernetes namespace). Defaults: Kubernetes' cluster
+    /// domains; `kindling watch` adds the host's `/etc/resolv.conf` ones.
+    pub dns_search_suffixes: Vec<String>,
+    /// How long an NXDOMAIN waits for the query that continues its search.
+    pub dns_search_window_ns: u64,
     /// Names of the kernel's drop reasons by number (from the capture
     /// header, or `kindling_probe::drop_reason_names` live).
     pub drop_reasons: std::collections::BTreeMap<u32, String>,
@@ -93,6 +101,10 @@ impl Default for Config {
             boottime_to_unix_ns: 0,
             redaction: Redaction::default(),
             rtt_records: false,
+            dns_search_suffixes: ["*.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+                .map(String::from)
+                .to_vec(),
+            dns_search_window_ns: 1_000_000_000,
             drop_reasons: Default::default(),
         }
     }

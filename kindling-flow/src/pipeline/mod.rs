@@ -8,6 +8,7 @@
 //! tick(now) ───► retries, timeouts, idle connections
 //! ```
 
+mod dns_search;
 mod exchange;
 mod lifecycle;
 mod names;
@@ -34,6 +35,8 @@ use tcp_health::Attempt;
 struct Shared {
     stats: Stats,
     names: Names,
+    /// NXDOMAIN answers that may be search-list expansions.
+    searches: dns_search::Searches,
     /// Local TCP ports something on this host listens on (from LISTEN
     /// states and accepts): a connection already open when tracing began
     /// is the server's end if its local port is one of them.
@@ -260,6 +263,7 @@ impl Pipeline {
             self.shared.stats.idle_expired += 1;
             self.close(key, out, false, now_ns);
         }
+        self.shared.searches.expire(&self.config, now_ns, out);
         self.count(&out[before..]);
     }
 
@@ -268,6 +272,9 @@ impl Pipeline {
     /// (counted), since the capture ended before their answer could come.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
         self.tick(self.last_ns, out);
+        let before = out.len();
+        self.shared.searches.flush(out);
+        self.count(&out[before..]);
         for (_, conn) in self.conns.iter_mut() {
             if let Some(f) = conn.flight.take() {
                 self.shared.stats.requests_dropped += unreported(&f.pending);

@@ -29,6 +29,16 @@ pub(super) fn deliver(
             if id.is_none() {
                 report_unread_answer(cx, conn, protocol);
             }
+            if protocol == ProtocolId::Dns {
+                if let Some(name) = attrs.get("dns.question.name") {
+                    let role = conn.role.unwrap_or(Role::Client);
+                    let client = cx.peer.ip();
+                    let (config, pid) = (cx.config, cx.key.pid);
+                    cx.shared
+                        .searches
+                        .asked(config, role, pid, client, name, cx.out);
+                }
+            }
             let connect_ns = conn.connect_ns.take();
             let retransmits = conn.retransmits;
             let f = conn.flight();
@@ -76,7 +86,14 @@ pub(super) fn deliver(
             x.attributes.extend_from(&attrs);
             cx.shared.give_back(attrs);
             cx.shared.names.name_peer(&mut x);
-            cx.out.push(Output::Exchange(x));
+            // a DNS answer may wait to tell a search-list expansion
+            let x = match protocol {
+                ProtocolId::Dns => cx.shared.searches.hold(cx.config, x, span.last_ns, cx.out),
+                _ => Some(x),
+            };
+            if let Some(x) = x {
+                cx.out.push(Output::Exchange(x));
+            }
         }
     }
 }
