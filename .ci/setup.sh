@@ -3,7 +3,7 @@
 # tracefs and bpffs. Idempotent: installs only what is missing.
 set -euo pipefail
 
-need=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount dnsmasq-base dnsutils)
+need=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount dnsmasq-base dnsutils redis-server redis-tools)
 missing=()
 for p in "${need[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -55,8 +55,10 @@ pub(crate) enum Parsed {
         /// DNS: the name asked about and the addresses it resolved to.
         resolved: Option<Resolved>,
     },
-    /// Handshakes, authentication, pushes, interim responses.
+    /// Handshakes, authentication, interim responses.
     Ignore,
+    /// Pushed to the client unasked (pub/sub messages, MONITOR): counted.
+    Delivered,
 }
 
 impl Parsed {
@@ -75,9 +77,13 @@ impl Parsed {
                 error: failure.map(ErrorKind::from),
                 resolved: None,
             },
-            Summary::Ignore => {
+            Summary::Ignore | Summary::Delivered => {
                 spare.push(attrs);
-                Parsed::Ignore
+                if summary == Summary::Delivered {
+                    Parsed::Delivered
+                } else {
+                    Parsed::Ignore
+                }
             }
         }
     }

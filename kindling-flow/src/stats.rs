@@ -32,6 +32,9 @@ pub struct Stats {
     pub partial_exchanges: u64,
     /// Responses with no request to pair with (counted, not invented).
     pub unpaired_responses: u64,
+    /// Messages pushed to clients unasked: pub/sub messages, MONITOR's
+    /// stream, RESP3 pushes (not exchanges, not errors).
+    pub messages_delivered: u64,
     /// Buffers dropped for exceeding the cap.
     pub buffer_overflows: u64,
     /// Connections evicted for the connection cap.

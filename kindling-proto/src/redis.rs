@@ -120,6 +120,20 @@ pub struct Reply<'a> {
     /// Out-of-band data, not the answer to a command: RESP3 pushes and
     /// RESP2 pub/sub messages on a subscribed connection.
     pub push: bool,
+    /// What it is in pub/sub terms (a RESP3 push, or a RESP2 array on a
+    /// subscribed connection), when it is either.
+    pub pubsub: Option<PubSub>,
+}
+
+/// A pub/sub reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubSub {
+    /// A message published to a channel or pattern the client subscribed
+    /// to (`message`, `pmessage`, `smessage`).
+    Message,
+    /// The server confirming one channel of a (un)subscription
+    /// (`subscribe`, `punsubscribe`, …): one per channel named.
+    Subscription,
 }
 
 /// A RESP message.
@@ -137,7 +151,31 @@ pub struct Session {
     /// The client issued SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE: RESP2 arrays headed
     /// `message`/`pmessage`/`smessage` are pushes from then on.
     pub subscribed: bool,
+    /// Subscription confirmations still due, one entry per (un)subscribe
+    /// command: how many more, and whether the first (the one that answers
+    /// the command) came.
+    /// (Boxed: a connection that never subscribes, nearly all, keeps a
+    /// pointer's worth.)
+    #[expect(
+        clippy::box_collection,
+        reason = "a pointer, not a VecDeque's three words, in every Redis session"
+    )]
+    confirmations: Option<Box<std::collections::VecDeque<(u32, bool)>>>,
+    /// MONITOR's progress: after its `+OK`, every command the server runs
+    /// is streamed to the client.
+    monitor: Monitor,
 }
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Monitor {
+    #[default]
+    Off,
+    Asked,
+    On,
+}
+
+/// Most (un)subscribe commands awaiting confirmations remembered.
+const MAX_CONFIRMATIONS: usize = 64;
 
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -482,15 +520,51 @@ fn parse_inline(line: &[u8]) -> Option<Command<'_>> {
     command_from_words(words, count, true)
 }
 
-/// Whether a RESP2 array on a subscribed connection is a pub/sub message.
-fn is_pubsub_message(buf: &[u8]) -> bool {
-    // "*3\r\n$7\r\nmessage\r\n…" / "*4\r\n$8\r\npmessage\r\n…" / smessage
+/// What a RESP2 array or RESP3 push is in pub/sub terms, from its first
+/// element.
+fn pubsub_kind(buf: &[u8]) -> Option<PubSub> {
+    // "*3\r\n$7\r\nmessage\r\n…" / ">4\r\n$8\r\npmessage\r\n…" / "*3\r\n$9\r\nsubscribe…"
     let mut c = Cursor { buf, pos: 1 };
     if !matches!(c.count(), Ok(Some(3 | 4))) || c.buf.get(c.pos) != Some(&b'$') {
-        return false;
+        return None;
     }
     c.pos += 1;
-    matches!(c.blob(), Ok(Some(Some(w))) if is_one_of(w, &["message", "pmessage", "smessage"]))
+    let Ok(Some(Some(word))) = c.blob() else {
+        return None;
+    };
+    if is_one_of(word, &["message", "pmessage", "smessage"]) {
+        Some(PubSub::Message)
+    } else if is_one_of(
+        word,
+        &[
+            "subscribe",
+            "psubscribe",
+            "ssubscribe",
+            "unsubscribe",
+            "punsubscribe",
+            "sunsubscribe",
+        ],
+    ) {
+        Some(PubSub::Subscription)
+    } else {
+        None
+    }
+}
+
+/// Whether a command is answered by one subscription confirmation per
+/// channel named.
+fn confirmed_per_channel(name: &[u8]) -> bool {
+    is_one_of(
+        name,
+        &[
+            "SUBSCRIBE",
+            "PSUBSCRIBE",
+            "SSUBSCRIBE",
+            "UNSUBSCRIBE",
+            "PUNSUBSCRIBE",
+            "SUNSUBSCRIBE",
+        ],
+    )
 }
 
 const REPLY_TYPES: &[u8] = b"+-:$*_#,(!=%~|>";
@@ -639,11 +713,13 @@ impl Protocol for Redis {
                 let Some((kind, size, error)) = c.value(0)? else {
                     return Ok(Status::Partial);
                 };
-                let start = if attributed { None } else { Some(buf) };
-                let push = kind == Kind::Push
-                    || (session.subscribed
-                        && kind == Kind::Array
-                        && start.is_some_and(is_pubsub_message));
+                let pubsub = match kind {
+                    _ if attributed => None,
+                    Kind::Push => pubsub_kind(buf),
+                    Kind::Array if session.subscribed => pubsub_kind(buf),
+                    _ => None,
+                };
+                let push = kind == Kind::Push || pubsub == Some(PubSub::Message);
                 Ok(Status::Complete((
                     Message::Reply(Reply {
                         kind,
@@ -651,6 +727,7 @@ impl Protocol for Redis {
                         size,
                         attributed,
                         push,
+                        pubsub,
                     }),
                     c.pos,
                 )))
@@ -1065,7 +1142,7 @@ impl Summarize for Redis {
     const ID: ProtocolId = ProtocolId::Redis;
 
     fn summarize(
-        _: &mut Session,
+        session: &mut Session,
         message: &Message<'_>,
         _: &SummaryOptions,
         attributes: &mut impl AttributeSink,
@@ -1073,13 +1150,57 @@ impl Summarize for Redis {
         match message {
             Message::Command(c) => {
                 c.write_attributes(attributes);
+                if confirmed_per_channel(c.name) {
+                    let due = session.confirmations.get_or_insert_with(Box::default);
+                    if due.len() < MAX_CONFIRMATIONS {
+                        due.push_back((c.args.max(1), false));
+                    }
+                } else if is_one_of(c.name, &["MONITOR"]) {
+                    session.monitor = Monitor::Asked;
+                } else if is_one_of(c.name, &["RESET"]) {
+                    session.confirmations = None;
+                    session.monitor = Monitor::Off;
+                }
                 Summary::Request {
                     key: None,
                     answered: true,
                 }
             }
-            Message::Reply(r) if r.push => Summary::Ignore,
+            // the first confirmation of a (un)subscription answers it
+            Message::Reply(Reply {
+                pubsub: Some(PubSub::Subscription),
+                ..
+            }) => match session.confirmations.as_mut().and_then(|d| d.front_mut()) {
+                Some((left, answered)) => {
+                    let first = !*answered;
+                    *answered = true;
+                    *left -= 1;
+                    if *left == 0 {
+                        session.confirmations.as_mut().map(|d| d.pop_front());
+                    }
+                    if first {
+                        Summary::Response {
+                            key: None,
+                            failure: None,
+                        }
+                    } else {
+                        Summary::Ignore
+                    }
+                }
+                None => Summary::Ignore,
+            },
+            Message::Reply(r) if r.push => Summary::Delivered,
+            Message::Reply(r) if session.monitor == Monitor::On && r.kind == Kind::SimpleString => {
+                Summary::Delivered
+            }
             Message::Reply(r) => {
+                if session.monitor == Monitor::Asked {
+                    session.monitor = if r.is_error() {
+                        Monitor::Off
+                    } else {
+                        Monitor::On
+                    };
+                }
                 if let Some(code) = r.error_code() {
                     attributes.put("db.response.status_code", code);
                 }
@@ -1172,6 +1293,6 @@ impl Follower for Skipper {
 
     /// A push is not a reply to anything.
     fn summary(&self, _: &mut impl AttributeSink) -> Option<Summary> {
-        (self.kind() == Some(Kind::Push)).then_some(Summary::Ignore)
+        (self.kind() == Some(Kind::Push)).then_some(Summary::Delivered)
     }
 }

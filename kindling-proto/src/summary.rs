@@ -54,9 +54,13 @@ pub enum Summary {
         /// The failure it reports, if any.
         failure: Option<Failure>,
     },
-    /// Not part of an exchange: handshakes, authentication, pushes,
-    /// interim responses.
+    /// Not part of an exchange: handshakes, authentication, interim
+    /// responses, a subscription's further confirmations.
     Ignore,
+    /// Delivered to the client without being asked for: a message
+    /// published to a channel it subscribed to, a command it monitors, a
+    /// RESP3 push. Counted, not an exchange and not an error.
+    Delivered,
 }
 
 /// A protocol whose messages can be summarised.

@@ -22,6 +22,7 @@ pub(super) fn deliver(
 ) {
     match parsed {
         Parsed::Ignore => {}
+        Parsed::Delivered => cx.shared.stats.messages_delivered += 1,
         Parsed::Request {
             answered: false, ..
         } => {}

@@ -1,0 +1,187 @@
+//! Pub/sub on the real kernel against a real redis-server: redis-cli
+//! subscribers over RESP2 and RESP3 (`-3`: `HELLO 3`, confirmations and
+//! messages come as pushes) and a publisher. Every (un)subscription is
+//! answered by its first confirmation; messages delivered to subscribers
+//! are counted as such, never as errors, unpaired responses or requests
+//! left unanswered. Needs root and redis-server/redis-cli; without them the
+//! test skips with a reason, except under `CI=true`, where it fails.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kindling_flow::{Config, Exchange, Output, Pipeline, Role};
+use kindling_probe::{abi, capture, ProbeBuilder};
+
+fn ready() -> bool {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["redis-server", "redis-cli"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if root && tools {
+        return true;
+    }
+    assert!(
+        !ci,
+        "CI=true: the pub/sub test needs root and redis (root {root}, tools {tools})"
+    );
+    eprintln!("skipping: needs root and redis-server");
+    false
+}
+
+/// A process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> Command {
+    let mut c = Command::new("redis-cli");
+    c.args(["-p", &port.to_string()]).args(args);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
+/// One round: a subscriber to two channels, three messages published to
+/// one of them, then the subscriber is stopped.
+fn round(port: u16, resp3: bool) {
+    let mut args = vec![];
+    if resp3 {
+        args.push("-3");
+    }
+    args.extend(["subscribe", "news", "sport"]);
+    let subscriber = Killed(cli(port, &args).spawn().unwrap());
+    // published messages reach the subscriber once it is subscribed
+    let start = Instant::now();
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "pubsub", "numsub", "news"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).lines().nth(1) == Some("1") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..3 {
+        assert!(cli(port, &["publish", "news", &format!("item {i}")])
+            .status()
+            .unwrap()
+            .success());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    drop(subscriber);
+}
+
+#[test]
+fn subscriptions_pair_and_messages_are_counted() {
+    if !ready() {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("kindling-pubsub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut probe = ProbeBuilder::new()
+        .port(port)
+        .wakeup_bytes(0)
+        .load()
+        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let server = Killed(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts"),
+    );
+    let start = Instant::now();
+    while !cli(port, &["ping"]).status().unwrap().success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "redis-server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    round(port, false);
+    round(port, true);
+
+    let mut pipeline = Pipeline::new(Config {
+        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
+        ..Config::default()
+    });
+    let mut out = Vec::new();
+    let mut quiet_since = Instant::now();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10)
+        && quiet_since.elapsed() < Duration::from_millis(300)
+    {
+        let n = probe
+            .poll_raw(Duration::from_millis(50), |rec| {
+                pipeline.push(&abi::decode(rec).expect("records decode"), &mut out);
+                true
+            })
+            .unwrap();
+        if n > 0 {
+            quiet_since = Instant::now();
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    pipeline.finish(&mut out);
+
+    let exchanges: Vec<&Exchange> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Exchange(x) if x.protocol == "redis" => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        exchanges.iter().all(|x| x.error.is_none() && !x.pending),
+        "{exchanges:#?}"
+    );
+    for role in [Role::Client, Role::Server] {
+        let subscribes: Vec<_> = exchanges
+            .iter()
+            .filter(|x| {
+                x.role == role && x.attributes.get("db.operation.name") == Some("SUBSCRIBE")
+            })
+            .collect();
+        assert_eq!(
+            subscribes.len(),
+            2,
+            "{role:?}: one per round: {exchanges:#?}"
+        );
+        let publishes = exchanges
+            .iter()
+            .filter(|x| x.role == role && x.attributes.get("db.operation.name") == Some("PUBLISH"))
+            .count();
+        assert_eq!(publishes, 6, "{role:?}");
+    }
+    let stats = pipeline.stats();
+    // three messages per round, seen by the subscriber and sent by the server
+    assert_eq!(stats.messages_delivered, 12, "{stats:?}");
+    assert_eq!(stats.unpaired_responses, 0, "{stats:?}");
+}
