@@ -441,6 +441,17 @@ impl Follow {
         with_reader!(&mut self.reader, r => Follower::skip_unseen(r, n).map_err(|_| ParseError::Malformed))
     }
 
+    /// Whether the connection closing ends the message properly.
+    pub(crate) fn ends_with_close(&self) -> bool {
+        with_reader!(&self.reader, r => Follower::ends_with_close(r))
+    }
+
+    /// What its head said, if not delivered yet (a response's): all that
+    /// is known of a message that will not be read to its end.
+    pub(crate) fn take_head(&mut self) -> Option<Parsed> {
+        self.parsed.take()
+    }
+
     /// What to deliver now that it ended.
     pub(crate) fn finish(self) -> Option<Parsed> {
         let mut attrs = Attributes::default();

@@ -58,11 +58,33 @@ struct Retry {
 }
 
 /// Bytes given up on (lost, or unreadable), with when they came: the
-/// timing and size of a response that could not be read.
+/// timing and size of a response that could not be read, and what its head
+/// said when it was read before its framing was lost.
 #[derive(Debug, Default)]
 struct Gap {
     span: Option<Span>,
     bytes: u64,
+    head: Option<Parsed>,
+}
+
+/// A message that could not be read to its end: what its head said (if it
+/// was read), when its bytes came, and how many there were.
+#[derive(Debug)]
+pub(crate) struct Unread {
+    pub(crate) head: Option<Parsed>,
+    pub(crate) span: Span,
+    pub(crate) bytes: u64,
+}
+
+/// What the close of its connection left of a message in this direction.
+#[derive(Debug)]
+pub(crate) enum Closed {
+    /// The close ended it properly (a body delimited by the close).
+    Ended(Item),
+    /// It was cut short: its framing said more was to come.
+    Cut(Unread),
+    /// Its framing was lost earlier: whether it was complete is unknown.
+    Unframed(Unread),
 }
 
 /// One direction of a connection.
@@ -232,21 +254,70 @@ impl Stream {
         }
     }
 
-    /// When the buffered bytes came and how many there are, with the
-    /// uncaptured ones given up on: what was seen of an answer.
-    pub(crate) fn seen(&self) -> Option<(Span, u64)> {
-        let n = self.buf.bytes().len();
-        self.buf.span(n).map(|s| (s, n as u64 + self.gap.bytes))
-    }
-
     /// Takes what was given up on, and starts afresh at a message boundary.
-    pub(crate) fn take_gap(&mut self) -> Option<(Span, u64)> {
+    pub(crate) fn take_gap(&mut self) -> Option<Unread> {
         if self.is_lost() {
             self.mode = Mode::Reading;
         }
         self.buf.forget();
         let bytes = std::mem::take(&mut self.gap.bytes);
-        self.gap.span.take().map(|s| (s, bytes))
+        let head = self.gap.head.take();
+        self.gap
+            .span
+            .take()
+            .map(|span| Unread { head, span, bytes })
+    }
+
+    /// The connection closed: ends a message the close delimits, or says
+    /// what was left of one (after [`Stream::force_retry`] and a last
+    /// read).
+    /// `closed`: the connection really closed (not forgotten for idleness
+    /// or room), so a body delimited by the close ends.
+    pub(crate) fn close(&mut self, cx: &mut StreamCx<'_>, closed: bool) -> Option<Closed> {
+        // a partial message whose framing is known is followed to the close
+        if !self.buf.is_empty() && matches!(self.mode, Mode::Reading) {
+            if let Some((follow, head, now)) =
+                cx.proto.follow(cx.dir, self.buf.bytes(), &cx.options)
+            {
+                self.start_following(follow, head);
+                if let Some((parsed, _)) = now {
+                    // a request's head was not delivered before: it is lost
+                    // with the connection
+                    cx.spare.push(match parsed {
+                        Parsed::Request { attrs, .. } | Parsed::Response { attrs, .. } => attrs,
+                        _ => Default::default(),
+                    });
+                }
+            }
+        }
+        if let Mode::Following(follow) = &mut self.mode {
+            if closed && follow.ends_with_close() {
+                return self.end_follow(cx.dir).map(Closed::Ended);
+            }
+            let span = Span {
+                first_ns: follow.first_ns,
+                last_ns: follow.last_ns,
+                tid: follow.tid,
+            };
+            let seen = self.buf.bytes().len() as u64;
+            let unread = Unread {
+                head: follow.take_head(),
+                span,
+                bytes: follow.wire + seen,
+            };
+            self.mode = Mode::Reading;
+            return Some(Closed::Cut(unread));
+        }
+        let n = self.buf.bytes().len();
+        if let Some(span) = self.buf.span(n) {
+            let bytes = n as u64 + self.gap.bytes;
+            return Some(Closed::Cut(Unread {
+                head: self.gap.head.take(),
+                span,
+                bytes,
+            }));
+        }
+        self.take_gap().map(Closed::Unframed)
     }
 
     /// Whether a parse attempt is due.
@@ -287,7 +358,10 @@ impl Stream {
 
     /// Gives up on a message followed past the buffer: what was read of it
     /// counts as given up on, with its times.
-    fn lose_followed(&mut self, follow: &Follow) {
+    fn lose_followed(&mut self, mut follow: Box<Follow>) {
+        if self.gap.head.is_none() {
+            self.gap.head = follow.take_head();
+        }
         let span = self.gap.span.get_or_insert(Span {
             first_ns: follow.first_ns,
             last_ns: follow.last_ns,
@@ -580,7 +654,7 @@ impl Stream {
     /// `missing` bytes after it).
     fn give_up_follow(&mut self, missing: u64) {
         if let Mode::Following(follow) = std::mem::take(&mut self.mode) {
-            self.lose_followed(&follow);
+            self.lose_followed(follow);
         }
         self.clear_lost(missing);
     }
@@ -729,8 +803,9 @@ mod tests {
         assert_eq!(items.len(), 1, "{items:?}");
         assert_eq!(h.stats.resyncs, 1);
         // what was given up on is kept for the report of its exchange
-        let (gap, bytes) = h.stream.take_gap().expect("a gap");
-        assert_eq!((gap.first_ns, bytes), (1, 11));
+        let gap = h.stream.take_gap().expect("a gap");
+        assert_eq!((gap.span.first_ns, gap.bytes), (1, 11));
+        assert!(gap.head.is_none(), "no head was read");
     }
 
     #[test]

@@ -1114,6 +1114,11 @@ impl Summarize for Http1 {
 impl Follower for BodyReader {
     type Error = Error;
 
+    /// A body without a length or chunks ends with the connection.
+    fn ends_with_close(&self) -> bool {
+        self.state == BodyState::Unbounded
+    }
+
     /// Whether the body is complete.
     fn is_done(&self) -> bool {
         self.state == BodyState::Done

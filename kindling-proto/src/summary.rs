@@ -133,6 +133,12 @@ pub trait Follower {
     /// Whether the message ended.
     fn is_done(&self) -> bool;
 
+    /// Whether the connection closing ends the message properly (an HTTP
+    /// body delimited by the close) rather than cutting it short.
+    fn ends_with_close(&self) -> bool {
+        false
+    }
+
     /// What the whole message says once it ended, when its reader learnt
     /// more than its head told (MySQL's row count or error, a Redis push);
     /// `None` when the head said it all.

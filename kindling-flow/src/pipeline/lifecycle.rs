@@ -6,7 +6,8 @@
 use kindling_probe::abi::{ConnEvent, ConnKind, Transport};
 
 use super::exchange::{answered, conn_protocol, from_request, unanswered};
-use super::read::settle;
+use super::pairing::with_head;
+use super::read::{at_close, settle};
 use super::tcp_health::FailedConnect;
 use super::{Cx, Pipeline};
 use crate::conn::{Conn, ConnKey};
@@ -55,29 +56,32 @@ impl Pipeline {
             peer: conn.peer(),
         };
         settle(&mut cx, &mut conn);
+        let left = at_close(&mut cx, &mut conn, closed);
         let Some(mut f) = conn.flight.take() else {
             return;
         };
         // The oldest request may have part of its answer: report what came.
-        let client = conn.role == Some(Role::Client);
-        let answers = if client { &mut f.received } else { &mut f.sent };
-        let seen = answers.seen().or_else(|| answers.take_gap());
-        let request = if seen.is_some() {
+        let request = if left.is_some() {
             f.pending.pop_front()
         } else {
             None
         };
-        if let Some(((span, bytes), request)) = seen.zip(request) {
+        if let Some(((unread, cut), request)) = left.zip(request) {
             let protocol = conn_protocol(&conn);
             let request_done = request.span.last_ns;
             let mut x = from_request(cx.config, &key, &conn, protocol, request);
-            answered(cx.config, &mut x, request_done, span, bytes);
+            answered(cx.config, &mut x, request_done, unread.span, unread.bytes);
             x.partial = true;
-            x.error = Some(if conn.reset {
-                ErrorKind::Reset
+            let said = with_head(cx.shared, &mut x, unread.head);
+            // a reset is a fact; a cut is one only when the framing said
+            // more was to come and the connection really closed
+            x.error = if conn.reset {
+                Some(ErrorKind::Reset)
+            } else if cut && closed {
+                said.or(Some(ErrorKind::Incomplete))
             } else {
-                ErrorKind::Incomplete
-            });
+                said
+            };
             cx.shared.stats.partial_exchanges += 1;
             cx.out.push(Output::Exchange(x));
         }

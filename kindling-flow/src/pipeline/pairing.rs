@@ -99,6 +99,21 @@ pub(super) fn deliver(
     }
 }
 
+/// Gives an exchange whose answer could not be read to its end what the
+/// answer's head said (its attributes); returns the error it reported.
+pub(super) fn with_head(
+    shared: &mut super::Shared,
+    x: &mut crate::record::Exchange,
+    head: Option<Parsed>,
+) -> Option<crate::record::ErrorKind> {
+    let Some(Parsed::Response { attrs, error, .. }) = head else {
+        return None;
+    };
+    x.attributes.extend_from(&attrs);
+    shared.give_back(attrs);
+    error
+}
+
 /// A new request while the answer to an older one could not be read: that
 /// answer is over (a client waits for it), so the older request is
 /// reported with what was seen of its answer, and the next answer is read
@@ -116,12 +131,13 @@ fn report_unread_answer(cx: &mut Cx<'_>, conn: &mut Conn, protocol: ProtocolId) 
     } else {
         None
     };
-    if let Some(((span, bytes), request)) = lost.zip(request) {
+    if let Some((unread, request)) = lost.zip(request) {
         cx.shared.stats.partial_exchanges += 1;
         let request_done = request.span.last_ns;
         let mut x = from_request(cx.config, &cx.key, conn, protocol, request);
-        answered(cx.config, &mut x, request_done, span, bytes);
+        answered(cx.config, &mut x, request_done, unread.span, unread.bytes);
         x.partial = true;
+        x.error = with_head(cx.shared, &mut x, unread.head);
         cx.shared.names.name_peer(&mut x);
         cx.out.push(Output::Exchange(x));
     }

@@ -10,7 +10,7 @@ use crate::buffer::Span;
 use crate::conn::{Conn, Recognition};
 use crate::protocol::{self, Detected, Proto};
 use crate::record::Role;
-use crate::stream::{Input, Item, Stream, StreamCx};
+use crate::stream::{Closed, Input, Item, Stream, StreamCx, Unread};
 
 /// Bytes seen without recognising a protocol before giving up on it.
 const DETECT_LIMIT: usize = 4096;
@@ -87,6 +87,39 @@ pub(super) fn settle(cx: &mut Cx<'_>, conn: &mut Conn) {
             s.force_retry();
             read(cx, conn, sent, Input::none());
         }
+    }
+}
+
+/// The connection is going away (`closed`: it really closed): an answer
+/// the close ends is delivered; what is left of an unfinished one is
+/// returned, with whether its framing said more was to come.
+pub(super) fn at_close(cx: &mut Cx<'_>, conn: &mut Conn, closed: bool) -> Option<(Unread, bool)> {
+    let Recognition::Known(proto) = &mut conn.proto else {
+        return None;
+    };
+    let id = proto.id();
+    // the answers: what a client receives, what a server sends
+    let sent = conn.role != Some(Role::Client);
+    let f = conn.flight.as_mut()?;
+    let stream = if sent { &mut f.sent } else { &mut f.received };
+    let mut scx = StreamCx {
+        proto,
+        dir: Direction::Response,
+        options: SummaryOptions {
+            redaction: cx.config.redaction,
+        },
+        stats: &mut cx.shared.stats,
+        spare: &mut cx.shared.spare_attrs,
+        max_buffer: cx.config.max_buffer,
+    };
+    match stream.close(&mut scx, closed)? {
+        Closed::Ended(Item::Message { parsed, span, wire }) => {
+            deliver(cx, conn, id, parsed, span, wire);
+            None
+        }
+        Closed::Ended(_) => None,
+        Closed::Cut(unread) => Some((unread, true)),
+        Closed::Unframed(unread) => Some((unread, false)),
     }
 }
 
