@@ -358,7 +358,7 @@ impl Stream {
 
     /// Gives up on a message followed past the buffer: what was read of it
     /// counts as given up on, with its times.
-    fn lose_followed(&mut self, mut follow: Box<Follow>) {
+    fn lose_followed(&mut self, follow: &mut Follow) {
         if self.gap.head.is_none() {
             self.gap.head = follow.take_head();
         }
@@ -653,8 +653,8 @@ impl Stream {
     /// Gives up on the followed message and what is buffered (and
     /// `missing` bytes after it).
     fn give_up_follow(&mut self, missing: u64) {
-        if let Mode::Following(follow) = std::mem::take(&mut self.mode) {
-            self.lose_followed(follow);
+        if let Mode::Following(mut follow) = std::mem::take(&mut self.mode) {
+            self.lose_followed(&mut follow);
         }
         self.clear_lost(missing);
     }
