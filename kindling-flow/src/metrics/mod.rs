@@ -1,0 +1,236 @@
+//! Aggregation of exchanges and TCP records into Prometheus series with
+//! Kindling's metric names, with bounded cardinality.
+//!
+//! - **entity** series describe a server (role `server` exchanges): what it
+//!   was asked and how it answered;
+//! - **topology** series describe a client → server edge (role `client`):
+//!   the service map;
+//! - **tcp** series describe the network under an edge; **dns** series each
+//!   domain a process resolved.
+//!
+//! Label values are bounded before they reach a series: URL paths are
+//! templated (`/users/42` → `/users/{id}`), SQL becomes operation + table,
+//! at most [`MetricsConfig::max_request_contents`] distinct request contents
+//! per server port (the rest share `__other__`), and at most
+//! [`MetricsConfig::max_series`] label sets per metric family (the rest share
+//! one `__overflow__` set and are counted in
+//! `kindling_metrics_overflow_total`).
+//!
+//! Inside: [`Metrics`] routes each output; `series` holds the exchange
+//! series (entity and topology, one code), `tcp` and `dns` theirs; every
+//! bound is a `cardinality::Cap`; `values` interns and bounds label strings
+//! from traffic, `content` says what a request and a response contain;
+//! `memo` makes a repeated exchange cost one lookup; `schema` holds the
+//! label sets.
+
+mod cardinality;
+mod content;
+mod dns;
+mod memo;
+mod schema;
+mod series;
+mod tcp;
+mod values;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use content::template_path;
+pub use schema::{
+    DnsLabels, DropLabels, EntityLabels, LatencyLabels, ResetLabels, StateLabels, TcpLabels,
+    TopologyLabels,
+};
+
+use crate::record::{Exchange, Output, Role};
+use crate::stats::Stats;
+use kindling_proto::ProtocolId;
+use memo::Memos;
+use schema::{StatField, FLOW_COUNTERS};
+use series::{Entity, ExchangeSeries, Topology};
+
+/// The value of every label of the one series that takes what the caps
+/// refuse.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// The request content of every exchange past
+/// [`MetricsConfig::max_request_contents`] on one port.
+pub const OTHER: &str = "__other__";
+
+/// Cardinality limits.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsConfig {
+    /// Most label sets per metric family.
+    pub max_series: usize,
+    /// Most distinct `request_content` values per server (protocol, port).
+    pub max_request_contents: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_series: 10_000,
+            max_request_contents: 100,
+        }
+    }
+}
+
+/// The Prometheus model: feed it every [`Output`], encode it when scraped.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_flow::{Metrics, MetricsConfig, Stats};
+///
+/// let mut m = Metrics::new(MetricsConfig::default());
+/// m.update_stats(&Stats::default());
+/// let text = m.encode();
+/// assert!(text.contains("kindling_flow_events_total 0"));
+/// ```
+pub struct Metrics {
+    registry: Registry,
+    entity: ExchangeSeries<Entity>,
+    topology: ExchangeSeries<Topology>,
+    tcp: tcp::Tcp,
+    dns: dns::Dns,
+    /// Label values of exchange series.
+    values: values::Values,
+    /// Fingerprints of raw values → series: what most exchanges cost.
+    memo: Memos,
+    /// Brought up to the caps' refusals when encoded.
+    overflow: Counter,
+    self_counters: Vec<(Counter, StatField)>,
+    connections: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("entity_series", &self.entity.admitted())
+            .field("topology_series", &self.topology.admitted())
+            .field("tcp_series", &self.tcp.admitted())
+            .field("dns_series", &self.dns.admitted())
+            .field("overflowed", &self.overflowed())
+            .finish()
+    }
+}
+
+impl Metrics {
+    /// An empty model with these limits.
+    pub fn new(config: MetricsConfig) -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            entity: ExchangeSeries::new(config.max_series),
+            topology: ExchangeSeries::new(config.max_series),
+            tcp: tcp::Tcp::new(config.max_series),
+            dns: dns::Dns::new(config.max_series),
+            values: values::Values::new(config.max_request_contents),
+            memo: Memos::default(),
+            overflow: Counter::default(),
+            self_counters: Vec::new(),
+            connections: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        m.entity.register(r);
+        m.topology.register(r);
+        m.tcp.register(r);
+        m.dns.register(r);
+        r.register(
+            "kindling_metrics_overflow",
+            "Observations folded into an overflow label set by the series cap",
+            m.overflow.clone(),
+        );
+        r.register(
+            "kindling_flow_connections",
+            "Connections tracked now",
+            m.connections.clone(),
+        );
+        for (name, help, get) in FLOW_COUNTERS {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            m.self_counters.push((c, get));
+        }
+        m
+    }
+
+    /// Observations folded into an overflow label set by the caps so far.
+    pub fn overflowed(&self) -> u64 {
+        self.entity.refused() + self.topology.refused() + self.tcp.refused() + self.dns.refused()
+    }
+
+    /// Takes one output into the series.
+    pub fn observe(&mut self, output: &Output) {
+        match output {
+            Output::Exchange(x) => self.exchange(x),
+            Output::Tcp(t) => self.tcp.observe(t),
+        }
+    }
+
+    /// Copies the pipeline's self-metrics.
+    pub fn update_stats(&mut self, stats: &Stats) {
+        for (counter, get) in &self.self_counters {
+            let now = get(stats);
+            let before = counter.get();
+            if now > before {
+                counter.inc_by(now - before);
+            }
+        }
+        self.connections
+            .set(i64::try_from(stats.connections).unwrap_or(i64::MAX));
+        self.tcp.update_states(stats);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        // the caps count their refusals; the exported counter catches up
+        let (now, before) = (self.overflowed(), self.overflow.get());
+        if now > before {
+            self.overflow.inc_by(now - before);
+        }
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry)
+            .expect("writing to a String cannot fail");
+        s
+    }
+
+    /// Counts one exchange in its series. The raw values that choose the
+    /// series are looked up once in a memo; only a combination not seen
+    /// before templates the request, applies the caps and finds the series.
+    fn exchange(&mut self, x: &Exchange) {
+        let server = x.role == Role::Server;
+        let fingerprint = self.memo.fingerprint(x);
+        let memo = match self.memo.get(fingerprint) {
+            Some(memo) => {
+                if memo.overflow {
+                    // the memo answered for the cap: still a refusal
+                    if server {
+                        self.entity.refuse_again();
+                    } else {
+                        self.topology.refuse_again();
+                    }
+                }
+                memo
+            }
+            None => {
+                let memo = if server {
+                    self.entity.find(x, &mut self.values)
+                } else {
+                    self.topology.find(x, &mut self.values)
+                };
+                self.memo.insert(fingerprint, memo)
+            }
+        };
+        if server {
+            // a server sends the response and receives the request
+            memo.series
+                .add(x.duration_ns, x.response_bytes, x.request_bytes);
+        } else {
+            // a client sends the request and receives the response
+            memo.series
+                .add(x.duration_ns, x.request_bytes, x.response_bytes);
+            if x.protocol == ProtocolId::Dns {
+                self.dns.observe(x);
+            }
+        }
+    }
+}

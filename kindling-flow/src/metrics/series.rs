@@ -1,0 +1,337 @@
+//! Exchange series, written once for both kinds:
+//!
+//! - **entity** series describe a server (role `server` exchanges): what
+//!   it was asked and how it answered;
+//! - **topology** series describe a client → server edge (role `client`):
+//!   the service map.
+//!
+//! Both count requests, total duration, bytes each way and a duration
+//! histogram, and are found the same way: an exchange gives a compact
+//! [`Key`] (label strings interned), the key is admitted under the series
+//! cap, and only a key seen for the first time makes label strings. A
+//! [`Kind`] says what differs: which values tell series apart beyond
+//! protocol, process, port and verdict, and how they become labels.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use kindling_proto::ProtocolId;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::cardinality::{Admit, Cap};
+use super::content::response_content;
+use super::memo::Memo;
+use super::schema::{
+    latency_family, register, EntityLabels, LatencyFamily, LatencyLabels, Name, TopologyLabels,
+};
+use super::values::Values;
+use super::OVERFLOW;
+use crate::record::{Comm, Exchange};
+
+/// What one kind of exchange series is told apart and labelled by.
+pub(super) trait Kind {
+    /// What, beyond protocol, process, port and verdict, tells one series
+    /// of this kind from another (label strings interned).
+    type Peer: Copy + Hash + Eq;
+    /// The label set of its counters.
+    type Labels: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static;
+    /// Name and help of its families, in the order registered: requests,
+    /// total duration, bytes the traced end sent, bytes it received,
+    /// duration histogram.
+    const FAMILIES: [Name; 5];
+
+    /// The [`Kind::Peer`] of `x`.
+    fn peer(x: &Exchange, values: &mut Values) -> Self::Peer;
+
+    /// The two label values a peer stands for.
+    fn peer_labels(peer: Self::Peer, values: &Values) -> [String; 2];
+
+    /// The label set of these values.
+    fn labels(values: LabelValues) -> Self::Labels;
+}
+
+/// What tells one series from another, without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Key<P> {
+    protocol: ProtocolId,
+    /// Serving (entity) or calling (topology) process.
+    comm: Comm,
+    /// The server's port.
+    port: u16,
+    error: bool,
+    slow: bool,
+    peer: P,
+}
+
+/// The label values of one series, whatever its kind.
+#[derive(Debug)]
+pub(super) struct LabelValues {
+    protocol: String,
+    comm: String,
+    port: u16,
+    /// The [`Kind::peer_labels`].
+    peer: [String; 2],
+    is_error: bool,
+    is_slow: bool,
+}
+
+impl LabelValues {
+    fn of<K: Kind>(key: &Key<K::Peer>, values: &Values) -> Self {
+        Self {
+            protocol: key.protocol.as_str().to_owned(),
+            comm: key.comm.to_string(),
+            port: key.port,
+            peer: K::peer_labels(key.peer, values),
+            is_error: key.error,
+            is_slow: key.slow,
+        }
+    }
+
+    /// Those of the series that takes what the cap refuses.
+    fn overflow() -> Self {
+        Self {
+            protocol: OVERFLOW.into(),
+            comm: OVERFLOW.into(),
+            port: 0,
+            peer: [OVERFLOW.into(), OVERFLOW.into()],
+            is_error: false,
+            is_slow: false,
+        }
+    }
+
+    /// The histogram's (fewer) labels.
+    fn latency(&self) -> LatencyLabels {
+        LatencyLabels {
+            protocol: self.protocol.clone(),
+            comm: self.comm.clone(),
+            port: self.port,
+        }
+    }
+}
+
+/// Server series: a server is its process and port; its series are told
+/// apart by request and response content (`[request, response]`).
+#[derive(Debug)]
+pub(super) enum Entity {}
+
+impl Kind for Entity {
+    type Peer = [u32; 2];
+    type Labels = EntityLabels;
+    const FAMILIES: [Name; 5] = [
+        ("kindling_entity_request", "Requests a server answered"),
+        (
+            "kindling_entity_request_duration_nanoseconds",
+            "Total time servers took to answer, nanoseconds",
+        ),
+        (
+            "kindling_entity_request_send_bytes",
+            "Bytes servers sent in responses",
+        ),
+        (
+            "kindling_entity_request_receive_bytes",
+            "Bytes servers received in requests",
+        ),
+        (
+            "kindling_entity_request_duration_seconds",
+            "Distribution of server answer times, seconds",
+        ),
+    ];
+
+    fn peer(x: &Exchange, values: &mut Values) -> [u32; 2] {
+        let request = values.request_content(x);
+        [request, values.intern(response_content(x))]
+    }
+
+    fn peer_labels(contents: [u32; 2], values: &Values) -> [String; 2] {
+        contents.map(|id| values.get(id).to_owned())
+    }
+
+    fn labels(v: LabelValues) -> EntityLabels {
+        let [request_content, response_content] = v.peer;
+        EntityLabels {
+            protocol: v.protocol,
+            comm: v.comm,
+            port: v.port,
+            request_content,
+            response_content,
+            is_error: v.is_error,
+            is_slow: v.is_slow,
+        }
+    }
+}
+
+/// Client → server edge series: told apart by the server's address and
+/// the name the client resolved for it (`(address, name)`).
+#[derive(Debug)]
+pub(super) enum Topology {}
+
+impl Kind for Topology {
+    type Peer = (IpAddr, u32);
+    type Labels = TopologyLabels;
+    const FAMILIES: [Name; 5] = [
+        (
+            "kindling_topology_request",
+            "Requests along a client-server edge",
+        ),
+        (
+            "kindling_topology_request_duration_nanoseconds",
+            "Total time clients waited, nanoseconds",
+        ),
+        (
+            "kindling_topology_request_request_bytes",
+            "Bytes clients sent in requests",
+        ),
+        (
+            "kindling_topology_request_response_bytes",
+            "Bytes clients received in responses",
+        ),
+        (
+            "kindling_topology_request_duration_seconds",
+            "Distribution of client wait times, seconds",
+        ),
+    ];
+
+    fn peer(x: &Exchange, values: &mut Values) -> (IpAddr, u32) {
+        let name = x.attributes.get("server.address").unwrap_or_default();
+        (x.dst.ip(), values.intern(name))
+    }
+
+    fn peer_labels((ip, name): (IpAddr, u32), values: &Values) -> [String; 2] {
+        [ip.to_string(), values.get(name).to_owned()]
+    }
+
+    fn labels(v: LabelValues) -> TopologyLabels {
+        let [dst_ip, dst_name] = v.peer;
+        TopologyLabels {
+            protocol: v.protocol,
+            src_comm: v.comm,
+            dst_ip,
+            dst_port: v.port,
+            dst_name,
+            is_error: v.is_error,
+            is_slow: v.is_slow,
+        }
+    }
+}
+
+/// Handles on one label set's metrics (they share the registry's values).
+#[derive(Clone, Debug)]
+pub(super) struct Series {
+    requests: Counter,
+    duration: Counter,
+    send: Counter,
+    receive: Counter,
+    latency: Histogram,
+}
+
+impl Series {
+    /// One exchange of `duration_ns` that sent and received these bytes.
+    pub(super) fn add(&self, duration_ns: u64, sent: u64, received: u64) {
+        self.requests.inc();
+        self.duration.inc_by(duration_ns);
+        self.send.inc_by(sent);
+        self.receive.inc_by(received);
+        self.latency.observe(duration_ns as f64 / 1e9);
+    }
+}
+
+/// The families of one kind.
+#[derive(Debug)]
+struct Families<L: Clone + Hash + Eq> {
+    requests: Family<L, Counter>,
+    duration: Family<L, Counter>,
+    send: Family<L, Counter>,
+    receive: Family<L, Counter>,
+    latency: LatencyFamily,
+}
+
+/// Every series of one kind, under the series cap.
+#[derive(Debug)]
+pub(super) struct ExchangeSeries<K: Kind> {
+    families: Families<K::Labels>,
+    cap: Cap<Key<K::Peer>, Series>,
+}
+
+impl<K: Kind> ExchangeSeries<K> {
+    /// No series yet; at most `max_series` label sets.
+    pub(super) fn new(max_series: usize) -> Self {
+        Self {
+            families: Families {
+                requests: Family::default(),
+                duration: Family::default(),
+                send: Family::default(),
+                receive: Family::default(),
+                latency: latency_family(),
+            },
+            cap: Cap::new(max_series),
+        }
+    }
+
+    /// Registers its families.
+    pub(super) fn register(&self, r: &mut Registry) {
+        let f = &self.families;
+        let [requests, duration, send, receive, latency] = K::FAMILIES;
+        register(r, requests, f.requests.clone());
+        register(r, duration, f.duration.clone());
+        register(r, send, f.send.clone());
+        register(r, receive, f.receive.clone());
+        register(r, latency, f.latency.clone());
+    }
+
+    /// The series of `x`, found or made under the cap.
+    pub(super) fn find(&mut self, x: &Exchange, values: &mut Values) -> Memo {
+        let key = Key {
+            protocol: x.protocol,
+            comm: x.comm,
+            port: x.dst.port(),
+            error: x.error.is_some(),
+            slow: x.slow,
+            peer: K::peer(x, values),
+        };
+        let f = &self.families;
+        let made = self.cap.admit(key, |key| {
+            let v = key.map_or_else(LabelValues::overflow, |key| {
+                LabelValues::of::<K>(key, values)
+            });
+            let latency = v.latency();
+            let labels = K::labels(v);
+            Series {
+                requests: f.requests.get_or_create(&labels).clone(),
+                duration: f.duration.get_or_create(&labels).clone(),
+                send: f.send.get_or_create(&labels).clone(),
+                receive: f.receive.get_or_create(&labels).clone(),
+                latency: f.latency.get_or_create(&latency).clone(),
+            }
+        });
+        match made {
+            Admit::Own(series) => Memo {
+                series: series.clone(),
+                overflow: false,
+            },
+            Admit::Overflow(series) => Memo {
+                series: series.clone(),
+                overflow: true,
+            },
+        }
+    }
+
+    /// Counts an exchange the memo folded into the overflow series.
+    pub(super) fn refuse_again(&mut self) {
+        self.cap.refuse_again();
+    }
+
+    /// Label sets admitted.
+    pub(super) fn admitted(&self) -> usize {
+        self.cap.admitted()
+    }
+
+    /// Exchanges folded into the overflow series.
+    pub(super) fn refused(&self) -> u64 {
+        self.cap.refused()
+    }
+}
