@@ -158,9 +158,12 @@ impl Metrics {
         self.entity.refused() + self.topology.refused() + self.tcp.refused() + self.dns.refused()
     }
 
-    /// Takes one output into the series.
+    /// Takes one output into the series. An exchange still waiting for
+    /// its answer (`pending`) is not counted: it is counted once answered,
+    /// or once its connection closes unanswered.
     pub fn observe(&mut self, output: &Output) {
         match output {
+            Output::Exchange(x) if x.pending => {}
             Output::Exchange(x) => self.exchange(x),
             Output::Tcp(t) => self.tcp.observe(t),
         }

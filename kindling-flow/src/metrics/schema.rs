@@ -134,7 +134,7 @@ fn latency_histogram() -> Histogram {
 pub(super) type StatField = fn(&Stats) -> u64;
 
 /// The pipeline's own counters: name, help, and where [`Stats`] keeps it.
-pub(super) const FLOW_COUNTERS: [(&str, &str, StatField); 12] = [
+pub(super) const FLOW_COUNTERS: [(&str, &str, StatField); 13] = [
     (
         "kindling_flow_events",
         "Probe records fed to the pipeline",
@@ -172,6 +172,11 @@ pub(super) const FLOW_COUNTERS: [(&str, &str, StatField); 12] = [
         "kindling_flow_unpaired_responses",
         "Responses without a request",
         |s| s.unpaired_responses,
+    ),
+    (
+        "kindling_flow_messages_delivered",
+        "Messages pushed to clients unasked (pub/sub, MONITOR)",
+        |s| s.messages_delivered,
     ),
     (
         "kindling_flow_unrecognised_connections",
