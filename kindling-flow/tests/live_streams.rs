@@ -229,3 +229,101 @@ fn late_answers_and_streams_are_not_errors() {
         "{stats:?}"
     );
 }
+
+/// Two 1 MB chunked responses (4 kB chunks) on one keep-alive connection,
+/// at the default capture length: far more than is captured per syscall.
+/// Whatever framing is lost, each exchange keeps its head's status and is
+/// no error.
+#[test]
+fn large_chunked_responses_keep_their_status() {
+    if !privileged() {
+        return;
+    }
+    let mut probe = ProbeBuilder::new()
+        .trace_self(true)
+        .pid(std::process::id())
+        .wakeup_bytes(0)
+        .load()
+        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut conn = conn;
+        let chunk = vec![b'x'; 4096];
+        while read_request(&mut reader).is_some() {
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap();
+            for _ in 0..256 {
+                write!(conn, "{:x}\r\n", chunk.len()).unwrap();
+                conn.write_all(&chunk).unwrap();
+                conn.write_all(b"\r\n").unwrap();
+            }
+            conn.write_all(b"0\r\n\r\n").unwrap();
+        }
+    });
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::with_capacity(256 << 10, client.try_clone().unwrap());
+    let mut client = client;
+    for _ in 0..2 {
+        client
+            .write_all(b"GET /download HTTP/1.1\r\nHost: live\r\n\r\n")
+            .unwrap();
+        assert!(read_response(&mut reader).contains("200"));
+    }
+    drop(reader);
+    drop(client);
+    server.join().unwrap();
+
+    let mut pipeline = Pipeline::new(Config {
+        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
+        ..Config::default()
+    });
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut quiet_since = Instant::now();
+    while start.elapsed() < Duration::from_secs(10)
+        && quiet_since.elapsed() < Duration::from_millis(300)
+    {
+        let n = probe
+            .poll_raw(Duration::from_millis(50), |rec| {
+                pipeline.push(&abi::decode(rec).expect("records decode"), &mut out);
+                true
+            })
+            .unwrap();
+        if n > 0 {
+            quiet_since = Instant::now();
+        }
+    }
+    pipeline.finish(&mut out);
+    let mine: Vec<&Exchange> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Exchange(x) if x.dst.port() == port => Some(x),
+            _ => None,
+        })
+        .collect();
+    // the chunked body on the wire: 256 × (size line, data, CRLF) and the end
+    let body_wire = 256 * (5 + 4096 + 2) + 5;
+    for role in [Role::Client, Role::Server] {
+        let of_role: Vec<_> = mine.iter().filter(|x| x.role == role).collect();
+        assert_eq!(of_role.len(), 2, "{role:?}: {mine:#?}");
+        for x in of_role {
+            assert_eq!(x.error, None, "{x:?}");
+            assert_eq!(
+                x.attributes.get("http.response.status_code"),
+                Some("200"),
+                "{x:?}"
+            );
+            assert_eq!(
+                x.attributes.get("http.response.header.content-type"),
+                Some("application/octet-stream")
+            );
+            assert!(
+                x.response_bytes >= body_wire,
+                "sizes from the syscalls: {x:?}"
+            );
+        }
+    }
+}
