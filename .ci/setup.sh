@@ -3,7 +3,9 @@
 # tracefs and bpffs. Idempotent: installs only what is missing.
 set -euo pipefail
 
-need=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount)
+# nginx-light: the live test of bodies sent with sendfile(2) runs a real nginx
+# (its own throwaway configuration; the packaged service is not used).
+need=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount nginx-light)
 missing=()
 for p in "${need[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
