@@ -103,7 +103,8 @@ struct pending {
 	__s32 fd;
 	__u8 syscall;	   /* enum ke_syscall; 0 = idle */
 	__u8 exit;	   /* enum sys_exit_kind, from the syscall table */
-	__u8 _pad[6];
+	__u8 dir;	   /* KD_* of EXIT_MOVED: which end the socket was */
+	__u8 _pad[5];
 };
 
 /* One slot per thread: a thread is in at most one syscall at a time. Task
@@ -448,6 +449,9 @@ static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, 
 #define NR_accept4 288
 #define NR_recvmmsg 299
 #define NR_sendmmsg 307
+#define NR_sendfile 40
+#define NR_splice 275
+#define NR_copy_file_range 326
 #define SYSCALL_NR(regs) ((regs)->orig_ax)
 #define ARG0(regs) ((regs)->di)
 #define ARG1(regs) ((regs)->si)
@@ -470,6 +474,9 @@ static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, 
 #define NR_accept4 242
 #define NR_recvmmsg 243
 #define NR_sendmmsg 269
+#define NR_sendfile 71
+#define NR_splice 76
+#define NR_copy_file_range 285
 #define SYSCALL_NR(regs) ((regs)->syscallno)
 #define ARG0(regs) ((regs)->regs[0])
 #define ARG1(regs) ((regs)->regs[1])
@@ -480,13 +487,17 @@ static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, 
 #error "unsupported architecture: define the syscall numbers"
 #endif
 
-/* Where the entry finds what it parks; the fd is always the first argument. */
+/* Where the entry finds what it parks. The socket's fd is the first
+ * argument, except for the calls that move bytes between two fds, where
+ * either end may be the socket. */
 enum sys_args {
 	ARGS_FD,	/* (fd): close */
 	ARGS_BUF,	/* (fd, buf, count): read, write, readv, writev, *mmsg */
 	ARGS_BUF_ADDR,	/* (fd, buf, len, flags, addr): sendto, recvfrom */
 	ARGS_MSG,	/* (fd, msghdr): sendmsg, recvmsg; one message */
 	ARGS_ADDR,	/* (fd, sockaddr): connect, accept, accept4 */
+	ARGS_OUT_IN,	/* (out_fd, in_fd, ...): sendfile */
+	ARGS_IN_OUT,	/* (fd_in, off_in, fd_out, ...): splice, copy_file_range */
 };
 
 /* How the exit reports it. */
@@ -499,20 +510,31 @@ enum sys_exit_kind {
 	EXIT_CONNECT,	/* KE_CONNECT; ports known only at exit */
 	EXIT_ACCEPT,	/* KE_ACCEPT of the new socket; ports known only at exit */
 	EXIT_CLOSE,	/* KE_CLOSE; socket described at entry, while it exists */
+	EXIT_MOVED,	/* data moved in the kernel: length and timing, no payload */
 };
 
 struct sys_desc {
 	__u8 ks;	/* enum ke_syscall; 0 = not followed */
 	__u8 args;	/* enum sys_args */
 	__u8 exit;	/* enum sys_exit_kind */
-	__u8 dir;	/* KD_* of a data syscall */
+	__u8 dir;	/* KD_* of a data syscall (EXIT_MOVED: if the destination
+			 * is the socket; the entry decides) */
 };
 
 #define SYS(ks_, args_, exit_, dir_) \
 	((struct sys_desc){ .ks = (ks_), .args = (args_), .exit = (exit_), .dir = (dir_) })
 
 /* Every followed syscall, by number. A switch the compiler turns into a few
- * compares: no map lookup, nothing for the verifier to bound. */
+ * compares: no map lookup, nothing for the verifier to bound.
+ *
+ * sendfile, splice and copy_file_range move bytes between a socket and a
+ * file or pipe without a user buffer (nginx sends bodies with sendfile,
+ * proxies forward with splice): they are reported by length and timing
+ * only. copy_file_range wants regular files at both ends and fails with
+ * EINVAL on a socket (since 5.3); followed anyway, so a kernel that ever
+ * allows it is not missed. Not followed: vmsplice (user memory into or out
+ * of a pipe: its fd is always a pipe) and tee (pipe to pipe): neither
+ * touches a socket; the splice that takes their pipe to a socket is seen. */
 static __always_inline struct sys_desc sys_desc(long nr)
 {
 	switch (nr) {
@@ -530,6 +552,10 @@ static __always_inline struct sys_desc sys_desc(long nr)
 	case NR_accept:   return SYS(KS_ACCEPT,   ARGS_ADDR,     EXIT_ACCEPT,  0);
 	case NR_accept4:  return SYS(KS_ACCEPT4,  ARGS_ADDR,     EXIT_ACCEPT,  0);
 	case NR_close:    return SYS(KS_CLOSE,    ARGS_FD,       EXIT_CLOSE,   0);
+	case NR_sendfile: return SYS(KS_SENDFILE, ARGS_OUT_IN,   EXIT_MOVED,   KD_EGRESS);
+	case NR_splice:   return SYS(KS_SPLICE,   ARGS_IN_OUT,   EXIT_MOVED,   KD_EGRESS);
+	case NR_copy_file_range:
+		return SYS(KS_COPY_FILE_RANGE, ARGS_IN_OUT, EXIT_MOVED, KD_EGRESS);
 	}
 	return SYS(0, ARGS_FD, EXIT_NONE, 0);
 }
@@ -539,19 +565,29 @@ static __always_inline struct sys_desc sys_desc(long nr)
 /* The first half of a followed syscall: decide whether the fd is a wanted
  * socket and park the arguments until the exit. */
 
-static __always_inline int enter_sock_call(struct sys_desc d, int fd, __u64 buf, __u32 count,
-					   __u64 addr)
+/* `fd` is the socket candidate; `fd_in` the source of an EXIT_MOVED call,
+ * tried when `fd` (its destination) is no socket. */
+static __always_inline int enter_sock_call(struct sys_desc d, int fd, int fd_in, __u64 buf,
+					   __u32 count, __u64 addr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pending *p;
 	struct sock *sk;
 	__u64 ino = 0;
+	__u8 dir = d.dir;
 
 	if (hooks_only)
 		return 0;
 	if (!task_wanted(id >> 32))
 		return 0;
 	sk = file_to_sock(fd_to_file(fd), &ino);
+	if (!sk && d.exit == EXIT_MOVED) {
+		/* The destination is no socket: maybe the source is (a
+		 * splice out of a socket into a pipe: bytes received). */
+		fd = fd_in;
+		dir = KD_INGRESS;
+		sk = file_to_sock(fd_to_file(fd), &ino);
+	}
 	if (!sk)
 		return 0;
 	/* connect and accept learn their ports at exit; filter there.
@@ -587,6 +623,7 @@ static __always_inline int enter_sock_call(struct sys_desc d, int fd, __u64 buf,
 	p->fd = fd;
 	p->syscall = d.ks;
 	p->exit = d.exit;
+	p->dir = dir;
 	return 0;
 }
 
@@ -596,6 +633,7 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	struct sys_desc d;
 	__u64 buf = 0, addr = 0;
 	__u32 count = 0;
+	int fd = ARG0(regs), fd_in = -1;
 
 	if (hooks_only)
 		return 0;
@@ -617,8 +655,15 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	case ARGS_ADDR:
 		addr = ARG1(regs);
 		break;
+	case ARGS_OUT_IN:
+		fd_in = ARG1(regs);
+		break;
+	case ARGS_IN_OUT:
+		fd_in = ARG0(regs);
+		fd = ARG2(regs);
+		break;
 	}
-	return enter_sock_call(d, ARG0(regs), buf, count, addr);
+	return enter_sock_call(d, fd, fd_in, buf, count, addr);
 }
 
 /* ---- payload capture ---------------------------------------------------- */
@@ -897,6 +942,39 @@ static __always_inline int exit_mmsg(long ret, __u32 direction)
 	return end_data(&a);
 }
 
+/* sendfile, splice, copy_file_range: bytes moved between a socket and a
+ * file or pipe inside the kernel. There is no user buffer to capture, and
+ * file pages are not read: the record carries the length moved (len = ret,
+ * cap_len = 0, so the whole length counts as uncaptured and is flagged
+ * truncated, though not counted as a truncation loss: nothing was cut) and
+ * the timing. The direction is the end the entry found the socket at. */
+static __always_inline int exit_moved(long ret)
+{
+	struct emit_args a;
+	struct ke_data *d;
+
+	if (!begin_data(&a, ret, 0))
+		return 0;
+	d = record_reserve(sizeof(*d));
+	if (!d)
+		return end_data(&a);
+	fill_header_cached(&d->hdr, KE_DATA, sizeof(*d), a.now, &a.p);
+	fill_sock(&d->sk, KCAST(struct sock, a.p.sock));
+	d->hdr.flags = a.total ? KF_TRUNCATED : 0;
+	d->ts_enter_ns = a.p.ts;
+	d->ret = a.ret;
+	d->ino = a.p.ino;
+	d->len = a.total;
+	d->cap_len = 0;
+	d->fd = a.p.fd;
+	d->syscall = a.p.syscall;
+	d->direction = a.p.dir;
+	d->msg_index = 0;
+	/* As in emit_data: connected sockets passed the port filter at entry. */
+	record_commit(d, sizeof(*d), d->sk.dport != 0 || ports_wanted(d->sk.sport, d->sk.dport));
+	return end_data(&a);
+}
+
 static __always_inline int exit_conn(long ret)
 {
 	struct pending p;
@@ -975,6 +1053,8 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	case EXIT_ACCEPT:
 	case EXIT_CLOSE:
 		return exit_conn(ret);
+	case EXIT_MOVED:
+		return exit_moved(ret);
 	}
 	return 0;
 }

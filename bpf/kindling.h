@@ -10,7 +10,10 @@
  *    layout is identical for clang -target bpf and the Rust mirror in
  *    kindling-probe/src/abi.rs (checked at compile time there);
  *  - all integers are in host byte order, ports included;
- *  - bump KINDLING_ABI_VERSION on any change.
+ *  - bump KINDLING_ABI_VERSION on any change of a layout or of a field's
+ *    meaning. New enum values alone (a new ke_syscall) need no bump: a
+ *    reader that does not know one still decodes the record (Rust:
+ *    Syscall::Unknown) and its len/cap_len/direction mean what they did.
  */
 #ifndef KINDLING_H
 #define KINDLING_H
@@ -55,10 +58,16 @@ enum ke_syscall {
 	KS_ACCEPT = 12,
 	KS_ACCEPT4 = 13,
 	KS_CLOSE = 14,
+	/* Bytes moved between a socket and a file or pipe without a user
+	 * buffer: records carry len and timing, cap_len = 0. */
+	KS_SENDFILE = 15,
+	KS_SPLICE = 16,
+	KS_COPY_FILE_RANGE = 17,
 };
 
 /* ke_header.flags */
-#define KF_TRUNCATED (1 << 0)	  /* payload longer than captured bytes */
+#define KF_TRUNCATED (1 << 0)	  /* payload longer than captured bytes (for
+				   * KS_SENDFILE/SPLICE/COPY_FILE_RANGE: len > 0) */
 #define KF_READ_FAILED (1 << 1)	  /* user memory could not be read */
 #define KF_PEER_FROM_ADDR (1 << 2) /* peer taken from the syscall's sockaddr */
 #define KF_NO_SOCK (1 << 3)	  /* no socket: tuple parsed from packet headers */

@@ -219,6 +219,15 @@ pub enum Syscall {
     Accept,
     Accept4,
     Close,
+    /// `sendfile(2)`: bytes from a file to the socket, without a user
+    /// buffer. Its records carry length and timing only (`cap_len` 0).
+    Sendfile,
+    /// `splice(2)`: bytes between the socket and a pipe, either way,
+    /// without a user buffer. Length and timing only.
+    Splice,
+    /// `copy_file_range(2)` with the socket at one end (the kernel refuses
+    /// it with `EINVAL`; followed in case one ever allows it).
+    CopyFileRange,
     /// A number this version does not know.
     Unknown(u8),
 }
@@ -242,6 +251,9 @@ impl Syscall {
             12 => Accept,
             13 => Accept4,
             14 => Close,
+            15 => Sendfile,
+            16 => Splice,
+            17 => CopyFileRange,
             other => Unknown(other),
         }
     }
@@ -264,6 +276,9 @@ impl Syscall {
             Accept => "accept",
             Accept4 => "accept4",
             Close => "close",
+            Sendfile => "sendfile",
+            Splice => "splice",
+            CopyFileRange => "copy_file_range",
             Unknown(_) => "unknown",
         }
     }
@@ -745,3 +760,24 @@ const _: () = assert!(size_of::<RawDrop>() == 112);
 // ke_lost is written by user space only, so the skeleton has no type to
 // check it against: its C size is asserted here and in the header comment.
 const _: () = assert!(size_of::<RawLost>() == 104);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_syscall_number_has_its_own_name() {
+        // enum ke_syscall in kindling.h: 1..=17
+        let names: Vec<&str> = (1..=17).map(|n| Syscall::from_raw(n).name()).collect();
+        assert!(!names.contains(&"unknown"), "{names:?}");
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(Syscall::from_raw(15), Syscall::Sendfile);
+        assert_eq!(Syscall::from_raw(16).name(), "splice");
+        assert_eq!(Syscall::from_raw(17).name(), "copy_file_range");
+        assert_eq!(Syscall::from_raw(18), Syscall::Unknown(18));
+        assert_eq!(Syscall::from_raw(0), Syscall::Unknown(0));
+    }
+}

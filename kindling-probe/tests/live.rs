@@ -745,3 +745,202 @@ fn losses_are_readable_and_zero_for_a_light_load() {
     assert_eq!(l.pending_full, 0);
     assert_eq!(l.undecodable, 0);
 }
+
+/// A pipe, both ends owned.
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    check(unsafe { libc::pipe(fds.as_mut_ptr()) } as isize, "pipe");
+    // SAFETY: pipe() just opened both and nothing else owns them.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// The data records of `fd` made by `syscall`.
+fn by_call<'a>(data: &[DataEvent<'a>], fd: RawFd, syscall: Syscall) -> Vec<DataEvent<'a>> {
+    data.iter()
+        .filter(|d| d.raw.fd.get() == fd && d.syscall() == syscall)
+        .copied()
+        .collect()
+}
+
+/// Checks records of bytes moved without a user buffer: length and timing,
+/// no payload, and returns the bytes they add up to.
+fn moved(records: &[DataEvent<'_>], dir: Direction, local: SocketAddr, peer: SocketAddr) -> usize {
+    let mut total = 0;
+    for d in records {
+        let what = format!("{:?} {d:?}", d.syscall());
+        assert_eq!(d.direction(), dir, "{what}");
+        assert_eq!(d.raw.sk.local(), local, "{what}");
+        assert_eq!(d.raw.sk.peer(), peer, "{what}");
+        assert!(d.raw.ret.get() > 0, "{what}: ret {}", d.raw.ret.get());
+        assert_eq!(d.raw.len.get() as i64, d.raw.ret.get(), "{what}: len = ret");
+        assert_eq!(d.raw.cap_len.get(), 0, "{what}: nothing captured");
+        assert!(d.payload.is_empty(), "{what}");
+        assert!(d.is_truncated(), "{what}: bytes moved, none captured");
+        assert!(d.raw.ts_enter_ns.get() <= d.raw.hdr.ts_ns.get(), "{what}");
+        assert_eq!(d.raw.hdr.pid.get(), std::process::id());
+        total += d.raw.len.get() as usize;
+    }
+    total
+}
+
+#[test]
+fn sendfile_splice_and_copy_file_range_are_followed_by_length() {
+    let Some(mut guard) = probe("zero-copy") else {
+        return;
+    };
+    let pair = tcp_pair(false);
+    let (c, s) = (pair.client.as_raw_fd(), pair.server.as_raw_fd());
+    let (caddr, saddr) = (
+        pair.client.local_addr().unwrap(),
+        pair.server.local_addr().unwrap(),
+    );
+    let path = std::env::temp_dir().join(format!("kindling-zero-copy-{}", std::process::id()));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    // client -> server: sendfile from the file, spliced out of the socket
+    // into a pipe on the other end (more than a socket buffer: the two
+    // sides run at once, and each call moves what it can)
+    let receiver = std::thread::spawn(move || {
+        let (rd, wr) = pipe();
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        while got < 300_000 {
+            // SAFETY: valid fds, no offsets (a socket and a pipe have none).
+            let n = unsafe {
+                libc::splice(
+                    s,
+                    std::ptr::null_mut(),
+                    wr.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    65536,
+                    0,
+                )
+            };
+            let n = check(n, "splice from the socket");
+            assert!(n > 0, "early end of stream after {got} bytes");
+            let mut drained = 0;
+            while drained < n {
+                // SAFETY: `buf` is writable for its length.
+                let r = unsafe { libc::read(rd.as_raw_fd(), buf.as_mut_ptr().cast(), n - drained) };
+                drained += check(r, "pipe read");
+            }
+            got += n;
+        }
+        (gettid(), got)
+    });
+    let mut sent = 0;
+    while sent < body.len() {
+        // SAFETY: valid fds; a null offset uses and moves the file position.
+        let n =
+            unsafe { libc::sendfile(c, file.as_raw_fd(), std::ptr::null_mut(), body.len() - sent) };
+        sent += check(n, "sendfile");
+    }
+    let (receiver_tid, received) = receiver.join().unwrap();
+    assert_eq!(received, body.len());
+
+    // server -> client: written into a pipe, spliced into the socket
+    let (rd, wr) = pipe();
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    // SAFETY: `answer` is readable for its length.
+    let w = unsafe { libc::write(wr.as_raw_fd(), answer.as_ptr().cast(), answer.len()) };
+    assert_eq!(check(w, "pipe write"), answer.len());
+    // SAFETY: valid fds, no offsets.
+    let n = unsafe {
+        libc::splice(
+            rd.as_raw_fd(),
+            std::ptr::null_mut(),
+            s,
+            std::ptr::null_mut(),
+            answer.len(),
+            0,
+        )
+    };
+    assert_eq!(check(n, "splice into the socket"), answer.len());
+    let mut back = vec![0u8; answer.len()];
+    (&pair.client).read_exact(&mut back).unwrap();
+    assert_eq!(back, answer);
+
+    // copy_file_range wants regular files at both ends: refused on a socket
+    // SAFETY: valid fds, null offsets.
+    let rc = unsafe {
+        libc::copy_file_range(
+            file.as_raw_fd(),
+            std::ptr::null_mut(),
+            c,
+            std::ptr::null_mut(),
+            100,
+            0,
+        )
+    };
+    let refused = rc < 0;
+    let errno = std::io::Error::last_os_error().raw_os_error();
+
+    let records = collect(&mut guard);
+    let events = decode_all(&records);
+    let data = data_events(&with_port(&events, saddr.port()));
+
+    let sendfile = by_call(&data, c, Syscall::Sendfile);
+    assert!(!sendfile.is_empty(), "no sendfile record: {data:?}");
+    assert_eq!(
+        moved(&sendfile, Direction::Egress, caddr, saddr),
+        body.len(),
+        "sendfile: every byte counted"
+    );
+    assert_eq!(sendfile[0].raw.hdr.tid.get(), gettid());
+    assert_eq!(sendfile[0].raw.ino.get(), inode_of(c));
+
+    let spliced_in: Vec<_> = by_call(&data, s, Syscall::Splice)
+        .into_iter()
+        .filter(|d| d.direction() == Direction::Ingress)
+        .collect();
+    assert_eq!(
+        moved(&spliced_in, Direction::Ingress, saddr, caddr),
+        body.len(),
+        "splice out of the socket: every byte counted"
+    );
+    assert_eq!(spliced_in[0].raw.hdr.tid.get(), receiver_tid);
+    let spliced_out: Vec<_> = by_call(&data, s, Syscall::Splice)
+        .into_iter()
+        .filter(|d| d.direction() == Direction::Egress)
+        .collect();
+    assert_eq!(spliced_out.len(), 1, "{spliced_out:?}");
+    assert_eq!(
+        moved(&spliced_out, Direction::Egress, saddr, caddr),
+        answer.len()
+    );
+    // the client read the answer with an ordinary recv
+    assert!(data.iter().any(|d| d.raw.fd.get() == c
+        && d.direction() == Direction::Ingress
+        && d.payload == answer));
+
+    let cfr = by_call(&data, c, Syscall::CopyFileRange);
+    eprintln!(
+        "zero-copy: {} sendfile, {} splice in, {} splice out records; copy_file_range: {rc} {errno:?}",
+        sendfile.len(),
+        spliced_in.len(),
+        spliced_out.len()
+    );
+    assert_eq!(cfr.len(), 1, "{cfr:?}");
+    if refused {
+        assert_eq!(cfr[0].raw.ret.get(), -i64::from(errno.unwrap()));
+        assert_eq!(cfr[0].raw.len.get(), 0);
+        assert!(!cfr[0].is_truncated());
+    } else {
+        assert_eq!(moved(&cfr, Direction::Egress, caddr, saddr), rc as usize);
+    }
+    // the pipes and the file are not sockets: no records of their own
+    assert!(data_events(&events).iter().all(|d| d.raw.fd.get() == c
+        || d.raw.fd.get() == s
+        || d.raw.sk.sport.get() != saddr.port()),);
+    drop(pair);
+}
