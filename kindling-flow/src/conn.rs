@@ -45,6 +45,12 @@ pub(crate) struct PendingRequest {
     pub(crate) retransmits: u32,
     /// Reported as still waiting (past the response timeout) already.
     pub(crate) reported: bool,
+    /// Only its whole lines were read (the capture length cut it).
+    pub(crate) cut: bool,
+    /// Bytes given up on in the connection's two streams when it was read
+    /// ([`InFlight::losses`]): if more were since, its answer may have
+    /// been among them.
+    pub(crate) losses: u32,
 }
 
 /// Parsing state that exists only while something is in flight; dropped
@@ -62,6 +68,11 @@ impl InFlight {
         self.sent.reset();
         self.received.reset();
         self.pending.clear();
+    }
+
+    /// Times bytes were given up on in either direction.
+    pub(crate) fn losses(&self) -> u32 {
+        self.sent.losses().wrapping_add(self.received.losses())
     }
 
     pub(crate) fn is_idle(&self) -> bool {

@@ -239,6 +239,38 @@ impl Proto {
         }
     }
 
+    /// What the whole lines of a message cut by the capture length say
+    /// (an HTTP head's start line and complete header lines; a DNS
+    /// message's header, question and whole records). `None` when nothing
+    /// useful is whole, or for protocols that cannot read a cut message.
+    pub(crate) fn cut(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        options: &SummaryOptions,
+        spare: &mut Vec<Attributes>,
+    ) -> Option<Parsed> {
+        match self {
+            Proto::Http(session) => {
+                let m = Http1::parse_cut_head(dir, buf)?;
+                Some(summarized::<Http1>(session, &m, options, spare))
+            }
+            Proto::Dns(session) => {
+                let msg = match session.framing {
+                    dns::Framing::Udp => buf,
+                    dns::Framing::Tcp => buf.get(2..)?,
+                };
+                let m = dns::Message::parse_cut(msg).ok()?;
+                let mut parsed = summarized::<dns::Dns>(session, &m, options, spare);
+                if let Parsed::Response { resolved: r, .. } = &mut parsed {
+                    *r = resolved(&m);
+                }
+                Some(parsed)
+            }
+            _ => None,
+        }
+    }
+
     /// Starts following the message at the start of `buf`, which is not all
     /// there (too large to buffer, or cut by the capture length). Returns
     /// the follower, how many bytes of `buf` its head used, and what to

@@ -94,6 +94,8 @@ pub(crate) struct Stream {
     mode: Mode,
     retry: Retry,
     gap: Gap,
+    /// Times bytes were given up on: messages may have gone unseen.
+    losses: u32,
 }
 
 /// What a stream borrows from the pipeline while it reads.
@@ -173,23 +175,34 @@ impl<'p> Input<'p> {
 /// What reading a stream yields.
 #[derive(Debug)]
 pub(crate) enum Item {
-    /// A message, when its bytes came, and its size on the wire.
+    /// A message, when its bytes came, and its size on the wire; `cut`:
+    /// only its whole lines were read (the capture length cut it).
     Message {
         parsed: Parsed,
         span: Span,
         wire: u64,
+        cut: bool,
     },
     /// The body of a request delivered from its head ended: its last byte
     /// and whole size.
     BodyEnded { last_ns: u64, wire: u64 },
     /// Nothing more can be read on this connection.
     Opaque(ProtocolId),
+    /// A message whose head was read but whose framing was lost ended
+    /// before the message the stream resynchronised at: what was seen of
+    /// it.
+    Unread(Unread),
 }
 
 impl Stream {
     /// The unparsed bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
         self.buf.bytes()
+    }
+
+    /// How many times bytes were given up on so far.
+    pub(crate) fn losses(&self) -> u32 {
+        self.losses
     }
 
     /// Whether bytes were lost and the stream waits to resynchronise.
@@ -354,6 +367,7 @@ impl Stream {
         self.gap.bytes += self.buf.bytes().len() as u64 + missing;
         self.buf.forget();
         self.mode = Mode::Lost;
+        self.losses = self.losses.wrapping_add(1);
     }
 
     /// Gives up on a message followed past the buffer: what was read of it
@@ -471,6 +485,7 @@ impl Stream {
                         parsed: msg.parsed,
                         span,
                         wire: msg.wire,
+                        cut: false,
                     });
                 }
                 Ok(None) if Self::follow_partial(cx.proto, dir, rest.len(), 0) => {
@@ -478,7 +493,12 @@ impl Stream {
                     input.at += head;
                     self.mode = Mode::Following(follow.started(span, head as u64));
                     if let Some((parsed, wire)) = now {
-                        return Some(Item::Message { parsed, span, wire });
+                        return Some(Item::Message {
+                            parsed,
+                            span,
+                            wire,
+                            cut: false,
+                        });
                     }
                 }
                 _ => return None,
@@ -517,6 +537,14 @@ impl Stream {
                         self.buf.consume(at);
                         self.mode = Mode::Reading;
                         cx.stats.resyncs += 1;
+                        // the message lost before this one is over
+                        if self.gap.head.is_some() {
+                            let bytes = std::mem::take(&mut self.gap.bytes);
+                            let head = self.gap.head.take();
+                            if let Some(span) = self.gap.span.take() {
+                                return Some(Item::Unread(Unread { head, span, bytes }));
+                            }
+                        }
                     }
                     None => {
                         self.clear_lost(missing);
@@ -542,6 +570,7 @@ impl Stream {
                         parsed: msg.parsed,
                         span,
                         wire: msg.wire,
+                        cut: false,
                     });
                 }
                 Ok(None) => {
@@ -555,18 +584,22 @@ impl Stream {
                     };
                     let Some((follow, head, now)) = started else {
                         if missing > 0 {
-                            cx.stats.parse_errors += 1;
-                            self.clear_lost(missing);
-                        } else {
-                            self.wait_for_more();
+                            return self.give_up_cut(missing, cx);
                         }
+                        self.wait_for_more();
                         return None;
                     };
                     let span = self.start_following(follow, head);
                     if let Some((parsed, wire)) = now {
-                        return Some(Item::Message { parsed, span, wire });
+                        return Some(Item::Message {
+                            parsed,
+                            span,
+                            wire,
+                            cut: false,
+                        });
                     }
                 }
+                Err(ParseError::Malformed) if missing > 0 => return self.give_up_cut(missing, cx),
                 Err(ParseError::Malformed) => {
                     cx.stats.parse_errors += 1;
                     self.clear_lost(missing);
@@ -575,6 +608,41 @@ impl Stream {
                 Err(ParseError::Opaque(id)) => return Some(Item::Opaque(id)),
             }
         }
+    }
+
+    /// A message the capture length cut where its framing cannot be
+    /// followed: what its whole lines say is used. A request, or an answer
+    /// paired by key, is delivered now; an answer paired in order is kept
+    /// with the bytes given up on, and reported with them when the next
+    /// request or the close ends it. The stream then resynchronises.
+    fn give_up_cut(&mut self, missing: u64, cx: &mut StreamCx<'_>) -> Option<Item> {
+        let n = self.buf.bytes().len();
+        let Some(parsed) = cx
+            .proto
+            .cut(cx.dir, self.buf.bytes(), &cx.options, cx.spare)
+        else {
+            cx.stats.parse_errors += 1;
+            self.clear_lost(missing);
+            return None;
+        };
+        cx.stats.truncated_messages += 1;
+        if let Parsed::Response { key: None, .. } = parsed {
+            self.clear_lost(missing);
+            if self.gap.head.is_none() {
+                self.gap.head = Some(parsed);
+            }
+            return None;
+        }
+        let span = self.buf.span(n).unwrap_or_default();
+        self.buf.forget();
+        self.mode = Mode::Lost;
+        self.losses = self.losses.wrapping_add(1);
+        Some(Item::Message {
+            parsed,
+            span,
+            wire: n as u64 + missing,
+            cut: true,
+        })
     }
 
     /// Whether a Redis reply of `len` bytes (`usize::MAX`: cut by the
@@ -671,7 +739,12 @@ impl Stream {
         };
         let wire = follow.wire;
         match follow.finish() {
-            Some(parsed) => Some(Item::Message { parsed, span, wire }),
+            Some(parsed) => Some(Item::Message {
+                parsed,
+                span,
+                wire,
+                cut: false,
+            }),
             None if dir == Direction::Request => Some(Item::BodyEnded {
                 last_ns: span.last_ns,
                 wire,

@@ -570,6 +570,37 @@ impl<'a> Message<'a> {
         })
     }
 
+    /// A message cut short (by a capture length): its header and questions
+    /// must be whole; its records are read as far as they are whole
+    /// ([`Message::answers`] and the others stop at the cut).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::dns::Message;
+    ///
+    /// // a response to `a.test A`, with its one answer cut in the middle
+    /// let mut wire = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    /// wire.extend(b"\x01a\x04test\x00\x00\x01\x00\x01");
+    /// wire.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0]);
+    /// assert!(Message::parse(&wire).is_err());
+    /// let cut = Message::parse_cut(&wire).expect("header and question are whole");
+    /// assert_eq!(cut.first_question().unwrap().name.to_string(), "a.test");
+    /// assert_eq!(cut.answers().count(), 0);
+    /// ```
+    pub fn parse_cut(msg: &'a [u8]) -> Result<Self, Error> {
+        let header = Packet::new_checked(msg)?;
+        let mut at = field::HEADER_LEN;
+        for _ in 0..header.question_count() {
+            at = question_at(msg, at)?.1;
+        }
+        Ok(Self {
+            header,
+            msg,
+            records_at: at,
+        })
+    }
+
     /// Questions, in order.
     pub fn questions(&self) -> impl Iterator<Item = Question<'a>> + 'a {
         let msg = self.msg;

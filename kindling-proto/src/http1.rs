@@ -537,6 +537,72 @@ fn header_block<'a>(
 }
 
 impl Http1 {
+    /// The complete lines of a head cut short (by a capture length): its
+    /// start line and every header line that ends before the cut. `None`
+    /// when the start line itself is cut or is not HTTP/1. The body's
+    /// framing is unknown ([`Body::None`]); `head_len` counts the complete
+    /// lines.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::http1::{Http1, Message};
+    /// use kindling_proto::Direction;
+    ///
+    /// let cut = b"GET /api/users?id=7 HTTP/1.1\r\nHost: shop.test\r\nCookie: a=aaaaaaaa";
+    /// let Some(Message::Request(r)) = Http1::parse_cut_head(Direction::Request, cut) else {
+    ///     panic!("the request line is whole")
+    /// };
+    /// assert_eq!((r.method, r.path()), ("GET", "/api/users"));
+    /// assert_eq!(r.headers.get("host"), Some(&b"shop.test"[..]));
+    /// assert_eq!(r.headers.get("cookie"), None, "its line was cut");
+    /// ```
+    pub fn parse_cut_head(dir: Direction, buf: &[u8]) -> Option<Message<'_>> {
+        let complete = &buf[..buf.iter().rposition(|&b| b == b'\n')? + 1];
+        let start_end = complete.iter().position(|&b| b == b'\n')? + 1;
+        let start = std::str::from_utf8(&complete[..start_end]).ok()?.trim_end();
+        let headers = Headers {
+            block: &complete[start_end..],
+        };
+        let version = |v: &str| match v {
+            "HTTP/1.0" => Some(0),
+            "HTTP/1.1" => Some(1),
+            _ => None,
+        };
+        let mut words = start.splitn(3, ' ');
+        let (first, second, third) = (words.next()?, words.next()?, words.next().unwrap_or(""));
+        match dir {
+            Direction::Request => {
+                let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+                if first.is_empty() || !first.bytes().all(token) || second.is_empty() {
+                    return None;
+                }
+                Some(Message::Request(Request {
+                    method: first,
+                    target: second,
+                    version: version(third)?,
+                    headers,
+                    body: Body::None,
+                    head_len: complete.len(),
+                }))
+            }
+            Direction::Response => {
+                let status = (second.len() == 3)
+                    .then(|| second.parse::<u16>().ok())
+                    .flatten()
+                    .filter(|s| (100..=999).contains(s))?;
+                Some(Message::Response(Response {
+                    status,
+                    reason: third,
+                    version: version(first)?,
+                    headers,
+                    body: Body::None,
+                    head_len: complete.len(),
+                }))
+            }
+        }
+    }
+
     /// Parses only the head; the body framing is returned but the body bytes
     /// are not required (for callers that skip uncaptured bodies by length).
     pub fn parse_head<'a>(

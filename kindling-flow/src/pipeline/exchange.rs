@@ -57,7 +57,8 @@ pub(super) fn from_request(
         error: None,
         network,
         slow: false,
-        partial: false,
+        // a request cut by the capture length lacks attributes too
+        partial: p.cut,
         pending: false,
         attributes: p.attrs,
         resource: Default::default(),

@@ -60,6 +60,10 @@ impl Pipeline {
         let Some(mut f) = conn.flight.take() else {
             return;
         };
+        // after bytes were given up on in either direction, how many
+        // answers came is unknown: a request still waiting may have had its
+        // answer among them
+        let losses = f.losses();
         // The oldest request may have part of its answer: report what came.
         let request = if left.is_some() {
             f.pending.pop_front()
@@ -86,7 +90,7 @@ impl Pipeline {
             cx.out.push(Output::Exchange(x));
         }
         for p in f.pending {
-            if closed || conn.reset {
+            if (closed || conn.reset) && p.losses == losses && !p.cut {
                 let x = unanswered(cx.config, &key, &conn, p, conn.reset, now_ns);
                 cx.out.push(Output::Exchange(x));
             } else if !p.reported {

@@ -9,17 +9,25 @@ use crate::buffer::Span;
 use crate::conn::{Conn, PendingRequest};
 use crate::protocol::Parsed;
 use crate::record::{Output, Role};
+use crate::stream::Unread;
 
-/// Queues a request, or pairs a response with its request; `wire` is the
-/// message's size on the wire.
+/// How a message came: when, its size on the wire, and whether only its
+/// whole lines could be read (the capture length cut it).
+pub(super) struct Arrival {
+    pub(super) span: Span,
+    pub(super) wire: u64,
+    pub(super) cut: bool,
+}
+
+/// Queues a request, or pairs a response with its request.
 pub(super) fn deliver(
     cx: &mut Cx<'_>,
     conn: &mut Conn,
     protocol: ProtocolId,
     parsed: Parsed,
-    span: Span,
-    wire: u64,
+    arrival: Arrival,
 ) {
+    let Arrival { span, wire, cut } = arrival;
     match parsed {
         Parsed::Ignore => {}
         Parsed::Delivered => cx.shared.stats.messages_delivered += 1,
@@ -43,6 +51,7 @@ pub(super) fn deliver(
             let connect_ns = conn.connect_ns.take();
             let retransmits = conn.retransmits;
             let f = conn.flight();
+            let losses = f.losses();
             if f.pending.len() >= cx.config.max_pending {
                 if let Some(dropped) = f.pending.pop_front() {
                     cx.shared.give_back(dropped.attrs);
@@ -58,6 +67,8 @@ pub(super) fn deliver(
                 connect_ns,
                 retransmits,
                 reported: false,
+                cut,
+                losses,
             });
         }
         Parsed::Response {
@@ -84,6 +95,7 @@ pub(super) fn deliver(
             let mut x = from_request(cx.config, &cx.key, conn, protocol, request);
             answered(cx.config, &mut x, request_done, span, wire);
             x.error = error;
+            x.partial |= cut;
             x.attributes.extend_from(&attrs);
             cx.shared.give_back(attrs);
             cx.shared.names.name_peer(&mut x);
@@ -125,20 +137,40 @@ fn report_unread_answer(cx: &mut Cx<'_>, conn: &mut Conn, protocol: ProtocolId) 
     if !answers.is_lost() {
         return;
     }
-    let lost = answers.take_gap();
-    let request = if lost.is_some() {
-        f.pending.pop_front()
-    } else {
-        None
+    if let Some(unread) = answers.take_gap() {
+        report_unread(cx, conn, protocol, unread);
+    }
+}
+
+/// An answer that could not be read to its end (what was seen of it:
+/// `unread`) answered the oldest request: it is reported partial, with its
+/// head's attributes when its head was read. How many more answers the
+/// unread bytes held is unknown, so the other requests waiting then are
+/// dropped (counted) rather than paired with answers that may not be
+/// theirs.
+pub(super) fn report_unread(
+    cx: &mut Cx<'_>,
+    conn: &mut Conn,
+    protocol: ProtocolId,
+    unread: Unread,
+) {
+    let Some(request) = conn.flight().pending.pop_front() else {
+        if let Some(Parsed::Response { attrs, .. }) = unread.head {
+            cx.shared.give_back(attrs);
+        }
+        return;
     };
-    if let Some((unread, request)) = lost.zip(request) {
-        cx.shared.stats.partial_exchanges += 1;
-        let request_done = request.span.last_ns;
-        let mut x = from_request(cx.config, &cx.key, conn, protocol, request);
-        answered(cx.config, &mut x, request_done, unread.span, unread.bytes);
-        x.partial = true;
-        x.error = with_head(cx.shared, &mut x, unread.head);
-        cx.shared.names.name_peer(&mut x);
-        cx.out.push(Output::Exchange(x));
+    cx.shared.stats.partial_exchanges += 1;
+    let request_done = request.span.last_ns;
+    let mut x = from_request(cx.config, &cx.key, conn, protocol, request);
+    answered(cx.config, &mut x, request_done, unread.span, unread.bytes);
+    x.partial = true;
+    x.error = with_head(cx.shared, &mut x, unread.head);
+    cx.shared.names.name_peer(&mut x);
+    cx.out.push(Output::Exchange(x));
+    let f = conn.flight();
+    cx.shared.stats.requests_dropped += super::unreported(&f.pending);
+    for p in f.pending.drain(..) {
+        cx.shared.give_back(p.attrs);
     }
 }

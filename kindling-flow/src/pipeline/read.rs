@@ -4,7 +4,7 @@
 use kindling_probe::abi::{DataEvent, Direction as Way, Transport};
 use kindling_proto::{Direction, SummaryOptions};
 
-use super::pairing::deliver;
+use super::pairing::{deliver, report_unread, Arrival};
 use super::Cx;
 use crate::buffer::Span;
 use crate::conn::{Conn, Recognition};
@@ -113,8 +113,13 @@ pub(super) fn at_close(cx: &mut Cx<'_>, conn: &mut Conn, closed: bool) -> Option
         max_buffer: cx.config.max_buffer,
     };
     match stream.close(&mut scx, closed)? {
-        Closed::Ended(Item::Message { parsed, span, wire }) => {
-            deliver(cx, conn, id, parsed, span, wire);
+        Closed::Ended(Item::Message {
+            parsed,
+            span,
+            wire,
+            cut,
+        }) => {
+            deliver(cx, conn, id, parsed, Arrival { span, wire, cut });
             None
         }
         Closed::Ended(_) => None,
@@ -155,7 +160,12 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
             return;
         };
         match item {
-            Item::Message { parsed, span, wire } => deliver(cx, conn, id, parsed, span, wire),
+            Item::Message {
+                parsed,
+                span,
+                wire,
+                cut,
+            } => deliver(cx, conn, id, parsed, Arrival { span, wire, cut }),
             // a request delivered from its head: it ends with its body
             Item::BodyEnded { last_ns, wire } => {
                 if let Some(p) = conn.flight().pending.back_mut() {
@@ -163,6 +173,7 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
                     p.bytes = p.bytes.max(wire);
                 }
             }
+            Item::Unread(unread) => report_unread(cx, conn, id, unread),
             Item::Opaque(id) => {
                 conn.proto = Recognition::Known(Proto::Opaque(id));
                 if let Some(f) = conn.flight.take() {
