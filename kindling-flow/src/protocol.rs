@@ -468,9 +468,13 @@ impl Follow {
     }
 
     /// Accounts bytes that were sent but not captured.
-    pub(crate) fn skip_unseen(&mut self, n: u64) -> Result<(), ParseError> {
-        self.wire += n;
-        with_reader!(&mut self.reader, r => Follower::skip_unseen(r, n).map_err(|_| ParseError::Malformed))
+    /// How many of them belonged to the message (fewer than `n` when it
+    /// ended inside them).
+    pub(crate) fn skip_unseen(&mut self, n: u64) -> Result<u64, ParseError> {
+        let used = with_reader!(&mut self.reader, r => Follower::skip_unseen(r, n).ok());
+        // what was given up on counts whole
+        self.wire += used.unwrap_or(n);
+        used.ok_or(ParseError::Malformed)
     }
 
     /// Whether the connection closing ends the message properly.

@@ -524,7 +524,11 @@ impl Stream {
             let missing = input.missing;
             if self.buf.is_empty() {
                 if missing > 0 {
+                    // uncaptured bytes after a message's end: when they
+                    // came is this syscall
                     self.clear_lost(missing);
+                    let span = self.gap.span.get_or_insert(input.span);
+                    span.last_ns = span.last_ns.max(input.span.last_ns);
                 }
                 return None;
             }
@@ -537,13 +541,12 @@ impl Stream {
                         self.buf.consume(at);
                         self.mode = Mode::Reading;
                         cx.stats.resyncs += 1;
-                        // the message lost before this one is over
-                        if self.gap.head.is_some() {
-                            let bytes = std::mem::take(&mut self.gap.bytes);
-                            let head = self.gap.head.take();
-                            if let Some(span) = self.gap.span.take() {
-                                return Some(Item::Unread(Unread { head, span, bytes }));
-                            }
+                        // what was lost before this message is over: the
+                        // answer(s) it held are reported or dropped first
+                        let bytes = std::mem::take(&mut self.gap.bytes);
+                        let head = self.gap.head.take();
+                        if let Some(span) = self.gap.span.take() {
+                            return Some(Item::Unread(Unread { head, span, bytes }));
                         }
                     }
                     None => {
@@ -699,12 +702,16 @@ impl Stream {
                     return Some(false);
                 }
                 stats.truncated_messages += 1;
-                let skipped = follow.skip_unseen(*missing);
-                *missing = 0;
-                if skipped.is_err() {
-                    // the framing itself was not captured
-                    self.give_up_follow(0);
-                    return None;
+                match follow.skip_unseen(*missing) {
+                    // the unseen bytes after its end begin what follows,
+                    // whose framing was not seen: given up on next
+                    Ok(used) => *missing -= used,
+                    Err(_) => {
+                        // the framing itself was not captured
+                        *missing = 0;
+                        self.give_up_follow(0);
+                        return None;
+                    }
                 }
                 // it may have ended in the bytes that were not captured
                 Some(follow.is_done())
@@ -873,12 +880,15 @@ mod tests {
             0,
             2,
         );
-        assert_eq!(items.len(), 1, "{items:?}");
         assert_eq!(h.stats.resyncs, 1);
-        // what was given up on is kept for the report of its exchange
-        let gap = h.stream.take_gap().expect("a gap");
+        // what was given up on comes first, for the report of its exchange,
+        // then the message the stream found again
+        let [Item::Unread(gap), Item::Message { .. }] = &items[..] else {
+            panic!("{items:?}")
+        };
         assert_eq!((gap.span.first_ns, gap.bytes), (1, 11));
         assert!(gap.head.is_none(), "no head was read");
+        assert!(h.stream.take_gap().is_none());
     }
 
     #[test]

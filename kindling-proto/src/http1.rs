@@ -1276,15 +1276,17 @@ impl Follower for BodyReader {
 
     /// `n` body bytes were sent but not captured. Fine inside data of a
     /// known length; an error where the framing itself was not seen.
-    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
-        match self.state {
-            BodyState::Unbounded => {}
-            BodyState::Length(left) if n <= left => {
-                self.state = if n == left {
+    fn skip_unseen(&mut self, n: u64) -> Result<u64, Error> {
+        let used = match self.state {
+            BodyState::Unbounded => n,
+            // a body of known length ends at a known offset, seen or not
+            BodyState::Length(left) => {
+                self.state = if n >= left {
                     BodyState::Done
                 } else {
                     BodyState::Length(left - n)
                 };
+                n.min(left)
             }
             BodyState::ChunkData(left) if n <= left => {
                 self.state = if n == left {
@@ -1292,11 +1294,12 @@ impl Follower for BodyReader {
                 } else {
                     BodyState::ChunkData(left - n)
                 };
+                n
             }
-            _ if n == 0 => {}
+            _ if n == 0 => 0,
             _ => return Err(Error::BadChunk),
-        }
-        self.data += n;
-        Ok(())
+        };
+        self.data += used;
+        Ok(used)
     }
 }

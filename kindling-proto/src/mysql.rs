@@ -1041,16 +1041,16 @@ impl Follower for ResultSetReader {
 
     /// `n` bytes were sent but not captured: fine inside a packet payload
     /// whose first byte was seen.
-    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
+    fn skip_unseen(&mut self, n: u64) -> Result<u64, Error> {
         if n == 0 {
-            return Ok(());
+            return Ok(0);
         }
         if self.have > 4 {
             self.classify()?;
         }
         if self.have == 0 && n <= self.left {
             self.left -= n;
-            Ok(())
+            Ok(n)
         } else {
             Err(Error::Malformed)
         }

@@ -1281,11 +1281,21 @@ impl Follower for Skipper {
     }
 
     /// `n` bytes were sent but not captured: fine inside a bulk payload.
-    fn skip_unseen(&mut self, n: u64) -> Result<(), Error> {
-        // the payload's CRLF is part of `bulk`; missing bytes may not reach it
-        if n == 0 || (self.bulk >= 2 && n <= self.bulk - 2) {
+    fn skip_unseen(&mut self, n: u64) -> Result<u64, Error> {
+        // the payload's CRLF is part of `bulk`: its offset is known
+        if n < self.bulk || n == 0 {
             self.bulk -= n;
-            Ok(())
+            return Ok(n);
+        }
+        if self.bulk == 0 {
+            return Err(Error::BadTerminator);
+        }
+        // the string ends inside the unseen bytes: fine if that ends the
+        // whole value, else the next element's header was not seen
+        let used = std::mem::take(&mut self.bulk);
+        self.value_done();
+        if self.done {
+            Ok(used)
         } else {
             Err(Error::BadTerminator)
         }

@@ -126,9 +126,12 @@ pub trait Follower {
     /// bytes of `input`, `None` when it goes on past them.
     fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, Self::Error>;
 
-    /// Accounts for `n` bytes that were moved but not captured; an error
-    /// when they held framing that cannot be skipped blind.
-    fn skip_unseen(&mut self, n: u64) -> Result<(), Self::Error>;
+    /// Accounts for `n` bytes that were moved but not captured: how many
+    /// of them belonged to the message (all `n`, or fewer when it ended
+    /// inside them at an offset its framing told: the rest begin what
+    /// follows, whose framing was not seen). An error when they held
+    /// framing that cannot be skipped blind.
+    fn skip_unseen(&mut self, n: u64) -> Result<u64, Self::Error>;
 
     /// Whether the message ended.
     fn is_done(&self) -> bool;

@@ -64,8 +64,12 @@ impl Pipeline {
         // answers came is unknown: a request still waiting may have had its
         // answer among them
         let losses = f.losses();
-        // The oldest request may have part of its answer: report what came.
-        let request = if left.is_some() {
+        // The oldest request may have part of its answer: report what came
+        // (unless those bytes may be several answers, none of them read).
+        let ambiguous = left
+            .as_ref()
+            .is_some_and(|(u, cut)| !cut && u.head.is_none() && f.pending.len() > 1);
+        let request = if left.is_some() && !ambiguous {
             f.pending.pop_front()
         } else {
             None

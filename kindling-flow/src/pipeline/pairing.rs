@@ -154,10 +154,19 @@ pub(super) fn report_unread(
     protocol: ProtocolId,
     unread: Unread,
 ) {
-    let Some(request) = conn.flight().pending.pop_front() else {
+    // bytes of nobody knows how many answers, none of which was read:
+    // they are nobody's in particular
+    let f = conn.flight();
+    let request = if unread.head.is_none() && f.pending.len() > 1 {
+        None
+    } else {
+        f.pending.pop_front()
+    };
+    let Some(request) = request else {
         if let Some(Parsed::Response { attrs, .. }) = unread.head {
             cx.shared.give_back(attrs);
         }
+        drop_waiting(cx, conn);
         return;
     };
     cx.shared.stats.partial_exchanges += 1;
@@ -168,6 +177,11 @@ pub(super) fn report_unread(
     x.error = with_head(cx.shared, &mut x, unread.head);
     cx.shared.names.name_peer(&mut x);
     cx.out.push(Output::Exchange(x));
+    drop_waiting(cx, conn);
+}
+
+/// Drops every request waiting on the connection (counted).
+fn drop_waiting(cx: &mut Cx<'_>, conn: &mut Conn) {
     let f = conn.flight();
     cx.shared.stats.requests_dropped += super::unreported(&f.pending);
     for p in f.pending.drain(..) {
