@@ -31,7 +31,7 @@ fn run_pipeline(records: &[Vec<u8>]) -> usize {
     let mut d = Driver::replay(Config::default());
     let mut out = Vec::with_capacity(1024);
     for r in records {
-        d.push_record(black_box(r), &mut out).unwrap();
+        d.push(&abi::decode(black_box(r)).unwrap(), &mut out);
     }
     d.finish(&mut out);
     out.len()
@@ -61,7 +61,7 @@ fn flow(c: &mut Criterion) {
             let mut d = Driver::replay(Config::default());
             let mut out = Vec::with_capacity(1024);
             for r in &mixed {
-                d.push_record(black_box(r), &mut out).unwrap();
+                d.push(&abi::decode(black_box(r)).unwrap(), &mut out);
                 // as `kindling replay -o prometheus` consumes them
                 out.iter().for_each(|o| m.observe(o));
                 d.reuse(&mut out);

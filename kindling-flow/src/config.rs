@@ -30,14 +30,16 @@ pub struct Config {
     pub idle_timeout_ns: u64,
     /// Exchanges slower than these are flagged `slow`.
     pub slow_ns: SlowThresholds,
-    /// Boot-time to Unix-time offset, from the capture header or the host.
+    /// Boot-time to Unix-time offset, from the capture header or the host
+    /// ([`Config::from_capture`]); 0 leaves times on the boot clock.
     pub boottime_to_unix_ns: i64,
     /// HTTP header and query redaction.
     pub redaction: Redaction,
     /// Emit a record for every RTT sample (rate limited in the kernel).
     pub rtt_records: bool,
     /// Names of the kernel's drop reasons by number (from the capture
-    /// header, or `kindling_probe::drop_reason_names` live).
+    /// header, [`Config::from_capture`], or `kindling_probe::drop_reason_names`
+    /// live).
     pub drop_reasons: std::collections::BTreeMap<u32, String>,
 }
 
