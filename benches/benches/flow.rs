@@ -2,14 +2,15 @@
 //! model on the captures the kindling-flow tests replay (nginx + curl,
 //! redis-server + redis-cli/benchmark, mariadb, dnsmasq + dig, failures,
 //! nginx under wrk with pipelining),
-//! concatenated: a mixed workload. Baseline in the same run: decoding the
-//! same records without the pipeline.
+//! concatenated: a mixed workload, through the same `Driver` as `kindling
+//! replay` (a tick per second of capture time). Baseline in the same run:
+//! decoding the same records without the pipeline.
 
 use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_main, Criterion, Throughput};
-use kindling_flow::{Config, Metrics, MetricsConfig, Pipeline};
+use kindling_flow::{Config, Driver, Metrics, MetricsConfig};
 use kindling_probe::abi;
 use kindling_probe::capture::CaptureReader;
 
@@ -27,12 +28,12 @@ fn records(names: &[&str]) -> Vec<Vec<u8>> {
 }
 
 fn run_pipeline(records: &[Vec<u8>]) -> usize {
-    let mut p = Pipeline::new(Config::default());
+    let mut d = Driver::replay(Config::default());
     let mut out = Vec::with_capacity(1024);
     for r in records {
-        p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
+        d.push(&abi::decode(black_box(r)).unwrap(), &mut out);
     }
-    p.finish(&mut out);
+    d.finish(&mut out);
     out.len()
 }
 
@@ -57,15 +58,15 @@ fn flow(c: &mut Criterion) {
     let mut m = Metrics::new(MetricsConfig::default());
     g.bench_function("pipeline_and_metrics_mixed", |b| {
         b.iter(|| {
-            let mut p = Pipeline::new(Config::default());
+            let mut d = Driver::replay(Config::default());
             let mut out = Vec::with_capacity(1024);
             for r in &mixed {
-                p.push(&abi::decode(black_box(r)).unwrap(), &mut out);
+                d.push(&abi::decode(black_box(r)).unwrap(), &mut out);
                 // as `kindling replay -o prometheus` consumes them
                 out.iter().for_each(|o| m.observe(o));
-                p.reuse(&mut out);
+                d.reuse(&mut out);
             }
-            p.finish(&mut out);
+            d.finish(&mut out);
             out.iter().for_each(|o| m.observe(o));
             black_box(m.overflowed())
         })

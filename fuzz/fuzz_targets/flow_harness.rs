@@ -1,10 +1,10 @@
 //! How the `flow` target reads its input, shared with the regression test
 //! that replays what it found (`kindling-flow/tests/fuzz_regressions.rs`):
-//! records with u16 little-endian length prefixes, through the pipeline
-//! and the metrics model, with small caps that must hold.
+//! records with u16 little-endian length prefixes, through the driver
+//! `kindling replay` uses (a tick per second of event time) plus ticks at
+//! arbitrary times, and the metrics model, with small caps that must hold.
 
-use kindling_flow::{Config, Metrics, MetricsConfig, Pipeline};
-use kindling_probe::abi;
+use kindling_flow::{Config, Driver, Metrics, MetricsConfig};
 
 /// Runs one input; panics if a cap does not hold.
 pub fn run(data: &[u8]) {
@@ -14,7 +14,7 @@ pub fn run(data: &[u8]) {
         max_pending: 8,
         ..Config::default()
     };
-    let mut pipeline = Pipeline::new(config);
+    let mut driver = Driver::replay(config);
     let mut metrics = Metrics::new(MetricsConfig {
         max_series: 16,
         max_request_contents: 4,
@@ -28,13 +28,12 @@ pub fn run(data: &[u8]) {
             break;
         };
         at += len;
-        if let Ok(event) = abi::decode(record) {
-            pipeline.push(&event, &mut out);
-            assert!(pipeline.stats().connections <= 8);
-            assert!(pipeline.buffered_bytes() <= 8 * 2 * 4096);
+        if driver.push_record(record, &mut out).is_ok() {
+            assert!(driver.stats().connections <= 8);
+            assert!(driver.pipeline().buffered_bytes() <= 8 * 2 * 4096);
         }
         if at % 7 == 0 {
-            pipeline.tick(
+            driver.tick(
                 u64::from(u32::from_le_bytes([data[0], data[1], 0, 0])) << 20,
                 &mut out,
             );
@@ -44,7 +43,7 @@ pub fn run(data: &[u8]) {
             let _ = serde_json::to_string(&o);
         }
     }
-    pipeline.finish(&mut out);
-    metrics.update_stats(&pipeline.stats());
+    driver.finish(&mut out);
+    metrics.update_stats(&driver.stats());
     let _ = metrics.encode();
 }

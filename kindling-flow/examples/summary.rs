@@ -6,7 +6,7 @@
 //!
 //! With no file it reads the nginx + curl capture the tests replay.
 
-use kindling_flow::{Config, Metrics, MetricsConfig, Output, Pipeline};
+use kindling_flow::{Config, Metrics, MetricsConfig, Output, Replay};
 use kindling_probe::capture::CaptureReader;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,17 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/http1.kcap").to_owned()
     });
     let file = std::fs::File::open(&path)?;
-    let mut reader = CaptureReader::new(std::io::BufReader::new(file))?;
-    let mut pipeline = Pipeline::new(Config {
-        boottime_to_unix_ns: reader.header().host.boottime_to_unix_ns,
-        ..Config::default()
-    });
+    let reader = CaptureReader::new(std::io::BufReader::new(file))?;
+    let config = Config::from_capture(reader.header());
+    let mut replay = Replay::new(reader, config);
     let mut metrics = Metrics::new(MetricsConfig::default());
     let mut out = Vec::new();
-    while let Some(record) = reader.next_record()? {
-        pipeline.push(&kindling_probe::abi::decode(record)?, &mut out);
-    }
-    pipeline.finish(&mut out);
+    while replay.step(&mut out)?.is_some() {}
+    replay.finish(&mut out);
     for o in &out {
         if let Output::Exchange(x) = o {
             println!(
@@ -41,9 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         metrics.observe(o);
     }
-    metrics.update_stats(&pipeline.stats());
+    metrics.update_stats(&replay.stats());
     let text = metrics.encode();
     let series = text.lines().filter(|l| !l.starts_with('#')).count();
-    println!("{series} metric series; {:?}", pipeline.stats());
+    println!("{series} metric series; {:?}", replay.stats());
+    if replay.undecodable() > 0 {
+        println!("{} records did not decode", replay.undecodable());
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Limits and thresholds, all with defaults that suit a busy host.
 
+use kindling_probe::capture::CaptureHeader;
 use kindling_proto::http1::Redaction;
 use kindling_proto::ProtocolId;
 
@@ -29,7 +30,8 @@ pub struct Config {
     pub idle_timeout_ns: u64,
     /// Exchanges slower than these are flagged `slow`.
     pub slow_ns: SlowThresholds,
-    /// Boot-time to Unix-time offset, from the capture header or the host.
+    /// Boot-time to Unix-time offset, from the capture header or the host
+    /// ([`Config::from_capture`]); 0 leaves times on the boot clock.
     pub boottime_to_unix_ns: i64,
     /// HTTP header and query redaction.
     pub redaction: Redaction,
@@ -44,8 +46,41 @@ pub struct Config {
     /// How long an NXDOMAIN waits for the query that continues its search.
     pub dns_search_window_ns: u64,
     /// Names of the kernel's drop reasons by number (from the capture
-    /// header, or `kindling_probe::drop_reason_names` live).
+    /// header, [`Config::from_capture`], or `kindling_probe::drop_reason_names`
+    /// live).
     pub drop_reasons: std::collections::BTreeMap<u32, String>,
+}
+
+impl Config {
+    /// The settings a capture's header holds: its boot-time to Unix-time
+    /// offset (so exchanges carry Unix times) and the recording kernel's
+    /// drop reason names; everything else at its default. Live, build
+    /// the header the recorder would write
+    /// (`CaptureHeader::for_this_host`, with
+    /// `kindling_probe::drop_reason_names`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_flow::Config;
+    /// use kindling_probe::capture::CaptureHeader;
+    ///
+    /// let mut header = CaptureHeader::for_this_host(Default::default());
+    /// header.host.drop_reasons.insert(2, "NOT_SPECIFIED".into());
+    /// let config = Config {
+    ///     rtt_records: true,
+    ///     ..Config::from_capture(&header)
+    /// };
+    /// assert_eq!(config.boottime_to_unix_ns, header.host.boottime_to_unix_ns);
+    /// assert_eq!(config.drop_reasons[&2], "NOT_SPECIFIED");
+    /// ```
+    pub fn from_capture(header: &CaptureHeader) -> Self {
+        Self {
+            boottime_to_unix_ns: header.host.boottime_to_unix_ns,
+            drop_reasons: header.host.drop_reasons.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 /// Slow thresholds per protocol, nanoseconds.

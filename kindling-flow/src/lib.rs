@@ -39,14 +39,21 @@
 //!   retransmits under each exchange ([`Network`]).
 //! - **Metrics**: [`Metrics`] aggregates outputs into Kindling's
 //!   Prometheus series with bounded cardinality.
-//! - **Enrichment**: an [`enrich::Enricher`] adds resource attributes;
-//!   [`enrich::ProcessEnricher`] names the process and its container.
+//! - **Driving**: a [`Driver`] owns a pipeline and applies the one tick
+//!   and loss policy every caller shares (replay: a tick per second of
+//!   event time; live: the caller's clock and the probe's loss counter); a
+//!   [`Replay`] reads a capture file into one; [`Config::from_capture`]
+//!   takes the capture's clock offset and drop reason names.
+//! - **Enrichment**: an [`enrich::Enricher`] adds resource attributes
+//!   outside the pipeline; `kindling-k8s` implements it for processes,
+//!   containers and Kubernetes.
 
 #![forbid(unsafe_code)]
 
 mod buffer;
 mod config;
 mod conn;
+mod driver;
 pub mod enrich;
 pub mod metrics;
 mod pipeline;
@@ -56,6 +63,7 @@ mod stats;
 mod stream;
 
 pub use config::{Config, SlowThresholds};
+pub use driver::{Driver, Replay, Step, TICK_INTERVAL_NS};
 pub use kindling_probe::abi::Event;
 pub use kindling_proto::ProtocolId;
 pub use metrics::{Metrics, MetricsConfig};
@@ -65,3 +73,8 @@ pub use record::{
     TcpEventKind, TcpRecord,
 };
 pub use stats::Stats;
+
+/// The workspace README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

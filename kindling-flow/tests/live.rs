@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use kindling_flow::{Config, ErrorKind, Output, Pipeline, Role};
-use kindling_probe::{abi, capture, ProbeBuilder};
+use kindling_flow::{Config, Driver, ErrorKind, Output, Role};
+use kindling_probe::{capture, ProbeBuilder};
 
 fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -109,7 +109,7 @@ fn live_http_exchanges_from_both_ends() {
     drop(client);
     server.join().unwrap();
 
-    let mut pipeline = Pipeline::new(Config {
+    let mut driver = Driver::live(Config {
         boottime_to_unix_ns: capture::boottime_to_unix_ns(),
         ..Config::default()
     });
@@ -121,8 +121,9 @@ fn live_http_exchanges_from_both_ends() {
     {
         let n = probe
             .poll_raw(Duration::from_millis(50), |rec| {
-                let ev = abi::decode(rec).expect("the kernel's records decode");
-                pipeline.push(&ev, &mut out);
+                driver
+                    .push_record(rec, &mut out)
+                    .expect("the kernel's records decode");
                 true
             })
             .unwrap();
@@ -130,7 +131,7 @@ fn live_http_exchanges_from_both_ends() {
             quiet_since = Instant::now();
         }
     }
-    pipeline.finish(&mut out);
+    driver.finish(&mut out);
     let mine: Vec<_> = out
         .iter()
         .filter_map(|o| match o {

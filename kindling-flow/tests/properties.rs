@@ -6,7 +6,7 @@
 mod common;
 
 use common::{records, render, run};
-use kindling_flow::{Config, Output, Pipeline};
+use kindling_flow::{Config, Driver, Output};
 use kindling_probe::abi::{self, RawData, RecordHeader};
 use proptest::prelude::*;
 use zerocopy::FromBytes;
@@ -142,7 +142,7 @@ proptest! {
             max_pending: 4,
             ..config(offset)
         };
-        let mut p = Pipeline::new(config);
+        let mut p = Driver::replay(config);
         let mut out = Vec::new();
         let mut fake = payloads.iter().cycle();
         for (i, r) in records.iter().enumerate() {
@@ -157,10 +157,9 @@ proptest! {
             } else {
                 r.clone()
             };
-            let ev = abi::decode(&r).unwrap();
-            p.push(&ev, &mut out);
+            p.push_record(&r, &mut out).unwrap();
             prop_assert!(p.stats().connections <= 4);
-            prop_assert!(p.buffered_bytes() <= 4 * 2 * 256);
+            prop_assert!(p.pipeline().buffered_bytes() <= 4 * 2 * 256);
         }
         p.finish(&mut out);
     }

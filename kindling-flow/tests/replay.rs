@@ -272,7 +272,7 @@ fn nginx_under_wrk_with_pipelining() {
 /// was in flight is dropped and counted instead.
 #[test]
 fn losses_drop_what_was_in_flight_and_never_mispair() {
-    use kindling_flow::{Config, Output, Pipeline};
+    use kindling_flow::{Config, Driver, Output};
     let (records, _) = common::records("http1");
     let status_of = |path: &str| match path {
         "/missing" => "404",
@@ -282,18 +282,18 @@ fn losses_drop_what_was_in_flight_and_never_mispair() {
         _ => "200",
     };
     for lost_at in 0..records.len() {
-        let mut p = Pipeline::new(Config::default());
+        let mut p = Driver::replay(Config::default());
         let mut out = Vec::new();
         for (i, r) in records.iter().enumerate() {
             if i == lost_at {
                 // the record at `lost_at` never arrives; the recorder's
                 // marker says so, as it does in a capture
                 let marker = kindling_probe::abi::RawLost::new(1, 0);
-                let marker = zerocopy::IntoBytes::as_bytes(&marker);
-                p.push(&kindling_probe::abi::decode(marker).unwrap(), &mut out);
+                p.push_record(zerocopy::IntoBytes::as_bytes(&marker), &mut out)
+                    .unwrap();
                 continue;
             }
-            p.push(&kindling_probe::abi::decode(r).unwrap(), &mut out);
+            p.push_record(r, &mut out).unwrap();
         }
         p.finish(&mut out);
         for o in &out {

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use kindling_flow::{Config, Exchange, Output, Pipeline, Role, Stats, TcpRecord};
-use kindling_probe::abi::{self, RawData};
+use kindling_flow::{Config, Driver, Exchange, Output, Role, Stats, TcpRecord};
+use kindling_probe::abi::RawData;
 use kindling_probe::capture::{CaptureHeader, CaptureReader};
 use zerocopy::byteorder::native_endian::{I64, U32};
 use zerocopy::IntoBytes;
@@ -30,23 +30,16 @@ pub fn records_and_header(name: &str) -> (Vec<Vec<u8>>, CaptureHeader) {
     (out, header)
 }
 
-/// Runs records through a pipeline as `kindling replay` does: a tick per
-/// second of capture time, `finish` at the end.
+/// Runs records through a pipeline as `kindling replay` does (its
+/// [`Driver`]: a tick per second of capture time, `finish` at the end).
 pub fn run(records: &[Vec<u8>], config: Config) -> (Vec<Output>, Stats) {
-    let mut p = Pipeline::new(config);
+    let mut driver = Driver::replay(config);
     let mut out = Vec::new();
-    let mut next_tick = 0;
     for r in records {
-        let ev = abi::decode(r).expect("decodable");
-        let ts = ev.header().ts_ns.get();
-        p.push(&ev, &mut out);
-        if ts >= next_tick {
-            p.tick(ts, &mut out);
-            next_tick = ts.saturating_add(1_000_000_000);
-        }
+        driver.push_record(r, &mut out).expect("decodable");
     }
-    p.finish(&mut out);
-    (out, p.stats())
+    driver.finish(&mut out);
+    (out, driver.stats())
 }
 
 /// The bytes of a data record: `raw`'s fields with `payload` as its whole,

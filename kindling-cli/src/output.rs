@@ -1,18 +1,88 @@
-//! Printing the pipeline's outputs: one JSON object per line, or a table.
+//! What `replay` and `watch` print: probe events, or the pipeline's
+//! outputs, one JSON object per line or a table; and the one-line
+//! summaries of the pipeline's and the probe's counters on stderr.
 
 use std::io::{self, Write};
 
-use kindling_flow::ProtocolId;
+use kindling_flow::{Event, ProtocolId};
 use kindling_flow::{Exchange, Output, Stats, TcpEventKind, TcpRecord};
+use kindling_probe::{render, LossStats};
 
-use crate::Format;
+use crate::args::Format;
 
+/// Column header of the outputs' table.
 pub const TABLE_HEADER: &str =
     "      TIME  PROTO  ROLE    DURATION  SRC -> DST                                      RESULT  REQUEST";
 
+/// Writes events or outputs in one format; times print relative to `t0`
+/// (the first event's boot time) in a table, as Unix time in JSON.
+pub struct Printer<W> {
+    out: W,
+    format: Format,
+    /// Boot-time to Unix-time offset of the events' clock.
+    offset: i64,
+    /// Show RTT samples.
+    rtt: bool,
+    /// Show drops that are not packet loss.
+    all_drops: bool,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(out: W, format: Format, offset: i64, rtt: bool, all_drops: bool) -> Self {
+        Self {
+            out,
+            format,
+            offset,
+            rtt,
+            all_drops,
+        }
+    }
+
+    /// The table's column header, of events or of outputs.
+    pub fn header(&mut self, events: bool) -> io::Result<()> {
+        let header = if events {
+            render::TABLE_HEADER
+        } else {
+            TABLE_HEADER
+        };
+        writeln!(self.out, "{header}")
+    }
+
+    /// One probe event.
+    pub fn event(&mut self, ev: &Event<'_>, t0: u64) -> io::Result<()> {
+        let line = match self.format {
+            Format::Table => render::to_table_row(ev, t0),
+            Format::Json => render::to_json(ev, self.offset).to_string(),
+        };
+        writeln!(self.out, "{line}")
+    }
+
+    /// Keeps the outputs that are [`shown`], passes each to `enrich`, and
+    /// writes them (the caller clears or reuses them).
+    pub fn outputs(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        t0: u64,
+        enrich: impl FnMut(&mut Output),
+    ) -> io::Result<()> {
+        outputs.retain(|o| shown(o, self.rtt, self.all_drops));
+        outputs.iter_mut().for_each(enrich);
+        write_all(&mut self.out, outputs, self.format, t0, self.offset)
+    }
+
+    /// Text as it is (the Prometheus exposition).
+    pub fn text(&mut self, text: &str) -> io::Result<()> {
+        write!(self.out, "{text}")
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Whether an output is printed: RTT samples only with `rtt`, drops that
 /// are not packet loss (by their kernel reason) only with `all_drops`.
-pub fn shown(o: &Output, rtt: bool, all_drops: bool) -> bool {
+fn shown(o: &Output, rtt: bool, all_drops: bool) -> bool {
     match o {
         Output::Tcp(t) if t.event == TcpEventKind::Rtt => rtt,
         Output::Tcp(t) if t.event == TcpEventKind::Drop => {
@@ -26,7 +96,7 @@ pub fn shown(o: &Output, rtt: bool, all_drops: bool) -> bool {
 }
 
 /// Writes `outputs` (the caller clears or reuses them).
-pub fn write_all(
+fn write_all(
     out: &mut impl Write,
     outputs: &[Output],
     format: Format,
@@ -156,59 +226,10 @@ pub fn stats_line(s: &Stats) -> String {
     )
 }
 
-/// A reader that counts the bytes read through it (for progress).
-pub struct Counting<R> {
-    inner: R,
-    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R> Counting<R> {
-    pub fn new(inner: R, read: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
-        Self { inner, read }
-    }
-}
-
-impl<R: io::Read> io::Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// A progress line on stderr for large captures, when stderr is a
-/// terminal.
-pub struct Progress {
-    size: u64,
-    shown: bool,
-    enabled: bool,
-}
-
-impl Progress {
-    pub fn new(size: u64) -> Self {
-        use std::io::IsTerminal;
-        Self {
-            size,
-            shown: false,
-            enabled: size > 64 << 20 && io::stderr().is_terminal(),
-        }
-    }
-
-    pub fn show(&mut self, read: u64) {
-        if self.enabled {
-            let pct = read as f64 * 100.0 / self.size.max(1) as f64;
-            eprint!(
-                "\rkindling: {pct:5.1}% of {:.0} MiB",
-                self.size as f64 / 1048576.0
-            );
-            self.shown = true;
-        }
-    }
-
-    pub fn done(&mut self) {
-        if self.shown {
-            eprintln!();
-        }
-    }
+/// The probe's loss counters in one line.
+pub fn losses_line(l: &LossStats) -> String {
+    format!(
+        "lost: ring_full={} pending_full={} undecodable={} | read_failed={} truncated={}",
+        l.ring_full, l.pending_full, l.undecodable, l.read_failed, l.truncated
+    )
 }

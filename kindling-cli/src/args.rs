@@ -1,0 +1,138 @@
+//! The command line: subcommands and their flags (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kindling_probe::ProbeConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kindling",
+    version,
+    about = "See every request that crosses a socket, from the kernel (eBPF)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Capture socket events on this host into a .kcap file (needs root).
+    Record(RecordArgs),
+    /// Read a .kcap file and print what it holds.
+    Replay(ReplayArgs),
+    /// Print socket events on this host live (needs root).
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// Only these processes (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only sockets with this local or remote port (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Only tasks in this cgroup v2 id (repeatable; `stat -c %i` of the cgroup dir).
+    #[arg(long = "cgroup", value_name = "ID")]
+    pub cgroups: Vec<u64>,
+    /// Payload bytes captured per syscall (1..=16384).
+    #[arg(long, default_value_t = 4096)]
+    pub snaplen: u32,
+    /// Ring buffer size in MiB.
+    #[arg(long, default_value_t = 16)]
+    pub ring_mb: u32,
+    /// Attach the hooks but capture nothing (overhead floor measurements).
+    #[arg(long, hide = true)]
+    pub hooks_only: bool,
+}
+
+impl ProbeArgs {
+    /// The probe settings these flags ask for.
+    pub fn config(&self) -> ProbeConfig {
+        ProbeConfig {
+            snaplen: self.snaplen,
+            pids: self.pids.clone(),
+            cgroups: self.cgroups.clone(),
+            ports: self.ports.clone(),
+            ring_bytes: self.ring_mb.saturating_mul(1 << 20),
+            hooks_only: self.hooks_only,
+            ..ProbeConfig::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// Capture file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// No per-second statistics on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Capture file to read.
+    pub file: PathBuf,
+    /// Print the decoded probe events instead of exchanges and TCP events.
+    #[arg(long)]
+    pub events: bool,
+    /// Output format; `prometheus` prints the metrics the run aggregated.
+    #[arg(short, long, value_enum, default_value_t = ReplayFormat::Table)]
+    pub output: ReplayFormat,
+    /// Also print every RTT sample as a TCP record.
+    #[arg(long)]
+    pub rtt: bool,
+    /// Also print drops that are not packet loss (a socket closed with
+    /// data queued, a packet to a closed port, …).
+    #[arg(long)]
+    pub all_drops: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFormat {
+    /// Aligned columns.
+    Table,
+    /// One JSON object per line.
+    Json,
+    /// Prometheus text exposition of the aggregated series, at the end.
+    Prometheus,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Print the raw probe events instead of exchanges and TCP events.
+    #[arg(long)]
+    pub events: bool,
+    /// Also print every RTT sample as a TCP record.
+    #[arg(long)]
+    pub rtt: bool,
+    /// Also print drops that are not packet loss (a socket closed with
+    /// data queued, a packet to a closed port, …).
+    #[arg(long)]
+    pub all_drops: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// One JSON object per line.
+    Json,
+}

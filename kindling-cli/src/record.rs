@@ -1,0 +1,99 @@
+//! `kindling record`: the probe's raw records into a capture file, with
+//! a loss marker wherever the kernel's loss counters grew.
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kindling_probe::abi;
+use kindling_probe::capture::{CaptureError, CaptureWriter};
+use kindling_probe::Probe;
+
+use crate::args::RecordArgs;
+use crate::live::{self, boottime_now, deadline};
+use crate::output::losses_line;
+
+pub fn run(args: RecordArgs) -> Result<()> {
+    deadline(args.duration)?; // validate before the slow load
+    let stop = live::stop_flag()?;
+    let file = File::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let mut probe = live::load(&args.probe)?;
+    let header = live::host_header(&probe);
+    let mut writer = CaptureWriter::new(file, &header)?;
+    let until = deadline(args.duration)?;
+    if !args.quiet {
+        eprintln!(
+            "kindling: recording to {} (Ctrl-C to stop)",
+            args.output.display()
+        );
+    }
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut last_count = 0u64;
+    let mut write_err: Option<CaptureError> = None;
+    let mut kernel_lost = 0u64;
+    while !stop.load(Ordering::Relaxed) && until.is_none_or(|t| Instant::now() < t) {
+        probe.poll_raw(Duration::from_millis(100), |rec| {
+            if write_err.is_none() {
+                if let Err(e) = writer.write_record(rec) {
+                    write_err = Some(e);
+                }
+            }
+            abi::decode(rec).is_ok()
+        })?;
+        if let Some(e) = write_err.take() {
+            return Err(e).context("writing the capture file");
+        }
+        mark_losses(&probe, &mut writer, &mut kernel_lost)?;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            writer.flush()?;
+            if !args.quiet {
+                let n = writer.records();
+                let rate = (n - last_count) as f64 / last_report.elapsed().as_secs_f64();
+                eprintln!(
+                    "kindling: {n} events ({rate:.0}/s), {:.1} MiB; {}",
+                    writer.bytes() as f64 / (1 << 20) as f64,
+                    losses_line(&probe.losses()?)
+                );
+            }
+            last_count = writer.records();
+            last_report = Instant::now();
+        }
+    }
+    // Drain what the kernel emitted before we stopped.
+    probe.poll_raw(Duration::ZERO, |rec| {
+        writer.write_record(rec).is_ok() && abi::decode(rec).is_ok()
+    })?;
+    mark_losses(&probe, &mut writer, &mut kernel_lost)?;
+    let losses = probe.losses()?;
+    let records = writer.records();
+    let bytes = writer.bytes();
+    writer
+        .finish()?
+        .sync_all()
+        .context("syncing the capture file")?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "kindling: wrote {records} events ({:.0}/s, {:.1} MiB) to {}; {}",
+        records as f64 / secs.max(1e-9),
+        bytes as f64 / (1 << 20) as f64,
+        args.output.display(),
+        losses_line(&losses)
+    );
+    Ok(())
+}
+
+/// Writes a loss marker into the capture where the kernel's loss counters
+/// grew, so that a replay knows where records are missing.
+fn mark_losses(probe: &Probe, writer: &mut CaptureWriter<File>, seen: &mut u64) -> Result<()> {
+    let l = probe.losses()?;
+    let lost = l.ring_full + l.pending_full;
+    if lost > *seen {
+        let marker = abi::RawLost::new(lost - *seen, boottime_now());
+        writer.write_record(zerocopy::IntoBytes::as_bytes(&marker))?;
+        *seen = lost;
+    }
+    Ok(())
+}
