@@ -180,9 +180,7 @@ fn large_replies_pipelined_with_small_ones() {
     let mine: Vec<&Exchange> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Exchange(x) if x.protocol == "redis" && x.comm != "redis-cli" => {
-                Some(x)
-            }
+            Output::Exchange(x) if x.protocol == "redis" && x.comm != "redis-cli" => Some(x),
             _ => None,
         })
         .collect();
