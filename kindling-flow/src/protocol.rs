@@ -167,6 +167,10 @@ pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -
                     if is_dns && !udp {
                         proto = Proto::Dns(dns::Session::tcp());
                     }
+                    // where in the connection its first bytes were
+                    if let Proto::MySql(session) = &mut proto {
+                        **session = mysql::Session::for_first(head, dir);
+                    }
                     return Detected::Found(proto, request);
                 }
                 Detect::NeedMore => need_more = true,
@@ -286,7 +290,10 @@ impl Proto {
                 // a result set: its first packet is a column count, not an
                 // OK (0x00), ERR (0xff) or EOF (0xfe)
                 let first = *buf.get(4)?;
-                if !session.is_command_phase() || matches!(first, 0x00 | 0xff | 0xfe) {
+                if !session.is_command_phase()
+                    || !session.expects_result_set()
+                    || matches!(first, 0x00 | 0xff | 0xfe)
+                {
                     return None;
                 }
                 let reader = mysql::ResultSetReader::new(session.deprecate_eof());

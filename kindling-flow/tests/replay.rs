@@ -128,7 +128,9 @@ fn redis_server_cli_and_benchmark() {
 #[test]
 fn mysql_mariadb_client_and_prepared_statements() {
     let client = check_both_ends("mysql");
-    assert_eq!(client.len(), 15, "{client:#?}");
+    // 15 commands and the two connections' logins
+    assert_eq!(client.len(), 17, "{client:#?}");
+    assert_eq!(client.iter().filter(|l| *l == "mysql LOGIN → ").count(), 2);
     assert!(client.contains(&"mysql SELECT * FROM no_such_table → 1146 DbError".to_owned()));
     assert!(client.contains(&"mysql SELEC broken syntax → 1064 DbError".to_owned()));
     // the prepared statement's EXECUTE reports its SQL

@@ -12,8 +12,14 @@ use crate::protocol::{self, Detected, Proto};
 use crate::record::Role;
 use crate::stream::{Closed, Input, Item, Stream, StreamCx, Unread};
 
-/// Bytes seen without recognising a protocol before giving up on it.
+/// Bytes seen without recognising a protocol before giving up on them.
 const DETECT_LIMIT: usize = 4096;
+
+/// Messages (syscalls' worth of bytes, up to [`DETECT_LIMIT`] each) a
+/// connection may show without being recognised before it is given up:
+/// one that began before the capture may be first seen mid-answer, and
+/// its next request tells.
+const DETECT_ATTEMPTS: u8 = 8;
 
 /// One syscall's payload on a tracked connection.
 pub(super) fn data(cx: &mut Cx<'_>, conn: &mut Conn, d: &DataEvent<'_>) {
@@ -199,6 +205,14 @@ fn recognise(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, input: &mut Input<'_>
             true
         }
         Detected::NeedMore if head.len() < DETECT_LIMIT && input.missing() == 0 => false,
+        _ if conn.detect_attempts + 1 < DETECT_ATTEMPTS => {
+            // not a beginning: look again at the next bytes either way
+            conn.detect_attempts += 1;
+            if let Some(f) = conn.flight.take() {
+                cx.shared.recycle(f);
+            }
+            false
+        }
         _ => {
             cx.shared.stats.unrecognised_connections += 1;
             conn.proto = Recognition::Unrecognised;
