@@ -865,7 +865,9 @@ fn mysql_recognition(pkts: &[Packet]) -> (usize, usize, usize, usize) {
     use kindling_proto::Detect;
     type Key = ((IpAddr, u16), (IpAddr, u16));
     let mut order: Vec<Key> = Vec::new();
-    let mut conns: HashMap<Key, (Option<(IpAddr, u16)>, Vec<&Packet>)> = HashMap::new();
+    /// The client if its SYN was seen, and the segments with payload.
+    type Conn<'a> = (Option<(IpAddr, u16)>, Vec<&'a Packet>);
+    let mut conns: HashMap<Key, Conn<'_>> = HashMap::new();
     for p in pkts {
         let Some((_, syn, ack)) = p.tcp else { continue };
         let key = if p.src < p.dst {
