@@ -15,6 +15,20 @@
 //! the handshake and the last command, remembers capabilities
 //! (`CLIENT_DEPRECATE_EOF`, query attributes, compression) and prepared
 //! statements' SQL, and stops at TLS or compression, which it reports.
+//!
+//! A connection seen from its middle (opened before the capture: pools) is
+//! detected from any common command or a login ([`MySql::detect`]); its
+//! session starts in command phase ([`Session::for_first`]) and infers what
+//! the handshake would have said: a COM_QUERY starting `0x00 0x01` (no
+//! attributes, one set) means `CLIENT_QUERY_ATTRIBUTES`, a row right after
+//! the column definitions means `CLIENT_DEPRECATE_EOF`.
+//!
+//! Summaries: the login is a request (`db.operation.name` `LOGIN`,
+//! `db.namespace` its schema) answered by the server's OK or ERR (steps in
+//! between are ignored); an ERR sent instead of the greeting (1040 too
+//! many connections) is a response naming its operation `CONNECT`, which
+//! the flow reports as the exchange of the connection's opening. ERR
+//! packets give `db.response.status_code` and `db.response.error_message`.
 
 use std::collections::HashMap;
 
