@@ -1036,6 +1036,8 @@ impl Command<'_> {
                 Command::Ping => "PING",
                 Command::Quit => "QUIT",
                 Command::Close(_) => "STMT_CLOSE",
+                // a statement prepared before the capture
+                Command::Execute(_) => "EXECUTE",
                 Command::Other(com::STATISTICS) => "STATISTICS",
                 Command::Other(com::CHANGE_USER) => "CHANGE_USER",
                 Command::Other(com::STMT_RESET) => "STMT_RESET",
@@ -1166,7 +1168,23 @@ impl ResultSetReader {
                     (left, _) => RowsPhase::Columns(left),
                 };
             }
-            RowsPhase::ColumnsEof => self.phase = RowsPhase::Rows,
+            RowsPhase::ColumnsEof => {
+                self.phase = RowsPhase::Rows;
+                if !(first == Some(0xfe) && len < 9) {
+                    // where the EOF is due without DEPRECATE_EOF, a row or
+                    // an OK terminator: the connection negotiated it (a
+                    // handshake not seen)
+                    self.deprecate_eof = true;
+                    match first {
+                        Some(0xfe) => self.phase = RowsPhase::Done,
+                        Some(0xff) => {
+                            self.error = u16le(payload, 1);
+                            self.phase = RowsPhase::Done;
+                        }
+                        _ => self.rows += 1,
+                    }
+                }
+            }
             RowsPhase::Rows => {
                 let terminator =
                     first == Some(0xfe) && (len < 9 || (self.deprecate_eof && len < 0xff_ffff));

@@ -273,3 +273,19 @@ fn requests_resynchronise_at_the_next_command() {
     assert_eq!(MySql::resync(&[1, 2, 3, 4, 5, 6], Direction::Request), None);
     assert_eq!(MySql::resync(&lost, Direction::Response), None);
 }
+
+#[test]
+fn a_followed_result_set_tells_deprecate_eof_by_a_row_after_the_definitions() {
+    use kindling_proto::mysql::ResultSetReader;
+    use kindling_proto::Follower;
+    let rs = cat(&[
+        pkt(1, &[1]),
+        pkt(2, &coldef("id")),
+        pkt(3, b"\x011"),
+        pkt(4, b"\x012"),
+        pkt(5, &[0xfe, 0, 0, 2, 0, 0, 0]),
+    ]);
+    let mut r = ResultSetReader::new(false);
+    assert_eq!(r.feed(&rs).unwrap(), Some(rs.len()));
+    assert_eq!(r.rows(), 2);
+}
