@@ -132,8 +132,19 @@ pub(crate) enum ParseError {
 
 /// Detects a protocol from the first bytes seen in one direction; `sent`
 /// says whether the traced process sent them, `client` restricts the guess
-/// to what its role allows (`Some(true)` = it is the client).
-pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -> Detected {
+/// to what its role allows (`Some(true)` = it is the client). `again`:
+/// earlier bytes of the connection were not a beginning, so these may be
+/// anywhere in a stream; only protocols whose beginnings cannot be taken
+/// for the middle of a message are tried (HTTP request and status lines,
+/// MySQL's strict checks; not RESP, whose commands look like the arrays
+/// inside replies, nor DNS over TCP).
+pub(crate) fn detect(
+    head: &[u8],
+    sent: bool,
+    client: Option<bool>,
+    udp: bool,
+    again: bool,
+) -> Detected {
     let mut need_more = false;
     for request in [true, false] {
         // a client sends requests, a server receives them
@@ -160,6 +171,9 @@ pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -
             // last, with its length prefix (`Session::tcp`)
             let is_dns = matches!(proto, Proto::Dns(_));
             if udp && !is_dns {
+                continue;
+            }
+            if again && !udp && matches!(proto, Proto::Redis(_) | Proto::Dns(_)) {
                 continue;
             }
             match detect(head, dir) {

@@ -289,3 +289,20 @@ fn a_followed_result_set_tells_deprecate_eof_by_a_row_after_the_definitions() {
     assert_eq!(r.feed(&rs).unwrap(), Some(rs.len()));
     assert_eq!(r.rows(), 2);
 }
+
+#[test]
+fn joined_at_a_binary_result_set() {
+    let mut s = Session::in_command_phase();
+    let ex = pkt(0, &[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0]);
+    parse(&mut s, Direction::Request, &ex);
+    let rs = cat(&[
+        pkt(1, &[2]),
+        pkt(2, &coldef("name")),
+        pkt(3, &coldef("email")),
+        pkt(4, &[0xfe, 0, 0, 0x22, 0]),
+        pkt(5, b"\x00\x00\x03ann\x0ea@example.test"),
+        pkt(6, &[0xfe, 0, 0, 0x22, 0]),
+    ]);
+    let (m, used) = parse(&mut s, Direction::Response, &rs);
+    assert_eq!(used, rs.len(), "{m:?}");
+}

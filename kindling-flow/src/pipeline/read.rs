@@ -189,12 +189,19 @@ fn recognise(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, input: &mut Input<'_>
     }
     let client = conn.role.map(|r| r == Role::Client);
     let udp = conn.udp;
+    let again = conn.detect_attempts > 0;
     let stream = stream(conn, sent);
     stream.buffer(input, &mut cx.shared.stats, cx.config.max_buffer);
     let head = stream.bytes();
-    match protocol::detect(head, sent, client, udp) {
+    match protocol::detect(head, sent, client, udp, again) {
         Detected::Found(p, request) => {
             conn.proto = Recognition::Known(p);
+            if request {
+                // what the other side sent before a first request (the
+                // rest of an earlier answer, on a connection joined
+                // mid-way) answers none of what follows
+                self::stream(conn, !sent).reset();
+            }
             if conn.role.is_none() {
                 conn.role = Some(if sent == request {
                     Role::Client
