@@ -692,12 +692,15 @@ fn result_set(
         };
         at += p.wire;
     }
+    // the sequence id the packet after the column EOF would have
+    let mut after_eof = None;
     if !deprecate_eof {
         let Some(p) = packet(&buf[at..])? else {
             return Ok(None);
         };
         if is_eof(p.payload) {
             at += p.wire;
+            after_eof = Some(p.seq.wrapping_add(1));
         } else if matches!(p.payload.first(), Some(0xfe | 0xff) | None) {
             return Err(Error::Malformed);
         } else {
@@ -710,6 +713,20 @@ fn result_set(
         let Some(p) = packet(&buf[at..])? else {
             return Ok(None);
         };
+        if rows == 0 && after_eof.is_some_and(|seq| seq != 1) && p.seq == 1 {
+            // a new answer (sequence 1) where rows were due: the "EOF"
+            // was the OK that ends an empty result set with
+            // DEPRECATE_EOF (a handshake not seen)
+            return Ok(Some((
+                Response::ResultSet {
+                    columns,
+                    rows: 0,
+                    more_results: false,
+                },
+                at,
+                true,
+            )));
+        }
         at += p.wire;
         let pl = p.payload;
         // terminator: EOF, or with DEPRECATE_EOF an OK packet headed 0xfe

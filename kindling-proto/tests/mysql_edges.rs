@@ -306,3 +306,33 @@ fn joined_at_a_binary_result_set() {
     let (m, used) = parse(&mut s, Direction::Response, &rs);
     assert_eq!(used, rs.len(), "{m:?}");
 }
+
+#[test]
+fn a_joined_session_tells_an_empty_result_set_with_deprecate_eof_by_the_next_answer() {
+    let mut s = Session::in_command_phase();
+    let q = pkt(0, b"\x03SELECT id FROM t WHERE id = 0");
+    parse(&mut s, Direction::Request, &q);
+    // column count, one definition, the OK (0xfe, 7 bytes) ending it: the
+    // same bytes as an EOF after the definitions
+    let empty = cat(&[
+        pkt(1, &[1]),
+        pkt(2, &coldef("id")),
+        pkt(3, &[0xfe, 0, 0, 2, 0, 0, 0]),
+    ]);
+    // the next command's answer, sequence 1
+    let next = pkt(1, b"\xff\x7a\x04#42S02Table 'shop.nope' doesn't exist");
+    let both = cat(&[empty.clone(), next.clone()]);
+    let (m, used) = parse(&mut s, Direction::Response, &both);
+    assert_eq!(used, empty.len());
+    assert!(matches!(
+        m,
+        Message::Response(Response::ResultSet { rows: 0, .. })
+    ));
+    assert!(s.deprecate_eof());
+    let (m, used) = parse(&mut s, Direction::Response, &next);
+    assert_eq!(used, next.len());
+    assert!(matches!(
+        m,
+        Message::Response(Response::Err { code: 1146, .. })
+    ));
+}
