@@ -686,8 +686,9 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     (
         "mysql/zeek-mysql8-login-failed.pcap",
         "mysql.command: tshark 1, kindling 0",
-        "kindling: the login failed (ERR 1045) before any command; tshark's \
-         `Request Unknown (125)` is the password packet (sequence 5)",
+        "kindling: the login failed (ERR 1045) before any command (Kindling \
+         reports it as a LOGIN exchange with its error, not a command); \
+         tshark's `Request Unknown (125)` is the password packet (sequence 5)",
     ),
 ];
 
