@@ -15,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let mut s = if first & 1 == 0 { Session::default() } else { Session::in_command_phase() };
     let _ = MySql::detect(rest, Direction::Request);
     let _ = MySql::detect(rest, Direction::Response);
+    let _ = MySql::resync(rest, Direction::Request);
+    let _ = Session::for_first(rest, Direction::Request);
     let mut at = 0;
     let mut dir = if first & 2 == 0 { Direction::Response } else { Direction::Request };
     let mut stalls = 0;

@@ -131,6 +131,8 @@ pub(crate) struct Conn {
     pub(crate) connect_ns: Option<u64>,
     /// A reset was sent or received.
     pub(crate) reset: bool,
+    /// Times its bytes were not recognised (see `pipeline::read`).
+    pub(crate) detect_attempts: u8,
     /// Latest smoothed RTT the kernel reported for the socket, µs (0: none).
     pub(crate) srtt_us: u32,
     /// Segments the socket retransmitted so far, as last reported.
@@ -156,6 +158,7 @@ impl Conn {
             last_seen_ns: 0,
             connect_ns: None,
             reset: false,
+            detect_attempts: 0,
             srtt_us: 0,
             retransmits: 0,
         }

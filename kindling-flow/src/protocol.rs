@@ -132,8 +132,19 @@ pub(crate) enum ParseError {
 
 /// Detects a protocol from the first bytes seen in one direction; `sent`
 /// says whether the traced process sent them, `client` restricts the guess
-/// to what its role allows (`Some(true)` = it is the client).
-pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -> Detected {
+/// to what its role allows (`Some(true)` = it is the client). `again`:
+/// earlier bytes of the connection were not a beginning, so these may be
+/// anywhere in a stream; only protocols whose beginnings cannot be taken
+/// for the middle of a message are tried (HTTP request and status lines,
+/// MySQL's strict checks; not RESP, whose commands look like the arrays
+/// inside replies, nor DNS over TCP).
+pub(crate) fn detect(
+    head: &[u8],
+    sent: bool,
+    client: Option<bool>,
+    udp: bool,
+    again: bool,
+) -> Detected {
     let mut need_more = false;
     for request in [true, false] {
         // a client sends requests, a server receives them
@@ -162,10 +173,17 @@ pub(crate) fn detect(head: &[u8], sent: bool, client: Option<bool>, udp: bool) -
             if udp && !is_dns {
                 continue;
             }
+            if again && !udp && matches!(proto, Proto::Redis(_) | Proto::Dns(_)) {
+                continue;
+            }
             match detect(head, dir) {
                 Detect::Match => {
                     if is_dns && !udp {
                         proto = Proto::Dns(dns::Session::tcp());
+                    }
+                    // where in the connection its first bytes were
+                    if let Proto::MySql(session) = &mut proto {
+                        **session = mysql::Session::for_first(head, dir);
                     }
                     return Detected::Found(proto, request);
                 }
@@ -318,7 +336,10 @@ impl Proto {
                 // a result set: its first packet is a column count, not an
                 // OK (0x00), ERR (0xff) or EOF (0xfe)
                 let first = *buf.get(4)?;
-                if !session.is_command_phase() || matches!(first, 0x00 | 0xff | 0xfe) {
+                if !session.is_command_phase()
+                    || !session.expects_result_set()
+                    || matches!(first, 0x00 | 0xff | 0xfe)
+                {
                     return None;
                 }
                 let reader = mysql::ResultSetReader::new(session.deprecate_eof());

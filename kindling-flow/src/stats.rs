@@ -17,7 +17,8 @@ pub struct Stats {
     pub tcp_records: u64,
     /// Connections currently tracked.
     pub connections: u64,
-    /// Connections whose protocol was not recognised.
+    /// Connections whose protocol was not recognised (given up after 8
+    /// messages that were not a beginning).
     pub unrecognised_connections: u64,
     /// Bytes that could not be parsed (the stream then resynchronises).
     pub parse_errors: u64,

@@ -128,7 +128,9 @@ fn redis_server_cli_and_benchmark() {
 #[test]
 fn mysql_mariadb_client_and_prepared_statements() {
     let client = check_both_ends("mysql");
-    assert_eq!(client.len(), 15, "{client:#?}");
+    // 15 commands and the two connections' logins
+    assert_eq!(client.len(), 17, "{client:#?}");
+    assert_eq!(client.iter().filter(|l| *l == "mysql LOGIN → ").count(), 2);
     assert!(client.contains(&"mysql SELECT * FROM no_such_table → 1146 DbError".to_owned()));
     assert!(client.contains(&"mysql SELEC broken syntax → 1064 DbError".to_owned()));
     // the prepared statement's EXECUTE reports its SQL
@@ -483,4 +485,102 @@ fn dns_answers_name_later_peers() {
     };
     assert_eq!(x.dst.ip().to_string(), "192.0.2.11");
     assert_eq!(attr(x, "server.address"), "www.example.test");
+}
+
+/// Kindling started at any point of the MySQL capture (connections opened
+/// before it, joined mid-way, even mid-result-set): never a false alarm
+/// (the only errors are the recording's two failing queries, each with its
+/// code), and connections joined after their handshake are still read
+/// from their next command on.
+#[test]
+fn mysql_joined_at_any_record_raises_no_false_alarm() {
+    let (records, header) = common::records_and_header("mysql");
+    let config = || kindling_flow::Config {
+        boottime_to_unix_ns: header.host.boottime_to_unix_ns,
+        ..kindling_flow::Config::default()
+    };
+    let mut joined_with_exchanges = 0;
+    for start in 1..records.len() {
+        let (out, _) = common::run(&records[start..], config());
+        let mysql: Vec<_> = exchanges(&out)
+            .into_iter()
+            .filter(|x| x.protocol == "mysql")
+            .collect();
+        for x in &mysql {
+            if x.error.is_some() {
+                assert_eq!(x.error, Some(ErrorKind::DbError), "start {start}: {x:#?}");
+                let code = attr(x, "db.response.status_code");
+                assert!(matches!(code, "1146" | "1064"), "start {start}: {x:#?}");
+            }
+        }
+        // a start after both logins: every exchange comes from joining
+        if !mysql.is_empty()
+            && !mysql
+                .iter()
+                .any(|x| attr(x, "db.operation.name") == "LOGIN")
+        {
+            joined_with_exchanges += 1;
+        }
+    }
+    assert!(joined_with_exchanges > 0);
+    eprintln!(
+        "{} starts, {joined_with_exchanges} joined after the logins with exchanges",
+        records.len() - 1
+    );
+}
+
+/// The same for the HTTP capture: joined at any record, the only errors
+/// are ones the whole capture reports too (same protocol, operation,
+/// status and kind).
+#[test]
+fn http_joined_at_any_record_raises_no_false_alarm() {
+    joined_at_any_record("http1");
+}
+
+/// Known false alarm, not from retried detection (it fails with a single
+/// attempt too): a Redis connection first seen in the middle of a large
+/// reply (COMMAND DOCS), its role unknown, takes the reply's nested arrays
+/// of bulk strings for a command, so the client is taken for the server
+/// and its "command" reported unanswered.
+#[test]
+#[ignore = "known: a Redis connection joined mid-reply is taken for a server (issue 11, Redis part)"]
+fn redis_joined_at_any_record_raises_no_false_alarm() {
+    joined_at_any_record("redis");
+}
+
+fn joined_at_any_record(name: &str) {
+    {
+        let (records, header) = common::records_and_header(name);
+        let config = || kindling_flow::Config {
+            boottime_to_unix_ns: header.host.boottime_to_unix_ns,
+            ..kindling_flow::Config::default()
+        };
+        let key = |x: &kindling_flow::Exchange| {
+            format!(
+                "{:?} {} {} {} {:?}",
+                x.protocol,
+                attr(x, "db.operation.name"),
+                attr(x, "db.response.status_code"),
+                attr(x, "http.response.status_code"),
+                x.error
+            )
+        };
+        let (whole, _) = common::run(&records, config());
+        let known: std::collections::BTreeSet<String> = exchanges(&whole)
+            .into_iter()
+            .filter(|x| x.error.is_some())
+            .map(key)
+            .collect();
+        for start in 1..records.len() {
+            let (out, _) = common::run(&records[start..], config());
+            for x in exchanges(&out) {
+                if x.error.is_some() {
+                    assert!(
+                        known.contains(&key(x)),
+                        "{name} from record {start}: {x:#?}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -30,7 +30,9 @@
 //! * [`mysql`]: MySQL/MariaDB: handshake, login, SSLRequest (marks the
 //!   connection encrypted), COM_QUERY with query attributes, prepared
 //!   statements (EXECUTE reports the prepared SQL), whole result sets with
-//!   and without `CLIENT_DEPRECATE_EOF`, OK/ERR/EOF; compression detected.
+//!   and without `CLIENT_DEPRECATE_EOF`, COM_FIELD_LIST, OK/ERR/EOF;
+//!   compression detected. Connections joined mid-way are detected from
+//!   any common command, their capabilities inferred.
 //! * [`sql`]: SQL literals to `?`, operation and table.
 //!
 //! ## What a monitor keeps of a message

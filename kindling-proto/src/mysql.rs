@@ -15,6 +15,20 @@
 //! the handshake and the last command, remembers capabilities
 //! (`CLIENT_DEPRECATE_EOF`, query attributes, compression) and prepared
 //! statements' SQL, and stops at TLS or compression, which it reports.
+//!
+//! A connection seen from its middle (opened before the capture: pools) is
+//! detected from any common command or a login ([`MySql::detect`]); its
+//! session starts in command phase ([`Session::for_first`]) and infers what
+//! the handshake would have said: a COM_QUERY starting `0x00 0x01` (no
+//! attributes, one set) means `CLIENT_QUERY_ATTRIBUTES`, a row right after
+//! the column definitions means `CLIENT_DEPRECATE_EOF`.
+//!
+//! Summaries: the login is a request (`db.operation.name` `LOGIN`,
+//! `db.namespace` its schema) answered by the server's OK or ERR (steps in
+//! between are ignored); an ERR sent instead of the greeting (1040 too
+//! many connections) is a response naming its operation `CONNECT`, which
+//! the flow reports as the exchange of the connection's opening. ERR
+//! packets give `db.response.status_code` and `db.response.error_message`.
 
 use std::collections::HashMap;
 
@@ -43,12 +57,16 @@ pub mod com {
     pub const QUIT: u8 = 0x01;
     pub const INIT_DB: u8 = 0x02;
     pub const QUERY: u8 = 0x03;
+    pub const FIELD_LIST: u8 = 0x04;
+    pub const STATISTICS: u8 = 0x09;
     pub const PING: u8 = 0x0e;
     pub const CHANGE_USER: u8 = 0x11;
     pub const STMT_PREPARE: u8 = 0x16;
     pub const STMT_EXECUTE: u8 = 0x17;
     pub const STMT_CLOSE: u8 = 0x19;
     pub const STMT_RESET: u8 = 0x1a;
+    pub const SET_OPTION: u8 = 0x1b;
+    pub const RESET_CONNECTION: u8 = 0x1f;
 }
 
 /// Most prepared statements remembered per connection.
@@ -107,15 +125,53 @@ pub struct Session {
     /// A login was seen and the server's verdict on it not yet: that OK or
     /// ERR closes the handshake, it answers no command.
     login_verdict_due: bool,
+    /// Joined mid-connection: the capabilities were not seen and are
+    /// inferred from the traffic (query attributes, DEPRECATE_EOF).
+    joined: bool,
 }
 
 impl Session {
-    /// A session for a connection joined after its handshake.
+    /// A session for a connection joined after its handshake: capabilities
+    /// are inferred from what the connection carries.
     pub fn in_command_phase() -> Self {
         Self {
             phase: Phase::Command,
+            joined: true,
             ..Self::default()
         }
+    }
+
+    /// The session for a connection whose first bytes `head` (in `dir`)
+    /// [`MySql::detect`] matched: from the start for a server greeting or
+    /// a refusal sent instead of it, at the handshake response for a login,
+    /// in command phase for any command (a connection that began before
+    /// the capture).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::mysql::Session;
+    /// use kindling_proto::Direction;
+    ///
+    /// // COM_PING seen first: a pooled connection
+    /// assert!(Session::for_first(&[1, 0, 0, 0, 0x0e], Direction::Request).is_command_phase());
+    /// ```
+    pub fn for_first(head: &[u8], dir: Direction) -> Self {
+        match (dir, head.get(3)) {
+            (Direction::Request, Some(1)) => Self {
+                phase: Phase::HandshakeResponse,
+                ..Self::default()
+            },
+            (Direction::Request, _) => Self::in_command_phase(),
+            (Direction::Response, _) => Self::default(),
+        }
+    }
+
+    /// Whether the response to the last command may be a result set (the
+    /// answers to COM_FIELD_LIST and COM_STATISTICS are not, though they
+    /// do not begin like an OK or ERR packet either).
+    pub fn expects_result_set(&self) -> bool {
+        !matches!(self.last_command, com::FIELD_LIST | com::STATISTICS)
     }
 
     /// The SQL a prepared statement was prepared with, if seen.
@@ -166,6 +222,8 @@ pub enum Command<'a> {
     Close(u32),
     /// COM_INIT_DB: the schema.
     InitDb(&'a [u8]),
+    /// COM_FIELD_LIST: the table whose columns are asked for.
+    FieldList(&'a [u8]),
     /// COM_PING.
     Ping,
     /// COM_QUIT (no response follows).
@@ -215,6 +273,13 @@ pub enum Response<'a> {
         /// Parameters.
         params: u16,
     },
+    /// Answer to COM_FIELD_LIST: column definitions up to a terminator.
+    Columns {
+        /// Column definitions.
+        columns: u64,
+    },
+    /// Answer to COM_STATISTICS: a human-readable string, no header.
+    Text(&'a [u8]),
     /// An authentication step (switch request, more data).
     AuthStep,
     /// A lone EOF packet.
@@ -387,6 +452,134 @@ fn u32le(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
+fn printable(b: &[u8]) -> bool {
+    b.iter()
+        .take(32)
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+}
+
+fn name(b: &[u8]) -> bool {
+    !b.is_empty() && b.len() <= 256 && b.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80)
+}
+
+/// An ERR packet as a server's first packet: code, optional SQLSTATE,
+/// printable message, alone in the syscall.
+fn refusal(head: &[u8], len: usize) -> Detect {
+    if head.len() < 4 + len {
+        return if len < 1024 {
+            Detect::NeedMore
+        } else {
+            Detect::NoMatch
+        };
+    }
+    let pl = &head[4..4 + len];
+    let Some(code) = u16le(pl, 1) else {
+        return Detect::NoMatch;
+    };
+    let message = match pl.get(3) {
+        Some(b'#') => match pl.get(4..9) {
+            Some(state) if state.iter().all(u8::is_ascii_alphanumeric) => &pl[9..],
+            _ => return Detect::NoMatch,
+        },
+        _ => &pl[3..],
+    };
+    if head.len() == 4 + len
+        && (1000..5000).contains(&code)
+        && !message.is_empty()
+        && printable(message)
+    {
+        Detect::Match
+    } else {
+        Detect::NoMatch
+    }
+}
+
+/// A command at sequence 0 as the first bytes seen of a connection.
+fn first_command(head: &[u8], len: usize) -> Detect {
+    let whole = head.len() >= 4 + len;
+    let exact = head.len() == 4 + len;
+    let pl = &head[4..head.len().min(4 + len)];
+    // another command may follow some (no response between)
+    let then_command = || exact || head.get(4 + len + 3) == Some(&0);
+    let ok = |b: bool| if b { Detect::Match } else { Detect::NoMatch };
+    let need = |b: bool| {
+        if whole {
+            ok(b)
+        } else if len < 1024 {
+            Detect::NeedMore
+        } else {
+            Detect::NoMatch
+        }
+    };
+    let Some(&cmd) = pl.first() else {
+        return Detect::NoMatch;
+    };
+    match cmd {
+        com::QUERY | com::STMT_PREPARE => {
+            let mut sql = &pl[1..];
+            if cmd == com::QUERY && sql.starts_with(&[0, 1]) {
+                sql = &sql[2..];
+            }
+            if sql.is_empty() {
+                return need(false);
+            }
+            ok(len >= 2 && sql[0].is_ascii_graphic() && printable(sql))
+        }
+        com::PING | com::QUIT | com::STATISTICS | com::RESET_CONNECTION => ok(len == 1 && exact),
+        com::INIT_DB => need(len >= 2 && exact && name(&pl[1..])),
+        com::FIELD_LIST => need(
+            exact
+                && nul_str(pl, 1).is_some_and(|(table, at)| {
+                    name(table) && pl[at..].iter().all(u8::is_ascii_graphic)
+                }),
+        ),
+        com::STMT_EXECUTE => {
+            if len < 10 {
+                return Detect::NoMatch;
+            }
+            if pl.len() < 10 {
+                return Detect::NeedMore;
+            }
+            ok(u32le(pl, 1) != Some(0) && pl[5] & !0x0f == 0 && u32le(pl, 6) == Some(1))
+        }
+        com::STMT_CLOSE | com::STMT_RESET => {
+            ok(len == 5 && whole && u32le(pl, 1) != Some(0) && then_command())
+        }
+        com::SET_OPTION => ok(len == 3 && exact && matches!(u16le(pl, 1), Some(0 | 1))),
+        com::CHANGE_USER => need(len >= 3 && nul_str(pl, 1).is_some_and(|(user, _)| name(user))),
+        _ => Detect::NoMatch,
+    }
+}
+
+/// A HandshakeResponse41 (or the SSLRequest before it) as the first bytes
+/// seen of a connection.
+fn first_login(head: &[u8], len: usize) -> Detect {
+    if len < 32 {
+        return Detect::NoMatch;
+    }
+    let pl = &head[4..head.len().min(4 + len)];
+    if pl.len() < 32 {
+        return Detect::NeedMore;
+    }
+    let caps = u32le(pl, 0).unwrap_or(0);
+    if caps & caps::PROTOCOL_41 == 0 || pl[9..32].iter().any(|&b| b != 0) {
+        return Detect::NoMatch;
+    }
+    if len == 32 {
+        return if caps & caps::SSL != 0 {
+            Detect::Match
+        } else {
+            Detect::NoMatch
+        };
+    }
+    match nul_str(pl, 32) {
+        Some((user, _)) if name(user) => Detect::Match,
+        Some(_) => Detect::NoMatch,
+        None if head.len() < 4 + len => Detect::NeedMore,
+        None => Detect::NoMatch,
+    }
+}
+
 fn greeting(p: &[u8]) -> Option<Handshake<'_>> {
     if p.first() != Some(&10) {
         return None;
@@ -483,34 +676,57 @@ fn is_eof(p: &[u8]) -> bool {
     p.first() == Some(&0xfe) && p.len() < 9
 }
 
-/// Walks a result set after its column-count packet; returns the response
-/// and the bytes used, or `None` if incomplete.
+/// Walks a result set after its column-count packet; returns the response,
+/// the bytes used and whether the connection turned out to use
+/// CLIENT_DEPRECATE_EOF (a row right after the column definitions, where an
+/// EOF is due without it), or `None` if incomplete.
 fn result_set(
     buf: &[u8],
     mut at: usize,
     columns: u64,
-    deprecate_eof: bool,
-) -> Result<Option<(Response<'static>, usize)>, Error> {
+    mut deprecate_eof: bool,
+) -> Result<Option<(Response<'static>, usize, bool)>, Error> {
     for _ in 0..columns {
         let Some(p) = packet(&buf[at..])? else {
             return Ok(None);
         };
         at += p.wire;
     }
+    // the sequence id the packet after the column EOF would have
+    let mut after_eof = None;
     if !deprecate_eof {
         let Some(p) = packet(&buf[at..])? else {
             return Ok(None);
         };
-        if !is_eof(p.payload) {
+        if is_eof(p.payload) {
+            at += p.wire;
+            after_eof = Some(p.seq.wrapping_add(1));
+        } else if matches!(p.payload.first(), Some(0xfe | 0xff) | None) {
             return Err(Error::Malformed);
+        } else {
+            // a row: without DEPRECATE_EOF an EOF would be here
+            deprecate_eof = true;
         }
-        at += p.wire;
     }
     let mut rows = 0u64;
     loop {
         let Some(p) = packet(&buf[at..])? else {
             return Ok(None);
         };
+        if rows == 0 && after_eof.is_some_and(|seq| seq != 1) && p.seq == 1 {
+            // a new answer (sequence 1) where rows were due: the "EOF"
+            // was the OK that ends an empty result set with
+            // DEPRECATE_EOF (a handshake not seen)
+            return Ok(Some((
+                Response::ResultSet {
+                    columns,
+                    rows: 0,
+                    more_results: false,
+                },
+                at,
+                true,
+            )));
+        }
         at += p.wire;
         let pl = p.payload;
         // terminator: EOF, or with DEPRECATE_EOF an OK packet headed 0xfe
@@ -530,6 +746,7 @@ fn result_set(
                     more_results: status & 0x0008 != 0,
                 },
                 at,
+                deprecate_eof,
             )));
         }
         if pl.first() == Some(&0xff) {
@@ -541,6 +758,7 @@ fn result_set(
                     more_results: false,
                 },
                 at,
+                deprecate_eof,
             )));
         }
         rows += 1;
@@ -583,6 +801,12 @@ impl MySql {
         let c = match cmd {
             com::QUERY => {
                 let mut sql = &pl[1..];
+                // joined mid-connection: SQL never starts with a NUL, the
+                // attribute counts (0 attributes, 1 set) do
+                if s.joined && pl.get(1..3) == Some(&[0, 1]) {
+                    s.client_caps |= caps::QUERY_ATTRIBUTES;
+                    s.server_caps |= caps::QUERY_ATTRIBUTES;
+                }
                 if s.caps() & caps::QUERY_ATTRIBUTES != 0 {
                     let at = query_attributes_end(pl).ok_or(Error::Malformed)?;
                     sql = &pl[at..];
@@ -600,6 +824,7 @@ impl MySql {
                 Command::Close(id)
             }
             com::INIT_DB => Command::InitDb(&pl[1..]),
+            com::FIELD_LIST => Command::FieldList(nul_str(pl, 1).map_or(&pl[1..], |(t, _)| t)),
             com::PING => Command::Ping,
             // a new authentication exchange follows, as after the login
             com::CHANGE_USER => {
@@ -669,8 +894,38 @@ impl MySql {
                     at,
                 )));
             }
-            0x00 => ok_packet(pl).ok_or(Error::Malformed)?,
             0xff => err_packet(pl).ok_or(Error::Malformed)?,
+            _ if s.last_command == com::STATISTICS => Response::Text(pl),
+            // column definitions up to an EOF (or with DEPRECATE_EOF an OK
+            // headed 0xfe); a definition starts with its catalog "def"
+            _ if s.last_command == com::FIELD_LIST => {
+                let deprecate_eof = s.caps() & caps::DEPRECATE_EOF != 0;
+                let mut at = 0;
+                let mut columns = 0u64;
+                loop {
+                    let Some(d) = packet(&buf[at..])? else {
+                        return Ok(Status::Partial);
+                    };
+                    at += d.wire;
+                    let dl = d.payload;
+                    if dl.first() == Some(&0xfe) && (is_eof(dl) || deprecate_eof) {
+                        break;
+                    }
+                    if dl.first() == Some(&0xff) {
+                        break;
+                    }
+                    if columns == 4096 || dl.get(..4) != Some(b"\x03def") {
+                        return Err(Error::Malformed);
+                    }
+                    columns += 1;
+                }
+                s.last_command = 0;
+                return Ok(Status::Complete((
+                    Message::Response(Response::Columns { columns }),
+                    at,
+                )));
+            }
+            0x00 => ok_packet(pl).ok_or(Error::Malformed)?,
             _ if is_eof(pl) => Response::Eof,
             _ => {
                 let (columns, _) = lenenc(pl, 0).ok_or(Error::Malformed)?;
@@ -679,7 +934,14 @@ impl MySql {
                 }
                 let deprecate_eof = s.caps() & caps::DEPRECATE_EOF != 0;
                 return match result_set(buf, p.wire, columns, deprecate_eof)? {
-                    Some((r, used)) => Ok(Status::Complete((Message::Response(r), used))),
+                    Some((r, used, seen)) => {
+                        if seen && !deprecate_eof {
+                            // the handshake was not seen, or lost
+                            s.client_caps |= caps::DEPRECATE_EOF;
+                            s.server_caps |= caps::DEPRECATE_EOF;
+                        }
+                        Ok(Status::Complete((Message::Response(r), used)))
+                    }
                     None => Ok(Status::Partial),
                 };
             }
@@ -693,8 +955,12 @@ impl Protocol for MySql {
     type Message<'a> = Message<'a>;
     type Error = Error;
 
-    /// A server greeting, or (joined mid-connection) a COM_QUERY whose SQL
-    /// is text.
+    /// A server greeting or a refusal sent instead of it (an ERR packet,
+    /// sequence 0: too many connections); a login (HandshakeResponse41:
+    /// sequence 1, CLIENT_PROTOCOL_41, 23 reserved zero bytes); or, on a
+    /// connection that began before the capture, any common command at
+    /// sequence 0 with strict checks: fixed-size commands exactly their
+    /// size and alone in the syscall, SQL and names printable.
     fn detect(head: &[u8], dir: Direction) -> Detect {
         let Some(h) = head.get(..5) else {
             return Detect::NeedMore;
@@ -702,7 +968,13 @@ impl Protocol for MySql {
         let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
         match dir {
             Direction::Response => {
-                if h[3] != 0 || h[4] != 10 || len < 20 {
+                if h[3] != 0 || len < 3 {
+                    return Detect::NoMatch;
+                }
+                if h[4] == 0xff {
+                    return refusal(head, len);
+                }
+                if h[4] != 10 || len < 20 {
                     return Detect::NoMatch;
                 }
                 let version = &head[5..head.len().min(4 + len)];
@@ -714,22 +986,24 @@ impl Protocol for MySql {
                     _ => Detect::NoMatch,
                 }
             }
-            Direction::Request => {
-                if h[3] != 0 || h[4] != com::QUERY || len < 2 {
-                    return Detect::NoMatch;
-                }
-                let sql = &head[5..head.len().min(4 + len)];
-                if sql
-                    .iter()
-                    .take(32)
-                    .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
-                {
-                    Detect::Match
-                } else {
-                    Detect::NoMatch
-                }
-            }
+            Direction::Request => match h[3] {
+                0 => first_command(head, len),
+                1 => first_login(head, len),
+                _ => Detect::NoMatch,
+            },
         }
+    }
+
+    /// After lost bytes, requests restart at the next packet that
+    /// [`MySql::detect`] would take for a command; responses are not
+    /// resynchronised (rows look like anything).
+    fn resync(buf: &[u8], dir: Direction) -> Option<usize> {
+        if dir == Direction::Response {
+            return None;
+        }
+        (1..buf.len().saturating_sub(4)).find(|&at| {
+            buf[at + 3] == 0 && Self::detect(&buf[at..], Direction::Request) == Detect::Match
+        })
     }
 
     fn parse<'a>(
@@ -775,12 +1049,25 @@ impl Command<'_> {
         } else {
             let op = match self {
                 Command::InitDb(_) => "INIT_DB",
+                Command::FieldList(_) => "FIELD_LIST",
                 Command::Ping => "PING",
                 Command::Quit => "QUIT",
                 Command::Close(_) => "STMT_CLOSE",
+                // a statement prepared before the capture
+                Command::Execute(_) => "EXECUTE",
+                Command::Other(com::STATISTICS) => "STATISTICS",
+                Command::Other(com::CHANGE_USER) => "CHANGE_USER",
+                Command::Other(com::STMT_RESET) => "STMT_RESET",
+                Command::Other(com::SET_OPTION) => "SET_OPTION",
+                Command::Other(com::RESET_CONNECTION) => "RESET_CONNECTION",
                 _ => "OTHER",
             };
             a.put("db.operation.name", op);
+            match self {
+                Command::InitDb(db) => a.put_bytes("db.namespace", db),
+                Command::FieldList(t) => a.put_bytes("db.collection.name", t),
+                _ => {}
+            }
         }
     }
 }
@@ -898,7 +1185,23 @@ impl ResultSetReader {
                     (left, _) => RowsPhase::Columns(left),
                 };
             }
-            RowsPhase::ColumnsEof => self.phase = RowsPhase::Rows,
+            RowsPhase::ColumnsEof => {
+                self.phase = RowsPhase::Rows;
+                if !(first == Some(0xfe) && len < 9) {
+                    // where the EOF is due without DEPRECATE_EOF, a row or
+                    // an OK terminator: the connection negotiated it (a
+                    // handshake not seen)
+                    self.deprecate_eof = true;
+                    match first {
+                        Some(0xfe) => self.phase = RowsPhase::Done,
+                        Some(0xff) => {
+                            self.error = u16le(payload, 1);
+                            self.phase = RowsPhase::Done;
+                        }
+                        _ => self.rows += 1,
+                    }
+                }
+            }
             RowsPhase::Rows => {
                 let terminator =
                     first == Some(0xfe) && (len < 9 || (self.deprecate_eof && len < 0xff_ffff));
@@ -936,18 +1239,34 @@ impl Summarize for MySql {
         attributes: &mut impl AttributeSink,
     ) -> Summary {
         match message {
-            Message::Handshake(Handshake::Login { .. }) => {
+            // the login is a request: the server's OK or ERR is its verdict
+            // (steps in between, authentication switches and more data,
+            // are not)
+            Message::Handshake(Handshake::Login { database, .. }) => {
                 session.login_verdict_due = true;
-                Summary::Ignore
+                attributes.put("db.system.name", "mysql");
+                attributes.put("db.operation.name", "LOGIN");
+                if let Some(db) = database.filter(|d| !d.is_empty()) {
+                    attributes.put_bytes("db.namespace", db);
+                }
+                Summary::Request {
+                    key: None,
+                    answered: true,
+                }
             }
             Message::Handshake(_)
             | Message::Command(Command::Other(0))
             | Message::Response(Response::AuthStep) => Summary::Ignore,
-            Message::Response(Response::Ok { .. } | Response::Err { .. })
+            Message::Response(r @ (Response::Ok { .. } | Response::Err { .. }))
                 if session.login_verdict_due =>
             {
                 session.login_verdict_due = false;
-                Summary::Ignore
+                let mut failure = None;
+                if let Response::Err { code, message, .. } = r {
+                    put_error(attributes, *code, message);
+                    failure = Some(Failure::Database);
+                }
+                Summary::Response { key: None, failure }
             }
             Message::Command(c) => {
                 c.write_attributes(session, attributes);
@@ -959,8 +1278,15 @@ impl Summarize for MySql {
             Message::Response(r) => {
                 let mut failure = None;
                 match r {
-                    Response::Err { code, .. } => {
-                        attributes.put_u64("db.response.status_code", u64::from(*code));
+                    Response::Err { code, message, .. } => {
+                        // sent instead of the greeting (1040 too many
+                        // connections, 1129 host blocked): the refusal of
+                        // the connection, an exchange of its own
+                        if session.phase == Phase::Greeting && !session.joined {
+                            attributes.put("db.system.name", "mysql");
+                            attributes.put("db.operation.name", "CONNECT");
+                        }
+                        put_error(attributes, *code, message);
                         failure = Some(Failure::Database);
                     }
                     Response::ResultSet { rows, .. } => {
@@ -974,6 +1300,19 @@ impl Summarize for MySql {
                 Summary::Response { key: None, failure }
             }
         }
+    }
+}
+
+/// Longest error message kept, in bytes.
+const MAX_ERROR_MESSAGE: usize = 512;
+
+/// An ERR packet's code (`db.response.status_code`) and message
+/// (`db.response.error_message`, at most [`MAX_ERROR_MESSAGE`] bytes).
+fn put_error(attributes: &mut impl AttributeSink, code: u16, message: &[u8]) {
+    attributes.put_u64("db.response.status_code", u64::from(code));
+    if !message.is_empty() {
+        let m = &message[..message.len().min(MAX_ERROR_MESSAGE)];
+        attributes.put_bytes("db.response.error_message", m);
     }
 }
 

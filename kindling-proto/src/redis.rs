@@ -925,6 +925,30 @@ impl Reply<'_> {
         let word = e.split(|b| *b == b' ').next()?;
         std::str::from_utf8(word).ok()
     }
+
+    /// The error's text after its prefix (`unknown command 'FOO'`), at
+    /// most 512 bytes: `db.response.error_message`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::redis::{Message, Redis, Session};
+    /// use kindling_proto::{Direction, Protocol, Status};
+    ///
+    /// let mut s = Session::default();
+    /// let wire = b"-WRONGTYPE Operation against a key\r\n";
+    /// let Ok(Status::Complete((Message::Reply(r), _))) = Redis::parse(&mut s, Direction::Response, wire) else {
+    ///     panic!()
+    /// };
+    /// assert_eq!(r.error_code(), Some("WRONGTYPE"));
+    /// assert_eq!(r.error_message(), Some(&b"Operation against a key"[..]));
+    /// ```
+    pub fn error_message(&self) -> Option<&[u8]> {
+        let e = self.error?;
+        let at = e.iter().position(|b| *b == b' ')?;
+        let m = e[at + 1..].trim_ascii();
+        (!m.is_empty()).then(|| &m[..m.len().min(512)])
+    }
 }
 
 /// A well-formed element wholly at the start of `buf`, read without the
@@ -1203,6 +1227,9 @@ impl Summarize for Redis {
                 }
                 if let Some(code) = r.error_code() {
                     attributes.put("db.response.status_code", code);
+                }
+                if let Some(message) = r.error_message() {
+                    attributes.put_bytes("db.response.error_message", message);
                 }
                 Summary::Response {
                     key: None,

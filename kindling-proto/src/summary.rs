@@ -86,7 +86,13 @@ pub enum Summary {
 /// let mut attributes: Vec<(&'static str, String)> = Vec::new();
 /// let summary = Redis::summarize(&mut session, &reply, &SummaryOptions::default(), &mut attributes);
 /// assert!(matches!(summary, Summary::Response { failure: Some(_), .. }));
-/// assert_eq!(attributes, [("db.response.status_code", "ERR".to_owned())]);
+/// assert_eq!(
+///     attributes,
+///     [
+///         ("db.response.status_code", "ERR".to_owned()),
+///         ("db.response.error_message", "unknown command".to_owned()),
+///     ]
+/// );
 /// ```
 pub trait Summarize: Protocol {
     /// Which protocol this is.

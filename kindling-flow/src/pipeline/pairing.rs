@@ -86,10 +86,31 @@ pub(super) fn deliver(
                 Some(id) => f.pending.iter().position(|p| p.key == Some(id)),
                 None => (!f.pending.is_empty()).then_some(0),
             };
-            let Some(request) = at.and_then(|i| f.pending.remove(i)) else {
-                cx.shared.stats.unpaired_responses += 1;
-                cx.shared.give_back(attrs);
-                return;
+            let request = match at.and_then(|i| f.pending.remove(i)) {
+                Some(request) => request,
+                // a refusal sent instead of a MySQL greeting (ERR 1040 too
+                // many connections) answers the connection itself: it is
+                // the exchange of a request the connection's opening stands
+                // for, with no bytes and the time of the answer
+                None if refuses_connection(protocol, &attrs) => PendingRequest {
+                    key: None,
+                    attrs: crate::record::Attributes::default(),
+                    span: Span {
+                        first_ns: span.first_ns,
+                        last_ns: span.first_ns,
+                        tid: span.tid,
+                    },
+                    bytes: 0,
+                    peer: cx.peer,
+                    connect_ns: conn.connect_ns.take(),
+                    retransmits: conn.retransmits,
+                    reported: false,
+                },
+                None => {
+                    cx.shared.stats.unpaired_responses += 1;
+                    cx.shared.give_back(attrs);
+                    return;
+                }
             };
             let request_done = request.span.last_ns;
             let mut x = from_request(cx.config, &cx.key, conn, protocol, request);
@@ -187,4 +208,10 @@ fn drop_waiting(cx: &mut Cx<'_>, conn: &mut Conn) {
     for p in f.pending.drain(..) {
         cx.shared.give_back(p.attrs);
     }
+}
+
+/// A response that answers no request but the connection's opening: the
+/// summary names it `CONNECT` (MySQL's ERR sent instead of its greeting).
+fn refuses_connection(protocol: ProtocolId, attrs: &crate::record::Attributes) -> bool {
+    protocol == ProtocolId::MySql && attrs.get("db.operation.name") == Some("CONNECT")
 }

@@ -12,8 +12,14 @@ use crate::protocol::{self, Detected, Proto};
 use crate::record::Role;
 use crate::stream::{Closed, Input, Item, Stream, StreamCx, Unread};
 
-/// Bytes seen without recognising a protocol before giving up on it.
+/// Bytes seen without recognising a protocol before giving up on them.
 const DETECT_LIMIT: usize = 4096;
+
+/// Messages (syscalls' worth of bytes, up to [`DETECT_LIMIT`] each) a
+/// connection may show without being recognised before it is given up:
+/// one that began before the capture may be first seen mid-answer, and
+/// its next request tells.
+const DETECT_ATTEMPTS: u8 = 8;
 
 /// One syscall's payload on a tracked connection.
 pub(super) fn data(cx: &mut Cx<'_>, conn: &mut Conn, d: &DataEvent<'_>) {
@@ -194,12 +200,19 @@ fn recognise(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, input: &mut Input<'_>
     }
     let client = conn.role.map(|r| r == Role::Client);
     let udp = conn.udp;
+    let again = conn.detect_attempts > 0;
     let stream = stream(conn, sent);
     stream.buffer(input, &mut cx.shared.stats, cx.config.max_buffer);
     let head = stream.bytes();
-    match protocol::detect(head, sent, client, udp) {
+    match protocol::detect(head, sent, client, udp, again) {
         Detected::Found(p, request) => {
             conn.proto = Recognition::Known(p);
+            if request {
+                // what the other side sent before a first request (the
+                // rest of an earlier answer, on a connection joined
+                // mid-way) answers none of what follows
+                self::stream(conn, !sent).reset();
+            }
             if conn.role.is_none() {
                 conn.role = Some(if sent == request {
                     Role::Client
@@ -210,6 +223,14 @@ fn recognise(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, input: &mut Input<'_>
             true
         }
         Detected::NeedMore if head.len() < DETECT_LIMIT && input.missing() == 0 => false,
+        _ if conn.detect_attempts + 1 < DETECT_ATTEMPTS => {
+            // not a beginning: look again at the next bytes either way
+            conn.detect_attempts += 1;
+            if let Some(f) = conn.flight.take() {
+                cx.shared.recycle(f);
+            }
+            false
+        }
         _ => {
             cx.shared.stats.unrecognised_connections += 1;
             conn.proto = Recognition::Unrecognised;
