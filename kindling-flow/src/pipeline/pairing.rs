@@ -105,6 +105,8 @@ pub(super) fn deliver(
                     connect_ns: conn.connect_ns.take(),
                     retransmits: conn.retransmits,
                     reported: false,
+                    cut: false,
+                    losses: 0,
                 },
                 None => {
                     cx.shared.stats.unpaired_responses += 1;
