@@ -7,46 +7,18 @@
 //! a reason, except under `CI=true`, where it fails.
 
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kindling_flow::{Config, ErrorKind, Exchange, Output, Pipeline, Role};
-use kindling_probe::{abi, capture, ProbeBuilder};
+mod common;
 
-fn ready() -> bool {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["dnsmasq", "dig", "unshare"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if root && tools {
-        return true;
-    }
-    assert!(
-        !ci,
-        "CI=true: the DNS search test needs root, dnsmasq and dig (root {root}, tools {tools})"
-    );
-    eprintln!("skipping: needs root, dnsmasq and dig");
-    false
-}
+use common::live::{self, Drain, Killed};
+use kindling_flow::{Config, ErrorKind, Exchange, Role};
+use kindling_probe::ProbeBuilder;
 
 /// dnsmasq on `port`: names under cluster.local and example.test are its
 /// own (unknown ones NXDOMAIN), api.example.test is 127.0.0.9.
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn dnsmasq(port: u16, dir: &std::path::Path) -> Dnsmasq {
+fn dnsmasq(port: u16, dir: &std::path::Path) -> Killed {
     let child = Command::new("dnsmasq")
         .args([
             "--keep-in-foreground",
@@ -64,7 +36,7 @@ fn dnsmasq(port: u16, dir: &std::path::Path) -> Dnsmasq {
         .stderr(Stdio::null())
         .spawn()
         .expect("dnsmasq starts");
-    Dnsmasq(child)
+    Killed(child)
 }
 
 /// `dig +search name`, in a mount namespace where /etc/resolv.conf is
@@ -83,7 +55,10 @@ fn dig(port: u16, resolv: &std::path::Path, name: &str) -> String {
 
 #[test]
 fn search_list_expansions_are_not_errors() {
-    if !ready() {
+    if !live::ready(
+        "search_list_expansions_are_not_errors",
+        &["dnsmasq", "dig", "unshare"],
+    ) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("kindling-dns-search-{}", std::process::id()));
@@ -99,11 +74,7 @@ fn search_list_expansions_are_not_errors() {
         .local_addr()
         .unwrap()
         .port();
-    let mut probe = ProbeBuilder::new()
-        .port(port)
-        .wakeup_bytes(0)
-        .load()
-        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let mut probe = live::load(ProbeBuilder::new().port(port));
     let server = dnsmasq(port, &dir);
     // dnsmasq answers once it listens
     let start = Instant::now();
@@ -116,37 +87,12 @@ fn search_list_expansions_are_not_errors() {
     }
     assert!(dig(port, &resolv, "missing.example.test").contains("NXDOMAIN"));
 
-    let mut pipeline = Pipeline::new(Config {
-        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
-        ..Config::default()
-    });
-    let mut out = Vec::new();
-    let mut quiet_since = Instant::now();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10)
-        && quiet_since.elapsed() < Duration::from_millis(300)
-    {
-        let n = probe
-            .poll_raw(Duration::from_millis(50), |rec| {
-                pipeline.push(&abi::decode(rec).expect("records decode"), &mut out);
-                true
-            })
-            .unwrap();
-        if n > 0 {
-            quiet_since = Instant::now();
-        }
-    }
+    let mut pipeline = live::pipeline(Config::default());
+    let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
     drop(server);
-    pipeline.finish(&mut out);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let exchanges: Vec<&Exchange> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Exchange(x) if x.protocol == "dns" => Some(x),
-            _ => None,
-        })
-        .collect();
+    let exchanges = live::exchanges(&out, |x| x.protocol == "dns");
     for role in [Role::Client, Role::Server] {
         let named = |name: &str| -> Vec<&Exchange> {
             exchanges

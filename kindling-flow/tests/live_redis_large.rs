@@ -10,42 +10,14 @@
 //! test skips with a reason, except under `CI=true`, where it fails.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kindling_flow::{Config, Exchange, Output, Pipeline, Role};
-use kindling_probe::{abi, capture, ProbeBuilder};
+mod common;
 
-fn ready() -> bool {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["redis-server", "redis-cli", "python3"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if root && tools {
-        return true;
-    }
-    assert!(
-        !ci,
-        "CI=true: this test needs root, redis and python3 (root {root}, tools {tools})"
-    );
-    eprintln!("skipping: needs root, redis-server and python3");
-    false
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::live::{self, Drain, Killed};
+use kindling_flow::{Config, Role};
+use kindling_probe::ProbeBuilder;
 
 /// Sends every command in one write, then reads every reply whole.
 const CLIENT: &str = r#"
@@ -79,7 +51,10 @@ s.close()
 
 #[test]
 fn large_replies_pipelined_with_small_ones() {
-    if !ready() {
+    if !live::ready(
+        "large_replies_pipelined_with_small_ones",
+        &["redis-server", "redis-cli", "python3"],
+    ) {
         return;
     }
     let port = TcpListener::bind("127.0.0.1:0")
@@ -136,54 +111,30 @@ fn large_replies_pipelined_with_small_ones() {
     // the values, set before the probe watches
     cli("SET small tiny\nEVAL \"redis.call('SET', 'big1m', string.rep('a', 1048576)) redis.call('SET', 'big20m', string.rep('b', 20971520)) for i = 1, 100000, 1000 do local t = {} for j = i, i + 999 do t[#t + 1] = 'item' .. j end redis.call('RPUSH', 'list', unpack(t)) end return 1\" 0\n");
 
-    let mut probe = ProbeBuilder::new()
-        .port(port)
-        .wakeup_bytes(0)
-        .load()
-        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
-    let mut pipeline = Pipeline::new(Config {
-        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
-        ..Config::default()
-    });
-    let mut out = Vec::new();
+    let mut probe = live::load(ProbeBuilder::new().port(port));
+    let mut pipeline = live::pipeline(Config::default());
     let mut client = Command::new("python3")
         .args(["-c", CLIENT, &port.to_string()])
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let mut quiet_since = Instant::now();
-    let mut done = false;
-    while start.elapsed() < Duration::from_secs(20)
-        && (!done || quiet_since.elapsed() < Duration::from_millis(300))
-    {
-        let n = probe
-            .poll_raw(Duration::from_millis(50), |rec| {
-                pipeline.push(&abi::decode(rec).expect("records decode"), &mut out);
-                true
-            })
-            .unwrap();
-        if n > 0 {
-            quiet_since = Instant::now();
-        }
-        if !done && client.try_wait().unwrap().is_some() {
-            done = true;
-            quiet_since = Instant::now();
-        }
-    }
+    let how = Drain {
+        limit: Duration::from_secs(20),
+        ..Drain::default()
+    };
+    let out = live::drain(
+        &mut probe,
+        &mut pipeline,
+        how,
+        || client.try_wait().unwrap().is_some(),
+        |_| {},
+    );
     assert!(
         client.wait().unwrap().success(),
         "the client read every reply"
     );
-    pipeline.finish(&mut out);
     let _ = std::fs::remove_dir_all(&dir);
     let lost = probe.losses().unwrap();
-    let mine: Vec<&Exchange> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Exchange(x) if x.protocol == "redis" && x.comm != "redis-cli" => Some(x),
-            _ => None,
-        })
-        .collect();
+    let mine = live::exchanges(&out, |x| x.protocol == "redis" && x.comm != "redis-cli");
     eprintln!("{lost:?} {:?}", pipeline.stats());
     for x in &mine {
         eprintln!(

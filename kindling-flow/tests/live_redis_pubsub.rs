@@ -7,43 +7,14 @@
 //! test skips with a reason, except under `CI=true`, where it fails.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kindling_flow::{Config, Exchange, Output, Pipeline, Role};
-use kindling_probe::{abi, capture, ProbeBuilder};
+mod common;
 
-fn ready() -> bool {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["redis-server", "redis-cli"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if root && tools {
-        return true;
-    }
-    assert!(
-        !ci,
-        "CI=true: the pub/sub test needs root and redis (root {root}, tools {tools})"
-    );
-    eprintln!("skipping: needs root and redis-server");
-    false
-}
-
-/// A process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::live::{self, Drain, Killed};
+use kindling_flow::{Config, Role};
+use kindling_probe::ProbeBuilder;
 
 fn cli(port: u16, args: &[&str]) -> Command {
     let mut c = Command::new("redis-cli");
@@ -86,7 +57,10 @@ fn round(port: u16, resp3: bool) {
 
 #[test]
 fn subscriptions_pair_and_messages_are_counted() {
-    if !ready() {
+    if !live::ready(
+        "subscriptions_pair_and_messages_are_counted",
+        &["redis-server", "redis-cli"],
+    ) {
         return;
     }
     let port = TcpListener::bind("127.0.0.1:0")
@@ -96,11 +70,7 @@ fn subscriptions_pair_and_messages_are_counted() {
         .port();
     let dir = std::env::temp_dir().join(format!("kindling-pubsub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut probe = ProbeBuilder::new()
-        .port(port)
-        .wakeup_bytes(0)
-        .load()
-        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let mut probe = live::load(ProbeBuilder::new().port(port));
     let server = Killed(
         Command::new("redis-server")
             .args([
@@ -127,37 +97,12 @@ fn subscriptions_pair_and_messages_are_counted() {
     round(port, false);
     round(port, true);
 
-    let mut pipeline = Pipeline::new(Config {
-        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
-        ..Config::default()
-    });
-    let mut out = Vec::new();
-    let mut quiet_since = Instant::now();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10)
-        && quiet_since.elapsed() < Duration::from_millis(300)
-    {
-        let n = probe
-            .poll_raw(Duration::from_millis(50), |rec| {
-                pipeline.push(&abi::decode(rec).expect("records decode"), &mut out);
-                true
-            })
-            .unwrap();
-        if n > 0 {
-            quiet_since = Instant::now();
-        }
-    }
+    let mut pipeline = live::pipeline(Config::default());
+    let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-    pipeline.finish(&mut out);
 
-    let exchanges: Vec<&Exchange> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Exchange(x) if x.protocol == "redis" => Some(x),
-            _ => None,
-        })
-        .collect();
+    let exchanges = live::exchanges(&out, |x| x.protocol == "redis");
     assert!(
         exchanges.iter().all(|x| x.error.is_none() && !x.pending),
         "{exchanges:#?}"

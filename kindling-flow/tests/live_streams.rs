@@ -7,24 +7,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kindling_flow::{Config, Exchange, Output, Pipeline, Role};
-use kindling_probe::{abi, capture, ProbeBuilder};
+mod common;
 
-fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "CI=true but not root: the live stream test must run in CI"
-    );
-    eprintln!("skipping: needs root to load the probe");
-    false
-}
+use common::live::{self, Drain};
+use kindling_flow::{Config, Exchange, Role};
+use kindling_probe::ProbeBuilder;
 
 /// Reads a request head; its target, or `None` at the end of the stream.
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
@@ -114,15 +103,10 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> String {
 
 #[test]
 fn late_answers_and_streams_are_not_errors() {
-    if !privileged() {
+    if !live::ready("late_answers_and_streams_are_not_errors", &[]) {
         return;
     }
-    let mut probe = ProbeBuilder::new()
-        .trace_self(true)
-        .pid(std::process::id())
-        .wakeup_bytes(0)
-        .load()
-        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let mut probe = live::load(ProbeBuilder::new().trace_self(true).pid(std::process::id()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = serve(listener);
@@ -139,43 +123,17 @@ fn late_answers_and_streams_are_not_errors() {
 
     // a short response timeout, so that the late answers outlast it
     let timeout = 300_000_000;
-    let mut pipeline = Pipeline::new(Config {
-        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
+    let mut pipeline = live::pipeline(Config {
         response_timeout_ns: timeout,
         ..Config::default()
     });
-    let mut out = Vec::new();
-    let mut next_tick = 0;
-    let start = Instant::now();
-    let mut quiet_since = Instant::now();
-    while start.elapsed() < Duration::from_secs(10)
-        && quiet_since.elapsed() < Duration::from_millis(300)
-    {
-        let n = probe
-            .poll_raw(Duration::from_millis(50), |rec| {
-                let ev = abi::decode(rec).expect("the kernel's records decode");
-                // ticks every 50 ms of event time, as a live agent would
-                let ts = ev.header().ts_ns.get();
-                if ts >= next_tick {
-                    pipeline.tick(ts, &mut out);
-                    next_tick = ts + 50_000_000;
-                }
-                pipeline.push(&ev, &mut out);
-                true
-            })
-            .unwrap();
-        if n > 0 {
-            quiet_since = Instant::now();
-        }
-    }
-    pipeline.finish(&mut out);
-    let mine: Vec<&Exchange> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Exchange(x) if x.dst.port() == port => Some(x),
-            _ => None,
-        })
-        .collect();
+    // ticks every 50 ms of event time, as a live agent would
+    let how = Drain {
+        tick_ns: Some(50_000_000),
+        ..Drain::default()
+    };
+    let out = live::drain(&mut probe, &mut pipeline, how, || true, |_| {});
+    let mine = live::exchanges(&out, |x| x.dst.port() == port);
     assert!(mine.iter().all(|x| x.error.is_none()), "{mine:#?}");
     for role in [Role::Client, Role::Server] {
         let of = |path: &str, pending: bool| -> Vec<&Exchange> {
@@ -236,15 +194,10 @@ fn late_answers_and_streams_are_not_errors() {
 /// no error.
 #[test]
 fn large_chunked_responses_keep_their_status() {
-    if !privileged() {
+    if !live::ready("large_chunked_responses_keep_their_status", &[]) {
         return;
     }
-    let mut probe = ProbeBuilder::new()
-        .trace_self(true)
-        .pid(std::process::id())
-        .wakeup_bytes(0)
-        .load()
-        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let mut probe = live::load(ProbeBuilder::new().trace_self(true).pid(std::process::id()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -276,34 +229,9 @@ fn large_chunked_responses_keep_their_status() {
     drop(client);
     server.join().unwrap();
 
-    let mut pipeline = Pipeline::new(Config {
-        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
-        ..Config::default()
-    });
-    let mut out = Vec::new();
-    let start = Instant::now();
-    let mut quiet_since = Instant::now();
-    while start.elapsed() < Duration::from_secs(10)
-        && quiet_since.elapsed() < Duration::from_millis(300)
-    {
-        let n = probe
-            .poll_raw(Duration::from_millis(50), |rec| {
-                pipeline.push(&abi::decode(rec).expect("records decode"), &mut out);
-                true
-            })
-            .unwrap();
-        if n > 0 {
-            quiet_since = Instant::now();
-        }
-    }
-    pipeline.finish(&mut out);
-    let mine: Vec<&Exchange> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Exchange(x) if x.dst.port() == port => Some(x),
-            _ => None,
-        })
-        .collect();
+    let mut pipeline = live::pipeline(Config::default());
+    let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
+    let mine = live::exchanges(&out, |x| x.dst.port() == port);
     // the chunked body on the wire: 256 × (size line, data, CRLF) and the end
     let body_wire = 256 * (5 + 4096 + 2) + 5;
     for role in [Role::Client, Role::Server] {

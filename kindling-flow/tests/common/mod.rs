@@ -186,3 +186,4 @@ pub fn render(out: &[Output]) -> String {
     }
     s
 }
+pub mod live;
