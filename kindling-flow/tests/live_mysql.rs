@@ -19,45 +19,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kindling_flow::{Config, Exchange, Output, Pipeline, Role};
-use kindling_probe::{abi, capture, ProbeBuilder};
+mod common;
 
-fn ready() -> bool {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["mariadbd", "mariadb-install-db", "mariadb", "python3"]
-        .iter()
-        .all(|t| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {t} || test -x /usr/sbin/{t}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-    if root && tools {
-        return true;
-    }
-    assert!(
-        !ci,
-        "CI=true: the MySQL test needs root and mariadb (root {root}, tools {tools})"
-    );
-    eprintln!("skipping: needs root, mariadb-server, mariadb-client and python3");
-    false
-}
-
-/// A process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::live::{self, Drain, Killed};
+use kindling_flow::{Config, Exchange, Role};
+use kindling_probe::ProbeBuilder;
 
 /// `mariadb` as root over the unix socket (not traced: not TCP).
 fn admin(socket: &Path, sql: &str) -> bool {
@@ -128,7 +97,10 @@ impl Raw {
 
 #[test]
 fn joined_connections_failed_logins_and_refusals_are_exchanges() {
-    if !ready() {
+    if !live::ready(
+        "joined_connections_failed_logins_and_refusals_are_exchanges",
+        &["mariadbd", "mariadb-install-db", "mariadb", "python3"],
+    ) {
         return;
     }
     let port = TcpListener::bind("127.0.0.1:0")
@@ -183,11 +155,7 @@ fn joined_connections_failed_logins_and_refusals_are_exchanges() {
     let mut pooled = Raw::start(port);
     pooled.run("query SELECT 1");
 
-    let mut probe = ProbeBuilder::new()
-        .port(port)
-        .wakeup_bytes(0)
-        .load()
-        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let mut probe = live::load(ProbeBuilder::new().port(port));
     // joined at an empty result set: with DEPRECATE_EOF its end looks
     // like the EOF after the column definitions
     pooled.run("query SELECT id FROM t WHERE id = 0");
@@ -222,38 +190,13 @@ fn joined_connections_failed_logins_and_refusals_are_exchanges() {
     drop(holders);
     pooled.run("quit");
 
-    let mut pipeline = Pipeline::new(Config {
-        boottime_to_unix_ns: capture::boottime_to_unix_ns(),
-        ..Config::default()
-    });
-    let mut out = Vec::new();
-    let mut quiet_since = Instant::now();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10)
-        && quiet_since.elapsed() < Duration::from_millis(300)
-    {
-        let n = probe
-            .poll_raw(Duration::from_millis(50), |rec| {
-                pipeline.push(&abi::decode(rec).expect("records decode"), &mut out);
-                true
-            })
-            .unwrap();
-        if n > 0 {
-            quiet_since = Instant::now();
-        }
-    }
+    let mut pipeline = live::pipeline(Config::default());
+    let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
     drop(server);
     drop(pooled);
     let _ = std::fs::remove_dir_all(&dir);
-    pipeline.finish(&mut out);
 
-    let exchanges: Vec<&Exchange> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Exchange(x) if x.protocol == "mysql" => Some(x),
-            _ => None,
-        })
-        .collect();
+    let exchanges = live::exchanges(&out, |x| x.protocol == "mysql");
     let line = |x: &Exchange| {
         let a = |k| x.attributes.get(k).unwrap_or("-").to_owned();
         format!(
