@@ -160,6 +160,11 @@ impl<'p> Input<'p> {
         self.missing
     }
 
+    /// Whether all of it was read.
+    pub(crate) fn is_used_up(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
     /// No new bytes: read what is buffered.
     pub(crate) fn none() -> Input<'static> {
         Input {
@@ -420,13 +425,27 @@ impl Stream {
 
     /// The next item of `input` (and of what is buffered); `None` once all
     /// of it is used up or waits for more bytes.
+    #[inline(always)]
     pub(crate) fn next(&mut self, input: &mut Input<'_>, cx: &mut StreamCx<'_>) -> Option<Item> {
         loop {
             match input.phase {
-                Phase::InPlace => match self.next_in_place(input, cx) {
-                    Some(item) => return Some(item),
-                    None => self.absorb(input, cx.stats, cx.max_buffer),
-                },
+                Phase::InPlace => {
+                    let item = self.next_in_place(input, cx);
+                    // all of it read in place (the common case): nothing is
+                    // left for the buffer, which has nothing to say
+                    if input.at == input.payload.len()
+                        && input.missing == 0
+                        && self.buf.is_empty()
+                        && matches!(self.mode, Mode::Reading)
+                    {
+                        input.phase = Phase::Done;
+                        return item;
+                    }
+                    match item {
+                        Some(item) => return Some(item),
+                        None => self.absorb(input, cx.stats, cx.max_buffer),
+                    }
+                }
                 Phase::ToBuffer => self.absorb(input, cx.stats, cx.max_buffer),
                 Phase::Buffered => match self.next_buffered(input, cx) {
                     Some(item) => return Some(item),
@@ -440,6 +459,7 @@ impl Stream {
     /// Reads the next message straight from the payload while nothing is
     /// buffered; `None` when the rest must go through the buffer (a
     /// partial message, an error: reported from there).
+    #[inline(always)]
     fn next_in_place(&mut self, input: &mut Input<'_>, cx: &mut StreamCx<'_>) -> Option<Item> {
         let dir = cx.dir;
         let span = input.span;

@@ -122,12 +122,10 @@ pub(super) fn deliver(
             x.attributes.extend_from(&attrs);
             cx.shared.give_back(attrs);
             cx.shared.names.name_peer(&mut x);
-            // a DNS answer may wait to tell a search-list expansion
-            let x = match protocol {
-                ProtocolId::Dns => cx.shared.searches.hold(cx.config, x, span.last_ns, cx.out),
-                _ => Some(x),
-            };
-            if let Some(x) = x {
+            if protocol != ProtocolId::Dns {
+                cx.out.push(Output::Exchange(x));
+            } else if let Some(x) = cx.shared.searches.hold(cx.config, x, span.last_ns, cx.out) {
+                // (a DNS answer may wait to tell a search-list expansion)
                 cx.out.push(Output::Exchange(x));
             }
         }

@@ -145,7 +145,7 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
     } else {
         Direction::Response
     };
-    loop {
+    while !input.is_used_up() {
         let Recognition::Known(proto) = &mut conn.proto else {
             return;
         };
