@@ -301,6 +301,7 @@ impl Pipeline {
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
+        // a datagram's own peer (an unconnected socket talks to many)
         let peer = d.raw.sk.peer();
         let mut cx = Cx {
             config: &self.config,

@@ -43,11 +43,11 @@ pub(super) fn data(cx: &mut Cx<'_>, conn: &mut Conn, d: &DataEvent<'_>) {
     }
     // the other direction speaking ends what this one was sending
     if stream(conn, !sent).force_retry() {
-        cx.peer = conn.peer();
+        // (the connection's peer, not this datagram's)
+        let datagram_peer = std::mem::replace(&mut cx.peer, conn.peer());
         read(cx, conn, !sent, Input::none());
+        cx.peer = datagram_peer;
     }
-    // a datagram's own peer (an unconnected socket talks to many)
-    cx.peer = raw.sk.peer();
     // Zero copy: with nothing buffered in this direction, messages are read
     // straight from the payload; only a remainder is copied.
     let in_place =
@@ -145,6 +145,9 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
     } else {
         Direction::Response
     };
+    let options = SummaryOptions {
+        redaction: cx.config.redaction,
+    };
     while !input.is_used_up() {
         let Recognition::Known(proto) = &mut conn.proto else {
             return;
@@ -155,9 +158,7 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
         let mut scx = StreamCx {
             proto,
             dir,
-            options: SummaryOptions {
-                redaction: cx.config.redaction,
-            },
+            options,
             stats: &mut cx.shared.stats,
             spare: &mut cx.shared.spare_attrs,
             max_buffer: cx.config.max_buffer,
