@@ -17,7 +17,6 @@
 //! test skips with a reason, except under `CI=true`, where it fails.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,11 +102,7 @@ fn joined_connections_failed_logins_and_refusals_are_exchanges() {
     ) {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = live::free_port();
     let dir = std::env::temp_dir().join(format!("kindling-mysql-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

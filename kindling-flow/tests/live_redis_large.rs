@@ -9,13 +9,12 @@
 //! not done yet.) Needs root, redis-server and python3; without them the
 //! test skips with a reason, except under `CI=true`, where it fails.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::live::{self, Drain, Killed};
+use common::live::{self, Drain};
 use kindling_flow::{Config, Role};
 use kindling_probe::ProbeBuilder;
 
@@ -57,28 +56,9 @@ fn large_replies_pipelined_with_small_ones() {
     ) {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("kindling-redis-large-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _server = Killed(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts"),
-    );
+    let port = live::free_port();
+    let dir = live::temp_dir("redis-large");
+    let _server = live::redis_server(port, &dir);
     let cli = |script: &str| {
         let mut c = Command::new("redis-cli")
             .args(["-p", &port.to_string()])
@@ -94,20 +74,6 @@ fn large_replies_pipelined_with_small_ones() {
             .unwrap();
         assert!(c.wait().unwrap().success());
     };
-    let start = Instant::now();
-    while !Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "ping"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "redis-server never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // the values, set before the probe watches
     cli("SET small tiny\nEVAL \"redis.call('SET', 'big1m', string.rep('a', 1048576)) redis.call('SET', 'big20m', string.rep('b', 20971520)) for i = 1, 100000, 1000 do local t = {} for j = i, i + 999 do t[#t + 1] = 'item' .. j end redis.call('RPUSH', 'list', unpack(t)) end return 1\" 0\n");
 

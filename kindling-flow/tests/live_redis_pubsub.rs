@@ -6,7 +6,6 @@
 //! left unanswered. Needs root and redis-server/redis-cli; without them the
 //! test skips with a reason, except under `CI=true`, where it fails.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,37 +62,10 @@ fn subscriptions_pair_and_messages_are_counted() {
     ) {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("kindling-pubsub-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let port = live::free_port();
+    let dir = live::temp_dir("pubsub");
     let mut probe = live::load(ProbeBuilder::new().port(port));
-    let server = Killed(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts"),
-    );
-    let start = Instant::now();
-    while !cli(port, &["ping"]).status().unwrap().success() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "redis-server never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = live::redis_server(port, &dir);
     round(port, false);
     round(port, true);
 

@@ -91,8 +91,24 @@ fn total(p: &Phases) -> u64 {
         .saturating_add(p.download)
 }
 
+/// An exchange of a request without an answer, as of `until_ns`: it
+/// waited from its last byte until then.
+fn without_answer(
+    config: &Config,
+    key: &ConnKey,
+    conn: &Conn,
+    p: PendingRequest,
+    until_ns: u64,
+) -> Exchange {
+    let request_done = p.span.last_ns;
+    let mut x = from_request(config, key, conn, conn_protocol(conn), p);
+    x.phases.wait = until_ns.saturating_sub(request_done);
+    x.duration_ns = total(&x.phases);
+    x
+}
+
 /// A request that never got its answer; `until_ns` is when that became
-/// known (the close, the timeout), so the wait is how long it waited.
+/// known (the close), so the wait is how long it waited.
 pub(super) fn unanswered(
     config: &Config,
     key: &ConnKey,
@@ -101,10 +117,7 @@ pub(super) fn unanswered(
     reset: bool,
     until_ns: u64,
 ) -> Exchange {
-    let request_done = p.span.last_ns;
-    let mut x = from_request(config, key, conn, conn_protocol(conn), p);
-    x.phases.wait = until_ns.saturating_sub(request_done);
-    x.duration_ns = total(&x.phases);
+    let mut x = without_answer(config, key, conn, p, until_ns);
     x.error = Some(if reset {
         ErrorKind::Reset
     } else {
@@ -122,10 +135,7 @@ pub(super) fn still_waiting(
     p: PendingRequest,
     now_ns: u64,
 ) -> Exchange {
-    let request_done = p.span.last_ns;
-    let mut x = from_request(config, key, conn, conn_protocol(conn), p);
-    x.phases.wait = now_ns.saturating_sub(request_done);
-    x.duration_ns = total(&x.phases);
+    let mut x = without_answer(config, key, conn, p, now_ns);
     x.pending = true;
     x
 }

@@ -55,6 +55,57 @@ pub fn load(builder: ProbeBuilder) -> Probe {
         .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")))
 }
 
+/// A loopback port free right now (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A fresh directory for one test's server files, unique to this process.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kindling-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+/// A throwaway redis-server on `port` (no persistence, files in `dir`),
+/// once it answers.
+pub fn redis_server(port: u16, dir: &std::path::Path) -> Killed {
+    let server = Killed(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts"),
+    );
+    let start = Instant::now();
+    while !Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "ping"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "redis-server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
 /// A pipeline for live records: Unix times from this host's clock.
 pub fn pipeline(config: Config) -> Pipeline {
     Pipeline::new(Config {
