@@ -199,6 +199,18 @@ pub(crate) enum Item {
     Unread(Unread),
 }
 
+impl Item {
+    /// A message read whole.
+    fn whole(parsed: Parsed, span: Span, wire: u64) -> Self {
+        Item::Message {
+            parsed,
+            span,
+            wire,
+            cut: false,
+        }
+    }
+}
+
 impl Stream {
     /// The unparsed bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -501,24 +513,14 @@ impl Stream {
             match cx.proto.next(dir, rest, &cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     input.at += msg.used;
-                    return Some(Item::Message {
-                        parsed: msg.parsed,
-                        span,
-                        wire: msg.wire,
-                        cut: false,
-                    });
+                    return Some(Item::whole(msg.parsed, span, msg.wire));
                 }
                 Ok(None) if Self::follow_partial(cx.proto, dir, rest.len(), 0) => {
                     let (follow, head, now) = cx.proto.follow(dir, rest, &cx.options)?;
                     input.at += head;
                     self.mode = Mode::Following(follow.started(span, head as u64));
                     if let Some((parsed, wire)) = now {
-                        return Some(Item::Message {
-                            parsed,
-                            span,
-                            wire,
-                            cut: false,
-                        });
+                        return Some(Item::whole(parsed, span, wire));
                     }
                 }
                 _ => return None,
@@ -589,12 +591,7 @@ impl Stream {
                     self.retry_now();
                     let span = self.buf.span(msg.used).unwrap_or_default();
                     self.buf.consume(msg.used);
-                    return Some(Item::Message {
-                        parsed: msg.parsed,
-                        span,
-                        wire: msg.wire,
-                        cut: false,
-                    });
+                    return Some(Item::whole(msg.parsed, span, msg.wire));
                 }
                 Ok(None) => {
                     // Not all there. Follow it instead of buffering it when
@@ -614,12 +611,7 @@ impl Stream {
                     };
                     let span = self.start_following(follow, head);
                     if let Some((parsed, wire)) = now {
-                        return Some(Item::Message {
-                            parsed,
-                            span,
-                            wire,
-                            cut: false,
-                        });
+                        return Some(Item::whole(parsed, span, wire));
                     }
                 }
                 Err(ParseError::Malformed) if missing > 0 => return self.give_up_cut(missing, cx),
@@ -766,12 +758,7 @@ impl Stream {
         };
         let wire = follow.wire;
         match follow.finish() {
-            Some(parsed) => Some(Item::Message {
-                parsed,
-                span,
-                wire,
-                cut: false,
-            }),
+            Some(parsed) => Some(Item::whole(parsed, span, wire)),
             None if dir == Direction::Request => Some(Item::BodyEnded {
                 last_ns: span.last_ns,
                 wire,
