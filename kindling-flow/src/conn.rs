@@ -133,6 +133,10 @@ pub(crate) struct Conn {
     pub(crate) reset: bool,
     /// Times its bytes were not recognised (see `pipeline::read`).
     pub(crate) detect_attempts: u8,
+    /// Its role was guessed from bytes that read alike both ways (RESP
+    /// arrays: a command, or a reply joined half-way): a "request" left
+    /// unanswered at the close may have been no request.
+    pub(crate) role_unsure: bool,
     /// Latest smoothed RTT the kernel reported for the socket, µs (0: none).
     pub(crate) srtt_us: u32,
     /// Segments the socket retransmitted so far, as last reported.
@@ -159,6 +163,7 @@ impl Conn {
             connect_ns: None,
             reset: false,
             detect_attempts: 0,
+            role_unsure: false,
             srtt_us: 0,
             retransmits: 0,
         }

@@ -94,7 +94,7 @@ impl Pipeline {
             cx.out.push(Output::Exchange(x));
         }
         for p in f.pending {
-            if (closed || conn.reset) && p.losses == losses && !p.cut {
+            if (closed || conn.reset) && p.losses == losses && !p.cut && !conn.role_unsure {
                 let x = unanswered(cx.config, &key, &conn, p, conn.reset, now_ns);
                 cx.out.push(Output::Exchange(x));
             } else if !p.reported {

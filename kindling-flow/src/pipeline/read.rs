@@ -207,6 +207,7 @@ fn recognise(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, input: &mut Input<'_>
     let head = stream.bytes();
     match protocol::detect(head, sent, client, udp, again) {
         Detected::Found(p, request) => {
+            conn.role_unsure = conn.role.is_none() && matches!(p, Proto::Redis(_));
             conn.proto = Recognition::Known(p);
             if request {
                 // what the other side sent before a first request (the
