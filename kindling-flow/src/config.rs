@@ -144,3 +144,32 @@ impl Default for Config {
         }
     }
 }
+
+/// The search domains a resolv.conf names (its `search` and `domain`
+/// lines; the last of them wins, as in glibc), without their root dot: to
+/// add to [`Config::dns_search_suffixes`].
+///
+/// # Examples
+///
+/// ```
+/// let conf = "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local.\noptions ndots:5\n";
+/// assert_eq!(
+///     kindling_flow::search_domains(conf),
+///     ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+/// );
+/// assert!(kindling_flow::search_domains("nameserver 1.1.1.1\n").is_empty());
+/// ```
+pub fn search_domains(resolv_conf: &str) -> Vec<String> {
+    let mut domains = Vec::new();
+    for line in resolv_conf.lines() {
+        let mut words = line.split_whitespace();
+        if matches!(words.next(), Some("search" | "domain")) {
+            domains = words
+                .take_while(|w| !w.starts_with(['#', ';']))
+                .map(|w| w.trim_end_matches('.').to_owned())
+                .filter(|w| !w.is_empty())
+                .collect();
+        }
+    }
+    domains
+}

@@ -62,7 +62,7 @@ mod record;
 mod stats;
 mod stream;
 
-pub use config::{Config, SlowThresholds};
+pub use config::{search_domains, Config, SlowThresholds};
 pub use driver::{Driver, Replay, Step, TICK_INTERVAL_NS};
 pub use kindling_probe::abi::Event;
 pub use kindling_proto::ProtocolId;
