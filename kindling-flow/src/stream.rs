@@ -309,15 +309,10 @@ impl Stream {
             if let Some((follow, head, now)) =
                 cx.proto.follow(cx.dir, self.buf.bytes(), &cx.options)
             {
+                // (an answer's head is delivered when it ends: `now` is
+                // only ever a request's)
+                debug_assert!(now.is_none(), "close reads answers");
                 self.start_following(follow, head);
-                if let Some((parsed, _)) = now {
-                    // a request's head was not delivered before: it is lost
-                    // with the connection
-                    cx.spare.push(match parsed {
-                        Parsed::Request { attrs, .. } | Parsed::Response { attrs, .. } => attrs,
-                        _ => Default::default(),
-                    });
-                }
             }
         }
         if let Mode::Following(follow) = &mut self.mode {
@@ -385,6 +380,10 @@ impl Stream {
         self.buf.forget();
         self.mode = Mode::Lost;
         self.losses = self.losses.wrapping_add(1);
+        // a retry threshold set for what was given up on would hold back
+        // the resynchronisation
+        self.retry.at = 0;
+        self.retry.force = false;
     }
 
     /// Gives up on a message followed past the buffer: what was read of it
@@ -565,9 +564,11 @@ impl Stream {
                         cx.stats.resyncs += 1;
                         // what was lost before this message is over: the
                         // answer(s) it held are reported or dropped first
+                        // (lost requests answer nothing: forgotten)
                         let bytes = std::mem::take(&mut self.gap.bytes);
                         let head = self.gap.head.take();
-                        if let Some(span) = self.gap.span.take() {
+                        let span = self.gap.span.take();
+                        if let (Some(span), Direction::Response) = (span, dir) {
                             return Some(Item::Unread(Unread { head, span, bytes }));
                         }
                     }
@@ -896,6 +897,25 @@ mod tests {
         assert_eq!((gap.span.first_ns, gap.bytes), (1, 11));
         assert!(gap.head.is_none(), "no head was read");
         assert!(h.stream.take_gap().is_none());
+    }
+
+    #[test]
+    fn lost_request_bytes_answer_nothing() {
+        let mut h = Harness::http();
+        assert!(h
+            .feed(Direction::Request, b"\x00\x01garbage\r\n", 0, 1)
+            .is_empty());
+        let items = h.feed(Direction::Request, b"GET / HTTP/1.1\r\n\r\n", 0, 2);
+        assert!(
+            matches!(
+                &items[..],
+                [Item::Message {
+                    parsed: Parsed::Request { .. },
+                    ..
+                }]
+            ),
+            "no unread answer for lost request bytes: {items:?}"
+        );
     }
 
     #[test]

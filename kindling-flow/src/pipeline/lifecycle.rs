@@ -91,6 +91,7 @@ impl Pipeline {
                 said
             };
             cx.shared.stats.partial_exchanges += 1;
+            cx.shared.names.name_peer(&mut x);
             cx.out.push(Output::Exchange(x));
         }
         for p in f.pending {
