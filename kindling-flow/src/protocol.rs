@@ -211,6 +211,14 @@ impl Proto {
         }
     }
 
+    /// Answers were lost: what the session remembered of the requests
+    /// waiting for them no longer lines up.
+    pub(crate) fn answers_lost(&mut self) {
+        if let Proto::Http(session) = self {
+            session.forget_pending();
+        }
+    }
+
     /// Where the next message starts after lost bytes.
     pub(crate) fn resync(&self, buf: &[u8], dir: Direction) -> Option<usize> {
         match self {

@@ -262,6 +262,35 @@ impl Session {
     pub fn is_upgraded(&self) -> bool {
         self.upgraded
     }
+
+    /// Responses were lost (not captured, or unreadable): which requests
+    /// they answered is unknown, so what was remembered of the requests
+    /// waiting then (HEAD, CONNECT) is forgotten; requests sent from now
+    /// on frame their responses again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_proto::http1::{Body, Http1, Message, Session};
+    /// use kindling_proto::{Direction, Status};
+    ///
+    /// let mut s = Session::default();
+    /// let _ = Http1::parse_head(&mut s, Direction::Request, b"GET /a HTTP/1.1\r\n\r\n");
+    /// // the GET's response is lost; then a HEAD
+    /// s.forget_pending();
+    /// let _ = Http1::parse_head(&mut s, Direction::Request, b"HEAD /b HTTP/1.1\r\n\r\n");
+    /// let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    /// let Ok(Status::Complete(Message::Response(r))) =
+    ///     Http1::parse_head(&mut s, Direction::Response, head)
+    /// else {
+    ///     panic!("a response head")
+    /// };
+    /// assert_eq!(r.body, Body::None, "a HEAD's response has no body");
+    /// ```
+    pub fn forget_pending(&mut self) {
+        self.first = 0;
+        self.len = 0;
+    }
 }
 
 const METHODS: [&[u8]; 9] = [

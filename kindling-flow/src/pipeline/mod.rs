@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use kindling_probe::abi::{DataEvent, Event, Transport};
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnKey, ConnTable, InFlight};
+use crate::conn::{Conn, ConnKey, ConnTable, InFlight, Recognition};
 use crate::record::{Attributes, Output, Role, TcpEventKind};
 use crate::stats::Stats;
 use exchange::still_waiting;
@@ -201,6 +201,9 @@ impl Pipeline {
             f.pending.clear();
             f.sent.lose_all();
             f.received.lose_all();
+            if let Recognition::Known(proto) = &mut conn.proto {
+                proto.answers_lost();
+            }
         }
     }
 

@@ -163,7 +163,14 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
             spare: &mut cx.shared.spare_attrs,
             max_buffer: cx.config.max_buffer,
         };
-        let Some(item) = stream.next(&mut input, &mut scx) else {
+        let losses = stream.losses();
+        let item = stream.next(&mut input, &mut scx);
+        if dir == Direction::Response && stream.losses() != losses {
+            if let Recognition::Known(proto) = &mut conn.proto {
+                proto.answers_lost();
+            }
+        }
+        let Some(item) = item else {
             return;
         };
         match item {
