@@ -58,6 +58,10 @@ const volatile __u64 wakeup_bytes = 0;
 /* How long a thread's comm and cgroup id are reused before being read again. */
 const volatile __u64 task_info_ttl_ns = 100000000ULL;
 const volatile __u64 rtt_interval_ns = 1000000000ULL;
+/* Bytes of each turn of a TCP connection captured in full, past snaplen,
+ * so that a large message's framing (chunk-size lines, MySQL packet
+ * headers, RESP array elements) is seen; 0 = off. See framing_allow(). */
+const volatile __u32 framing_budget = 0;
 
 /* Dummy instances so the skeleton carries the ABI types for layout checks. */
 struct ke_data _ke_data = {};
@@ -165,6 +169,26 @@ struct {
 	__type(key, __u32);
 	__type(value, struct rtt_slot);
 } rtt_last SEC(".maps");
+
+/* The framing budget of a TCP socket, per direction (KD_*): how much of
+ * the current turn may still be captured in full, and where the other
+ * direction's stream stood when the turn began. A turn ends when the other
+ * direction moves (the application sent or read something in between): a
+ * new request, the next command. Looked up only for syscalls longer than
+ * snaplen. LRU: a socket that is gone ages out. */
+struct framing {
+	__u32 other_seq[2];
+	__u32 left[2];
+	__u8 started[2];
+	__u8 _pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct framing);
+} framing_map SEC(".maps");
 
 /* Per-CPU scratch where a data record is assembled before ringbuf_output.
  * Payload room is twice the max snaplen so that "offset < MAX, len <= MAX"
@@ -694,7 +718,9 @@ static __always_inline __u64 copy_user(struct scratch *s, __u64 off, __u64 src, 
 	return n;
 }
 
-/* Capture `total` bytes spread over an iovec array, up to snaplen. The
+/* Capture `total` bytes spread over an iovec array, up to snaplen (a
+ * limit the verifier knows: its loop would not verify with a variable one,
+ * so the framing budget does not reach iovecs). The
  * iovecs are read IOV_BATCH at a time: one user-memory read costs about as
  * much as copying a small payload. */
 #define IOV_BATCH 4
@@ -741,11 +767,15 @@ struct emit_args {
 	__u64 iovcnt;
 	__u64 total;	 /* true length of this message */
 	__u64 peer;	 /* optional user sockaddr of the other end */
+	__u64 limit;	 /* bytes to capture: snaplen, or more under the framing budget */
 	__u32 msg_index;
 	__u32 direction;
+	__u16 more;	 /* KF_CONTINUED when another part of this syscall follows */
+	__u16 _pad[3];
 };
 
-/* Emit one data record, payload captured up to snaplen. */
+/* Emit one data record, payload captured up to a->limit (flat buffers) or
+ * snaplen (iovecs). */
 __noinline int emit_data(struct emit_args *a)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -758,7 +788,7 @@ __noinline int emit_data(struct emit_args *a)
 		return 0;
 	d = &s->d;
 	if (a->iovcnt == 0)
-		cap = copy_user(s, 0, a->data, a->total < snaplen ? a->total : snaplen, &flags);
+		cap = copy_user(s, 0, a->data, a->total < a->limit ? a->total : a->limit, &flags);
 	else
 		cap = capture_iov(s, a->data, a->iovcnt, a->total, &flags);
 	opaque(cap);
@@ -781,7 +811,7 @@ __noinline int emit_data(struct emit_args *a)
 	if ((d->sk.dport == 0 || (flags & KF_PEER_FROM_ADDR)) &&
 	    !ports_wanted(d->sk.sport, d->sk.dport))
 		return 0;
-	d->hdr.flags = flags;
+	d->hdr.flags = flags | a->more;
 	d->ts_enter_ns = a->p.ts;
 	d->ret = a->ret;
 	d->ino = a->p.ino;
@@ -796,6 +826,83 @@ __noinline int emit_data(struct emit_args *a)
 		size = sizeof(struct ke_data) + KINDLING_MAX_SNAPLEN;
 	record_output(s, size);
 	return 0;
+}
+
+/* How many bytes of a TCP syscall of `total` bytes (longer than snaplen)
+ * to capture in full under the framing budget of its socket's turn, and
+ * take them from the budget. */
+static __always_inline __u64 framing_allow(__u64 sock, __u32 dir, __u64 total)
+{
+	struct tcp_sock *tp = KCAST(struct tcp_sock, sock);
+	struct framing *f, fresh = {};
+	__u32 other;
+	__u64 allow;
+
+	/* receiving: the turn is over once the application sent again;
+	 * sending: once it read again */
+	other = dir == KD_INGRESS ? tp->write_seq : tp->copied_seq;
+	dir &= 1;
+	f = bpf_map_lookup_elem(&framing_map, &sock);
+	if (!f) {
+		bpf_map_update_elem(&framing_map, &sock, &fresh, BPF_NOEXIST);
+		f = bpf_map_lookup_elem(&framing_map, &sock);
+		if (!f)
+			return 0;
+	}
+	if (!f->started[dir] || f->other_seq[dir] != other) {
+		f->started[dir] = 1;
+		f->other_seq[dir] = other;
+		f->left[dir] = framing_budget;
+	}
+	allow = total < f->left[dir] ? total : f->left[dir];
+	f->left[dir] -= allow;
+	return allow;
+}
+
+/* Emit a flat-buffer syscall's payload: one record captured up to snaplen,
+ * or, while its TCP socket's framing budget lasts, the whole payload in
+ * parts of KINDLING_MAX_SNAPLEN (the last part carries what is left
+ * uncaptured, flagged truncated). Iovec syscalls keep snaplen. */
+static __always_inline void emit_message(struct emit_args *a)
+{
+	__u64 total = a->total, base = a->data, full, off = 0;
+
+	a->limit = snaplen;
+	a->more = 0;
+	if (!framing_budget || total <= snaplen || a->iovcnt ||
+	    KCAST(struct sock, a->p.sock)->sk_protocol != IPPROTO_TCP) {
+		emit_data(a);
+		return;
+	}
+	full = framing_allow(a->p.sock, a->direction, total);
+	if (full <= snaplen) {
+		emit_data(a);
+		return;
+	}
+	for (int i = 0; i < KINDLING_MAX_PARTS; i++) {
+		__u64 part = total - off;
+
+		if (part > KINDLING_MAX_SNAPLEN)
+			part = KINDLING_MAX_SNAPLEN;
+		a->data = base + off;
+		a->total = part;
+		a->limit = off < full ? part : 0;
+		off += part;
+		a->more = off < total ? KF_CONTINUED : 0;
+		/* the last part takes the rest, captured or not */
+		if (a->more && (off >= full || i == KINDLING_MAX_PARTS - 1)) {
+			emit_data(a);
+			a->data = base + off;
+			a->total = total - off;
+			a->limit = 0;
+			a->more = 0;
+			emit_data(a);
+			return;
+		}
+		emit_data(a);
+		if (!a->more)
+			return;
+	}
 }
 
 /* ---- syscall exit ------------------------------------------------------- */
@@ -862,6 +969,8 @@ static __always_inline bool begin_data(struct emit_args *a, long ret, __u32 dire
 	a->peer = 0;
 	a->iovcnt = 0;
 	a->data = a->p.buf;
+	a->limit = snaplen;
+	a->more = 0;
 	remember_sock(a->p.sock);
 	return true;
 }
@@ -887,7 +996,7 @@ static __always_inline int exit_plain(long ret, __u32 direction, bool vectored)
 		a.iovcnt = a.p.count;
 	else
 		a.peer = a.p.addr;
-	emit_data(&a);
+	emit_message(&a);
 	return end_data(&a);
 }
 
@@ -906,7 +1015,7 @@ static __always_inline int exit_msg(long ret, __u32 direction)
 	if (!msg.msg_iov)
 		a.total = 0;
 	a.peer = (__u64)msg.msg_name;
-	emit_data(&a);
+	emit_message(&a);
 	return end_data(&a);
 }
 

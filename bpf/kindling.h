@@ -14,6 +14,8 @@
  *    meaning. New enum values alone (a new ke_syscall) need no bump: a
  *    reader that does not know one still decodes the record (Rust:
  *    Syscall::Unknown) and its len/cap_len/direction mean what they did.
+ *    New flag bits need none either when a reader that ignores them still
+ *    reads true bytes (KF_CONTINUED: the parts read as syscalls).
  */
 #ifndef KINDLING_H
 #define KINDLING_H
@@ -24,6 +26,9 @@
 #define KINDLING_MAX_SNAPLEN 16384
 /* Iovecs walked per readv/writev/sendmsg/recvmsg message. */
 #define KINDLING_MAX_IOV 16
+/* Parts one syscall's payload is split into at most when captured in full
+ * (framing budget): 16 x 16 KiB = 256 KiB per syscall. */
+#define KINDLING_MAX_PARTS 16
 /* Messages reported per sendmmsg/recvmmsg call. */
 #define KINDLING_MAX_MMSG 8
 #define KINDLING_COMM_LEN 16
@@ -71,6 +76,12 @@ enum ke_syscall {
 #define KF_READ_FAILED (1 << 1)	  /* user memory could not be read */
 #define KF_PEER_FROM_ADDR (1 << 2) /* peer taken from the syscall's sockaddr */
 #define KF_NO_SOCK (1 << 3)	  /* no socket: tuple parsed from packet headers */
+#define KF_CONTINUED (1 << 4)	  /* this syscall's payload goes on in the next
+				   * data record of the same thread: a TCP
+				   * syscall captured in full under the framing
+				   * budget is split into parts of at most
+				   * KINDLING_MAX_SNAPLEN bytes; each part's len
+				   * is its own length (ret is the syscall's) */
 
 /* ke_data.direction */
 #define KD_EGRESS 0  /* the process sent these bytes */

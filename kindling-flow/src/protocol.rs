@@ -522,7 +522,18 @@ impl Follow {
         let mut attrs = Attributes::default();
         match with_reader!(&self.reader, r => Follower::summary(r, &mut attrs)) {
             Some(summary) => Some(Parsed::of(summary, attrs, &mut Vec::new())),
-            None => self.parsed,
+            None => {
+                let mut parsed = self.parsed;
+                // only a response's head waits for its body's end
+                if let Some(Parsed::Response { attrs, .. }) = &mut parsed {
+                    with_reader!(&self.reader, r => Follower::write_attributes(
+                        r,
+                        Direction::Response,
+                        attrs
+                    ));
+                }
+                parsed
+            }
         }
     }
 }

@@ -189,9 +189,10 @@ fn late_answers_and_streams_are_not_errors() {
 }
 
 /// Two 1 MB chunked responses (4 kB chunks) on one keep-alive connection,
-/// at the default capture length: far more than is captured per syscall.
-/// Whatever framing is lost, each exchange keeps its head's status and is
-/// no error.
+/// at the default settings: far more than the capture length per syscall,
+/// but within the framing budget, so every chunk-size line is read: each
+/// exchange keeps its head's status, is no error, and has its exact body
+/// size, from both ends.
 #[test]
 fn large_chunked_responses_keep_their_status() {
     if !live::ready("large_chunked_responses_keep_their_status", &[]) {
@@ -251,6 +252,13 @@ fn large_chunked_responses_keep_their_status() {
             assert!(
                 x.response_bytes >= body_wire,
                 "sizes from the syscalls: {x:?}"
+            );
+            // the framing budget captured every chunk-size line
+            assert_eq!(x.partial, false, "{x:?}");
+            assert_eq!(
+                x.attributes.get("http.response.body.size"),
+                Some("1048576"),
+                "{x:?}"
             );
         }
     }

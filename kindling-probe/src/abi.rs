@@ -24,6 +24,9 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 pub const ABI_VERSION: u16 = 1;
 /// Largest payload the kernel side captures per syscall message.
 pub const MAX_SNAPLEN: u32 = 16384;
+/// Parts one syscall's payload is split into at most when it is captured in
+/// full under the framing budget (`KINDLING_MAX_PARTS`).
+pub const MAX_PARTS: u32 = 16;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -62,6 +65,11 @@ pub mod flags {
     pub const PEER_FROM_ADDR: u16 = 1 << 2;
     /// No socket: the tuple was parsed from packet headers.
     pub const NO_SOCK: u16 = 1 << 3;
+    /// The syscall's payload goes on in the next data record of the same
+    /// thread: a TCP syscall captured in full under the framing budget is
+    /// split into parts of at most [`super::MAX_SNAPLEN`] bytes, each with
+    /// its own `len` (and the syscall's `ret`).
+    pub const CONTINUED: u16 = 1 << 4;
 }
 
 /// The fixed header of every record (`struct ke_header`).
@@ -665,6 +673,12 @@ impl DataEvent<'_> {
     /// Whether fewer bytes were captured than moved.
     pub fn is_truncated(&self) -> bool {
         self.raw.hdr.has_flag(flags::TRUNCATED)
+    }
+
+    /// Whether the next data record of this thread carries more of this
+    /// syscall's payload (see [`flags::CONTINUED`]).
+    pub fn continues(&self) -> bool {
+        self.raw.hdr.has_flag(flags::CONTINUED)
     }
 }
 

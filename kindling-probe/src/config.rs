@@ -5,6 +5,15 @@
 pub struct ProbeConfig {
     /// Payload bytes captured per syscall message (1 ..= [`crate::abi::MAX_SNAPLEN`]).
     pub snaplen: u32,
+    /// Bytes of each turn of a TCP connection (what one side says before
+    /// the other speaks again) captured in full past `snaplen`, so that the
+    /// framing inside a large message (chunk sizes, MySQL packet headers,
+    /// array elements) is seen; 0 = off. A syscall is split into records of
+    /// at most [`crate::abi::MAX_SNAPLEN`] bytes (at most
+    /// [`crate::abi::MAX_PARTS`] of them; flat buffers only, one record for
+    /// iovecs).
+    #[serde(default)]
+    pub framing_budget: u32,
     /// Only these processes (thread-group ids); empty = all.
     pub pids: Vec<u32>,
     /// Only tasks in these cgroup v2 ids; empty = all.
@@ -30,6 +39,8 @@ impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
             snaplen: 4096,
+            // a 1 MB result set or chunked body, its framing and headroom
+            framing_budget: 2 << 20,
             pids: Vec::new(),
             cgroups: Vec::new(),
             ports: Vec::new(),

@@ -140,6 +140,13 @@ impl ProbeBuilder {
         self
     }
 
+    /// Bytes of each TCP turn captured in full past the snaplen (see
+    /// [`ProbeConfig::framing_budget`]); 0 turns it off.
+    pub fn framing_budget(mut self, bytes: u32) -> Self {
+        self.config.framing_budget = bytes;
+        self
+    }
+
     /// Adds a process (thread-group id) to the pid filter.
     pub fn pid(mut self, pid: u32) -> Self {
         self.config.pids.push(pid);
@@ -333,6 +340,7 @@ impl Probe {
             std::process::id()
         };
         rodata.snaplen = cfg.snaplen;
+        rodata.framing_budget = cfg.framing_budget;
         rodata.filter_pids = u8::from(!cfg.pids.is_empty());
         rodata.filter_cgroups = u8::from(!cfg.cgroups.is_empty());
         rodata.filter_ports = u8::from(!cfg.ports.is_empty());

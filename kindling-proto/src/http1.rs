@@ -971,6 +971,8 @@ fn body_bytes(b: Body) -> (Option<u64>, bool) {
     match b {
         Body::None => (None, false),
         Body::Length(n) => (Some(n), false),
+        // a head read alone (its body followed later) does not know it
+        Body::Chunked { encoded: 0, .. } => (None, true),
         Body::Chunked { data, .. } => (Some(data), true),
         Body::UntilClose => (None, false),
     }
@@ -1126,6 +1128,9 @@ pub struct BodyReader {
     state: BodyState,
     /// Decoded body bytes so far.
     data: u64,
+    /// Whether the head did not tell the body's size (chunked, or until
+    /// the close): the reader does, once the body ended.
+    tells_size: bool,
     /// Bytes of the current chunk-size or trailer line.
     line: Vec<u8>,
 }
@@ -1163,6 +1168,7 @@ impl BodyReader {
         Self {
             state,
             data: 0,
+            tells_size: matches!(body, Body::Chunked { .. } | Body::UntilClose),
             line: Vec::new(),
         }
     }
@@ -1208,6 +1214,19 @@ impl Summarize for Http1 {
 
 impl Follower for BodyReader {
     type Error = Error;
+
+    /// The decoded size of a chunked (or until-close) body, which its head
+    /// could not tell.
+    fn write_attributes(&self, dir: Direction, attributes: &mut impl AttributeSink) {
+        let ended = matches!(self.state, BodyState::Done | BodyState::Unbounded);
+        if self.tells_size && ended {
+            let key = match dir {
+                Direction::Request => "http.request.body.size",
+                Direction::Response => "http.response.body.size",
+            };
+            attributes.put_u64(key, self.data);
+        }
+    }
 
     /// A body without a length or chunks ends with the connection.
     fn ends_with_close(&self) -> bool {

@@ -6,7 +6,7 @@
 //! nothing else about any of them.
 
 use crate::http1::Redaction;
-use crate::{AttributeSink, Protocol, ProtocolId};
+use crate::{AttributeSink, Direction, Protocol, ProtocolId};
 
 /// Settings a summary reads.
 ///
@@ -146,6 +146,14 @@ pub trait Follower {
     /// body delimited by the close) rather than cutting it short.
     fn ends_with_close(&self) -> bool {
         false
+    }
+
+    /// Attributes the reader learnt that the message's head could not tell
+    /// (an HTTP chunked body's decoded size), added to the head's once the
+    /// message ended, when [`Follower::summary`] is `None`. `dir` is the
+    /// message's direction.
+    fn write_attributes(&self, dir: Direction, attributes: &mut impl AttributeSink) {
+        let _ = (dir, attributes);
     }
 
     /// What the whole message says once it ended, when its reader learnt

@@ -49,6 +49,15 @@ fn found<P: Protocol>(
     out
 }
 
+/// A chunked body's decoded size; `u64::MAX` for any other framing (whose
+/// size the head tells, not the reader).
+fn body_data(body: http1::Body) -> u64 {
+    match body {
+        http1::Body::Chunked { data, .. } => data,
+        _ => u64::MAX,
+    }
+}
+
 /// Feeds `bytes` in pieces cut at `cuts` (fractions), returning where the
 /// follower said the message ended, relative to `bytes`.
 fn follow(
@@ -108,9 +117,14 @@ proptest! {
                 http1::Message::Request(r) => r.head_len as u64,
                 http1::Message::Response(r) => r.head_len as u64,
             }));
+            // the decoded size of each chunked body, as the full parser read it
+            let chunked = found::<Http1>(&segs, |m, _| Some(match m {
+                http1::Message::Request(r) => body_data(r.body),
+                http1::Message::Response(r) => body_data(r.body),
+            }));
             // bodies framed as the parser framed them: re-parse heads in order
             let mut session = http1::Session::default();
-            for (dir, start, end, head_len) in msgs {
+            for ((dir, start, end, head_len), (.., data)) in msgs.into_iter().zip(chunked) {
                 let i = usize::from(dir == Direction::Response);
                 let Ok(Status::Complete(m)) = Http1::parse_head(&mut session, dir, &all[i][start..]) else {
                     panic!("head");
@@ -127,6 +141,12 @@ proptest! {
                     follow(&all[i][body_start..], &cuts, |b| r.feed(b).expect("valid body"))
                 };
                 prop_assert_eq!(got, Some(end - body_start), "{}", path.display());
+                // the size a head read alone could not tell, the reader does
+                let mut told = Vec::new();
+                r.write_attributes(dir, &mut told);
+                let size = told.iter().find(|(k, _)| k.ends_with("body.size"));
+                let expected = (data != u64::MAX).then(|| data.to_string());
+                prop_assert_eq!(size.map(|(_, v)| v.clone()), expected, "{}", path.display());
             }
         }
     }
