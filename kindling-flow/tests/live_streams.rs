@@ -254,7 +254,7 @@ fn large_chunked_responses_keep_their_status() {
                 "sizes from the syscalls: {x:?}"
             );
             // the framing budget captured every chunk-size line
-            assert_eq!(x.partial, false, "{x:?}");
+            assert!(!x.partial, "{x:?}");
             assert_eq!(
                 x.attributes.get("http.response.body.size"),
                 Some("1048576"),
