@@ -40,6 +40,11 @@ pub struct ProbeArgs {
     /// Payload bytes captured per syscall (1..=16384).
     #[arg(long, default_value_t = 4096)]
     pub snaplen: u32,
+    /// KiB of each turn of a TCP connection captured in full past the
+    /// snaplen, so that large messages keep their framing (chunk sizes,
+    /// MySQL rows); 0 = off.
+    #[arg(long, value_name = "KIB", default_value_t = 2048)]
+    pub framing_budget_kb: u32,
     /// Ring buffer size in MiB.
     #[arg(long, default_value_t = 16)]
     pub ring_mb: u32,
@@ -53,6 +58,7 @@ impl ProbeArgs {
     pub fn config(&self) -> ProbeConfig {
         ProbeConfig {
             snaplen: self.snaplen,
+            framing_budget: self.framing_budget_kb.saturating_mul(1 << 10),
             pids: self.pids.clone(),
             cgroups: self.cgroups.clone(),
             ports: self.ports.clone(),

@@ -94,6 +94,71 @@ impl Raw {
     }
 }
 
+/// A throwaway `mariadbd` on a loopback port, its data directory removed
+/// when dropped.
+struct MariaDb {
+    server: Option<Killed>,
+    socket: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl MariaDb {
+    /// Installs a fresh data directory and starts the server; returns once
+    /// it answers over its unix socket.
+    fn start(port: u16, name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kindling-mysql-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("data");
+        let socket = dir.join("sock");
+        let installed = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=socket")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-install-db runs");
+        assert!(installed.success(), "mariadb-install-db failed");
+        let server = Killed(
+            Command::new("mariadbd")
+                .args(["--no-defaults", "--user=root", "--skip-log-bin"])
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--socket={}", socket.display()))
+                .arg(format!("--pid-file={}", dir.join("pid").display()))
+                .args(["--bind-address=127.0.0.1", &format!("--port={port}")])
+                .arg("--max-connections=10")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mariadbd starts"),
+        );
+        let start = Instant::now();
+        while !admin(&socket, "SELECT 1") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mariadbd never answered"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            server: Some(server),
+            socket,
+            dir,
+        }
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn joined_connections_failed_logins_and_refusals_are_exchanges() {
     if !live::ready(
@@ -103,41 +168,8 @@ fn joined_connections_failed_logins_and_refusals_are_exchanges() {
         return;
     }
     let port = live::free_port();
-    let dir = std::env::temp_dir().join(format!("kindling-mysql-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("data");
-    let socket = dir.join("sock");
-    let installed = Command::new("mariadb-install-db")
-        .args(["--no-defaults", "--user=root", "--skip-test-db"])
-        .arg(format!("--datadir={}", data.display()))
-        .arg("--auth-root-authentication-method=socket")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("mariadb-install-db runs");
-    assert!(installed.success(), "mariadb-install-db failed");
-    let server = Killed(
-        Command::new("mariadbd")
-            .args(["--no-defaults", "--user=root", "--skip-log-bin"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
-            .args(["--bind-address=127.0.0.1", &format!("--port={port}")])
-            .arg("--max-connections=10")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd starts"),
-    );
-    let start = Instant::now();
-    while !admin(&socket, "SELECT 1") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "mariadbd never answered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let maria = MariaDb::start(port, "pool");
+    let socket = maria.socket.clone();
     assert!(admin(
         &socket,
         "CREATE DATABASE shop; CREATE TABLE shop.t (id INT, name VARCHAR(20)); \
@@ -187,9 +219,8 @@ fn joined_connections_failed_logins_and_refusals_are_exchanges() {
 
     let mut pipeline = live::pipeline(Config::default());
     let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
-    drop(server);
+    drop(maria);
     drop(pooled);
-    let _ = std::fs::remove_dir_all(&dir);
 
     let exchanges = live::exchanges(&out, |x| x.protocol == "mysql");
     let line = |x: &Exchange| {
@@ -245,4 +276,85 @@ fn joined_connections_failed_logins_and_refusals_are_exchanges() {
     );
     let stats = pipeline.stats();
     assert_eq!(stats.unpaired_responses, 0, "{stats:?}");
+}
+
+/// Result sets of 10, 5,000 (~370 kB) and 200,000 rows (~15 MB) read by the
+/// `mariadb` client at the default settings, then a failing query on the
+/// same connection: from both ends, the rows are exact up to the framing
+/// budget (the 5,000), the largest is no error (exact or partial, never a
+/// wrong count), and the error belongs to the query that failed.
+#[test]
+fn large_result_sets_count_their_rows() {
+    if !live::ready(
+        "large_result_sets_count_their_rows",
+        &["mariadbd", "mariadb-install-db", "mariadb"],
+    ) {
+        return;
+    }
+    let port = live::free_port();
+    let maria = MariaDb::start(port, "large");
+    assert!(admin(
+        &maria.socket,
+        "CREATE DATABASE shop; USE shop; \
+         CREATE TABLE big (id INT, name VARCHAR(80)); \
+         INSERT INTO big SELECT seq, REPEAT('x', 64) FROM seq_1_to_200000; \
+         CREATE USER app@'127.0.0.1' IDENTIFIED BY 'secret'; \
+         GRANT ALL ON shop.* TO app@'127.0.0.1'"
+    ));
+    let mut probe = live::load(ProbeBuilder::new().port(port));
+    // fails at its last statement, as meant
+    client(
+        port,
+        "secret",
+        "SELECT * FROM big LIMIT 10; SELECT * FROM big LIMIT 5000; \
+         SELECT * FROM big; SELECT * FROM no_such_table",
+    );
+    let mut pipeline = live::pipeline(Config::default());
+    let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
+    drop(maria);
+
+    let exchanges = live::exchanges(&out, |x| x.protocol == "mysql");
+    for role in [Role::Client, Role::Server] {
+        let mut mine: Vec<&Exchange> = exchanges
+            .iter()
+            .copied()
+            .filter(|x| x.role == role)
+            .filter(|x| {
+                matches!(
+                    x.attributes.get("db.collection.name"),
+                    Some("big" | "no_such_table")
+                )
+            })
+            .collect();
+        mine.sort_by_key(|x| x.ts);
+        let seen: Vec<String> = mine
+            .iter()
+            .map(|x| {
+                let a = |k| x.attributes.get(k).unwrap_or("-").to_owned();
+                format!(
+                    "{} rows={} code={} error={:?}",
+                    a("db.collection.name"),
+                    a("db.response.returned_rows"),
+                    a("db.response.status_code"),
+                    x.error,
+                )
+            })
+            .collect();
+        assert_eq!(seen.len(), 4, "{role:?}: {seen:#?}");
+        assert_eq!(seen[0], "big rows=10 code=- error=None", "{role:?}");
+        assert_eq!(seen[1], "big rows=5000 code=- error=None", "{role:?}");
+        assert!(
+            ["big rows=200000 code=- error=None", "big rows=- code=- error=None"]
+                .contains(&seen[2].as_str()),
+            "{role:?}: {seen:#?}"
+        );
+        assert_eq!(mine[2].partial, seen[2].contains("rows=-"), "{role:?}");
+        assert_eq!(
+            seen[3], "no_such_table rows=- code=1146 error=Some(DbError)",
+            "{role:?}"
+        );
+        eprintln!("{role:?}: {seen:#?}");
+    }
+    let errors = exchanges.iter().filter(|x| x.error.is_some()).count();
+    assert_eq!(errors, 2, "one failed query, seen from each end");
 }
