@@ -71,6 +71,10 @@ pub fn to_json(event: &Event<'_>, boottime_to_unix_ns: i64) -> Value {
             m.insert("cap_len".into(), json!(r.cap_len.get()));
             m.insert("msg_index".into(), json!(r.msg_index.get()));
             m.insert("truncated".into(), json!(d.is_truncated()));
+            // only when set: one part of a syscall captured under the framing budget
+            if d.continues() {
+                m.insert("continued".into(), json!(true));
+            }
             m.insert("payload".into(), json!(escape_bytes(d.payload)));
         }
         Event::Conn(c) => {
