@@ -119,6 +119,10 @@ pub(crate) struct Msg {
     pub(crate) used: usize,
     /// Its size on the wire (uncaptured body included).
     pub(crate) wire: u64,
+    /// A response whose body runs until the close (no length, no chunks):
+    /// what it read of its body so far. Not whole yet: it is followed to
+    /// the close.
+    pub(crate) open: Option<u64>,
 }
 
 /// Why the next message could not be read.
@@ -240,27 +244,31 @@ impl Proto {
         spare: &mut Vec<Attributes>,
     ) -> Result<Option<Msg>, ParseError> {
         match self {
-            Proto::Http(session) => whole::<Http1>(session, dir, buf, options, spare, |_| None)
-                .map_err(|e| match e {
-                    http1::Error::Upgraded => ParseError::Opaque(ProtocolId::Http),
-                    _ => ParseError::Malformed,
-                }),
+            Proto::Http(session) => {
+                whole::<Http1>(session, dir, buf, options, spare, |_| None, until_close).map_err(
+                    |e| match e {
+                        http1::Error::Upgraded => ParseError::Opaque(ProtocolId::Http),
+                        _ => ParseError::Malformed,
+                    },
+                )
+            }
             Proto::Redis(session) => {
-                whole::<redis::Redis>(session, dir, buf, options, spare, |_| None)
+                whole::<redis::Redis>(session, dir, buf, options, spare, |_| None, |_, _| None)
                     .map_err(|_| ParseError::Malformed)
             }
             Proto::MySql(session) => {
-                whole::<mysql::MySql>(session, dir, buf, options, spare, |_| None).map_err(|e| {
-                    match e {
+                whole::<mysql::MySql>(session, dir, buf, options, spare, |_| None, |_, _| None)
+                    .map_err(|e| match e {
                         mysql::Error::Encrypted | mysql::Error::Compressed => {
                             ParseError::Opaque(ProtocolId::MySql)
                         }
                         _ => ParseError::Malformed,
-                    }
-                })
+                    })
             }
-            Proto::Dns(session) => whole::<dns::Dns>(session, dir, buf, options, spare, resolved)
-                .map_err(|_| ParseError::Malformed),
+            Proto::Dns(session) => {
+                whole::<dns::Dns>(session, dir, buf, options, spare, resolved, |_, _| None)
+                    .map_err(|_| ParseError::Malformed)
+            }
             Proto::Opaque(id) => Err(ParseError::Opaque(*id)),
         }
     }
@@ -377,6 +385,7 @@ fn whole<P: Summarize>(
     options: &SummaryOptions,
     spare: &mut Vec<Attributes>,
     extra: fn(&P::Message<'_>) -> Option<Resolved>,
+    open: fn(&P::Message<'_>, usize) -> Option<u64>,
 ) -> Result<Option<Msg>, P::Error> {
     match P::parse(session, dir, buf)? {
         Status::Complete((m, used)) if used > 0 => {
@@ -388,9 +397,21 @@ fn whole<P: Summarize>(
                 parsed,
                 used,
                 wire: used as u64,
+                open: open(&m, used),
             }))
         }
         _ => Ok(None),
+    }
+}
+
+/// An HTTP response whose body runs until the close: the body bytes the
+/// parser took (all it was given), to go on counting to the close.
+fn until_close(m: &http1::Message<'_>, used: usize) -> Option<u64> {
+    match m {
+        http1::Message::Response(r) if r.body == http1::Body::UntilClose => {
+            Some(used.saturating_sub(r.head_len) as u64)
+        }
+        _ => None,
     }
 }
 
@@ -483,6 +504,15 @@ impl Follow {
     /// walked once, by a skipper, instead of a full parse attempt and then
     /// a follow. `None` when it ends in `buf` (or is not RESP), for the
     /// full parser.
+    /// Follows an HTTP response's body to the close, after the `body`
+    /// bytes that came with its head; `head` is delivered when it ends.
+    pub(crate) fn until_close(head: Parsed, body: u64) -> Self {
+        let mut reader = http1::BodyReader::new(http1::Body::UntilClose);
+        // counts them: a body that runs to the close takes any bytes
+        let _ = reader.skip_unseen(body);
+        Self::new(Reader::Http(reader), Some(head))
+    }
+
     pub(crate) fn unfinished_redis_reply(buf: &[u8]) -> Option<Self> {
         let mut skipper = redis::Skipper::new();
         if !matches!(skipper.feed(buf), Ok(None)) {

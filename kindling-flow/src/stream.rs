@@ -512,6 +512,11 @@ impl Stream {
             match cx.proto.next(dir, rest, &cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     input.at += msg.used;
+                    if let Some(body) = msg.open {
+                        let follow = Follow::until_close(msg.parsed, body);
+                        self.mode = Mode::Following(follow.started(span, msg.wire));
+                        continue;
+                    }
                     return Some(Item::whole(msg.parsed, span, msg.wire));
                 }
                 Ok(None) if Self::follow_partial(cx.proto, dir, rest.len(), 0) => {
@@ -590,6 +595,10 @@ impl Stream {
             match cx.proto.next(dir, self.buf.bytes(), &cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     self.retry_now();
+                    if let Some(body) = msg.open {
+                        self.start_following(Follow::until_close(msg.parsed, body), msg.used);
+                        continue;
+                    }
                     let span = self.buf.span(msg.used).unwrap_or_default();
                     self.buf.consume(msg.used);
                     return Some(Item::whole(msg.parsed, span, msg.wire));

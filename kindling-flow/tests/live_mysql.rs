@@ -106,10 +106,8 @@ impl MariaDb {
     /// Installs a fresh data directory and starts the server; returns once
     /// it answers over its unix socket.
     fn start(port: u16, name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "kindling-mysql-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("kindling-mysql-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
@@ -344,8 +342,11 @@ fn large_result_sets_count_their_rows() {
         assert_eq!(seen[0], "big rows=10 code=- error=None", "{role:?}");
         assert_eq!(seen[1], "big rows=5000 code=- error=None", "{role:?}");
         assert!(
-            ["big rows=200000 code=- error=None", "big rows=- code=- error=None"]
-                .contains(&seen[2].as_str()),
+            [
+                "big rows=200000 code=- error=None",
+                "big rows=- code=- error=None"
+            ]
+            .contains(&seen[2].as_str()),
             "{role:?}: {seen:#?}"
         );
         assert_eq!(mine[2].partial, seen[2].contains("rows=-"), "{role:?}");
