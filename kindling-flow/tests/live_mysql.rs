@@ -276,11 +276,11 @@ fn joined_connections_failed_logins_and_refusals_are_exchanges() {
     assert_eq!(stats.unpaired_responses, 0, "{stats:?}");
 }
 
-/// Result sets of 10, 5,000 (~370 kB) and 200,000 rows (~15 MB) read by the
-/// `mariadb` client at the default settings, then a failing query on the
-/// same connection: from both ends, the rows are exact up to the framing
-/// budget (the 5,000), the largest is no error (exact or partial, never a
-/// wrong count), and the error belongs to the query that failed.
+/// Result sets of 10, 5,000 (~370 kB), 14,000 (~1 MB) and 200,000 rows
+/// (~15 MB) read by the `mariadb` client at the default settings, then a
+/// failing query on the same connection: from both ends, the rows are exact
+/// within the framing budget, the largest is no error (exact or partial,
+/// never a wrong count), and the error belongs to the query that failed.
 #[test]
 fn large_result_sets_count_their_rows() {
     if !live::ready(
@@ -305,7 +305,7 @@ fn large_result_sets_count_their_rows() {
         port,
         "secret",
         "SELECT * FROM big LIMIT 10; SELECT * FROM big LIMIT 5000; \
-         SELECT * FROM big; SELECT * FROM no_such_table",
+         SELECT * FROM big LIMIT 14000; SELECT * FROM big; SELECT * FROM no_such_table",
     );
     let mut pipeline = live::pipeline(Config::default());
     let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
@@ -338,20 +338,20 @@ fn large_result_sets_count_their_rows() {
                 )
             })
             .collect();
-        assert_eq!(seen.len(), 4, "{role:?}: {seen:#?}");
+        assert_eq!(seen.len(), 5, "{role:?}: {seen:#?}");
         assert_eq!(seen[0], "big rows=10 code=- error=None", "{role:?}");
         assert_eq!(seen[1], "big rows=5000 code=- error=None", "{role:?}");
-        assert!(
-            [
-                "big rows=200000 code=- error=None",
-                "big rows=- code=- error=None"
-            ]
-            .contains(&seen[2].as_str()),
-            "{role:?}: {seen:#?}"
-        );
-        assert_eq!(mine[2].partial, seen[2].contains("rows=-"), "{role:?}");
+        // ~1.05 MB on the wire: the bar's size
+        assert_eq!(seen[2], "big rows=14000 code=- error=None", "{role:?}");
+        assert!(mine[2].response_bytes > 1_000_000, "{:?}", mine[2]);
+        let largest = [
+            "big rows=200000 code=- error=None",
+            "big rows=- code=- error=None",
+        ];
+        assert!(largest.contains(&seen[3].as_str()), "{role:?}: {seen:#?}");
+        assert_eq!(mine[3].partial, seen[3].contains("rows=-"), "{role:?}");
         assert_eq!(
-            seen[3], "no_such_table rows=- code=1146 error=Some(DbError)",
+            seen[4], "no_such_table rows=- code=1146 error=Some(DbError)",
             "{role:?}"
         );
         eprintln!("{role:?}: {seen:#?}");
