@@ -152,6 +152,7 @@ fn exchange_row(x: &Exchange, t0: u64, offset: i64) -> String {
     let result = match x.error {
         Some(e) if result.is_empty() => format!("{e:?}"),
         None if x.pending => "pending".to_owned(),
+        None if x.cancelled => "cancelled".to_owned(),
         None if x.partial => "partial".to_owned(),
         _ => result,
     };

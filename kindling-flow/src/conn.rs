@@ -137,6 +137,10 @@ pub(crate) struct Conn {
     /// arrays: a command, or a reply joined half-way): a "request" left
     /// unanswered at the close may have been no request.
     pub(crate) role_unsure: bool,
+    /// The other end closed its side first (a read saw the end of the
+    /// stream, or TCP went to CLOSE_WAIT): who closed first tells a request
+    /// the client gave up on from one the server left unanswered.
+    pub(crate) peer_closed: bool,
     /// Latest smoothed RTT the kernel reported for the socket, µs (0: none).
     pub(crate) srtt_us: u32,
     /// Segments the socket retransmitted so far, as last reported.
@@ -164,6 +168,7 @@ impl Conn {
             reset: false,
             detect_attempts: 0,
             role_unsure: false,
+            peer_closed: false,
             srtt_us: 0,
             retransmits: 0,
         }

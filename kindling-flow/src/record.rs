@@ -340,6 +340,15 @@ pub struct Exchange {
     /// Serialised only when true.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// The client gave up on the request: it closed the connection before
+    /// the answer came (a timeout, a cancelled call, a load generator
+    /// stopping with requests in flight) while the server had not closed
+    /// its side. No error when it let go before the protocol's slow
+    /// threshold (the server did not fail); after it, `no_response` (the
+    /// server did not answer in time). Its duration is how long the client
+    /// waited. Serialised only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
     /// OpenTelemetry semantic-convention attributes of request and response.
     pub attributes: Attributes,
     /// Resource attributes of the traced process, from enrichers

@@ -263,3 +263,72 @@ fn large_chunked_responses_keep_their_status() {
         }
     }
 }
+
+/// Who closed first with a request unanswered. A client that gives up
+/// early (closes 50 ms after asking, well under the slow threshold) has
+/// its request `cancelled`, no error, from both ends; a server that closes
+/// without answering leaves a `no_response` that is not `cancelled`.
+#[test]
+fn a_client_giving_up_is_no_error_a_server_hanging_up_is() {
+    if !live::ready("a_client_giving_up_is_no_error_a_server_hanging_up_is", &[]) {
+        return;
+    }
+    let mut probe = live::load(ProbeBuilder::new().trace_self(true).pid(std::process::id()));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let target = read_request(&mut reader).unwrap();
+            if target == "/wait-for-client" {
+                // never answers; the client leaves first
+                assert!(read_request(&mut reader).is_none());
+            }
+            drop(conn); // "/hang-up": closes without answering
+        }
+    });
+    for target in ["/wait-for-client", "/hang-up"] {
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(client, "GET {target} HTTP/1.1\r\nHost: live\r\n\r\n").unwrap();
+        if target == "/hang-up" {
+            // waits for the server's close
+            let mut rest = Vec::new();
+            let _ = client.read_to_end(&mut rest);
+        } else {
+            sleep(Duration::from_millis(50));
+        }
+        drop(client);
+    }
+    server.join().unwrap();
+
+    let mut pipeline = live::pipeline(Config::default());
+    let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
+    let mine = live::exchanges(&out, |x| x.dst.port() == port);
+    let seen: Vec<String> = {
+        let mut v: Vec<String> = mine
+            .iter()
+            .map(|x| {
+                format!(
+                    "{:?} {} error={:?} cancelled={}",
+                    x.role,
+                    x.attributes.get("url.path").unwrap_or("-"),
+                    x.error,
+                    x.cancelled
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        seen,
+        [
+            "Client /hang-up error=Some(NoResponse) cancelled=false",
+            "Client /wait-for-client error=None cancelled=true",
+            "Server /hang-up error=Some(NoResponse) cancelled=false",
+            "Server /wait-for-client error=None cancelled=true",
+        ],
+        "{mine:#?}"
+    );
+}

@@ -60,6 +60,7 @@ pub(super) fn from_request(
         // a request cut by the capture length lacks attributes too
         partial: p.cut,
         pending: false,
+        cancelled: false,
         attributes: p.attrs,
         resource: Default::default(),
     }
@@ -118,11 +119,28 @@ pub(super) fn unanswered(
     until_ns: u64,
 ) -> Exchange {
     let mut x = without_answer(config, key, conn, p, until_ns);
-    x.error = Some(if reset {
-        ErrorKind::Reset
+    // the side that closed first: the client giving up is no failure
+    // (TCP only: a UDP client always "closes" first, even when it gave up
+    // because no answer came)
+    let client_closed = !conn.udp
+        && match conn.role {
+            Some(Role::Client) => !conn.peer_closed,
+            Some(Role::Server) => conn.peer_closed,
+            None => false,
+        };
+    x.cancelled = client_closed && !reset;
+    // A client that gave up after waiting longer than the slow threshold
+    // gave up on a server that did not answer in time: still an error. One
+    // that let go sooner (a load generator stopping with requests in
+    // flight, a user leaving a page) saw no failure.
+    let gave_up_early = x.cancelled && x.phases.wait < config.slow_ns.of(x.protocol);
+    x.error = if reset {
+        Some(ErrorKind::Reset)
+    } else if gave_up_early {
+        None
     } else {
-        ErrorKind::NoResponse
-    });
+        Some(ErrorKind::NoResponse)
+    };
     x
 }
 

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
 
-use kindling_probe::abi::{DataEvent, Event, Transport};
+use kindling_probe::abi::{DataEvent, Direction, Event, Transport};
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnKey, ConnTable, InFlight, Recognition};
@@ -288,13 +288,18 @@ impl Pipeline {
     /// One syscall's payload: on the connection of its process and
     /// socket, tracked from now on if it was not.
     fn data(&mut self, d: &DataEvent<'_>, out: &mut Vec<Output>) {
-        if d.raw.ret.get() <= 0 {
-            return; // an error or end of file: no bytes moved
-        }
         let key = ConnKey {
             pid: d.raw.hdr.pid.get(),
             sock: d.raw.sk.sock.get(),
         };
+        if d.raw.ret.get() <= 0 {
+            // an error or the end of the stream: no bytes moved
+            let eof = d.raw.ret.get() == 0 && d.direction() == Direction::Ingress;
+            if let Some(conn) = self.conns.get_mut(&key).filter(|_| eof) {
+                conn.peer_closed = true;
+            }
+            return;
+        }
         if !self.conns.contains(&key) {
             let udp = d.raw.sk.transport() == Transport::Udp;
             let (local, peer) = (d.raw.sk.local(), d.raw.sk.peer());

@@ -17,6 +17,7 @@ use crate::record::{
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_SYN_SENT: u8 = 2;
 const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
 pub(super) const TCP_LISTEN: u8 = 10;
 
 /// `ECONNREFUSED` and `ETIMEDOUT`.
@@ -176,6 +177,14 @@ impl Pipeline {
                     r.comm = Comm::from_raw(comm);
                 });
             }
+            // the peer closed its side first
+            (TCP_ESTABLISHED, TCP_CLOSE_WAIT) => {
+                for key in self.conns.keys_of_sock(sock) {
+                    if let Some(conn) = self.conns.get_mut(&key) {
+                        conn.peer_closed = true;
+                    }
+                }
+            }
             // the socket is gone (closed, reset, or into TIME_WAIT): so are
             // its connections, even if no close() was seen (a process that
             // exits closes its sockets without one)
@@ -226,6 +235,7 @@ impl Pipeline {
             slow: false,
             partial: false,
             pending: false,
+            cancelled: false,
             attributes,
             resource: Default::default(),
         }));
