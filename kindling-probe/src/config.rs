@@ -12,7 +12,9 @@ pub struct ProbeConfig {
     /// at most [`crate::abi::MAX_SNAPLEN`] bytes (at most
     /// [`crate::abi::MAX_PARTS`] of them; flat buffers only, one record for
     /// iovecs).
-    #[serde(default)]
+    // absent from captures made before it existed (and left out when 0,
+    // so that rewriting one changes no byte)
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub framing_budget: u32,
     /// Only these processes (thread-group ids); empty = all.
     pub pids: Vec<u32>,
@@ -54,4 +56,8 @@ impl Default for ProbeConfig {
             hooks_only: false,
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
