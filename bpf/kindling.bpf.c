@@ -32,18 +32,50 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define opaque(x) asm volatile("" : "+r"(x))
 
-/* Turns a kernel address held as a number into a typed, read-only pointer
- * whose fields are read with plain (fault-safe) loads instead of one
- * bpf_probe_read_kernel() call each: the difference is most of the cost of
- * a record. Linux 6.2+. */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-#define KCAST(type, addr) ((type *)bpf_rdonly_cast((void *)(addr), bpf_core_type_id_kernel(type)))
+/* Kernel memory is read in one of two ways, chosen by the loader (the
+ * `compat` rodata flag; the verifier removes the other way at load):
+ *
+ *  - Linux 6.2+: bpf_rdonly_cast() turns a kernel address held as a number
+ *    into a typed, read-only pointer whose fields are read with plain
+ *    (fault-safe) loads instead of one bpf_probe_read_kernel() call each:
+ *    the difference is most of the cost of a record;
+ *  - older kernels (5.8+): the kfunc does not exist (libbpf turns its calls
+ *    into dead code), a "pointer" is a plain number, and every field is read
+ *    with BPF_CORE_READ (bpf_probe_read_kernel at the running kernel's
+ *    offsets).
+ *
+ * KCAST makes the pointer, KGET reads one field (a path of members, not of
+ * pointers), KCOPY copies an array member. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#define KCAST(type, addr)                                                          \
+	(compat ? (type *)(unsigned long)(addr)                                     \
+		: (type *)bpf_rdonly_cast((void *)(unsigned long)(addr),             \
+					  bpf_core_type_id_kernel(type)))
+/* (the pointer is evaluated first: inside BPF_CORE_READ every member access
+ * of the expression would become a relocation against the kernel's BTF) */
+#define KGET(ptr, field)                                                           \
+	({                                                                         \
+		typeof(ptr) __kp = (ptr);                                          \
+		compat ? BPF_CORE_READ(__kp, field) : __kp->field;                 \
+	})
+#define KCOPY(dst, ptr, field)                                                     \
+	do {                                                                       \
+		typeof(ptr) __kp = (ptr);                                          \
+		if (compat)                                                        \
+			bpf_core_read(dst, sizeof(__kp->field), &__kp->field);     \
+		else                                                               \
+			__builtin_memcpy(dst, &__kp->field, sizeof(__kp->field));  \
+	} while (0)
 
 /* ---- configuration ------------------------------------------------------ */
 
 /* Set by the loader before load (rodata): the verifier knows the values, so
  * a run without a filter has that filter's branches removed at load. */
 
+/* No bpf_rdonly_cast or task storage for tracing programs (before 6.2):
+ * kernel memory is read with helpers and in-flight calls are keyed by
+ * thread id (see KCAST, pending_slot). */
+const volatile __u8 compat = 0;
 const volatile __u32 self_tgid = 0;
 const volatile __u32 snaplen = 4096;
 const volatile __u8 filter_pids = 0;
@@ -120,6 +152,19 @@ struct {
 	__type(value, struct pending);
 } pending SEC(".maps");
 
+/* The same slots where task storage cannot be used by tracing programs
+ * (compat): a hash by thread id. LRU, since a thread that exits mid-call
+ * leaves its slot behind. The loader creates one of the two maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct pending);
+} pending_tid SEC(".maps");
+
+/* What a new slot starts as. */
+static const struct pending idle_slot = {};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -189,6 +234,10 @@ struct {
 	__type(key, __u64);
 	__type(value, struct framing);
 } framing_map SEC(".maps");
+
+/* What a socket's framing entry starts as (not on the stack: sys_exit's
+ * frame is at the 512-byte limit). */
+static const struct framing fresh_framing = {};
 
 /* Per-CPU scratch where a data record is assembled before ringbuf_output.
  * Payload room is twice the max snaplen so that "offset < MAX, len <= MAX"
@@ -276,16 +325,23 @@ static __always_inline bool sock_wanted(__u64 sock)
 /* Kernel address of the struct file behind fd, 0 if none. */
 static __always_inline __u64 fd_to_file(int fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = task->files->fdt;
+	struct task_struct *task;
+	struct files_struct *files;
+	struct fdtable *fdt;
 	__u64 fds, f = 0;
 
-	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+	if (compat)
+		task = (struct task_struct *)bpf_get_current_task();
+	else
+		task = bpf_get_current_task_btf();
+	files = KGET(task, files);
+	fdt = KGET(files, fdt);
+	if (fd < 0 || (unsigned int)fd >= KGET(fdt, max_fds))
 		return 0;
-	fds = (__u64)fdt->fd;
+	fds = (__u64)KGET(fdt, fd);
 	/* The slot is read as the first pointer of a one-pointer kernel struct:
 	 * a plain load, not a bpf_probe_read_kernel() call. */
-	f = (__u64)KCAST(struct llist_node, fds + (__u64)fd * sizeof(void *))->next;
+	f = (__u64)KGET(KCAST(struct llist_node, fds + (__u64)fd * sizeof(void *)), next);
 	return f;
 }
 
@@ -301,20 +357,20 @@ static __always_inline struct sock *file_to_sock(__u64 file, __u64 *ino)
 	if (!file)
 		return NULL;
 	f = KCAST(struct file, file);
-	inode = f->f_inode;
-	if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
+	inode = KGET(f, f_inode);
+	if (!inode || (KGET(inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
-	sock = KCAST(struct socket, f->private_data);
-	sk = sock->sk;
+	sock = KCAST(struct socket, KGET(f, private_data));
+	sk = KGET(sock, sk);
 	if (!sk)
 		return NULL;
-	family = sk->__sk_common.skc_family;
+	family = KGET(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
-	proto = sk->sk_protocol;
+	proto = KGET(sk, sk_protocol);
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return NULL;
-	*ino = inode->i_ino;
+	*ino = KGET(inode, i_ino);
 	return sk;
 }
 
@@ -322,17 +378,17 @@ static __always_inline void fill_sock(struct ke_sock *out, const struct sock *sk
 {
 	__builtin_memset(out, 0, sizeof(*out));
 	out->sock = (__u64)sk;
-	out->family = sk->__sk_common.skc_family;
-	out->protocol = sk->sk_protocol;
-	out->state = sk->__sk_common.skc_state;
-	out->sport = sk->__sk_common.skc_num;
-	out->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	out->family = KGET(sk, __sk_common.skc_family);
+	out->protocol = KGET(sk, sk_protocol);
+	out->state = KGET(sk, __sk_common.skc_state);
+	out->sport = KGET(sk, __sk_common.skc_num);
+	out->dport = bpf_ntohs(KGET(sk, __sk_common.skc_dport));
 	if (out->family == AF_INET) {
-		*(__u32 *)out->saddr = sk->__sk_common.skc_rcv_saddr;
-		*(__u32 *)out->daddr = sk->__sk_common.skc_daddr;
+		*(__u32 *)out->saddr = KGET(sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)out->daddr = KGET(sk, __sk_common.skc_daddr);
 	} else {
-		__builtin_memcpy(out->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(out->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+		KCOPY(out->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		KCOPY(out->daddr, sk, __sk_common.skc_v6_daddr);
 	}
 }
 
@@ -448,6 +504,27 @@ static __always_inline void fill_header_cached(struct ke_header *h, __u16 kind, 
 	fill_header_ids(h, kind, size, ts);
 	h->cgroup_id = p->cgroup_id;
 	__builtin_memcpy(h->comm, p->comm, sizeof(h->comm));
+}
+
+/* ---- in-flight calls ---------------------------------------------------- */
+
+/* This thread's slot for the call it is in: task storage (a pointer chase),
+ * or in compat a hash by thread id. `create`: make it if missing. */
+static __always_inline struct pending *pending_slot(bool create)
+{
+	__u32 tid;
+	struct pending *p;
+
+	if (!compat)
+		return bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
+					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	tid = (__u32)bpf_get_current_pid_tgid();
+	p = bpf_map_lookup_elem(&pending_tid, &tid);
+	if (!p && create) {
+		bpf_map_update_elem(&pending_tid, &tid, &idle_slot, BPF_NOEXIST);
+		p = bpf_map_lookup_elem(&pending_tid, &tid);
+	}
+	return p;
 }
 
 /* ---- syscall table ------------------------------------------------------ */
@@ -617,14 +694,13 @@ static __always_inline int enter_sock_call(struct sys_desc d, int fd, int fd_in,
 	/* connect and accept learn their ports at exit; filter there.
 	 * Unconnected UDP names its peer per call: data records check at exit. */
 	if (filter_ports && d.exit != EXIT_CONNECT && d.exit != EXIT_ACCEPT) {
-		__u16 sport = sk->__sk_common.skc_num;
-		__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
-		bool unconnected_udp = dport == 0 && sk->sk_protocol == IPPROTO_UDP;
+		__u16 sport = KGET(sk, __sk_common.skc_num);
+		__u16 dport = bpf_ntohs(KGET(sk, __sk_common.skc_dport));
+		bool unconnected_udp = dport == 0 && KGET(sk, sk_protocol) == IPPROTO_UDP;
 		if (!unconnected_udp && !ports_wanted(sport, dport))
 			return 0;
 	}
-	p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
-				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	p = pending_slot(true);
 	if (!p) {
 		count_loss(KL_PENDING_FULL);
 		return 0;
@@ -834,17 +910,17 @@ __noinline int emit_data(struct emit_args *a)
 static __always_inline __u64 framing_allow(__u64 sock, __u32 dir, __u64 total)
 {
 	struct tcp_sock *tp = KCAST(struct tcp_sock, sock);
-	struct framing *f, fresh = {};
+	struct framing *f;
 	__u32 other;
 	__u64 allow;
 
 	/* receiving: the turn is over once the application sent again;
 	 * sending: once it read again */
-	other = dir == KD_INGRESS ? tp->write_seq : tp->copied_seq;
+	other = dir == KD_INGRESS ? KGET(tp, write_seq) : KGET(tp, copied_seq);
 	dir &= 1;
 	f = bpf_map_lookup_elem(&framing_map, &sock);
 	if (!f) {
-		bpf_map_update_elem(&framing_map, &sock, &fresh, BPF_NOEXIST);
+		bpf_map_update_elem(&framing_map, &sock, &fresh_framing, BPF_NOEXIST);
 		f = bpf_map_lookup_elem(&framing_map, &sock);
 		if (!f)
 			return 0;
@@ -870,7 +946,7 @@ static __always_inline void emit_message(struct emit_args *a)
 	a->limit = snaplen;
 	a->more = 0;
 	if (!framing_budget || total <= snaplen || a->iovcnt ||
-	    KCAST(struct sock, a->p.sock)->sk_protocol != IPPROTO_TCP) {
+	    KGET(KCAST(struct sock, a->p.sock), sk_protocol) != IPPROTO_TCP) {
 		emit_data(a);
 		return;
 	}
@@ -929,10 +1005,10 @@ static __always_inline void emit_rtt(const struct sock *sk, __u64 addr, __u64 no
 		return;
 	fill_header_cached(&e->hdr, KE_TCP_RTT, sizeof(*e), now, p);
 	fill_sock(&e->sk, sk);
-	e->srtt_us = tp->srtt_us >> 3;
-	e->rttvar_us = tp->mdev_us >> 2;
-	e->total_retrans = tp->total_retrans;
-	e->snd_cwnd = tp->snd_cwnd;
+	e->srtt_us = KGET(tp, srtt_us) >> 3;
+	e->rttvar_us = KGET(tp, mdev_us) >> 2;
+	e->total_retrans = KGET(tp, total_retrans);
+	e->snd_cwnd = KGET(tp, snd_cwnd);
 	e->old_state = 0;
 	e->new_state = e->sk.state;
 	e->reset_dir = 0;
@@ -945,7 +1021,7 @@ static __always_inline bool take_pending(struct pending *out)
 
 	if (hooks_only)
 		return false;
-	p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
+	p = pending_slot(false);
 	if (!p || !p->syscall)
 		return false;
 	__builtin_memcpy(out, p, sizeof(*out));
@@ -979,7 +1055,7 @@ static __always_inline int end_data(struct emit_args *a)
 {
 	struct sock *sk = KCAST(struct sock, a->p.sock);
 
-	if (sk->sk_protocol == IPPROTO_TCP)
+	if (KGET(sk, sk_protocol) == IPPROTO_TCP)
 		emit_rtt(sk, a->p.sock, a->now, &a->p);
 	return 0;
 }
@@ -1180,7 +1256,13 @@ static __always_inline void forget_task_info(struct task_struct *task)
 
 	if (hooks_only)
 		return;
-	p = bpf_task_storage_get(&pending, task, 0, 0);
+	if (compat) {
+		__u32 tid = BPF_CORE_READ(task, pid);
+
+		p = bpf_map_lookup_elem(&pending_tid, &tid);
+	} else {
+		p = bpf_task_storage_get(&pending, task, 0, 0);
+	}
 	if (p)
 		p->info_ts = 0;
 }
@@ -1260,10 +1342,10 @@ static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_
 		return 0;
 	fill_header(&e->hdr, kind, sizeof(*e), bpf_ktime_get_boot_ns());
 	fill_sock(&e->sk, sk);
-	e->srtt_us = tp->srtt_us >> 3;
-	e->rttvar_us = tp->mdev_us >> 2;
-	e->total_retrans = tp->total_retrans;
-	e->snd_cwnd = tp->snd_cwnd;
+	e->srtt_us = KGET(tp, srtt_us) >> 3;
+	e->rttvar_us = KGET(tp, mdev_us) >> 2;
+	e->total_retrans = KGET(tp, total_retrans);
+	e->snd_cwnd = KGET(tp, snd_cwnd);
 	e->old_state = old_state;
 	e->new_state = new_state;
 	e->reset_dir = reset_dir;
@@ -1322,13 +1404,36 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	return 0;
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+/* The drop reason: the tracepoint's third argument since 5.17, where its
+ * enum appeared (before, every kfree_skb is a drop of unknown reason, 0).
+ * Its values differ by kernel (SKB_CONSUMED is 1 from 6.3 on; on 6.1 1 is
+ * NOT_SPECIFIED), so they are relocated to the running kernel's, and user
+ * space names them from that kernel's BTF. Returns -1 for a freed packet
+ * that was no drop. */
+static __always_inline long drop_reason(unsigned long long *ctx)
 {
+	long reason;
+
+	if (!bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		return 0;
+	reason = (long)ctx[2];
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_NOT_DROPPED_YET) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET))
+		return -1;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return -1;
+	return reason;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location)
+{
+	long reason = drop_reason(ctx);
 	struct ke_drop *e;
 	struct sock *sk;
 
-	if (hooks_only || reason <= SKB_CONSUMED)
+	if (hooks_only || reason < 0)
 		return 0;
 	e = record_reserve(sizeof(*e));
 	if (!e)

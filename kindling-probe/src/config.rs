@@ -35,6 +35,11 @@ pub struct ProbeConfig {
     /// Attach every program but make each return at once: the cost floor of
     /// the hooks themselves, for overhead measurements.
     pub hooks_only: bool,
+    /// Read kernel memory the way kernels before 6.2 need (helper reads,
+    /// in-flight calls keyed by thread id) even where the fast way works:
+    /// for testing that way on a new kernel. Older kernels always use it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_compat: bool,
 }
 
 impl Default for ProbeConfig {
@@ -54,6 +59,7 @@ impl Default for ProbeConfig {
             rtt_interval_ms: 1000,
             trace_self: false,
             hooks_only: false,
+            force_compat: false,
         }
     }
 }

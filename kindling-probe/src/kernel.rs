@@ -4,6 +4,14 @@ use std::collections::BTreeMap;
 
 use libbpf_rs::btf::{types, Btf};
 
+/// Whether the running kernel's BTF has a function named `name` (a kfunc
+/// such as `bpf_rdonly_cast`). False when the BTF cannot be read.
+pub(crate) fn has_func(name: &str) -> bool {
+    Btf::from_vmlinux()
+        .ok()
+        .is_some_and(|btf| btf.type_by_name::<types::Func<'_>>(name).is_some())
+}
+
 /// The names of the kernel's `enum skb_drop_reason` values, without the
 /// `SKB_DROP_REASON_` prefix (`2` → `NOT_SPECIFIED`, …). The numbers change
 /// between kernel versions, so captures keep this table in their header.

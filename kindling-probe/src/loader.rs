@@ -140,6 +140,13 @@ impl ProbeBuilder {
         self
     }
 
+    /// Reads kernel memory as on kernels before 6.2 even on a newer one
+    /// (see [`ProbeConfig::force_compat`]).
+    pub fn force_compat(mut self, yes: bool) -> Self {
+        self.config.force_compat = yes;
+        self
+    }
+
     /// Bytes of each TCP turn captured in full past the snaplen (see
     /// [`ProbeConfig::framing_budget`]); 0 turns it off.
     pub fn framing_budget(mut self, bytes: u32) -> Self {
@@ -339,6 +346,11 @@ impl Probe {
         } else {
             std::process::id()
         };
+        // Plain loads through bpf_rdonly_cast (6.2+), or helper reads: the
+        // verifier drops the way not taken, and only one of the two slot
+        // maps is made (libbpf turns the other one's uses into dead code).
+        let compat = cfg.force_compat || !crate::kernel::has_func("bpf_rdonly_cast");
+        rodata.compat = u8::from(compat);
         rodata.snaplen = cfg.snaplen;
         rodata.framing_budget = cfg.framing_budget;
         rodata.filter_pids = u8::from(!cfg.pids.is_empty());
@@ -359,6 +371,16 @@ impl Probe {
                 source: e,
             })?;
 
+        let slots = if compat {
+            open.maps.pending.set_autocreate(false)
+        } else {
+            open.maps.pending_tid.set_autocreate(false)
+        };
+        slots.map_err(|e| ProbeError::Load {
+            stage: "configure",
+            log: take_log(),
+            source: e,
+        })?;
         open.maps
             .scratch_map
             .set_max_entries(cpus as u32)

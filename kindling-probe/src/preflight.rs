@@ -4,10 +4,12 @@ use std::path::Path;
 
 use crate::ProbeError;
 
-/// Oldest kernel with everything the programs use: BPF ring buffer, task
-/// storage, `tp_btf`, bounded loops, and the `bpf_rdonly_cast` kfunc (6.2)
-/// that lets them read kernel structs with plain loads.
-pub const MIN_KERNEL: (u32, u32) = (6, 2);
+/// Oldest kernel with everything the programs need: the BPF ring buffer and
+/// `bpf_ktime_get_boot_ns` (5.8), `tp_btf` and BTF. From 6.2 on they read
+/// kernel structs with plain loads (the `bpf_rdonly_cast` kfunc) and keep
+/// in-flight calls in task storage; before, with `bpf_probe_read_kernel`
+/// and a hash by thread id (see [`crate::ProbeBuilder::load`]).
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
 
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -107,7 +109,9 @@ mod tests {
         assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
         assert_eq!(parse_release("garbage"), None);
         assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
-        assert!(parse_release("6.1.0-13-amd64").unwrap() < MIN_KERNEL);
+        assert!(parse_release("5.7.19").unwrap() < MIN_KERNEL);
+        assert!(parse_release("5.10.0-32-cloud-amd64").unwrap() >= MIN_KERNEL);
+        assert!(parse_release("6.1.0-13-amd64").unwrap() >= MIN_KERNEL);
         assert!(parse_release("6.18.44").unwrap() >= MIN_KERNEL);
     }
 }

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use common::{decode_all, drain, privileged};
 use kindling_probe::abi::{Direction, Event};
-use kindling_probe::ProbeBuilder;
 
 #[test]
 fn records_after_exec_carry_the_new_name() {
@@ -27,7 +26,7 @@ fn records_after_exec_carry_the_new_name() {
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut probe = ProbeBuilder::new()
+    let mut probe = common::builder()
         .trace_self(true)
         .port(port)
         .wakeup_bytes(0)

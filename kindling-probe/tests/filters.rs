@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::{decode_all, drain, privileged, with_port};
 use kindling_probe::abi::Event;
-use kindling_probe::ProbeBuilder;
 
 /// Loads are heavy (verifier); run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -87,7 +86,7 @@ fn pid_filter_sees_only_that_process() {
     // The shell waits for a line, then becomes curl (same pid).
     let wanted = gated_curl("", port, "/wanted");
     let pid = wanted.id();
-    let mut probe = ProbeBuilder::new().pid(pid).load().expect("load probe");
+    let mut probe = common::builder().pid(pid).load().expect("load probe");
     assert!(curl(port, "/other")
         .status()
         .expect("curl must be installed")
@@ -125,7 +124,7 @@ fn the_loading_process_never_sees_itself() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (port, server) = http_server(1);
-    let mut probe = ProbeBuilder::new().port(port).load().expect("load probe");
+    let mut probe = common::builder().port(port).load().expect("load probe");
     let status = curl(port, "/seen")
         .status()
         .expect("curl must be installed");
@@ -163,7 +162,7 @@ fn port_filter_drops_other_ports() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (port, server) = http_server(1);
     let (other, other_server) = http_server(1);
-    let mut probe = ProbeBuilder::new().port(port).load().expect("load probe");
+    let mut probe = common::builder().port(port).load().expect("load probe");
     assert!(curl(other, "/other-port").status().unwrap().success());
     assert!(curl(port, "/this-port").status().unwrap().success());
     server.join().unwrap();
@@ -250,7 +249,7 @@ fn cgroup_filter_sees_only_that_cgroup() {
         port,
         "/in-cgroup",
     );
-    let mut probe = ProbeBuilder::new()
+    let mut probe = common::builder()
         .cgroup(cg.id())
         .load()
         .expect("load probe");
@@ -286,7 +285,7 @@ fn dropping_the_probe_detaches_everything() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let probe = ProbeBuilder::new().port(1).load().expect("load probe");
+    let probe = common::builder().port(1).load().expect("load probe");
     let ours = probe.program_ids();
     assert!(
         ours.len() >= 7,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::{decode_all, drain, gettid, privileged, with_port};
 use kindling_probe::abi::{self, kind, DataEvent, Direction, Event, Syscall};
 use kindling_probe::capture::{CaptureHeader, CaptureReader, CaptureWriter};
-use kindling_probe::{Probe, ProbeBuilder};
+use kindling_probe::Probe;
 
 const SNAPLEN: u32 = 300;
 
@@ -30,8 +30,11 @@ fn probe(test: &str) -> Option<MutexGuard<'static, Option<Probe>>> {
     }
     let mut guard = PROBE.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
-        let p = ProbeBuilder::new()
+        // these tests pin the snaplen cut: the framing budget, which
+        // captures past it, has its own test (framing_budget_...)
+        let p = common::builder()
             .snaplen(SNAPLEN)
+            .framing_budget(0)
             .trace_self(true)
             .pid(std::process::id())
             .wakeup_bytes(0)
@@ -943,4 +946,111 @@ fn sendfile_splice_and_copy_file_range_are_followed_by_length() {
         || d.raw.fd.get() == s
         || d.raw.sk.sport.get() != saddr.port()),);
     drop(pair);
+}
+
+/// The framing budget: a TCP write longer than the snaplen is captured in
+/// full, in parts of at most `MAX_SNAPLEN` flagged `CONTINUED`, while its
+/// turn's budget lasts (the part that crosses it included; the rest is one
+/// uncaptured record); the next write of the same turn gets only the
+/// snaplen; once the writer has read again, a new turn has the whole
+/// budget again.
+#[test]
+fn framing_budget_captures_large_writes_per_turn() {
+    if !privileged("framing budget") {
+        return;
+    }
+    const BUDGET: u32 = 40_000;
+    let mut probe = common::builder()
+        .snaplen(SNAPLEN)
+        .framing_budget(BUDGET)
+        .trace_self(true)
+        .pid(std::process::id())
+        .wakeup_bytes(0)
+        .load()
+        .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")));
+    let mut pair = tcp_pair(false);
+    let port = pair.listener.local_addr().unwrap().port();
+    let big: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let reader = {
+        let mut server = pair.server.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut got = vec![0u8; 100_000];
+            server.read_exact(&mut got).unwrap();
+            server.write_all(b"ok").unwrap();
+            server.read_exact(&mut got[..20_000]).unwrap();
+        })
+    };
+    let client_fd = pair.client.as_raw_fd();
+    let write_once = |bytes: &[u8]| {
+        // one write(2) of all of it (a blocking socket takes 50 kB at once
+        // on loopback, whose buffers are larger)
+        // SAFETY: the fd is open and the buffer lives for the call.
+        let n = check(
+            unsafe { libc::write(client_fd, bytes.as_ptr().cast(), bytes.len()) },
+            "write",
+        );
+        assert_eq!(n, bytes.len(), "one write took it all");
+    };
+    write_once(&big); // a new turn: captured in full up to the budget
+    write_once(&big); // the same turn: budget spent
+    let mut ok = [0u8; 2];
+    pair.client.read_exact(&mut ok).unwrap(); // the writer reads: a new turn
+    write_once(&big[..20_000]);
+    reader.join().unwrap();
+
+    let records = drain(
+        &mut probe,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    );
+    let events = decode_all(&records);
+    let mine = with_port(&events, port);
+    let writes: Vec<&DataEvent<'_>> = mine
+        .iter()
+        .filter_map(|e| match e {
+            Event::Data(d)
+                if d.direction() == Direction::Egress && d.syscall() == Syscall::Write =>
+            {
+                Some(d)
+            }
+            _ => None,
+        })
+        .collect();
+    let shape: Vec<(u32, u32, bool, bool)> = writes
+        .iter()
+        .map(|d| {
+            (
+                d.raw.len.get(),
+                d.raw.cap_len.get(),
+                d.continues(),
+                d.is_truncated(),
+            )
+        })
+        .collect();
+    let max = abi::MAX_SNAPLEN;
+    assert_eq!(
+        shape,
+        [
+            // first write: three whole parts (the third crosses the budget)
+            (max, max, true, false),
+            (max, max, true, false),
+            (max, max, true, false),
+            // and the rest, uncaptured
+            (50_000 - 3 * max, 0, false, true),
+            // second write, same turn: the snaplen only
+            (50_000, SNAPLEN, false, true),
+            // after the writer read: a new turn, 20 kB in two whole parts
+            (max, max, true, false),
+            (20_000 - max, 20_000 - max, false, false),
+        ]
+    );
+    // the parts are the bytes at their offsets, and the syscall's return
+    // value is on each
+    let mut at = 0usize;
+    for d in &writes[..4] {
+        assert_eq!(d.payload, &big[at..at + d.payload.len()]);
+        assert_eq!(d.raw.ret.get(), 50_000);
+        at += d.raw.len.get() as usize;
+    }
+    assert_eq!(at, 50_000);
 }

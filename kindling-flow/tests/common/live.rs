@@ -49,7 +49,10 @@ impl Drop for Killed {
 
 /// Loads the probe, or fails with the verifier's log.
 pub fn load(builder: ProbeBuilder) -> Probe {
+    // KINDLING_TEST_COMPAT=1: the way of reading kernel memory that kernels
+    // before 6.2 need, tested on this one
     builder
+        .force_compat(std::env::var_os("KINDLING_TEST_COMPAT").is_some_and(|v| !v.is_empty()))
         .wakeup_bytes(0)
         .load()
         .unwrap_or_else(|e| panic!("loading the probe failed: {e}\n{}", e.log().unwrap_or("")))

@@ -5,7 +5,15 @@
 use std::time::{Duration, Instant};
 
 use kindling_probe::abi::{self, Event};
-use kindling_probe::Probe;
+use kindling_probe::{Probe, ProbeBuilder};
+
+/// A probe builder for the tests: with `KINDLING_TEST_COMPAT=1` it reads
+/// kernel memory the way kernels before 6.2 need (`force_compat`), so that
+/// way is tested on this kernel too (`.ci/test.sh` runs both).
+pub fn builder() -> ProbeBuilder {
+    ProbeBuilder::new()
+        .force_compat(std::env::var_os("KINDLING_TEST_COMPAT").is_some_and(|v| !v.is_empty()))
+}
 
 /// True when the test may load BPF. Without privileges a local run skips
 /// with a printed reason; under `CI=true` it fails loudly instead.

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The kernel matrix: boots Debian's cloud kernels under qemu (software
+# emulation, no KVM) with an initramfs that holds the probe's live tests,
+# runs them inside each kernel, and prints one line per kernel.
+#
+#   bash .ci/kernels.sh                 # 5.10 (bullseye), 6.1 (bookworm), 6.12 (bookworm-backports)
+#   bash .ci/kernels.sh 6.1 6.12        # some of them
+#   KINDLING_TESTS="live" bash .ci/kernels.sh
+#
+# Kernels are downloaded with apt through a private configuration (nothing is
+# added to the host's sources) and cached in $KINDLING_KERNEL_CACHE
+# (default /var/cache/kindling-kernels). Needs root only for apt-get install.
+# Exit status: 0 when every kernel asked for passed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cache=${KINDLING_KERNEL_CACHE:-/var/cache/kindling-kernels}
+tests=${KINDLING_TESTS:-"live filters exec_comm"}
+kernels=("$@")
+[ ${#kernels[@]} -gt 0 ] || kernels=(5.10 6.1 6.12)
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+fi
+busybox=$(command -v busybox)
+
+# suite and meta-package of each kernel series
+suite_of() {
+  case $1 in
+    5.10) echo bullseye ;;
+    6.1) echo bookworm ;;
+    6.12) echo bookworm-backports ;;
+    *) echo "unknown kernel series $1 (known: 5.10 6.1 6.12)" >&2; return 1 ;;
+  esac
+}
+
+# Downloads (once) the newest cloud kernel of a series; prints its vmlinuz.
+fetch_kernel() {
+  local suite dir apt
+  suite=$(suite_of "$1")
+  dir=$cache/$suite
+  mkdir -p "$dir/lists/partial" "$dir/archives/partial" "$dir/x"
+  echo "deb http://deb.debian.org/debian $suite main" > "$dir/sources.list"
+  apt=(-q -o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+       -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir" -o APT::Get::List-Cleanup=0)
+  if ! ls "$dir"/x/boot/vmlinuz-* >/dev/null 2>&1; then
+    apt-get "${apt[@]}" update >/dev/null
+    local pkg
+    pkg=$(apt-cache "${apt[@]}" depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+    (cd "$dir" && apt-get "${apt[@]}" download "$pkg" >/dev/null)
+    dpkg-deb -x "$dir"/"$pkg"_*.deb "$dir/x"
+  fi
+  ls "$dir"/x/boot/vmlinuz-* | head -1
+}
+
+# The test binaries, built once on the host.
+echo "building the test binaries" >&2
+mapfile -t bins < <(cargo test -p kindling-probe --no-run --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys
+wanted = set(sys.argv[1].split())
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in wanted:
+        print(m["target"]["name"], m["executable"])
+' "$tests")
+[ ${#bins[@]} -gt 0 ] || { echo "no test binaries built" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Copies a program and the shared libraries it needs into the initramfs tree.
+add_program() {
+  local src=$1 dst=$2
+  install -D -m 755 "$src" "$work/rootfs$dst"
+  ldd "$src" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    [ -e "$work/rootfs$lib" ] || install -D -m 755 "$lib" "$work/rootfs$lib"
+  done
+}
+
+mkdir -p "$work/rootfs"/{bin,sbin,proc,sys,dev,tmp,tests,etc}
+cp "$busybox" "$work/rootfs/bin/busybox"
+add_program "$(command -v curl)" /usr/bin/curl
+for pair in "${bins[@]}"; do
+  add_program "${pair#* }" "/tests/${pair%% *}"
+done
+echo "root:x:0:0:root:/:/bin/sh" > "$work/rootfs/etc/passwd"
+cat > "$work/rootfs/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+ip link set lo up
+echo "KINDLING-KERNEL $(uname -r)"
+export CI=true RUST_BACKTRACE=1 HOME=/tmp
+for t in /tests/*; do
+  name=${t##*/}
+  if "$t" --test-threads=1 > /tmp/out 2>&1; then
+    echo "KINDLING-RESULT $name pass $(grep -c '^test .* ok$' /tmp/out) tests"
+  else
+    cat /tmp/out
+    echo "KINDLING-RESULT $name FAIL"
+  fi
+done
+echo KINDLING-DONE
+poweroff -f
+INIT
+chmod 755 "$work/rootfs/init"
+(cd "$work/rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.gz"
+
+status=0
+summary=()
+for k in "${kernels[@]}"; do
+  vmlinuz=$(fetch_kernel "$k")
+  log=$work/$k.log
+  start=$(date +%s)
+  timeout 1200 qemu-system-x86_64 -machine accel=tcg -cpu max -smp 2 -m 2048 \
+    -kernel "$vmlinuz" -initrd "$work/initrd.gz" -nographic -no-reboot \
+    -append "console=ttyS0 panic=-1 quiet" > "$log" 2>&1 || true
+  took=$(( $(date +%s) - start ))
+  results=$(grep -a 'KINDLING-RESULT' "$log" | sed 's/.*KINDLING-RESULT //' | tr -d '\r' | paste -sd ';' -)
+  running=$(grep -a 'KINDLING-KERNEL' "$log" | sed 's/.*KINDLING-KERNEL //' | tr -d '\r')
+  if grep -aq KINDLING-DONE "$log" && ! grep -aq 'KINDLING-RESULT .* FAIL' "$log"; then
+    verdict=pass
+  else
+    verdict=FAIL
+    status=1
+    echo "---- $k: the tests' output" >&2
+    grep -av '^\s*$' "$log" | grep -aE 'panicked|failed|error|FAIL|refused|not supported|kfunc|verifier|invalid' | head -40 >&2 || true
+    cp "$log" "$root/target/kernel-$k.log" 2>/dev/null || true
+  fi
+  summary+=("$k ($running): $verdict in ${took}s: $results")
+done
+printf '%s\n' "${summary[@]}"
+exit $status
