@@ -244,9 +244,30 @@ static const struct framing fresh_framing = {};
  * is provably in bounds for the verifier. That is over the 32 KiB per-CPU
  * value limit, so it is a plain array indexed by CPU; the loader sizes it
  * to the number of possible CPUs. */
+/* Everything one data record needs. It lives in the CPU's scratch slot,
+ * not on the stack: the global emit_message() and emit_data() (verified
+ * once each, not per call site) take no pointer arguments, which kernels
+ * before 5.12 refuse for global functions, and sys_exit's stack stays
+ * under the 512-byte limit across the three frames. */
+struct emit_args {
+	struct pending p;
+	__s64 ret;
+	__u64 now;
+	__u64 data;	 /* user buffer, or iovec array when iovcnt > 0 */
+	__u64 iovcnt;
+	__u64 total;	 /* true length of this message */
+	__u64 peer;	 /* optional user sockaddr of the other end */
+	__u64 limit;	 /* bytes to capture: snaplen, or more under the framing budget */
+	__u32 msg_index;
+	__u32 direction;
+	__u16 more;	 /* KF_CONTINUED when another part of this syscall follows */
+	__u16 _pad[3];
+};
+
 struct scratch {
 	struct ke_data d;
-	__u8 payload[2 * KINDLING_MAX_SNAPLEN];
+	__u8 payload[2 * KINDLING_MAX_SNAPLEN]; /* right after d: written out with it */
+	struct emit_args args;
 };
 
 struct {
@@ -255,6 +276,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch_map SEC(".maps");
+
+/* This CPU's scratch slot. */
+static __always_inline struct scratch *scratch_get(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&scratch_map, &cpu);
+}
 
 /* Bytes each CPU wrote since it last woke the consumer. Per CPU so that the
  * check touches no cache line the other CPUs write (asking the ring how
@@ -833,35 +862,20 @@ static __always_inline __u64 capture_iov(struct scratch *s, __u64 iov_ptr, __u64
 	return cap;
 }
 
-/* Everything one data record needs; passed by pointer to the global
- * emit_data() so the verifier checks its loops once, not per call site. */
-struct emit_args {
-	struct pending p;
-	__s64 ret;
-	__u64 now;
-	__u64 data;	 /* user buffer, or iovec array when iovcnt > 0 */
-	__u64 iovcnt;
-	__u64 total;	 /* true length of this message */
-	__u64 peer;	 /* optional user sockaddr of the other end */
-	__u64 limit;	 /* bytes to capture: snaplen, or more under the framing budget */
-	__u32 msg_index;
-	__u32 direction;
-	__u16 more;	 /* KF_CONTINUED when another part of this syscall follows */
-	__u16 _pad[3];
-};
 
 /* Emit one data record, payload captured up to a->limit (flat buffers) or
  * snaplen (iovecs). */
-__noinline int emit_data(struct emit_args *a)
+__noinline int emit_data(void)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &cpu);
+	struct scratch *s = scratch_get();
+	struct emit_args *a;
 	struct ke_data *d;
 	__u16 flags = 0;
 	__u64 cap, size;
 
-	if (!s || !a)
+	if (!s)
 		return 0;
+	a = &s->args;
 	d = &s->d;
 	if (a->iovcnt == 0)
 		cap = copy_user(s, 0, a->data, a->total < a->limit ? a->total : a->limit, &flags);
@@ -939,21 +953,28 @@ static __always_inline __u64 framing_allow(__u64 sock, __u32 dir, __u64 total)
  * or, while its TCP socket's framing budget lasts, the whole payload in
  * parts of KINDLING_MAX_SNAPLEN (the last part carries what is left
  * uncaptured, flagged truncated). Iovec syscalls keep snaplen. */
-static __always_inline void emit_message(struct emit_args *a)
+__noinline int emit_message(void)
 {
-	__u64 total = a->total, base = a->data, full, off = 0;
+	struct scratch *s = scratch_get();
+	struct emit_args *a;
+	__u64 total, base, full, off = 0;
 
+	if (!s)
+		return 0;
+	a = &s->args;
+	total = a->total;
+	base = a->data;
 	a->limit = snaplen;
 	a->more = 0;
 	if (!framing_budget || total <= snaplen || a->iovcnt ||
 	    KGET(KCAST(struct sock, a->p.sock), sk_protocol) != IPPROTO_TCP) {
-		emit_data(a);
-		return;
+		emit_data();
+		return 0;
 	}
 	full = framing_allow(a->p.sock, a->direction, total);
 	if (full <= snaplen) {
-		emit_data(a);
-		return;
+		emit_data();
+		return 0;
 	}
 	for (int i = 0; i < KINDLING_MAX_PARTS; i++) {
 		__u64 part = total - off;
@@ -967,18 +988,19 @@ static __always_inline void emit_message(struct emit_args *a)
 		a->more = off < total ? KF_CONTINUED : 0;
 		/* the last part takes the rest, captured or not */
 		if (a->more && (off >= full || i == KINDLING_MAX_PARTS - 1)) {
-			emit_data(a);
+			emit_data();
 			a->data = base + off;
 			a->total = total - off;
 			a->limit = 0;
 			a->more = 0;
-			emit_data(a);
-			return;
+			emit_data();
+			return 0;
 		}
-		emit_data(a);
+		emit_data();
 		if (!a->more)
-			return;
+			return 0;
 	}
+	return 0;
 }
 
 /* ---- syscall exit ------------------------------------------------------- */
@@ -1064,50 +1086,62 @@ static __always_inline int end_data(struct emit_args *a)
  * address) and readv, writev (an iovec array). */
 static __always_inline int exit_plain(long ret, __u32 direction, bool vectored)
 {
-	struct emit_args a;
+	struct scratch *s = scratch_get();
+	struct emit_args *a;
 
-	if (!begin_data(&a, ret, direction))
+	if (!s)
+		return 0;
+	a = &s->args;
+	if (!begin_data(a, ret, direction))
 		return 0;
 	if (vectored)
-		a.iovcnt = a.p.count;
+		a->iovcnt = a->p.count;
 	else
-		a.peer = a.p.addr;
-	emit_message(&a);
-	return end_data(&a);
+		a->peer = a->p.addr;
+	emit_message();
+	return end_data(a);
 }
 
 /* sendmsg, recvmsg: a msghdr with iovecs and maybe a peer address. */
 static __always_inline int exit_msg(long ret, __u32 direction)
 {
-	struct emit_args a;
+	struct scratch *s = scratch_get();
+	struct emit_args *a;
 	struct user_msghdr msg = {};
 
-	if (!begin_data(&a, ret, direction))
+	if (!s)
 		return 0;
-	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a.p.buf))
+	a = &s->args;
+	if (!begin_data(a, ret, direction))
+		return 0;
+	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a->p.buf))
 		count_loss(KL_READ_FAILED);
-	a.data = (__u64)msg.msg_iov;
-	a.iovcnt = msg.msg_iovlen ? msg.msg_iovlen : 1;
+	a->data = (__u64)msg.msg_iov;
+	a->iovcnt = msg.msg_iovlen ? msg.msg_iovlen : 1;
 	if (!msg.msg_iov)
-		a.total = 0;
-	a.peer = (__u64)msg.msg_name;
-	emit_message(&a);
-	return end_data(&a);
+		a->total = 0;
+	a->peer = (__u64)msg.msg_name;
+	emit_message();
+	return end_data(a);
 }
 
 /* sendmmsg, recvmmsg: one record per message, up to KINDLING_MAX_MMSG. */
 static __always_inline int exit_mmsg(long ret, __u32 direction)
 {
-	struct emit_args a;
+	struct scratch *s = scratch_get();
+	struct emit_args *a;
 	__u64 vec;
 
-	if (!begin_data(&a, ret, direction))
+	if (!s)
+		return 0;
+	a = &s->args;
+	if (!begin_data(a, ret, direction))
 		return 0;
 	if (ret <= 0) {
-		emit_data(&a);
-		return end_data(&a);
+		emit_data();
+		return end_data(a);
 	}
-	vec = a.p.buf;
+	vec = a->p.buf;
 	for (int i = 0; i < KINDLING_MAX_MMSG; i++) {
 		struct mmsghdr mm;
 
@@ -1117,14 +1151,14 @@ static __always_inline int exit_mmsg(long ret, __u32 direction)
 			count_loss(KL_READ_FAILED);
 			break;
 		}
-		a.data = (__u64)mm.msg_hdr.msg_iov;
-		a.iovcnt = mm.msg_hdr.msg_iovlen ? mm.msg_hdr.msg_iovlen : 1;
-		a.total = mm.msg_len;
-		a.peer = (__u64)mm.msg_hdr.msg_name;
-		a.msg_index = i;
-		emit_data(&a);
+		a->data = (__u64)mm.msg_hdr.msg_iov;
+		a->iovcnt = mm.msg_hdr.msg_iovlen ? mm.msg_hdr.msg_iovlen : 1;
+		a->total = mm.msg_len;
+		a->peer = (__u64)mm.msg_hdr.msg_name;
+		a->msg_index = i;
+		emit_data();
 	}
-	return end_data(&a);
+	return end_data(a);
 }
 
 /* sendfile, splice, copy_file_range: bytes moved between a socket and a
@@ -1135,29 +1169,33 @@ static __always_inline int exit_mmsg(long ret, __u32 direction)
  * the timing. The direction is the end the entry found the socket at. */
 static __always_inline int exit_moved(long ret)
 {
-	struct emit_args a;
+	struct scratch *s = scratch_get();
+	struct emit_args *a;
 	struct ke_data *d;
 
-	if (!begin_data(&a, ret, 0))
+	if (!s)
+		return 0;
+	a = &s->args;
+	if (!begin_data(a, ret, 0))
 		return 0;
 	d = record_reserve(sizeof(*d));
 	if (!d)
-		return end_data(&a);
-	fill_header_cached(&d->hdr, KE_DATA, sizeof(*d), a.now, &a.p);
-	fill_sock(&d->sk, KCAST(struct sock, a.p.sock));
-	d->hdr.flags = a.total ? KF_TRUNCATED : 0;
-	d->ts_enter_ns = a.p.ts;
-	d->ret = a.ret;
-	d->ino = a.p.ino;
-	d->len = a.total;
+		return end_data(a);
+	fill_header_cached(&d->hdr, KE_DATA, sizeof(*d), a->now, &a->p);
+	fill_sock(&d->sk, KCAST(struct sock, a->p.sock));
+	d->hdr.flags = a->total ? KF_TRUNCATED : 0;
+	d->ts_enter_ns = a->p.ts;
+	d->ret = a->ret;
+	d->ino = a->p.ino;
+	d->len = a->total;
 	d->cap_len = 0;
-	d->fd = a.p.fd;
-	d->syscall = a.p.syscall;
-	d->direction = a.p.dir;
+	d->fd = a->p.fd;
+	d->syscall = a->p.syscall;
+	d->direction = a->p.dir;
 	d->msg_index = 0;
 	/* As in emit_data: connected sockets passed the port filter at entry. */
 	record_commit(d, sizeof(*d), d->sk.dport != 0 || ports_wanted(d->sk.sport, d->sk.dport));
-	return end_data(&a);
+	return end_data(a);
 }
 
 static __always_inline int exit_conn(long ret)
