@@ -957,7 +957,7 @@ __noinline int emit_message(void)
 {
 	struct scratch *s = scratch_get();
 	struct emit_args *a;
-	__u64 total, base, full, off = 0;
+	__u64 total, base, full;
 
 	if (!s)
 		return 0;
@@ -976,29 +976,34 @@ __noinline int emit_message(void)
 		emit_data();
 		return 0;
 	}
+	/* Each part's offset is a constant of its iteration (not a sum of
+	 * earlier lengths), so the verifier walks the loop in few states. */
 	for (int i = 0; i < KINDLING_MAX_PARTS; i++) {
-		__u64 part = total - off;
+		__u64 off = (__u64)i * KINDLING_MAX_SNAPLEN;
+		__u64 part = total - off, end;
+		bool last;
 
 		if (part > KINDLING_MAX_SNAPLEN)
 			part = KINDLING_MAX_SNAPLEN;
+		end = off + part;
+		/* the part that reaches the end, the budget, or the part limit */
+		last = end >= total || end >= full || i == KINDLING_MAX_PARTS - 1;
 		a->data = base + off;
 		a->total = part;
-		a->limit = off < full ? part : 0;
-		off += part;
-		a->more = off < total ? KF_CONTINUED : 0;
-		/* the last part takes the rest, captured or not */
-		if (a->more && (off >= full || i == KINDLING_MAX_PARTS - 1)) {
-			emit_data();
-			a->data = base + off;
-			a->total = total - off;
-			a->limit = 0;
-			a->more = 0;
-			emit_data();
+		a->limit = part;
+		a->more = end < total ? KF_CONTINUED : 0;
+		emit_data();
+		if (last) {
+			/* the rest, uncaptured, in one record */
+			if (end < total) {
+				a->data = base + end;
+				a->total = total - end;
+				a->limit = 0;
+				a->more = 0;
+				emit_data();
+			}
 			return 0;
 		}
-		emit_data();
-		if (!a->more)
-			return 0;
 	}
 	return 0;
 }
