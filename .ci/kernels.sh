@@ -128,8 +128,9 @@ for k in "${kernels[@]}"; do
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" -nographic -no-reboot \
     -append "console=ttyS0 panic=-1 quiet" > "$log" 2>&1 || true
   took=$(( $(date +%s) - start ))
-  results=$(grep -a 'KINDLING-RESULT' "$log" | sed 's/.*KINDLING-RESULT //' | tr -d '\r' | paste -sd ';' -)
-  running=$(grep -a 'KINDLING-KERNEL' "$log" | sed 's/.*KINDLING-KERNEL //' | tr -d '\r')
+  results=$(grep -a 'KINDLING-RESULT' "$log" | sed 's/.*KINDLING-RESULT //' | tr -d '\r' | paste -sd ';' - || true)
+  running=$(grep -a 'KINDLING-KERNEL' "$log" | sed 's/.*KINDLING-KERNEL //' | tr -d '\r' || true)
+  [ -n "$results" ] || results="no test ran (see target/kernel-$k.log)"
   if grep -aq KINDLING-DONE "$log" && ! grep -aq 'KINDLING-RESULT .* FAIL' "$log"; then
     verdict=pass
   else
@@ -137,7 +138,7 @@ for k in "${kernels[@]}"; do
     status=1
     echo "---- $k: the tests' output" >&2
     grep -av '^\s*$' "$log" | grep -aE 'panicked|failed|error|FAIL|refused|not supported|kfunc|verifier|invalid' | head -40 >&2 || true
-    cp "$log" "$root/target/kernel-$k.log" 2>/dev/null || true
+    mkdir -p "$root/target" && cp "$log" "$root/target/kernel-$k.log"
   fi
   summary+=("$k ($running): $verdict in ${took}s: $results")
 done

@@ -9,7 +9,7 @@ pub enum ProbeError {
     #[error("not permitted to load eBPF programs: run as root or grant CAP_BPF and CAP_PERFMON")]
     NotPrivileged,
     /// `/sys/kernel/btf/vmlinux` is missing.
-    #[error("kernel BTF is missing (/sys/kernel/btf/vmlinux): use a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    #[error("kernel BTF is missing (/sys/kernel/btf/vmlinux): Kindling's programs attach to BTF-typed tracepoints, which need the kernel's own BTF (an external BTF file cannot stand in for it); use a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default of Debian 11+, Ubuntu 20.10+, RHEL 8.2+, Amazon Linux 2 5.10 kernels)")]
     NoBtf,
     /// tracefs is absent and could not be mounted.
     #[error(
@@ -17,7 +17,7 @@ pub enum ProbeError {
     )]
     NoTracefs,
     /// The running kernel predates a feature the programs need.
-    #[error("kernel {found} is too old: Kindling needs Linux {needed} or newer")]
+    #[error("kernel {found} is too old: Kindling needs Linux {needed} or newer (the BPF ring buffer and BTF-typed tracepoints it is built on)")]
     KernelTooOld {
         /// `uname -r`.
         found: String,
