@@ -5,7 +5,14 @@
 #
 #   bash .ci/kernels.sh                 # 5.10 (bullseye), 6.1 (bookworm), 6.12 (bookworm-backports)
 #   bash .ci/kernels.sh 6.1 6.12        # some of them
+#   bash .ci/kernels.sh 6.12+compat     # 6.12 reading kernel memory the pre-6.2 way
 #   KINDLING_TESTS="live" bash .ci/kernels.sh
+#
+# 6.12 runs +compat by default: with plain loads (bpf_rdonly_cast) its guest
+# died under qemu's emulation in 3 runs of 4 (a double fault or a NULL
+# dereference in the mm code, each with impossible EFLAGS in the dump, after
+# the probe had run), while 5.10, 6.1 and 6.12+compat never did and the same
+# programs run for hours on this host's 6.18. Unresolved: see the README.
 #
 # Kernels are downloaded with apt through a private configuration (nothing is
 # added to the host's sources) and cached in $KINDLING_KERNEL_CACHE
@@ -17,7 +24,7 @@ root=$PWD
 cache=${KINDLING_KERNEL_CACHE:-/var/cache/kindling-kernels}
 tests=${KINDLING_TESTS:-"live filters exec_comm"}
 kernels=("$@")
-[ ${#kernels[@]} -gt 0 ] || kernels=(5.10 6.1 6.12)
+[ ${#kernels[@]} -gt 0 ] || kernels=(5.10 6.1 6.12+compat)
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -71,6 +78,8 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])
 ' "$tests")
 [ ${#bins[@]} -gt 0 ] || { echo "no test binaries built" >&2; exit 1; }
+# and the CLI, whose record says how long loading and attaching took
+cargo build --release -p kindling-cli 2>/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -87,6 +96,7 @@ add_program() {
 mkdir -p "$work/rootfs"/{bin,sbin,proc,sys,dev,tmp,tests,etc}
 cp "$busybox" "$work/rootfs/bin/busybox"
 add_program "$(command -v curl)" /usr/bin/curl
+add_program "$root/target/release/kindling" /usr/bin/kindling
 for pair in "${bins[@]}"; do
   add_program "${pair#* }" "/tests/${pair%% *}"
 done
@@ -103,6 +113,15 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 ip link set lo up
 echo "KINDLING-KERNEL $(uname -r)"
 export CI=true RUST_BACKTRACE=1 HOME=/tmp
+compat=""
+if grep -q kindling.compat=1 /proc/cmdline; then
+  export KINDLING_TEST_COMPAT=1
+  compat=--force-compat
+fi
+# load and attach time, three times (the first pays for reading the BTF)
+for i in 1 2 3; do
+  kindling record $compat -o /tmp/r.kcap --duration 0.2 2>&1 | sed -n 's/.*loaded and attached in \([0-9]*\) ms.*(\(.*\))/KINDLING-LOAD \1 ms \2/p'
+done
 for t in /tests/*; do
   name=${t##*/}
   if "$t" --test-threads=1 > /tmp/out 2>&1; then
@@ -121,16 +140,19 @@ chmod 755 "$work/rootfs/init"
 status=0
 summary=()
 for k in "${kernels[@]}"; do
-  vmlinuz=$(fetch_kernel "$k")
+  force=0
+  case $k in *+compat) force=1 ;; esac
+  vmlinuz=$(fetch_kernel "${k%+compat}")
   log=$work/$k.log
   start=$(date +%s)
-  timeout 1200 qemu-system-x86_64 -machine accel=tcg -cpu max -smp 2 -m 2048 \
+  timeout 1200 qemu-system-x86_64 -machine accel=tcg -cpu ${KINDLING_QEMU_CPU:-qemu64} -smp 2 -m 2048 \
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" -nographic -no-reboot \
-    -append "console=ttyS0 panic=-1 quiet" > "$log" 2>&1 || true
+    -append "console=ttyS0 panic=-1 quiet kindling.compat=$force" > "$log" 2>&1 || true
   took=$(( $(date +%s) - start ))
   results=$(grep -a 'KINDLING-RESULT' "$log" | sed 's/.*KINDLING-RESULT //' | tr -d '\r' | paste -sd ';' - || true)
   running=$(grep -a 'KINDLING-KERNEL' "$log" | sed 's/.*KINDLING-KERNEL //' | tr -d '\r' || true)
   [ -n "$results" ] || results="no test ran (see target/kernel-$k.log)"
+  loads=$(grep -a 'KINDLING-LOAD' "$log" | sed 's/.*KINDLING-LOAD //' | tr -d '\r' | paste -sd ',' - || true)
   if grep -aq KINDLING-DONE "$log" && ! grep -aq 'KINDLING-RESULT .* FAIL' "$log"; then
     verdict=pass
   else
@@ -140,7 +162,7 @@ for k in "${kernels[@]}"; do
     grep -av '^\s*$' "$log" | grep -aE 'panicked|failed|error|FAIL|refused|not supported|kfunc|verifier|invalid' | head -40 >&2 || true
     mkdir -p "$root/target" && cp "$log" "$root/target/kernel-$k.log"
   fi
-  summary+=("$k ($running): $verdict in ${took}s: $results")
+  summary+=("$k ($running): $verdict in ${took}s: $results; load+attach: ${loads:-none}")
 done
 printf '%s\n' "${summary[@]}"
 exit $status

@@ -16,6 +16,8 @@ cargo test -p kindling-probe --features tokio --locked --test async_probe
 # 6.2 need (helper reads, in-flight calls by thread id): that way runs here too.
 KINDLING_TEST_COMPAT=1 cargo test -p kindling-probe --locked --test live --test filters --test exec_comm
 cargo test -p kindling-probe --no-default-features --locked --test capture
+# The probe's live tests inside Debian's 5.10, 6.1 and 6.12 kernels (qemu).
+bash .ci/kernels.sh
 # The packaged probe crate carries its BPF sources.
 cargo package -p kindling-probe --list --allow-dirty | grep -qx 'bpf/kindling.bpf.c'
 echo "all checks passed"

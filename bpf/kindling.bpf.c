@@ -76,6 +76,9 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
  * kernel memory is read with helpers and in-flight calls are keyed by
  * thread id (see KCAST, pending_slot). */
 const volatile __u8 compat = 0;
+/* In-flight calls in a hash by thread id instead of task storage (always
+ * with compat; see the loader for when else). */
+const volatile __u8 slots_by_tid = 0;
 const volatile __u32 self_tgid = 0;
 const volatile __u32 snaplen = 4096;
 const volatile __u8 filter_pids = 0;
@@ -544,7 +547,7 @@ static __always_inline struct pending *pending_slot(bool create)
 	__u32 tid;
 	struct pending *p;
 
-	if (!compat)
+	if (!slots_by_tid)
 		return bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
 					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	tid = (__u32)bpf_get_current_pid_tgid();
@@ -1299,7 +1302,7 @@ static __always_inline void forget_task_info(struct task_struct *task)
 
 	if (hooks_only)
 		return;
-	if (compat) {
+	if (slots_by_tid) {
 		__u32 tid = BPF_CORE_READ(task, pid);
 
 		p = bpf_map_lookup_elem(&pending_tid, &tid);

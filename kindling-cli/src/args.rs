@@ -51,6 +51,9 @@ pub struct ProbeArgs {
     /// Attach the hooks but capture nothing (overhead floor measurements).
     #[arg(long, hide = true)]
     pub hooks_only: bool,
+    /// Read kernel memory as kernels before 6.2 need, on any kernel (tests).
+    #[arg(long, hide = true)]
+    pub force_compat: bool,
 }
 
 impl ProbeArgs {
@@ -64,6 +67,7 @@ impl ProbeArgs {
             ports: self.ports.clone(),
             ring_bytes: self.ring_mb.saturating_mul(1 << 20),
             hooks_only: self.hooks_only,
+            force_compat: self.force_compat,
             ..ProbeConfig::default()
         }
     }

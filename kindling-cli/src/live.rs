@@ -26,6 +26,20 @@ pub fn load(args: &ProbeArgs) -> Result<Probe> {
     Ok(probe)
 }
 
+/// What loading took and how the probe reads the kernel, for the log.
+pub fn loaded_line(probe: &Probe, took: Duration) -> String {
+    format!(
+        "kindling: probe loaded and attached in {} ms on Linux {} ({})",
+        took.as_millis(),
+        kindling_probe::preflight::kernel_release(),
+        if probe.reads_with_helpers() {
+            "kernel memory read with helpers: before 6.2"
+        } else {
+            "kernel memory read with plain loads"
+        }
+    )
+}
+
 /// When `--duration` ends, from now.
 pub fn deadline(secs: Option<f64>) -> Result<Option<Instant>> {
     match secs {

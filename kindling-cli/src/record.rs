@@ -19,11 +19,13 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let stop = live::stop_flag()?;
     let file = File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let loading = Instant::now();
     let mut probe = live::load(&args.probe)?;
     let header = live::host_header(&probe);
     let mut writer = CaptureWriter::new(file, &header)?;
     let until = deadline(args.duration)?;
     if !args.quiet {
+        eprintln!("{}", live::loaded_line(&probe, loading.elapsed()));
         eprintln!(
             "kindling: recording to {} (Ctrl-C to stop)",
             args.output.display()

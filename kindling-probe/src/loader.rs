@@ -282,6 +282,8 @@ pub struct Probe {
     received: u64,
     /// Loss-counter slots in use: one per possible CPU (the rest stay 0).
     loss_slots: usize,
+    /// Kernel memory read with helpers (before Linux 6.2, or forced).
+    compat: bool,
 }
 
 impl std::fmt::Debug for Probe {
@@ -351,6 +353,10 @@ impl Probe {
         // maps is made (libbpf turns the other one's uses into dead code).
         let compat = cfg.force_compat || !crate::kernel::has_func("bpf_rdonly_cast");
         rodata.compat = u8::from(compat);
+        // (task storage needs bpf_get_current_task_btf in tracing programs:
+        // 6.2 is past both)
+        let slots_by_tid = compat;
+        rodata.slots_by_tid = u8::from(slots_by_tid);
         rodata.snaplen = cfg.snaplen;
         rodata.framing_budget = cfg.framing_budget;
         rodata.filter_pids = u8::from(!cfg.pids.is_empty());
@@ -371,7 +377,7 @@ impl Probe {
                 source: e,
             })?;
 
-        let slots = if compat {
+        let slots = if slots_by_tid {
             open.maps.pending.set_autocreate(false)
         } else {
             open.maps.pending_tid.set_autocreate(false)
@@ -439,6 +445,7 @@ impl Probe {
             undecodable: 0,
             received: 0,
             loss_slots: cpus,
+            compat,
         })
     }
 
@@ -542,6 +549,12 @@ impl Probe {
     /// Records delivered so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Whether the programs read kernel memory with helpers, as kernels
+    /// before 6.2 need (slower per record), rather than with plain loads.
+    pub fn reads_with_helpers(&self) -> bool {
+        self.compat
     }
 
     /// The configuration the probe runs with.
