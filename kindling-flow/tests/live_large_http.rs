@@ -176,3 +176,130 @@ fn large_bodies_to_curl_are_exact_and_paired() {
         }
     }
 }
+
+/// Reads a request body framed by `Content-Length` or chunks; its size.
+fn read_body(reader: &mut BufReader<TcpStream>, head: &str) -> usize {
+    let lower = head.to_ascii_lowercase();
+    if lower.contains("transfer-encoding: chunked") {
+        let mut total = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let n = usize::from_str_radix(line.trim(), 16).unwrap();
+            let mut data = vec![0; n + 2];
+            std::io::Read::read_exact(reader, &mut data).unwrap();
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    }
+    let n: usize = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut data = vec![0; n];
+    std::io::Read::read_exact(reader, &mut data).unwrap();
+    n
+}
+
+/// Large uploads (the request direction): curl POSTs 1 MB with a
+/// `Content-Length` and 1 MB chunked, then a small GET, on one keep-alive
+/// connection; the server reads each body and answers. From both ends:
+/// three exchanges in order, each with its own answer, no error, the
+/// declared request size where the head tells it.
+#[test]
+fn large_uploads_are_paired_and_no_error() {
+    if !live::ready("large_uploads_are_paired_and_no_error", &["curl"]) {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let builder = ProbeBuilder::new().trace_self(true).port(port);
+    let mut probe = live::load(builder.ring_bytes(64 << 20));
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut conn = conn;
+        loop {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let got = read_body(&mut reader, &head);
+            let answer = format!("got {got}\n");
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            )
+            .unwrap();
+        }
+    });
+    let dir = live::temp_dir("uploads");
+    let file = dir.join("upload.bin");
+    std::fs::write(&file, vec![b'u'; 1 << 20]).unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let data = format!("@{}", file.display());
+    let ok = Command::new("curl")
+        .args(["-s", "--fail", "-o", "/dev/null", "--data-binary", &data])
+        .arg(url("/length"))
+        .args([
+            "--next",
+            "-s",
+            "--fail",
+            "-o",
+            "/dev/null",
+            "--data-binary",
+            &data,
+        ])
+        .args(["-H", "Transfer-Encoding: chunked"])
+        .arg(url("/chunked"))
+        .args(["--next", "-s", "--fail", "-o", "/dev/null"])
+        .arg(url("/after"))
+        .status()
+        .expect("curl runs");
+    assert!(ok.success(), "curl failed: {ok}");
+    server.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut pipeline = live::pipeline(Config::default());
+    let out = live::drain(&mut probe, &mut pipeline, Drain::default(), || true, |_| {});
+    let exchanges = live::exchanges(&out, |x| x.protocol == "http");
+    for role in [Role::Client, Role::Server] {
+        let mut mine: Vec<_> = exchanges.iter().filter(|x| x.role == role).collect();
+        mine.sort_by_key(|x| x.ts);
+        let seen: Vec<String> = mine
+            .iter()
+            .map(|x| {
+                let a = |k| x.attributes.get(k).unwrap_or("-");
+                format!(
+                    "{} {} {} size={} error={:?}",
+                    a("http.request.method"),
+                    a("url.path"),
+                    a("http.response.status_code"),
+                    a("http.request.body.size"),
+                    x.error
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "POST /length 200 size=1048576 error=None",
+                // a chunked upload's size is in its chunks, not its head
+                "POST /chunked 200 size=- error=None",
+                "GET /after 200 size=- error=None",
+            ],
+            "{role:?}"
+        );
+        assert!(mine[1].request_bytes > 1 << 20, "{:?}", mine[1]);
+    }
+}
