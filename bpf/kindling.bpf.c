@@ -123,7 +123,9 @@ struct loss_slot {
 };
 struct loss_slot loss_counts[LOSS_SLOTS] = {};
 
-/* A syscall in flight, keyed by pid_tgid. */
+/* A thread's slot: its cached comm and cgroup, and the connect or close it
+ * is in (the only calls with an entry program). Data records assemble the
+ * same fields in the CPU's scratch (emit_args.p). */
 struct pending {
 	/* The thread's comm and cgroup, read again only after task_info_ttl_ns
 	 * (the two helpers cost about 100 ns per record) or after an exec or a
@@ -132,7 +134,7 @@ struct pending {
 	char comm[KINDLING_COMM_LEN];
 	__u64 cgroup_id;
 	__u64 info_ts;
-	struct ke_sock sk; /* filled at entry for close, at exit otherwise */
+	struct ke_sock sk; /* close: the socket, described at entry */
 	__u64 ts;
 	__u64 sock;	   /* struct sock * */
 	__u64 ino;
@@ -142,7 +144,7 @@ struct pending {
 	__s32 fd;
 	__u8 syscall;	   /* enum ke_syscall; 0 = idle */
 	__u8 exit;	   /* enum sys_exit_kind, from the syscall table */
-	__u8 dir;	   /* KD_* of EXIT_MOVED: which end the socket was */
+	__u8 dir;	   /* KD_* of EXIT_MOVED: which end the socket is */
 	__u8 _pad[5];
 };
 
@@ -263,8 +265,9 @@ struct emit_args {
 	__u64 limit;	 /* bytes to capture: snaplen, or more under the framing budget */
 	__u32 msg_index;
 	__u32 direction;
+	__s32 fd_in;	 /* the source fd of sendfile, splice, copy_file_range */
 	__u16 more;	 /* KF_CONTINUED when another part of this syscall follows */
-	__u16 _pad[3];
+	__u16 _pad;
 };
 
 struct scratch {
@@ -565,7 +568,8 @@ static __always_inline struct pending *pending_slot(bool create)
  * One program on the raw sys_enter tracepoint and one on sys_exit, each
  * dispatching on the syscall number: per-syscall tracepoints would run the
  * perf tracing plumbing (buffer setup, argument copy) before every call.
- * What is done with each number is in one table, sys_desc(), read by both.
+ * What is done with each number is in one table, sys_desc(), read by both;
+ * the entry acts on connect and close only.
  */
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
@@ -695,37 +699,27 @@ static __always_inline struct sys_desc sys_desc(long nr)
 
 /* ---- syscall entry ------------------------------------------------------ */
 
-/* The first half of a followed syscall: decide whether the fd is a wanted
- * socket and park the arguments until the exit. */
+/* Most followed syscalls are seen at their exit alone (see sys_exit). Two
+ * need their entry: close, whose fd is gone by its exit (the socket is
+ * described while it exists), and connect, whose duration is the time to
+ * connect (and a refused connect resets its socket inside the call, so the
+ * socket is remembered before it). Everything else returns after the
+ * syscall-number switch. */
 
-/* `fd` is the socket candidate; `fd_in` the source of an EXIT_MOVED call,
- * tried when `fd` (its destination) is no socket. */
-static __always_inline int enter_sock_call(struct sys_desc d, int fd, int fd_in, __u64 buf,
-					   __u32 count, __u64 addr)
+static __always_inline int enter_sock_call(struct sys_desc d, int fd, __u64 addr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pending *p;
 	struct sock *sk;
 	__u64 ino = 0;
-	__u8 dir = d.dir;
 
-	if (hooks_only)
-		return 0;
 	if (!task_wanted(id >> 32))
 		return 0;
 	sk = file_to_sock(fd_to_file(fd), &ino);
-	if (!sk && d.exit == EXIT_MOVED) {
-		/* The destination is no socket: maybe the source is (a
-		 * splice out of a socket into a pipe: bytes received). */
-		fd = fd_in;
-		dir = KD_INGRESS;
-		sk = file_to_sock(fd_to_file(fd), &ino);
-	}
 	if (!sk)
 		return 0;
-	/* connect and accept learn their ports at exit; filter there.
-	 * Unconnected UDP names its peer per call: data records check at exit. */
-	if (filter_ports && d.exit != EXIT_CONNECT && d.exit != EXIT_ACCEPT) {
+	/* connect learns its ports at exit; filter there */
+	if (filter_ports && d.exit == EXIT_CLOSE) {
 		__u16 sport = KGET(sk, __sk_common.skc_num);
 		__u16 dport = bpf_ntohs(KGET(sk, __sk_common.skc_dport));
 		bool unconnected_udp = dport == 0 && KGET(sk, sk_protocol) == IPPROTO_UDP;
@@ -737,7 +731,6 @@ static __always_inline int enter_sock_call(struct sys_desc d, int fd, int fd_in,
 		count_loss(KL_PENDING_FULL);
 		return 0;
 	}
-	/* Before the call: a refused connect resets inside it. */
 	remember_sock((__u64)sk);
 	if (d.exit == EXIT_CLOSE)
 		fill_sock(&p->sk, sk);
@@ -749,13 +742,10 @@ static __always_inline int enter_sock_call(struct sys_desc d, int fd, int fd_in,
 	}
 	p->sock = (__u64)sk;
 	p->ino = ino;
-	p->buf = buf;
 	p->addr = addr;
-	p->count = count;
 	p->fd = fd;
 	p->syscall = d.ks;
 	p->exit = d.exit;
-	p->dir = dir;
 	return 0;
 }
 
@@ -763,39 +753,13 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 {
 	struct sys_desc d;
-	__u64 buf = 0, addr = 0;
-	__u32 count = 0;
-	int fd = ARG0(regs), fd_in = -1;
 
 	if (hooks_only)
 		return 0;
 	d = sys_desc(id);
-	if (!d.ks || !NATIVE_SYSCALL(regs))
+	if ((d.exit != EXIT_CONNECT && d.exit != EXIT_CLOSE) || !NATIVE_SYSCALL(regs))
 		return 0;
-	switch (d.args) {
-	case ARGS_BUF_ADDR:
-		addr = ARG4(regs);
-		/* fall through */
-	case ARGS_BUF:
-		buf = ARG1(regs);
-		count = ARG2(regs);
-		break;
-	case ARGS_MSG:
-		buf = ARG1(regs);
-		count = 1;
-		break;
-	case ARGS_ADDR:
-		addr = ARG1(regs);
-		break;
-	case ARGS_OUT_IN:
-		fd_in = ARG1(regs);
-		break;
-	case ARGS_IN_OUT:
-		fd_in = ARG0(regs);
-		fd = ARG2(regs);
-		break;
-	}
-	return enter_sock_call(d, fd, fd_in, buf, count, addr);
+	return enter_sock_call(d, ARG0(regs), d.exit == EXIT_CONNECT ? ARG1(regs) : 0);
 }
 
 /* ---- payload capture ---------------------------------------------------- */
@@ -1049,8 +1013,6 @@ static __always_inline bool take_pending(struct pending *out)
 {
 	struct pending *p;
 
-	if (hooks_only)
-		return false;
 	p = pending_slot(false);
 	if (!p || !p->syscall)
 		return false;
@@ -1059,16 +1021,80 @@ static __always_inline bool take_pending(struct pending *out)
 	return true;
 }
 
-/* Common start of every data syscall exit; false if nothing to report. */
-static __always_inline bool begin_data(struct emit_args *a, long ret, __u32 direction)
+/* The thread's comm and cgroup id for a record, from its cache (refreshed
+ * after task_info_ttl_ns, an exec or a rename), or read afresh where the
+ * cache cannot be had. */
+static __always_inline void task_info(struct pending *out, __u64 now)
 {
-	if (!take_pending(&a->p))
-		return false;
-	/* Non-blocking servers read until EAGAIN; those calls carry nothing. */
-	if (ret == -EAGAIN)
-		return false;
-	a->ret = ret;
+	struct pending *slot = pending_slot(true);
+
+	if (slot && now - slot->info_ts < task_info_ttl_ns) {
+		out->cgroup_id = slot->cgroup_id;
+		__builtin_memcpy(out->comm, slot->comm, sizeof(out->comm));
+		return;
+	}
+	out->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(out->comm, sizeof(out->comm));
+	if (slot) {
+		slot->cgroup_id = out->cgroup_id;
+		__builtin_memcpy(slot->comm, out->comm, sizeof(slot->comm));
+		slot->info_ts = now;
+	}
+}
+
+/*
+ * Exit-only capture. At a syscall's exit the task's saved user registers
+ * still hold its arguments (only the return value register changed), so
+ * the data syscalls and accept are seen at their exit alone: no entry
+ * program, no in-flight slot, one timestamp — the exit's, when the bytes
+ * were sent or had arrived. sys_exit parks the arguments in the CPU's
+ * scratch (a->p); this finds the socket behind the fd and applies the
+ * filters. Global, so verified once: 1 when the call is to be reported.
+ */
+__noinline int exit_locate(void)
+{
+	struct scratch *s = scratch_get();
+	struct emit_args *a;
+	struct sock *sk;
+	__u64 ino = 0;
+
+	if (!s)
+		return 0;
+	a = &s->args;
+	if (!task_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	sk = file_to_sock(fd_to_file(a->p.fd), &ino);
+	if (!sk && a->p.exit == EXIT_MOVED) {
+		/* The destination is no socket: maybe the source is (a splice
+		 * out of a socket into a pipe: bytes received). */
+		a->p.fd = a->fd_in;
+		a->p.dir = KD_INGRESS;
+		sk = file_to_sock(fd_to_file(a->p.fd), &ino);
+	}
+	if (!sk)
+		return 0;
+	/* accept learns its ports from the new socket (exit_conn filters);
+	 * unconnected UDP names its peer per call (emit_data filters). */
+	if (filter_ports && a->p.exit != EXIT_ACCEPT) {
+		__u16 sport = KGET(sk, __sk_common.skc_num);
+		__u16 dport = bpf_ntohs(KGET(sk, __sk_common.skc_dport));
+		bool unconnected_udp = dport == 0 && KGET(sk, sk_protocol) == IPPROTO_UDP;
+		if (!unconnected_udp && !ports_wanted(sport, dport))
+			return 0;
+	}
 	a->now = bpf_ktime_get_boot_ns();
+	a->p.ts = a->now;
+	a->p.sock = (__u64)sk;
+	a->p.ino = ino;
+	task_info(&a->p, a->now);
+	remember_sock((__u64)sk);
+	return 1;
+}
+
+/* Common start of every data syscall exit, once exit_locate() said yes. */
+static __always_inline void begin_data(struct emit_args *a, long ret, __u32 direction)
+{
+	a->ret = ret;
 	a->total = ret > 0 ? ret : 0;
 	a->direction = direction;
 	a->msg_index = 0;
@@ -1077,8 +1103,6 @@ static __always_inline bool begin_data(struct emit_args *a, long ret, __u32 dire
 	a->data = a->p.buf;
 	a->limit = snaplen;
 	a->more = 0;
-	remember_sock(a->p.sock);
-	return true;
 }
 
 static __always_inline int end_data(struct emit_args *a)
@@ -1092,16 +1116,10 @@ static __always_inline int end_data(struct emit_args *a)
 
 /* read, write, sendto, recvfrom (one flat buffer, peer maybe in the call's
  * address) and readv, writev (an iovec array). */
-static __always_inline int exit_plain(long ret, __u32 direction, bool vectored)
+static __always_inline int exit_plain(struct emit_args *a, long ret, __u32 direction,
+				      bool vectored)
 {
-	struct scratch *s = scratch_get();
-	struct emit_args *a;
-
-	if (!s)
-		return 0;
-	a = &s->args;
-	if (!begin_data(a, ret, direction))
-		return 0;
+	begin_data(a, ret, direction);
 	if (vectored)
 		a->iovcnt = a->p.count;
 	else
@@ -1111,17 +1129,11 @@ static __always_inline int exit_plain(long ret, __u32 direction, bool vectored)
 }
 
 /* sendmsg, recvmsg: a msghdr with iovecs and maybe a peer address. */
-static __always_inline int exit_msg(long ret, __u32 direction)
+static __always_inline int exit_msg(struct emit_args *a, long ret, __u32 direction)
 {
-	struct scratch *s = scratch_get();
-	struct emit_args *a;
 	struct user_msghdr msg = {};
 
-	if (!s)
-		return 0;
-	a = &s->args;
-	if (!begin_data(a, ret, direction))
-		return 0;
+	begin_data(a, ret, direction);
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a->p.buf))
 		count_loss(KL_READ_FAILED);
 	a->data = (__u64)msg.msg_iov;
@@ -1134,17 +1146,11 @@ static __always_inline int exit_msg(long ret, __u32 direction)
 }
 
 /* sendmmsg, recvmmsg: one record per message, up to KINDLING_MAX_MMSG. */
-static __always_inline int exit_mmsg(long ret, __u32 direction)
+static __always_inline int exit_mmsg(struct emit_args *a, long ret, __u32 direction)
 {
-	struct scratch *s = scratch_get();
-	struct emit_args *a;
 	__u64 vec;
 
-	if (!s)
-		return 0;
-	a = &s->args;
-	if (!begin_data(a, ret, direction))
-		return 0;
+	begin_data(a, ret, direction);
 	if (ret <= 0) {
 		emit_data();
 		return end_data(a);
@@ -1174,18 +1180,12 @@ static __always_inline int exit_mmsg(long ret, __u32 direction)
  * file pages are not read: the record carries the length moved (len = ret,
  * cap_len = 0, so the whole length counts as uncaptured and is flagged
  * truncated, though not counted as a truncation loss: nothing was cut) and
- * the timing. The direction is the end the entry found the socket at. */
-static __always_inline int exit_moved(long ret)
+ * the timing. The direction is the end exit_locate() found the socket at. */
+static __always_inline int exit_moved(struct emit_args *a, long ret)
 {
-	struct scratch *s = scratch_get();
-	struct emit_args *a;
 	struct ke_data *d;
 
-	if (!s)
-		return 0;
-	a = &s->args;
-	if (!begin_data(a, ret, 0))
-		return 0;
+	begin_data(a, ret, 0);
 	d = record_reserve(sizeof(*d));
 	if (!d)
 		return end_data(a);
@@ -1201,47 +1201,42 @@ static __always_inline int exit_moved(long ret)
 	d->syscall = a->p.syscall;
 	d->direction = a->p.dir;
 	d->msg_index = 0;
-	/* As in emit_data: connected sockets passed the port filter at entry. */
+	/* As in emit_data: connected sockets passed the port filter already. */
 	record_commit(d, sizeof(*d), d->sk.dport != 0 || ports_wanted(d->sk.sport, d->sk.dport));
 	return end_data(a);
 }
 
-static __always_inline int exit_conn(long ret)
+/* KE_CONNECT, KE_CLOSE (from what their entry parked) and KE_ACCEPT (from
+ * exit_locate(), the listening socket, and the new one in `ret`). */
+static __always_inline int emit_conn(struct pending *p, long ret, __u64 now)
 {
-	struct pending p;
 	struct ke_conn *e;
 	struct sock *sk;
-	__u64 now, ino = 0;
+	__u64 ino = 0;
 	__u16 kind, flags = 0;
 
-	if (!take_pending(&p))
-		return 0;
-	if (ret == -EAGAIN)
-		return 0;
-	now = bpf_ktime_get_boot_ns();
 	e = record_reserve(sizeof(*e));
 	if (!e)
 		return 0;
-	e->ts_enter_ns = p.ts;
+	e->ts_enter_ns = p->ts;
 	e->ret = ret;
-	e->fd = p.fd;
-	e->syscall = p.syscall;
-	e->ino = p.ino;
+	e->fd = p->fd;
+	e->syscall = p->syscall;
+	e->ino = p->ino;
 
-	/* On what the entry parked, like the record's syscall field; the
-	 * exit's number names the same call. */
-	switch (p.exit) {
+	/* On what was parked, like the record's syscall field. */
+	switch (p->exit) {
 	case EXIT_CLOSE:
 		kind = KE_CLOSE;
-		e->sk = p.sk;
+		e->sk = p->sk;
 		break;
 	case EXIT_CONNECT:
 		kind = KE_CONNECT;
-		fill_sock(&e->sk, KCAST(struct sock, p.sock));
+		fill_sock(&e->sk, KCAST(struct sock, p->sock));
 		/* A refused connect leaves no peer in the sock: take the argument. */
-		if (e->sk.dport == 0 && peer_from_user(&e->sk, p.addr))
+		if (e->sk.dport == 0 && peer_from_user(&e->sk, p->addr))
 			flags = KF_PEER_FROM_ADDR;
-		remember_sock(p.sock);
+		remember_sock(p->sock);
 		break;
 	default: /* accept, accept4: report the new socket */
 		kind = KE_ACCEPT;
@@ -1251,11 +1246,11 @@ static __always_inline int exit_conn(long ret)
 			e->ino = ino;
 			remember_sock((__u64)sk);
 		} else {
-			fill_sock(&e->sk, KCAST(struct sock, p.sock));
+			fill_sock(&e->sk, KCAST(struct sock, p->sock));
 		}
 		break;
 	}
-	fill_header_cached(&e->hdr, kind, sizeof(*e), now, &p);
+	fill_header_cached(&e->hdr, kind, sizeof(*e), now, p);
 	e->hdr.flags = flags;
 	record_commit(e, sizeof(*e), ports_wanted(e->sk.sport, e->sk.dport));
 	return 0;
@@ -1265,27 +1260,75 @@ SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
 	struct sys_desc d;
+	struct scratch *s;
+	struct emit_args *a;
 
 	if (hooks_only)
 		return 0;
-	/* Every exit whose entry parked something is ours: the number only
-	 * saves the task-storage lookup for the syscalls we never follow. */
 	d = sys_desc(SYSCALL_NR(regs));
+	if (d.exit == EXIT_NONE)
+		return 0;
+	if (d.exit == EXIT_CONNECT || d.exit == EXIT_CLOSE) {
+		struct pending p;
+
+		if (!take_pending(&p) || ret == -EAGAIN)
+			return 0;
+		return emit_conn(&p, ret, bpf_ktime_get_boot_ns());
+	}
+	/* Non-blocking servers read until EAGAIN; those calls carry nothing. */
+	if (ret == -EAGAIN || !NATIVE_SYSCALL(regs))
+		return 0;
+	s = scratch_get();
+	if (!s)
+		return 0;
+	a = &s->args;
+	/* The arguments, from the saved user registers. */
+	a->p.fd = ARG0(regs);
+	a->p.buf = 0;
+	a->p.addr = 0;
+	a->p.count = 0;
+	a->fd_in = -1;
+	switch (d.args) {
+	case ARGS_BUF_ADDR:
+		a->p.addr = ARG4(regs);
+		/* fall through */
+	case ARGS_BUF:
+		a->p.buf = ARG1(regs);
+		a->p.count = ARG2(regs);
+		break;
+	case ARGS_MSG:
+		a->p.buf = ARG1(regs);
+		a->p.count = 1;
+		break;
+	case ARGS_ADDR:
+		a->p.addr = ARG1(regs);
+		break;
+	case ARGS_OUT_IN:
+		a->fd_in = ARG1(regs);
+		break;
+	case ARGS_IN_OUT:
+		a->fd_in = ARG0(regs);
+		a->p.fd = ARG2(regs);
+		break;
+	}
+	a->p.syscall = d.ks;
+	a->p.exit = d.exit;
+	a->p.dir = d.dir;
+	if (!exit_locate())
+		return 0;
 	switch (d.exit) {
 	case EXIT_BUF:
-		return exit_plain(ret, d.dir, false);
+		return exit_plain(a, ret, d.dir, false);
 	case EXIT_IOV:
-		return exit_plain(ret, d.dir, true);
+		return exit_plain(a, ret, d.dir, true);
 	case EXIT_MSG:
-		return exit_msg(ret, d.dir);
+		return exit_msg(a, ret, d.dir);
 	case EXIT_MMSG:
-		return exit_mmsg(ret, d.dir);
-	case EXIT_CONNECT:
+		return exit_mmsg(a, ret, d.dir);
 	case EXIT_ACCEPT:
-	case EXIT_CLOSE:
-		return exit_conn(ret);
+		return emit_conn(&a->p, ret, a->now);
 	case EXIT_MOVED:
-		return exit_moved(ret);
+		return exit_moved(a, ret);
 	}
 	return 0;
 }
