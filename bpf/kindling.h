@@ -126,7 +126,7 @@ struct ke_sock { /* 48 bytes */
 struct ke_data { /* 136 bytes, then cap_len payload bytes */
 	struct ke_header hdr;
 	struct ke_sock sk;
-	__u64 ts_enter_ns; /* syscall entry */
+	__u64 ts_enter_ns; /* = hdr.ts_ns: data calls are captured at exit alone */
 	__s64 ret;	   /* syscall return value */
 	__u64 ino;	   /* socket inode, as in /proc/PID/fd */
 	__u32 len;	   /* true payload length of this message */
@@ -140,7 +140,7 @@ struct ke_data { /* 136 bytes, then cap_len payload bytes */
 struct ke_conn { /* 128 bytes: connect, accept, close */
 	struct ke_header hdr;
 	struct ke_sock sk;
-	__u64 ts_enter_ns;
+	__u64 ts_enter_ns; /* connect, close: the entry; accept: = hdr.ts_ns */
 	__s64 ret; /* connect: 0/-errno; accept: new fd; close: 0/-errno */
 	__u64 ino;
 	__s32 fd;  /* the socket's fd (for accept: the listening fd) */

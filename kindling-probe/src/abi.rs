@@ -124,7 +124,10 @@ pub struct RawData {
     pub hdr: RecordHeader,
     /// Socket.
     pub sk: SockTuple,
-    /// Syscall entry time, `CLOCK_BOOTTIME` ns.
+    /// Syscall entry time, `CLOCK_BOOTTIME` ns. Since probe v2 data
+    /// syscalls are captured at their exit alone (their arguments read
+    /// from the saved user registers), and this equals `hdr.ts_ns`;
+    /// captures from earlier probes hold the real entry time.
     pub ts_enter_ns: U64,
     /// Syscall return value.
     pub ret: I64,
@@ -152,7 +155,8 @@ pub struct RawConn {
     pub hdr: RecordHeader,
     /// Socket (for accept: the new connection).
     pub sk: SockTuple,
-    /// Syscall entry time.
+    /// Syscall entry time for connect and close; for accept (captured at
+    /// its exit alone since probe v2) equal to `hdr.ts_ns`.
     pub ts_enter_ns: U64,
     /// Return value (accept: the new fd).
     pub ret: I64,

@@ -296,6 +296,10 @@ fn exchange(family: Family, v6: bool, request: &[&[u8]], response: &[&[u8]]) {
         ts.windows(2).all(|w| w[0] < w[1]),
         "timestamps ordered: {ts:?}"
     );
+    // Captured at exit alone: one timestamp, the exit's.
+    for d in [c_out, s_in, s_out, c_in] {
+        assert_eq!(d.raw.ts_enter_ns.get(), d.raw.hdr.ts_ns.get(), "exit-only");
+    }
     assert_eq!(
         c_out.raw.sk.sock.get(),
         c_in.raw.sk.sock.get(),
@@ -529,6 +533,8 @@ fn connect_accept_close_and_states() {
     assert_eq!(connect[0].raw.fd.get(), cfd);
     assert_eq!(connect[0].raw.sk.local(), caddr);
     assert_eq!(connect[0].raw.sk.peer(), saddr);
+    // connect keeps its entry (its duration is the time to connect)
+    assert!(connect[0].raw.ts_enter_ns.get() < connect[0].raw.hdr.ts_ns.get());
     let accept: Vec<_> = conns
         .iter()
         .filter(|c| matches!(c.syscall(), Syscall::Accept | Syscall::Accept4))
