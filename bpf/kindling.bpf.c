@@ -565,11 +565,12 @@ static __always_inline struct pending *pending_slot(bool create)
 /* ---- syscall table ------------------------------------------------------ */
 
 /*
- * One program on the raw sys_enter tracepoint and one on sys_exit, each
- * dispatching on the syscall number: per-syscall tracepoints would run the
- * perf tracing plumbing (buffer setup, argument copy) before every call.
- * What is done with each number is in one table, sys_desc(), read by both;
- * the entry acts on connect and close only.
+ * One program on the raw sys_exit tracepoint, dispatching on the syscall
+ * number: per-syscall exit tracepoints would run the perf tracing plumbing
+ * (buffer setup, argument copy) before every followed call. What is done
+ * with each number is in one table, sys_desc(). The only entries needed,
+ * connect's and close's, are rare: there the per-syscall tracepoints are
+ * the cheap way, since no program then runs on any other call's entry.
  */
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
@@ -749,17 +750,24 @@ static __always_inline int enter_sock_call(struct sys_desc d, int fd, __u64 addr
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
+/* Attached to these two syscalls' own tracepoints, not to the raw
+ * sys_enter of every syscall of the host: no program runs on the entry of
+ * any other call (32-bit calls do not reach these events). */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int sys_enter_connect(struct trace_event_raw_sys_enter *ctx)
 {
-	struct sys_desc d;
-
 	if (hooks_only)
 		return 0;
-	d = sys_desc(id);
-	if ((d.exit != EXIT_CONNECT && d.exit != EXIT_CLOSE) || !NATIVE_SYSCALL(regs))
+	return enter_sock_call(SYS(KS_CONNECT, ARGS_ADDR, EXIT_CONNECT, 0), ctx->args[0],
+			       ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	if (hooks_only)
 		return 0;
-	return enter_sock_call(d, ARG0(regs), d.exit == EXIT_CONNECT ? ARG1(regs) : 0);
+	return enter_sock_call(SYS(KS_CLOSE, ARGS_FD, EXIT_CLOSE, 0), ctx->args[0], 0);
 }
 
 /* ---- payload capture ---------------------------------------------------- */

@@ -289,7 +289,7 @@ fn dropping_the_probe_detaches_everything() {
     let ours = probe.program_ids();
     assert!(
         ours.len() >= 7,
-        "sys_enter, sys_exit and the TCP/skb hooks: {ours:?}"
+        "the connect and close entries, sys_exit and the TCP/skb hooks: {ours:?}"
     );
     let loaded = loaded_program_ids();
     assert!(ours.iter().all(|id| loaded.contains(id)));
