@@ -615,12 +615,26 @@ static __always_inline struct pending *pending_slot(bool create)
 #define NR_sendfile 71
 #define NR_splice 76
 #define NR_copy_file_range 285
-#define SYSCALL_NR(regs) ((regs)->syscallno)
-#define ARG0(regs) ((regs)->regs[0])
-#define ARG1(regs) ((regs)->regs[1])
-#define ARG2(regs) ((regs)->regs[2])
-#define ARG4(regs) ((regs)->regs[4])
-#define NATIVE_SYSCALL(regs) (!((regs)->pstate & 0x10)) /* PSR_MODE32_BIT */
+/* vmlinux.h is generated from an x86 kernel: arm64's saved registers are
+ * declared here and relocated by name against the running kernel (CO-RE
+ * finds `regs` inside pt_regs' anonymous union). */
+struct pt_regs___kindling_arm64 {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+	__u64 orig_x0;
+	__s32 syscallno;
+} __attribute__((preserve_access_index));
+#define ARM64_REGS(regs) ((struct pt_regs___kindling_arm64 *)(regs))
+#define SYSCALL_NR(regs) (ARM64_REGS(regs)->syscallno)
+/* At exit x0 holds the return value; the first argument survives in
+ * orig_x0. */
+#define ARG0(regs) (ARM64_REGS(regs)->orig_x0)
+#define ARG1(regs) (ARM64_REGS(regs)->regs[1])
+#define ARG2(regs) (ARM64_REGS(regs)->regs[2])
+#define ARG4(regs) (ARM64_REGS(regs)->regs[4])
+#define NATIVE_SYSCALL(regs) (!(ARM64_REGS(regs)->pstate & 0x10)) /* PSR_MODE32_BIT */
 #else
 #error "unsupported architecture: define the syscall numbers"
 #endif
