@@ -18,6 +18,9 @@ KINDLING_TEST_COMPAT=1 cargo test -p kindling-probe --locked --test live --test 
 cargo test -p kindling-probe --no-default-features --locked --test capture
 # The probe's live tests inside Debian's 5.10, 6.1 and 6.12 kernels (qemu).
 bash .ci/kernels.sh
+# The probe built for arm64, loaded and checked inside Debian's arm64 6.1
+# and 6.12 kernels (qemu).
+bash .ci/arm64.sh
 # The packaged probe crate carries its BPF sources.
 cargo package -p kindling-probe --list --allow-dirty | grep -qx 'bpf/kindling.bpf.c'
 echo "all checks passed"
