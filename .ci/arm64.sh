@@ -2,8 +2,9 @@
 # The probe on arm64: builds bpf/kindling.bpf.c for arm64, boots Debian's
 # arm64 cloud kernels (6.1 of bookworm, 6.12 of bookworm-backports) under
 # qemu's software emulation, and runs .ci/arm64/check.c inside each, the
-# way the loader would (plain loads on 6.12, helper reads on 6.1) and with
-# helper reads forced:
+# way the loader would (plain loads on 6.12, helper reads on 6.1), with
+# helper reads forced, and as on a kernel without BTF (raw tracepoints, the
+# kernel's types from a file):
 # load (the arm64 verifier), attach, and loopback exchanges whose records
 # must carry the right fd, length, direction and payload (the arguments
 # read from arm64's saved registers at exit).
@@ -100,6 +101,8 @@ ip link set lo up
 echo "ARM64-KERNEL $(uname -r) $(uname -m)"
 /bin/check
 /bin/check 1
+cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf
+/bin/check btf /tmp/vmlinux.btf
 echo ARM64-DONE
 poweroff -f
 INIT
@@ -118,7 +121,7 @@ for suite in bookworm bookworm-backports; do
   running=$(grep -a 'ARM64-KERNEL' "$log" | sed 's/.*ARM64-KERNEL //' | tr -d '\r' || true)
   grep -a 'ARM64-CHECK' "$log" | tr -d '\r' >&2 || true
   passes=$(grep -ac 'ARM64-CHECK pass' "$log" || true)
-  if grep -aq ARM64-DONE "$log" && [ "$passes" -eq 2 ] && ! grep -aq 'ARM64-CHECK FAIL' "$log"; then
+  if grep -aq ARM64-DONE "$log" && [ "$passes" -eq 3 ] && ! grep -aq 'ARM64-CHECK FAIL' "$log"; then
     echo "arm64 $suite ($running): pass in ${took}s"
   else
     status=1

@@ -6,6 +6,7 @@
 #   bash .ci/kernels.sh                 # 5.10 (bullseye), 6.1 (bookworm), 6.12 (bookworm-backports) both ways
 #   bash .ci/kernels.sh 6.1 6.12        # some of them
 #   bash .ci/kernels.sh 6.12+compat     # 6.12 reading kernel memory the pre-6.2 way
+#   bash .ci/kernels.sh 5.10+btf        # as on a kernel without BTF (raw tracepoints, --btf FILE)
 #   KINDLING_TESTS="live" bash .ci/kernels.sh
 #
 # 6.12 runs both ways: with plain loads (bpf_rdonly_cast, as it would in
@@ -24,7 +25,7 @@ root=$PWD
 cache=${KINDLING_KERNEL_CACHE:-/var/cache/kindling-kernels}
 tests=${KINDLING_TESTS:-"live filters exec_comm"}
 kernels=("$@")
-[ ${#kernels[@]} -gt 0 ] || kernels=(5.10 6.1 6.12 6.12+compat)
+[ ${#kernels[@]} -gt 0 ] || kernels=(5.10 5.10+btf 6.1 6.12 6.12+compat)
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -114,7 +115,13 @@ ip link set lo up
 echo "KINDLING-KERNEL $(uname -r)"
 export CI=true RUST_BACKTRACE=1 HOME=/tmp
 compat=""
-if grep -q kindling.compat=1 /proc/cmdline; then
+if grep -q kindling.mode=btf /proc/cmdline; then
+  # as on a kernel without BTF: the kernel's types from a file
+  cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf
+  export KINDLING_TEST_BTF=/tmp/vmlinux.btf
+  compat="--btf /tmp/vmlinux.btf"
+fi
+if grep -q kindling.mode=compat /proc/cmdline; then
   export KINDLING_TEST_COMPAT=1
   compat=--force-compat
 fi
@@ -140,9 +147,9 @@ chmod 755 "$work/rootfs/init"
 status=0
 summary=()
 for k in "${kernels[@]}"; do
-  force=0
-  case $k in *+compat) force=1 ;; esac
-  vmlinuz=$(fetch_kernel "${k%+compat}")
+  mode=plain
+  case $k in *+compat) mode=compat ;; *+btf) mode=btf ;; esac
+  vmlinuz=$(fetch_kernel "${k%+*}")
   log=$work/$k.log
   start=$(date +%s)
   # A guest whose kernel died before the tests finished is booted again, up
@@ -153,7 +160,7 @@ for k in "${kernels[@]}"; do
   for attempt in 1 2 3; do
     timeout 900 qemu-system-x86_64 -accel tcg,thread=single -cpu ${KINDLING_QEMU_CPU:-qemu64} -smp 2 -m 2048 \
       -kernel "$vmlinuz" -initrd "$work/initrd.gz" -nographic -no-reboot \
-      -append "console=ttyS0 panic=-1 oops=panic quiet kindling.compat=$force" > "$log" 2>&1 || true
+      -append "console=ttyS0 panic=-1 oops=panic quiet kindling.mode=$mode" > "$log" 2>&1 || true
     grep -aq KINDLING-DONE "$log" && break
     grep -aqE 'Kernel panic|double fault|BUG:|Oops' "$log" || break
     crashes=$((crashes + 1))

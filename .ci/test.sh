@@ -15,6 +15,12 @@ cargo test -p kindling-probe --features tokio --locked --test async_probe
 # The probe's live tests again, reading kernel memory the way kernels before
 # 6.2 need (helper reads, in-flight calls by thread id): that way runs here too.
 KINDLING_TEST_COMPAT=1 cargo test -p kindling-probe --locked --test live --test filters --test exec_comm
+# And as on a kernel without BTF: raw tracepoints, the kernel's types from a
+# file (--btf), here a copy of this kernel's own.
+btf=$(mktemp)
+cp /sys/kernel/btf/vmlinux "$btf"
+KINDLING_TEST_BTF=$btf cargo test -p kindling-probe --locked --test live --test filters --test exec_comm
+rm -f "$btf"
 cargo test -p kindling-probe --no-default-features --locked --test capture
 # The probe's live tests inside Debian's 5.10, 6.1 and 6.12 kernels (qemu).
 bash .ci/kernels.sh

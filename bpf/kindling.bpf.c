@@ -67,6 +67,34 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 			__builtin_memcpy(dst, &__kp->field, sizeof(__kp->field));  \
 	} while (0)
 
+/* Every tracepoint program twice: on the BTF-typed tracepoint (tp_btf; needs
+ * the kernel's own BTF, and makes its arguments typed, trusted pointers)
+ * and on the raw tracepoint (raw_tp; untyped arguments, read with helpers:
+ * for kernels without BTF, run with an external BTF file for the CO-RE
+ * offsets). The loader loads one of the two; the body is the same, taking
+ * the arguments from ctx (the verifier types ctx[i] from the tracepoint's
+ * BTF in the first case, whatever the cast). */
+#define TWIN_PROGRAMS(tp, name)                                                \
+	SEC("tp_btf/" #tp)                                                     \
+	int name(unsigned long long *ctx)                                      \
+	{                                                                      \
+		return name##_body(ctx);                                       \
+	}                                                                      \
+	SEC("raw_tp/" #tp)                                                     \
+	int name##_raw(unsigned long long *ctx)                                \
+	{                                                                      \
+		return name##_body(ctx);                                       \
+	}
+
+/* A field of a tracepoint argument (the saved registers, an skb): a plain
+ * load from a tp_btf program's typed argument, a helper read from a raw_tp
+ * program's untyped one. */
+#define ARG_REG(ptr, field)                                                        \
+	({                                                                         \
+		typeof(ptr) __ap = (ptr);                                          \
+		raw_tracepoints ? BPF_CORE_READ(__ap, field) : __ap->field;        \
+	})
+
 /* ---- configuration ------------------------------------------------------ */
 
 /* Set by the loader before load (rodata): the verifier knows the values, so
@@ -79,6 +107,10 @@ const volatile __u8 compat = 0;
 /* In-flight calls in a hash by thread id instead of task storage (always
  * with compat; see the loader for when else). */
 const volatile __u8 slots_by_tid = 0;
+/* The raw_tp twin of every tracepoint program is loaded instead of the
+ * tp_btf one (a kernel without BTF, run with an external BTF file; always
+ * with compat): see TWIN_PROGRAMS. */
+const volatile __u8 raw_tracepoints = 0;
 const volatile __u32 self_tgid = 0;
 const volatile __u32 snaplen = 4096;
 const volatile __u8 filter_pids = 0;
@@ -590,13 +622,13 @@ static __always_inline struct pending *pending_slot(bool create)
 #define NR_sendfile 40
 #define NR_splice 275
 #define NR_copy_file_range 326
-#define SYSCALL_NR(regs) ((regs)->orig_ax)
-#define ARG0(regs) ((regs)->di)
-#define ARG1(regs) ((regs)->si)
-#define ARG2(regs) ((regs)->dx)
-#define ARG4(regs) ((regs)->r8)
+#define SYSCALL_NR(regs) ARG_REG(regs, orig_ax)
+#define ARG0(regs) ARG_REG(regs, di)
+#define ARG1(regs) ARG_REG(regs, si)
+#define ARG2(regs) ARG_REG(regs, dx)
+#define ARG4(regs) ARG_REG(regs, r8)
 /* 32-bit tasks number their syscalls differently: only follow 64-bit ones. */
-#define NATIVE_SYSCALL(regs) (((regs)->cs & 0xffff) == 0x33)
+#define NATIVE_SYSCALL(regs) ((ARG_REG(regs, cs) & 0xffff) == 0x33)
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_read 63
 #define NR_write 64
@@ -627,14 +659,14 @@ struct pt_regs___kindling_arm64 {
 	__s32 syscallno;
 } __attribute__((preserve_access_index));
 #define ARM64_REGS(regs) ((struct pt_regs___kindling_arm64 *)(regs))
-#define SYSCALL_NR(regs) (ARM64_REGS(regs)->syscallno)
+#define SYSCALL_NR(regs) ARG_REG(ARM64_REGS(regs), syscallno)
 /* At exit x0 holds the return value; the first argument survives in
  * orig_x0. */
-#define ARG0(regs) (ARM64_REGS(regs)->orig_x0)
-#define ARG1(regs) (ARM64_REGS(regs)->regs[1])
-#define ARG2(regs) (ARM64_REGS(regs)->regs[2])
-#define ARG4(regs) (ARM64_REGS(regs)->regs[4])
-#define NATIVE_SYSCALL(regs) (!(ARM64_REGS(regs)->pstate & 0x10)) /* PSR_MODE32_BIT */
+#define ARG0(regs) ARG_REG(ARM64_REGS(regs), orig_x0)
+#define ARG1(regs) ARG_REG(ARM64_REGS(regs), regs[1])
+#define ARG2(regs) ARG_REG(ARM64_REGS(regs), regs[2])
+#define ARG4(regs) ARG_REG(ARM64_REGS(regs), regs[4])
+#define NATIVE_SYSCALL(regs) (!(ARG_REG(ARM64_REGS(regs), pstate) & 0x10)) /* PSR_MODE32_BIT */
 #else
 #error "unsupported architecture: define the syscall numbers"
 #endif
@@ -1278,9 +1310,10 @@ static __always_inline int emit_conn(struct pending *p, long ret, __u64 now)
 	return 0;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+static __always_inline int sys_exit_body(unsigned long long *ctx)
 {
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	long ret = (long)ctx[1];
 	struct sys_desc d;
 	struct scratch *s;
 	struct emit_args *a;
@@ -1354,6 +1387,7 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	}
 	return 0;
 }
+TWIN_PROGRAMS(sys_exit, sys_exit)
 
 /* ---- task names --------------------------------------------------------- */
 
@@ -1378,19 +1412,19 @@ static __always_inline void forget_task_info(struct task_struct *task)
 		p->info_ts = 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+static __always_inline int on_exec_body(unsigned long long *ctx)
 {
-	forget_task_info(task);
+	forget_task_info((struct task_struct *)ctx[0]);
 	return 0;
 }
+TWIN_PROGRAMS(sched_process_exec, on_exec)
 
-SEC("tp_btf/task_rename")
-int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
+static __always_inline int on_rename_body(unsigned long long *ctx)
 {
-	forget_task_info(task);
+	forget_task_info((struct task_struct *)ctx[0]);
 	return 0;
 }
+TWIN_PROGRAMS(task_rename, on_rename)
 
 /* ---- TCP health --------------------------------------------------------- */
 
@@ -1465,31 +1499,37 @@ static __always_inline int emit_tcp(const struct sock *sk, __u16 kind, __u8 old_
 	return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(on_state, const struct sock *sk, int oldstate, int newstate)
+static __always_inline int on_state_body(unsigned long long *ctx)
 {
+	const struct sock *sk = (const struct sock *)ctx[0];
+	int oldstate = (int)ctx[1], newstate = (int)ctx[2];
+
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	return emit_tcp(sk, KE_TCP_STATE, oldstate, newstate, 0);
 }
+TWIN_PROGRAMS(inet_sock_set_state, on_state)
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(on_retransmit, const struct sock *sk)
+static __always_inline int on_retransmit_body(unsigned long long *ctx)
 {
+	const struct sock *sk = (const struct sock *)ctx[0];
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	return emit_tcp(sk, KE_TCP_RETRANSMIT, state, state, 0);
 }
+TWIN_PROGRAMS(tcp_retransmit_skb, on_retransmit)
 
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(on_receive_reset, const struct sock *sk)
+static __always_inline int on_receive_reset_body(unsigned long long *ctx)
 {
+	const struct sock *sk = (const struct sock *)ctx[0];
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	return emit_tcp(sk, KE_TCP_RESET, state, state, KR_RECEIVED);
 }
+TWIN_PROGRAMS(tcp_receive_reset, on_receive_reset)
 
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
+static __always_inline int on_send_reset_body(unsigned long long *ctx)
 {
+	const struct sock *sk = (const struct sock *)ctx[0];
+	const struct sk_buff *skb = (const struct sk_buff *)ctx[1];
 	struct ke_tcp *e;
 	__u8 state;
 
@@ -1514,6 +1554,7 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	record_commit(e, sizeof(*e), true);
 	return 0;
 }
+TWIN_PROGRAMS(tcp_send_reset, on_send_reset)
 
 /* The drop reason: the tracepoint's third argument since 5.17, where its
  * enum appeared (before, every kfree_skb is a drop of unknown reason, 0).
@@ -1537,9 +1578,10 @@ static __always_inline long drop_reason(unsigned long long *ctx)
 	return reason;
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location)
+static __always_inline int on_kfree_skb_body(unsigned long long *ctx)
 {
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	void *location = (void *)ctx[1];
 	long reason = drop_reason(ctx);
 	struct ke_drop *e;
 	struct sock *sk;
@@ -1551,7 +1593,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_header(&e->hdr, KE_SKB_DROP, sizeof(*e), bpf_ktime_get_boot_ns());
-	sk = skb->sk;
+	sk = ARG_REG(skb, sk);
 	if (sk) {
 		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 		__u16 proto = BPF_CORE_READ(sk, sk_protocol);
@@ -1575,3 +1617,4 @@ discard:
 	record_commit(e, sizeof(*e), false);
 	return 0;
 }
+TWIN_PROGRAMS(kfree_skb, on_kfree_skb)

@@ -10,9 +10,10 @@
  *
  * The Rust crates cannot be built for arm64 on the CI machine (no aarch64
  * standard library), so this small C program stands in for the loader.
- * Usage: check [1]   (1: helper reads and thread-id slots even where
- * bpf_rdonly_cast exists; by default they are used only where it does not,
- * as the loader does)
+ * Usage: check [1 | btf FILE]   (1: helper reads and thread-id slots even
+ * where bpf_rdonly_cast exists, which by default they are used only where
+ * it does not, as the loader does; btf FILE: as on a kernel without BTF,
+ * the raw_tp twins with the kernel's types from FILE)
  * Prints "ARM64-CHECK pass ..." or "ARM64-CHECK FAIL ..." and exits 0/1.
  */
 #include <arpa/inet.h>
@@ -155,22 +156,31 @@ static int kernel_lacks_rdonly_cast(void)
 
 int main(int argc, char **argv)
 {
-	int compat = (argc > 1 && atoi(argv[1]) == 1) || kernel_lacks_rdonly_cast();
+	const char *btf_file = argc > 2 && strcmp(argv[1], "btf") == 0 ? argv[2] : NULL;
+	int compat = btf_file || (argc > 1 && atoi(argv[1]) == 1) || kernel_lacks_rdonly_cast();
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = btf_file);
+	const char *skip = btf_file ? "tp_btf/" : "raw_tp/";
 	struct kindling *skel;
 	struct ring_buffer *rb;
 	int c, s, err, ncpus = libbpf_num_possible_cpus();
 	char buf[256];
 
-	skel = kindling__open();
+	skel = kindling__open_opts(&opts);
 	if (!skel) {
 		fail("open: %s", strerror(errno));
 		return 1;
 	}
 	skel->rodata->compat = compat;
 	skel->rodata->slots_by_tid = compat;
+	skel->rodata->raw_tracepoints = btf_file != NULL;
 	skel->rodata->snaplen = 4096;
 	skel->rodata->self_tgid = 0; /* this process is the traffic */
 	bpf_map__set_autocreate(compat ? skel->maps.pending : skel->maps.pending_tid, false);
+	/* one of each pair of twin programs, as the loader picks */
+	struct bpf_program *prog;
+	bpf_object__for_each_program(prog, skel->obj)
+		if (strncmp(bpf_program__section_name(prog), skip, strlen(skip)) == 0)
+			bpf_program__set_autoload(prog, false);
 	bpf_map__set_max_entries(skel->maps.scratch_map, ncpus > 0 ? ncpus : 1);
 	err = kindling__load(skel);
 	if (err) {
@@ -230,6 +240,7 @@ int main(int argc, char **argv)
 	if (failures)
 		return 1;
 	printf("ARM64-CHECK pass: %s, %d data calls, connect and accept as made\n",
-	       compat ? "helper reads" : "plain loads", nwants);
+	       btf_file ? "raw tracepoints with a BTF file"
+	       : compat ? "helper reads" : "plain loads", nwants);
 	return 0;
 }

@@ -54,6 +54,10 @@ pub struct ProbeArgs {
     /// Read kernel memory as kernels before 6.2 need, on any kernel (tests).
     #[arg(long, hide = true)]
     pub force_compat: bool,
+    /// This kernel's BTF as a file (BTFHub-style), for a kernel built
+    /// without /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
 }
 
 impl ProbeArgs {
@@ -68,6 +72,7 @@ impl ProbeArgs {
             ring_bytes: self.ring_mb.saturating_mul(1 << 20),
             hooks_only: self.hooks_only,
             force_compat: self.force_compat,
+            btf_path: self.btf.clone(),
             ..ProbeConfig::default()
         }
     }

@@ -32,10 +32,10 @@ pub fn loaded_line(probe: &Probe, took: Duration) -> String {
         "kindling: probe loaded and attached in {} ms on Linux {} ({})",
         took.as_millis(),
         kindling_probe::preflight::kernel_release(),
-        if probe.reads_with_helpers() {
-            "kernel memory read with helpers: before 6.2"
-        } else {
-            "kernel memory read with plain loads"
+        match (&probe.config().btf_path, probe.reads_with_helpers()) {
+            (Some(_), _) => "raw tracepoints, kernel types from the --btf file, helper reads",
+            (None, true) => "kernel memory read with helpers: before 6.2",
+            (None, false) => "kernel memory read with plain loads",
         }
     )
 }
@@ -56,7 +56,8 @@ pub fn deadline(secs: Option<f64>) -> Result<Option<Instant>> {
 /// its pipeline from it as `replay` does from a file's.
 pub fn host_header(probe: &Probe) -> CaptureHeader {
     let mut header = CaptureHeader::for_this_host(probe.config().clone());
-    header.host.drop_reasons = kindling_probe::drop_reason_names();
+    header.host.drop_reasons =
+        kindling_probe::drop_reason_names_from(probe.config().btf_path.as_deref());
     header
 }
 

@@ -40,6 +40,12 @@ pub struct ProbeConfig {
     /// for testing that way on a new kernel. Older kernels always use it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force_compat: bool,
+    /// The running kernel's BTF from a file (BTFHub-style), for kernels
+    /// built without `/sys/kernel/btf/vmlinux`: the programs then attach to
+    /// raw tracepoints and read kernel memory with helpers at the offsets
+    /// this file gives. Works on a kernel with BTF too (tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btf_path: Option<std::path::PathBuf>,
 }
 
 impl Default for ProbeConfig {
@@ -60,6 +66,7 @@ impl Default for ProbeConfig {
             trace_self: false,
             hooks_only: false,
             force_compat: false,
+            btf_path: None,
         }
     }
 }

@@ -8,8 +8,8 @@ pub enum ProbeError {
     /// Neither root nor CAP_BPF + CAP_PERFMON.
     #[error("not permitted to load eBPF programs: run as root or grant CAP_BPF and CAP_PERFMON")]
     NotPrivileged,
-    /// `/sys/kernel/btf/vmlinux` is missing.
-    #[error("kernel BTF is missing (/sys/kernel/btf/vmlinux): Kindling's programs attach to BTF-typed tracepoints, which need the kernel's own BTF (an external BTF file cannot stand in for it); use a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default of Debian 11+, Ubuntu 20.10+, RHEL 8.2+, Amazon Linux 2 5.10 kernels)")]
+    /// `/sys/kernel/btf/vmlinux` is missing and no BTF file was given.
+    #[error("kernel BTF is missing (/sys/kernel/btf/vmlinux), and Kindling needs the kernel's type information to read its structures: give this kernel's BTF as a file with --btf PATH (BTFHub publishes one per distribution kernel), or use a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default of Debian 11+, Ubuntu 20.10+, RHEL 8.2+, Amazon Linux 2's 5.10)")]
     NoBtf,
     /// tracefs is absent and could not be mounted.
     #[error(

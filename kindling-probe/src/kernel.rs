@@ -1,15 +1,23 @@
 //! Facts read from the running kernel's BTF.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use libbpf_rs::btf::{types, Btf};
 
-/// Whether the running kernel's BTF has a function named `name` (a kfunc
-/// such as `bpf_rdonly_cast`). False when the BTF cannot be read.
-pub(crate) fn has_func(name: &str) -> bool {
-    Btf::from_vmlinux()
-        .ok()
-        .is_some_and(|btf| btf.type_by_name::<types::Func<'_>>(name).is_some())
+/// The kernel's BTF: from `file` when given (an external BTF file for a
+/// kernel without its own), else the running kernel's.
+fn kernel_btf(file: Option<&Path>) -> Option<Btf<'static>> {
+    match file {
+        Some(path) => Btf::from_path(path).ok(),
+        None => Btf::from_vmlinux().ok(),
+    }
+}
+
+/// Whether the kernel's BTF has a function named `name` (a kfunc such as
+/// `bpf_rdonly_cast`). False when the BTF cannot be read.
+pub(crate) fn has_func(name: &str, file: Option<&Path>) -> bool {
+    kernel_btf(file).is_some_and(|btf| btf.type_by_name::<types::Func<'_>>(name).is_some())
 }
 
 /// The names of the kernel's `enum skb_drop_reason` values, without the
@@ -24,7 +32,13 @@ pub(crate) fn has_func(name: &str) -> bool {
 /// assert_eq!(names.get(&2).map(String::as_str), Some("NOT_SPECIFIED"));
 /// ```
 pub fn drop_reason_names() -> BTreeMap<u32, String> {
-    let Ok(btf) = Btf::from_vmlinux() else {
+    drop_reason_names_from(None)
+}
+
+/// [`drop_reason_names`] from an external BTF file of the running kernel
+/// (`Some`), or from the kernel's own BTF (`None`).
+pub fn drop_reason_names_from(file: Option<&Path>) -> BTreeMap<u32, String> {
+    let Some(btf) = kernel_btf(file) else {
         return BTreeMap::new();
     };
     let Some(e) = btf.type_by_name::<types::Enum<'_>>("skb_drop_reason") else {

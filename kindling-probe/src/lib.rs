@@ -48,7 +48,7 @@ pub mod preflight;
 #[cfg(feature = "loader")]
 pub use error::ProbeError;
 #[cfg(feature = "loader")]
-pub use kernel::drop_reason_names;
+pub use kernel::{drop_reason_names, drop_reason_names_from};
 #[cfg(feature = "loader")]
 pub use loader::{LossStats, Probe, ProbeBuilder};
 #[cfg(feature = "tokio")]

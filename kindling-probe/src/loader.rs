@@ -147,6 +147,13 @@ impl ProbeBuilder {
         self
     }
 
+    /// Reads the kernel's types from this BTF file instead of the kernel's
+    /// own (see [`ProbeConfig::btf_path`]).
+    pub fn btf_path(mut self, file: impl Into<std::path::PathBuf>) -> Self {
+        self.config.btf_path = Some(file.into());
+        self
+    }
+
     /// Bytes of each TCP turn captured in full past the snaplen (see
     /// [`ProbeConfig::framing_budget`]); 0 turns it off.
     pub fn framing_budget(mut self, bytes: u32) -> Self {
@@ -212,7 +219,7 @@ impl ProbeBuilder {
                 cfg.snaplen
             )));
         }
-        preflight::check()?;
+        preflight::check(cfg.btf_path.as_deref())?;
         Probe::open(cfg)
     }
 }
@@ -325,13 +332,22 @@ impl Probe {
         // (field order), so the extended lifetime never outlives the storage.
         let object_ref: &'static mut MaybeUninit<OpenObject> =
             unsafe { &mut *(object.as_mut() as *mut MaybeUninit<OpenObject>) };
-        let mut open = KindlingSkelBuilder::default()
-            .open(object_ref)
-            .map_err(|e| ProbeError::Load {
-                stage: "open",
-                log: take_log(),
-                source: e,
-            })?;
+        let mut builder = KindlingSkelBuilder::default();
+        if let Some(file) = &cfg.btf_path {
+            builder
+                .object_builder_mut()
+                .btf_custom_path(file)
+                .map_err(|e| ProbeError::Load {
+                    stage: "open",
+                    log: String::new(),
+                    source: e,
+                })?;
+        }
+        let mut open = builder.open(object_ref).map_err(|e| ProbeError::Load {
+            stage: "open",
+            log: take_log(),
+            source: e,
+        })?;
 
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| ProbeError::Load {
             stage: "configure",
@@ -351,8 +367,15 @@ impl Probe {
         // Plain loads through bpf_rdonly_cast (6.2+), or helper reads: the
         // verifier drops the way not taken, and only one of the two slot
         // maps is made (libbpf turns the other one's uses into dead code).
-        let compat = cfg.force_compat || !crate::kernel::has_func("bpf_rdonly_cast");
+        // With an external BTF file, the raw_tp twins of the programs
+        // (the kernel may have no BTF to type tp_btf arguments with), and
+        // helper reads.
+        let raw_tracepoints = cfg.btf_path.is_some();
+        let compat = raw_tracepoints
+            || cfg.force_compat
+            || !crate::kernel::has_func("bpf_rdonly_cast", cfg.btf_path.as_deref());
         rodata.compat = u8::from(compat);
+        rodata.raw_tracepoints = u8::from(raw_tracepoints);
         // (task storage needs bpf_get_current_task_btf in tracing programs:
         // 6.2 is past both)
         let slots_by_tid = compat;
@@ -377,6 +400,18 @@ impl Probe {
                 source: e,
             })?;
 
+        // One of each pair of twin programs (see TWIN_PROGRAMS).
+        for mut prog in open.open_object_mut().progs_mut() {
+            let section = prog.section().to_string_lossy();
+            let twin_not_taken = if raw_tracepoints {
+                section.starts_with("tp_btf/")
+            } else {
+                section.starts_with("raw_tp/")
+            };
+            if twin_not_taken {
+                prog.set_autoload(false);
+            }
+        }
         let slots = if slots_by_tid {
             open.maps.pending.set_autocreate(false)
         } else {

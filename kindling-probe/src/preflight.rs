@@ -21,11 +21,20 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Runs every check; mounts tracefs (and bpffs) when they are missing.
-pub fn check() -> Result<(), ProbeError> {
+/// `btf_file`: an external BTF file standing in for the kernel's own.
+pub fn check(btf_file: Option<&Path>) -> Result<(), ProbeError> {
     check_privileges()?;
     check_kernel_version()?;
-    if !Path::new(BTF).exists() {
-        return Err(ProbeError::NoBtf);
+    match btf_file {
+        Some(file) if !file.is_file() => {
+            return Err(ProbeError::Config(format!(
+                "the BTF file {} does not exist",
+                file.display()
+            )))
+        }
+        Some(_) => {}
+        None if !Path::new(BTF).exists() => return Err(ProbeError::NoBtf),
+        None => {}
     }
     ensure_tracefs()?;
     // Not needed for attaching, but tools that pin expect it; best effort.

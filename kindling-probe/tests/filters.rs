@@ -305,3 +305,43 @@ fn dropping_the_probe_detaches_everything() {
     }
     assert!(left.is_empty(), "programs {left:?} still loaded after drop");
 }
+
+/// With a BTF file (as on a kernel built without BTF), every tracepoint
+/// program is the raw_tp twin and kernel types come from the file; the
+/// probe's live tests run that way too (`KINDLING_TEST_BTF` in CI).
+#[test]
+fn an_external_btf_file_runs_the_raw_tracepoint_programs() {
+    if !privileged("external BTF") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("kindling-btf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vmlinux.btf");
+    std::fs::copy("/sys/kernel/btf/vmlinux", &file).expect("the kernel's BTF");
+    let probe = common::builder()
+        .btf_path(&file)
+        .port(1)
+        .load()
+        .unwrap_or_else(|e| panic!("load with a BTF file: {e}\n{}", e.log().unwrap_or("")));
+    assert!(probe.reads_with_helpers(), "a BTF file means helper reads");
+    let ours = probe.program_ids();
+    let types: Vec<String> = libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| ours.contains(&p.id))
+        .map(|p| format!("{}={:?}", p.name.to_string_lossy(), p.ty))
+        .collect();
+    assert_eq!(types.len(), ours.len(), "{types:?}");
+    assert!(
+        types
+            .iter()
+            .all(|t| t.ends_with("=RawTracepoint") || t.ends_with("=Tracepoint")),
+        "no BTF-typed program: {types:?}"
+    );
+    drop(probe);
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = match common::builder().btf_path(dir.join("absent.btf")).load() {
+        Ok(_) => panic!("a missing BTF file is refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("absent.btf"), "{err}");
+}

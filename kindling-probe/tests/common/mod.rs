@@ -8,11 +8,17 @@ use kindling_probe::abi::{self, Event};
 use kindling_probe::{Probe, ProbeBuilder};
 
 /// A probe builder for the tests: with `KINDLING_TEST_COMPAT=1` it reads
-/// kernel memory the way kernels before 6.2 need (`force_compat`), so that
-/// way is tested on this kernel too (`.ci/test.sh` runs both).
+/// kernel memory the way kernels before 6.2 need (`force_compat`), with
+/// `KINDLING_TEST_BTF=FILE` it runs as on a kernel without BTF (raw
+/// tracepoints, types from that file), so those ways are tested on this
+/// kernel too (`.ci/test.sh` runs all three).
 pub fn builder() -> ProbeBuilder {
-    ProbeBuilder::new()
-        .force_compat(std::env::var_os("KINDLING_TEST_COMPAT").is_some_and(|v| !v.is_empty()))
+    let builder = ProbeBuilder::new()
+        .force_compat(std::env::var_os("KINDLING_TEST_COMPAT").is_some_and(|v| !v.is_empty()));
+    match std::env::var_os("KINDLING_TEST_BTF") {
+        Some(file) if !file.is_empty() => builder.btf_path(file),
+        _ => builder,
+    }
 }
 
 /// True when the test may load BPF. Without privileges a local run skips
