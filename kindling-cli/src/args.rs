@@ -24,6 +24,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Print socket events on this host live (needs root).
     Watch(WatchArgs),
+    /// Run as this node's agent: the Prometheus model of its traffic on
+    /// /metrics, until SIGTERM (needs root).
+    Agent(AgentArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -150,4 +153,61 @@ pub enum Format {
     Table,
     /// One JSON object per line.
     Json,
+}
+
+/// `kindling agent`'s flags. Each has a `KINDLING_*` environment variable
+/// (the flag wins); `--config` names a TOML file for the rest.
+#[derive(Args, Debug, Default)]
+pub struct AgentArgs {
+    /// TOML file of settings (see `--print-config` for its keys).
+    #[arg(long, env = "KINDLING_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the settings in effect, as TOML, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:9500].
+    #[arg(long, env = "KINDLING_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Cluster name: a label on every series.
+    #[arg(long, env = "KINDLING_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Node name: a label on every series [default: the hostname].
+    #[arg(long, env = "KINDLING_NODE")]
+    pub node: Option<String>,
+    /// Only these processes (repeatable, or comma-separated).
+    #[arg(
+        long = "pid",
+        env = "KINDLING_PIDS",
+        value_name = "PID",
+        value_delimiter = ','
+    )]
+    pub pids: Vec<u32>,
+    /// Only sockets with this local or remote port (repeatable, or comma-separated).
+    #[arg(
+        long = "port",
+        env = "KINDLING_PORTS",
+        value_name = "PORT",
+        value_delimiter = ','
+    )]
+    pub ports: Vec<u16>,
+    /// Only tasks in this cgroup v2 id (repeatable, or comma-separated).
+    #[arg(
+        long = "cgroup",
+        env = "KINDLING_CGROUPS",
+        value_name = "ID",
+        value_delimiter = ','
+    )]
+    pub cgroups: Vec<u64>,
+    /// Payload bytes captured per syscall [default: 4096].
+    #[arg(long, env = "KINDLING_SNAPLEN")]
+    pub snaplen: Option<u32>,
+    /// Ring buffer size in MiB [default: 16].
+    #[arg(long, env = "KINDLING_RING_MB")]
+    pub ring_mb: Option<u32>,
+    /// Most label sets per metric family [default: 10000].
+    #[arg(long, env = "KINDLING_MAX_SERIES")]
+    pub max_series: Option<usize>,
+    /// This kernel's BTF as a file, for a kernel built without it.
+    #[arg(long, env = "KINDLING_BTF", value_name = "PATH")]
+    pub btf: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use kindling_flow::Config;
 use kindling_probe::capture::CaptureHeader;
 use kindling_probe::{Probe, ProbeBuilder};
 
@@ -59,6 +60,23 @@ pub fn host_header(probe: &Probe) -> CaptureHeader {
     header.host.drop_reasons =
         kindling_probe::drop_reason_names_from(probe.config().btf_path.as_deref());
     header
+}
+
+/// The pipeline settings for live traffic on this host: the capture
+/// header's, RTT samples as records, and this host's DNS search list (its
+/// expansions are not DNS errors either).
+pub fn pipeline_config(header: &CaptureHeader) -> Config {
+    let mut config = Config {
+        rtt_records: true,
+        ..Config::from_capture(header)
+    };
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for domain in kindling_flow::search_domains(&resolv) {
+        if !config.dns_search_suffixes.contains(&domain) {
+            config.dns_search_suffixes.push(domain);
+        }
+    }
+    config
 }
 
 /// `CLOCK_BOOTTIME` now, the probe's clock.

@@ -1,4 +1,5 @@
-//! `kindling`: record, replay and watch socket traffic seen from the kernel.
+//! `kindling`: record, replay and watch socket traffic seen from the kernel,
+//! or run as a node agent behind Prometheus.
 //!
 //! This binary is wiring only: flags ([`args`]) choose a source — the
 //! probe ([`record`], [`watch`]) or a capture file ([`replay`]) — and an
@@ -8,6 +9,7 @@
 
 use clap::Parser;
 
+mod agent;
 mod args;
 mod live;
 mod output;
@@ -24,6 +26,7 @@ fn main() {
         Command::Record(a) => record::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Watch(a) => watch::run(a),
+        Command::Agent(a) => agent::run(a),
     };
     if let Err(e) = result {
         eprintln!("kindling: {e:#}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use kindling_flow::enrich::Enricher;
-use kindling_flow::{Config, Driver};
+use kindling_flow::Driver;
 use kindling_k8s::ProcessEnricher;
 
 use crate::args::{Format, WatchArgs};
@@ -27,18 +27,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
     if matches!(args.output, Format::Table) {
         out.header(args.events)?;
     }
-    let mut config = Config {
-        rtt_records: true,
-        ..Config::from_capture(&header)
-    };
-    // this host's own search list: its expansions are not DNS errors either
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    for domain in kindling_flow::search_domains(&resolv) {
-        if !config.dns_search_suffixes.contains(&domain) {
-            config.dns_search_suffixes.push(domain);
-        }
-    }
-    let mut driver = Driver::live(config);
+    let mut driver = Driver::live(live::pipeline_config(&header));
     let mut enricher = ProcessEnricher::new();
     let mut outputs = Vec::new();
     let mut t0 = None;

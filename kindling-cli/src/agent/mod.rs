@@ -1,0 +1,118 @@
+//! `kindling agent`: probe → pipeline → process enricher → the Prometheus
+//! model, served on `/metrics` (with `/healthz` and `/readyz`) until
+//! SIGTERM or SIGINT, which end it after counting what the pipeline still
+//! held.
+
+mod exposition;
+mod serve;
+pub mod settings;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use kindling_flow::enrich::Enricher;
+use kindling_flow::{Driver, Metrics, MetricsConfig, Output};
+use kindling_k8s::ProcessEnricher;
+use kindling_probe::{LossStats, ProbeBuilder};
+
+use crate::args::AgentArgs;
+use crate::live::{self, boottime_now};
+use exposition::AgentCounters;
+use serve::Shared;
+use settings::Settings;
+
+pub fn run(args: AgentArgs) -> Result<()> {
+    let settings = Settings::resolve(&args)?;
+    if args.print_config {
+        print!("{}", settings.to_toml());
+        return Ok(());
+    }
+    let stop = live::stop_flag()?;
+    let shared = Arc::new(Shared {
+        metrics: Mutex::new(Metrics::new(MetricsConfig {
+            max_series: settings.max_series,
+            ..MetricsConfig::default()
+        })),
+        counters: AgentCounters::default(),
+        cluster: settings.cluster.clone(),
+        node: settings.node.clone(),
+    });
+    // The endpoint first: a port in use fails before the probe loads, and
+    // /readyz answers while it loads.
+    let server = serve::start(settings.listen, Arc::clone(&shared), Arc::clone(&stop))?;
+    eprintln!("kindling: agent serving http://{}/metrics", settings.listen);
+    let started = Instant::now();
+    let loaded = ProbeBuilder::from_config(settings.probe()).load();
+    let mut probe = match loaded {
+        Ok(p) => p,
+        Err(e) => {
+            stop.store(true, Ordering::Relaxed);
+            let _ = server.join();
+            return Err(e.into());
+        }
+    };
+    eprintln!("{}", live::loaded_line(&probe, started.elapsed()));
+    shared.counters.ready.store(true, Ordering::Relaxed);
+
+    let mut driver = Driver::live(live::pipeline_config(&live::host_header(&probe)));
+    let mut enricher = ProcessEnricher::new();
+    let mut outputs = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let polled = probe.poll(Duration::from_millis(100), |ev| {
+            driver.push(&ev, &mut outputs);
+        });
+        if let Err(e) = polled {
+            stop.store(true, Ordering::Relaxed);
+            let _ = server.join();
+            return Err(e.into());
+        }
+        driver.tick(boottime_now(), &mut outputs);
+        let losses = probe.losses()?;
+        driver.note_lost_total(losses.lost_records());
+        publish(&shared, &mut driver, &mut enricher, &mut outputs);
+        count(&shared.counters, probe.received(), &losses);
+    }
+    // what the pipeline still held (unanswered requests at the end) is
+    // counted before the last scrape can see it
+    driver.finish(&mut outputs);
+    publish(&shared, &mut driver, &mut enricher, &mut outputs);
+    let _ = server.join();
+    eprintln!(
+        "kindling: agent stopped; {} events; {}",
+        probe.received(),
+        crate::output::losses_line(&probe.losses()?)
+    );
+    Ok(())
+}
+
+/// Adds the pipeline's new outputs and counters to the model.
+fn publish(
+    shared: &Shared,
+    driver: &mut Driver,
+    enricher: &mut ProcessEnricher,
+    outputs: &mut Vec<Output>,
+) {
+    let mut metrics = shared
+        .metrics
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for o in outputs.iter_mut() {
+        enricher.enrich(o);
+        metrics.observe(o);
+    }
+    metrics.update_stats(&driver.stats());
+    drop(metrics);
+    driver.reuse(outputs);
+}
+
+fn count(c: &AgentCounters, events: u64, losses: &LossStats) {
+    c.events.store(events, Ordering::Relaxed);
+    c.lost_ring_full.store(losses.ring_full, Ordering::Relaxed);
+    c.lost_pending_full
+        .store(losses.pending_full, Ordering::Relaxed);
+    c.lost_undecodable
+        .store(losses.undecodable, Ordering::Relaxed);
+    c.truncated.store(losses.truncated, Ordering::Relaxed);
+}

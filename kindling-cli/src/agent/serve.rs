@@ -1,0 +1,76 @@
+//! The agent's HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, served on
+//! its own thread so that scrapes never hold up the capture loop longer
+//! than one encoding of the model under its lock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use kindling_flow::Metrics;
+use tiny_http::{Header, Response, Server};
+
+use super::exposition::{agent_families, exposition, AgentCounters};
+
+/// What the endpoint reads.
+pub struct Shared {
+    /// The flow model, fed by the capture loop.
+    pub metrics: Mutex<Metrics>,
+    /// The agent's own counters.
+    pub counters: AgentCounters,
+    /// Labels added to every sample.
+    pub cluster: String,
+    /// (see `cluster`)
+    pub node: String,
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Binds `addr` (a port in use is an error now, not later) and serves
+/// until `stop` is set.
+pub fn start(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>> {
+    let server = Server::http(addr).map_err(|e| anyhow!("listening on {addr}: {e}"))?;
+    Ok(std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let request = match server.recv_timeout(Duration::from_millis(100)) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(_) => break,
+            };
+            let path = request.url().split('?').next().unwrap_or("").to_owned();
+            let response = match path.as_str() {
+                "/metrics" => {
+                    let flow = shared
+                        .metrics
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .encode();
+                    let agent = agent_families(&shared.counters);
+                    let body = exposition(&flow, &agent, &shared.cluster, &shared.node);
+                    Response::from_string(body).with_header(header("Content-Type", OPENMETRICS))
+                }
+                "/healthz" => Response::from_string("ok\n"),
+                "/readyz" if shared.counters.ready.load(Ordering::Relaxed) => {
+                    Response::from_string("ready\n")
+                }
+                "/readyz" => {
+                    Response::from_string("probe not attached yet\n").with_status_code(503)
+                }
+                _ => Response::from_string("not found: /metrics, /healthz, /readyz\n")
+                    .with_status_code(404),
+            };
+            // a scraper that went away is its problem, not the agent's
+            let _ = request.respond(response);
+        }
+    }))
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}

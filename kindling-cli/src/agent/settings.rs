@@ -1,0 +1,152 @@
+//! The agent's settings: from flags, `KINDLING_*` environment variables
+//! and a TOML file, in that order of precedence (clap puts a flag before
+//! its variable; the file fills what neither gave; defaults the rest).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use kindling_probe::ProbeConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::args::AgentArgs;
+
+/// Everything `kindling agent` runs with; `--print-config` shows it as TOML.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+    /// Cluster name, a label on every exported series (empty: none).
+    pub cluster: String,
+    /// Node name, a label on every exported series.
+    pub node: String,
+    /// Only these processes (empty: all).
+    pub pids: Vec<u32>,
+    /// Only sockets with one of these local or remote ports (empty: all).
+    pub ports: Vec<u16>,
+    /// Only tasks in these cgroup v2 ids (empty: all).
+    pub cgroups: Vec<u64>,
+    /// Payload bytes captured per syscall.
+    pub snaplen: u32,
+    /// Ring buffer size, MiB.
+    pub ring_mb: u32,
+    /// Most label sets per metric family; more are folded into an
+    /// overflow set (bounds the agent's memory).
+    pub max_series: usize,
+    /// The kernel's BTF as a file, for kernels built without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub btf: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9500)),
+            cluster: String::new(),
+            node: hostname(),
+            pids: Vec::new(),
+            ports: Vec::new(),
+            cgroups: Vec::new(),
+            snaplen: ProbeConfig::default().snaplen,
+            ring_mb: ProbeConfig::default().ring_bytes >> 20,
+            max_series: kindling_flow::metrics::MetricsConfig::default().max_series,
+            btf: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings `args` ask for, over the file's, over the defaults.
+    pub fn resolve(args: &AgentArgs) -> Result<Self> {
+        let mut s = match &args.config {
+            Some(file) => Self::from_file(file)?,
+            None => Self::default(),
+        };
+        if let Some(v) = args.listen {
+            s.listen = v;
+        }
+        if let Some(v) = &args.cluster {
+            s.cluster.clone_from(v);
+        }
+        if let Some(v) = &args.node {
+            s.node.clone_from(v);
+        }
+        if !args.pids.is_empty() {
+            s.pids.clone_from(&args.pids);
+        }
+        if !args.ports.is_empty() {
+            s.ports.clone_from(&args.ports);
+        }
+        if !args.cgroups.is_empty() {
+            s.cgroups.clone_from(&args.cgroups);
+        }
+        if let Some(v) = args.snaplen {
+            s.snaplen = v;
+        }
+        if let Some(v) = args.ring_mb {
+            s.ring_mb = v;
+        }
+        if let Some(v) = args.max_series {
+            s.max_series = v;
+        }
+        if let Some(v) = &args.btf {
+            s.btf = Some(v.clone());
+        }
+        Ok(s)
+    }
+
+    /// A TOML file's settings over the defaults; an unknown key or a bad
+    /// value is one line naming it.
+    pub fn from_file(file: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            // toml's message spans several lines with a source excerpt;
+            // its first line names the key and the problem
+            let first = e.message().lines().next().unwrap_or("invalid").to_owned();
+            // the line the error points at, and the key it sets
+            let at = e
+                .span()
+                .map(|r| {
+                    let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+                    let key = text
+                        .lines()
+                        .nth(line - 1)
+                        .and_then(|l| l.split_once('='))
+                        .map(|(k, _)| format!(", key `{}`", k.trim()))
+                        .unwrap_or_default();
+                    format!(" line {line}{key}")
+                })
+                .unwrap_or_default();
+            anyhow::anyhow!("{}{at}: {first}", file.display())
+        })
+    }
+
+    /// As TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the settings serialise")
+    }
+
+    /// The probe configuration these settings ask for.
+    pub fn probe(&self) -> ProbeConfig {
+        ProbeConfig {
+            snaplen: self.snaplen,
+            pids: self.pids.clone(),
+            cgroups: self.cgroups.clone(),
+            ports: self.ports.clone(),
+            ring_bytes: self.ring_mb.saturating_mul(1 << 20),
+            btf_path: self.btf.clone(),
+            ..ProbeConfig::default()
+        }
+    }
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`), or "localhost".
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

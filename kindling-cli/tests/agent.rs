@@ -1,0 +1,304 @@
+//! `kindling agent`: its settings (flags over environment over file), its
+//! errors, and, as root, a real Prometheus server scraping it while real
+//! HTTP traffic runs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn kindling() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kindling"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kindling-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{test}: CI must run as root"
+    );
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// A GET on loopback: status and body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn settings_come_from_flags_then_environment_then_file() {
+    let dir = temp_dir("settings");
+    let file = dir.join("agent.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9611\"\ncluster = \"from-file\"\nnode = \"file-node\"\nports = [80, 443]\n",
+    )
+    .unwrap();
+    let print = |envs: &[(&str, &str)], flags: &[&str]| {
+        let out = kindling()
+            .arg("agent")
+            .args(["--config", file.to_str().unwrap(), "--print-config"])
+            .args(flags)
+            .envs(envs.iter().copied())
+            .output()
+            .expect("kindling runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file_only = print(&[], &[]);
+    assert!(
+        file_only.contains("listen = \"127.0.0.1:9611\""),
+        "{file_only}"
+    );
+    assert!(file_only.contains("cluster = \"from-file\""), "{file_only}");
+    assert!(file_only.contains("ports = [80, 443]"), "{file_only}");
+    let env = print(&[("KINDLING_CLUSTER", "from-env")], &[]);
+    assert!(env.contains("cluster = \"from-env\""), "{env}");
+    assert!(env.contains("node = \"file-node\""), "{env}");
+    let flag = print(
+        &[("KINDLING_CLUSTER", "from-env")],
+        &["--cluster", "from-flag", "--port", "8080"],
+    );
+    assert!(flag.contains("cluster = \"from-flag\""), "{flag}");
+    assert!(flag.contains("ports = [8080]"), "{flag}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_settings_and_a_port_in_use_are_one_line_errors() {
+    let dir = temp_dir("bad");
+    let one_line = |file_text: &str, extra: &[&str], wanted: &str| {
+        let file = dir.join("agent.toml");
+        std::fs::write(&file, file_text).unwrap();
+        let out = kindling()
+            .arg("agent")
+            .args(["--config", file.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .expect("kindling runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file_text}: must fail");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(wanted), "{file_text}: {err}");
+    };
+    one_line("colour = \"blue\"\n", &[], "colour");
+    one_line("snaplen = \"big\"\n", &[], "snaplen");
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    one_line("", &["--listen", &addr, "--port", "1"], &addr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback HTTP server answering every request with 200 (or 503 for
+/// `/fail`), until the process ends.
+fn http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let fail = line.contains("/fail");
+                    while line != "\r\n" {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                    }
+                    let status = if fail { "503 Unavailable" } else { "200 OK" };
+                    let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 3\r\n\r\nok\n");
+                }
+            });
+        }
+    });
+    port
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn prometheus(dir: &Path, target: u16) -> (Stop, u16) {
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: kindling\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package `prometheus`) runs");
+    (Stop(child), port)
+}
+
+/// The series a PromQL query returns, as Prometheus' JSON.
+fn query(port: u16, promql: &str) -> String {
+    let q: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    get(port, &format!("/api/v1/query?query={q}"))
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_while_traffic_runs() {
+    if !privileged("agent scraped by prometheus") {
+        return;
+    }
+    let dir = temp_dir("scrape");
+    let web = http_server();
+    let listen = free_port();
+    let agent = kindling()
+        .arg("agent")
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--port", &web.to_string()])
+        .args(["--cluster", "test-cluster", "--node", "test-node"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let mut agent = Stop(agent);
+    wait_for("/healthz", Duration::from_secs(10), || {
+        get(listen, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    wait_for("/readyz", Duration::from_secs(30), || {
+        get(listen, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    let (_prom, prom) = prometheus(&dir, listen);
+    for path in ["/ok"; 20].iter().chain(&["/fail"; 5]) {
+        let status = Command::new("curl")
+            .args(["-s", "-o", "/dev/null"])
+            .arg(format!("http://127.0.0.1:{web}{path}"))
+            .status()
+            .expect("curl runs");
+        assert!(status.success());
+    }
+    // the agent's own exposition
+    let mut metrics = String::new();
+    wait_for("the exchanges in /metrics", Duration::from_secs(20), || {
+        metrics = get(listen, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        metrics.contains("kindling_entity_request_total{") && metrics.contains("\"503\"")
+    });
+    assert!(metrics.ends_with("# EOF\n"), "one exposition");
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            line.contains("cluster=\"test-cluster\",node=\"test-node\""),
+            "every sample carries the cluster and node: {line}"
+        );
+    }
+    assert!(metrics.contains("kindling_agent_ready{cluster=\"test-cluster\",node=\"test-node\"} 1"));
+    // and what Prometheus made of it
+    let mut answer = String::new();
+    wait_for(
+        "Prometheus to have the series",
+        Duration::from_secs(30),
+        || {
+            answer = query(
+                prom,
+                "sum by (cluster, node) (kindling_entity_request_total{protocol=\"http\"})",
+            );
+            answer.contains("\"cluster\":\"test-cluster\"") && answer.contains("\"25\"")
+        },
+    );
+    let errors = query(
+        prom,
+        "sum(kindling_entity_request_total{protocol=\"http\",response_content=\"503\"})",
+    );
+    assert!(errors.contains("\"5\""), "the five 503s: {errors}");
+    let up = query(prom, "up{job=\"kindling\"}");
+    assert!(up.contains("\"1\""), "{up}");
+
+    // SIGTERM ends it promptly and cleanly
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "agent did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    agent
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("agent stopped"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
