@@ -210,4 +210,8 @@ pub struct AgentArgs {
     /// This kernel's BTF as a file, for a kernel built without it.
     #[arg(long, env = "KINDLING_BTF", value_name = "PATH")]
     pub btf: Option<PathBuf>,
+    /// A file holding the bearer token /metrics requires (`Authorization:
+    /// Bearer TOKEN`, as Prometheus' `authorization.credentials_file` sends).
+    #[arg(long, env = "KINDLING_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }

@@ -1,7 +1,8 @@
 //! `kindling record`: the probe's raw records into a capture file, with
 //! a loss marker wherever the kernel's loss counters grew.
 
-use std::fs::File;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,14 @@ use crate::output::losses_line;
 pub fn run(args: RecordArgs) -> Result<()> {
     deadline(args.duration)?; // validate before the slow load
     let stop = live::stop_flag()?;
-    let file = File::create(&args.output)
+    // Payloads of every process on the host: passwords, tokens, personal
+    // data. Readable by the owner only (an existing file keeps its mode).
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let loading = Instant::now();
     let mut probe = live::load(&args.probe)?;
@@ -89,7 +97,11 @@ pub fn run(args: RecordArgs) -> Result<()> {
 
 /// Writes a loss marker into the capture where the kernel's loss counters
 /// grew, so that a replay knows where records are missing.
-fn mark_losses(probe: &Probe, writer: &mut CaptureWriter<File>, seen: &mut u64) -> Result<()> {
+fn mark_losses(
+    probe: &Probe,
+    writer: &mut CaptureWriter<std::fs::File>,
+    seen: &mut u64,
+) -> Result<()> {
     let l = probe.losses()?;
     let lost = l.ring_full + l.pending_full;
     if lost > *seen {

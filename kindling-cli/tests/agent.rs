@@ -43,9 +43,14 @@ fn privileged(test: &str) -> bool {
 
 /// A GET on loopback: status and body.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_with(port, path, "")
+}
+
+/// A GET with extra header lines (each ending in CRLF).
+fn get_with(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split(' ').nth(1)?.parse().ok()?;
@@ -170,14 +175,16 @@ impl Drop for Stop {
     }
 }
 
-fn prometheus(dir: &Path, target: u16) -> (Stop, u16) {
+fn prometheus(dir: &Path, target: u16, token_file: &Path) -> (Stop, u16) {
     let port = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: kindling\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+             authorization:\n      credentials_file: {}\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{target}']\n",
+            token_file.display()
         ),
     )
     .unwrap();
@@ -217,9 +224,14 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
     let dir = temp_dir("scrape");
     let web = http_server();
     let listen = free_port();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let bearer = "Authorization: Bearer s3cret-token\r\n";
     let agent = kindling()
         .arg("agent")
         .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .arg("--metrics-token-file")
+        .arg(&token_file)
         .args(["--port", &web.to_string()])
         .args(["--cluster", "test-cluster", "--node", "test-node"])
         .stderr(Stdio::piped())
@@ -232,10 +244,24 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
     wait_for("/readyz", Duration::from_secs(30), || {
         get(listen, "/readyz").is_some_and(|(s, _)| s == 200)
     });
-    let (_prom, prom) = prometheus(&dir, listen);
-    for path in ["/ok"; 20].iter().chain(&["/fail"; 5]) {
+    let (_prom, prom) = prometheus(&dir, listen, &token_file);
+    let refused = get(listen, "/metrics").map(|(s, _)| s);
+    assert_eq!(refused, Some(401), "/metrics without the token");
+    let wrong = get_with(listen, "/metrics", "Authorization: Bearer nope\r\n").map(|(s, _)| s);
+    assert_eq!(wrong, Some(401), "/metrics with a wrong token");
+    for path in ["/ok"; 19]
+        .iter()
+        .chain(&["/ok?api_key=topsecret123&page=2"])
+        .chain(&["/fail"; 5])
+    {
         let status = Command::new("curl")
-            .args(["-s", "-o", "/dev/null"])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-H",
+                "Authorization: Bearer hdr-secret-456",
+            ])
             .arg(format!("http://127.0.0.1:{web}{path}"))
             .status()
             .expect("curl runs");
@@ -244,10 +270,15 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
     // the agent's own exposition
     let mut metrics = String::new();
     wait_for("the exchanges in /metrics", Duration::from_secs(20), || {
-        metrics = get(listen, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        metrics = get_with(listen, "/metrics", bearer)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         metrics.contains("kindling_entity_request_total{") && metrics.contains("\"503\"")
     });
     assert!(metrics.ends_with("# EOF\n"), "one exposition");
+    for secret in ["topsecret123", "hdr-secret-456"] {
+        assert!(!metrics.contains(secret), "{secret} leaked into /metrics");
+    }
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
         assert!(
             line.contains("cluster=\"test-cluster\",node=\"test-node\""),

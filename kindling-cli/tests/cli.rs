@@ -183,6 +183,10 @@ fn record_a_live_exchange_then_replay_it() {
     rec.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "{err}");
     assert!(err.contains("ring_full=0"), "losses reported: {err}");
+    // payloads of every process: the owner's alone
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "capture file mode {mode:o}");
 
     let out = kindling()
         .args(["replay", "--events", "-o", "json"])

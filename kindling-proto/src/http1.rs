@@ -885,7 +885,9 @@ pub const REDACTED: &str = "[REDACTED]";
 pub struct Redaction {
     /// Replace the values of [`SENSITIVE_HEADERS`].
     pub credentials: bool,
-    /// Replace every query parameter value (`?id=42&q=x` → `?id=?&q=?`).
+    /// Replace every query parameter value (`?id=42&q=x` → `?id=?&q=?`):
+    /// on by default, since queries carry tokens (`?api_key=…`) as often
+    /// as page numbers.
     pub query_values: bool,
 }
 
@@ -893,7 +895,7 @@ impl Default for Redaction {
     fn default() -> Self {
         Self {
             credentials: true,
-            query_values: false,
+            query_values: true,
         }
     }
 }

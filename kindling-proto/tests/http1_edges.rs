@@ -200,7 +200,16 @@ fn records_redact_credentials_and_carry_trace_context() {
     let (m, _) = complete(&mut Session::default(), Direction::Request, raw);
     let Message::Request(r) = m else { panic!() };
     let rec = r.to_record(&Redaction::default());
-    assert_eq!(rec.target.as_deref(), Some("/login?user=ann&pw=hunter2"));
+    // query values are redacted by default: they carry secrets
+    assert_eq!(rec.target.as_deref(), Some("/login?user=?&pw=?"));
+    let verbatim = r.to_record(&Redaction {
+        credentials: true,
+        query_values: false,
+    });
+    assert_eq!(
+        verbatim.target.as_deref(),
+        Some("/login?user=ann&pw=hunter2")
+    );
     let get = |n: &str| {
         rec.headers
             .iter()
@@ -225,7 +234,7 @@ fn records_redact_credentials_and_carry_trace_context() {
     assert!(attrs.contains(&("url.path", "/login".into())));
     let json = serde_json::to_string(&rec).unwrap();
     assert!(
-        !json.contains("sid=abc") && !json.contains("eDp5"),
+        !json.contains("sid=abc") && !json.contains("eDp5") && !json.contains("hunter2"),
         "{json}"
     );
 }

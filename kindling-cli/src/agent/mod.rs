@@ -38,6 +38,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         counters: AgentCounters::default(),
         cluster: settings.cluster.clone(),
         node: settings.node.clone(),
+        token: settings.metrics_token()?,
     });
     // The endpoint first: a port in use fails before the probe loads, and
     // /readyz answers while it loads.

@@ -24,6 +24,8 @@ pub struct Shared {
     pub cluster: String,
     /// (see `cluster`)
     pub node: String,
+    /// The bearer token `/metrics` requires, if any.
+    pub token: Option<String>,
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -45,6 +47,11 @@ pub fn start(
             };
             let path = request.url().split('?').next().unwrap_or("").to_owned();
             let response = match path.as_str() {
+                "/metrics" if !authorized(&request, shared.token.as_deref()) => {
+                    Response::from_string("a bearer token is required\n")
+                        .with_status_code(401)
+                        .with_header(header("WWW-Authenticate", "Bearer"))
+                }
                 "/metrics" => {
                     let flow = shared
                         .metrics
@@ -69,6 +76,25 @@ pub fn start(
             let _ = request.respond(response);
         }
     }))
+}
+
+/// Whether the request carries the token (when one is required).
+fn authorized(request: &tiny_http::Request, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    request.headers().iter().any(|h| {
+        h.field.equiv("Authorization")
+            && h.value
+                .as_str()
+                .strip_prefix("Bearer ")
+                .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+    })
+}
+
+/// Compares without stopping at the first difference (no timing hint).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn header(name: &str, value: &str) -> Header {

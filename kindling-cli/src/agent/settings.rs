@@ -37,6 +37,9 @@ pub struct Settings {
     /// The kernel's BTF as a file, for kernels built without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub btf: Option<PathBuf>,
+    /// A file holding the bearer token `/metrics` requires (none: open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             ring_mb: ProbeConfig::default().ring_bytes >> 20,
             max_series: kindling_flow::metrics::MetricsConfig::default().max_series,
             btf: None,
+            metrics_token_file: None,
         }
     }
 }
@@ -93,6 +97,9 @@ impl Settings {
         if let Some(v) = &args.btf {
             s.btf = Some(v.clone());
         }
+        if let Some(v) = &args.metrics_token_file {
+            s.metrics_token_file = Some(v.clone());
+        }
         Ok(s)
     }
 
@@ -121,6 +128,22 @@ impl Settings {
                 .unwrap_or_default();
             anyhow::anyhow!("{}{at}: {first}", file.display())
         })
+    }
+
+    /// The token `/metrics` requires, read from its file (trimmed).
+    pub fn metrics_token(&self) -> Result<Option<String>> {
+        let Some(file) = &self.metrics_token_file else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the metrics token file {}", file.display()))?;
+        let token = token.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the metrics token file {} is empty",
+            file.display()
+        );
+        Ok(Some(token.to_owned()))
     }
 
     /// As TOML, for `--print-config`.
