@@ -181,9 +181,14 @@ fn prometheus(dir: &Path, target: u16, token_file: &Path) -> (Stop, u16) {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: kindling\n    \
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: kindling\n    \
              authorization:\n      credentials_file: {}\n    \
              static_configs:\n      - targets: ['127.0.0.1:{target}']\n",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/prometheus/kindling-rules.yml")
+                .display(),
             token_file.display()
         ),
     )
@@ -306,6 +311,24 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
     assert!(errors.contains("\"5\""), "the five 503s: {errors}");
     let up = query(prom, "up{job=\"kindling\"}");
     assert!(up.contains("\"1\""), "{up}");
+    // the recording rules of deploy/prometheus over the live series: the
+    // workload, and the service map's caller (curl) and callee
+    wait_for("the recording rules", Duration::from_secs(30), || {
+        let served = query(prom, "kindling:entity_requests:rate5m{protocol=\"http\"}");
+        let map = query(prom, "kindling:topology_requests:rate5m{protocol=\"http\"}");
+        answer = format!("{served}\n{map}");
+        served.contains(&format!("\"port\":\"{web}\""))
+            && map.contains("\"src_comm\":\"curl\"")
+            && map.contains(&format!("\"dst_port\":\"{web}\""))
+    });
+    let ratio = query(
+        prom,
+        "kindling:entity_error_ratio:rate5m{protocol=\"http\"}",
+    );
+    assert!(
+        ratio.contains("\"result\":[{"),
+        "the error ratio has data: {ratio}"
+    );
 
     // SIGTERM ends it promptly and cleanly
     // SAFETY: kill(2) on our own child's pid.
