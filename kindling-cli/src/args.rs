@@ -210,6 +210,16 @@ pub struct AgentArgs {
     /// This kernel's BTF as a file, for a kernel built without it.
     #[arg(long, env = "KINDLING_BTF", value_name = "PATH")]
     pub btf: Option<PathBuf>,
+    /// Also write exchanges and TCP records as JSON lines (the `replay -o
+    /// json` schema) to this file, rotated by size, or to standard output (`-`).
+    #[arg(long, env = "KINDLING_JSON_OUT", value_name = "PATH|-")]
+    pub json_out: Option<String>,
+    /// Size at which the --json-out file is rotated, KiB [default: 102400].
+    #[arg(long, env = "KINDLING_JSON_OUT_MAX_KB", value_name = "KIB")]
+    pub json_out_max_kb: Option<u64>,
+    /// Rotated --json-out files kept (PATH.1 … PATH.N) [default: 5].
+    #[arg(long, env = "KINDLING_JSON_OUT_KEEP", value_name = "N")]
+    pub json_out_keep: Option<u32>,
     /// A file holding the bearer token /metrics requires (`Authorization:
     /// Bearer TOKEN`, as Prometheus' `authorization.credentials_file` sends).
     #[arg(long, env = "KINDLING_METRICS_TOKEN_FILE", value_name = "FILE")]

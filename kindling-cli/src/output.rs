@@ -78,6 +78,11 @@ impl<W: Write> Printer<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    /// The writer underneath.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
 }
 
 /// Whether an output is printed: RTT samples only with `rtt`, drops that

@@ -237,6 +237,9 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
         .args(["--listen", &format!("127.0.0.1:{listen}")])
         .arg("--metrics-token-file")
         .arg(&token_file)
+        .arg("--json-out")
+        .arg(dir.join("exchanges.jsonl"))
+        .args(["--json-out-max-kb", "4", "--json-out-keep", "50"])
         .args(["--port", &web.to_string()])
         .args(["--cluster", "test-cluster", "--node", "test-node"])
         .stderr(Stdio::piped())
@@ -354,5 +357,45 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
         .unwrap();
     assert!(status.success(), "{status}: {err}");
     assert!(err.contains("agent stopped"), "{err}");
+
+    // --json-out: every exchange, flushed by the SIGTERM, across the
+    // rotated files (4 KiB each), in the `replay -o json` schema
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("exchanges.jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for secret in ["topsecret123", "hdr-secret-456"] {
+                assert!(!text.contains(secret), "{secret} leaked into {name}");
+            }
+            lines.extend(text.lines().map(str::to_owned));
+        }
+    }
+    let rotated = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("exchanges.jsonl.")
+        })
+        .count();
+    assert!(rotated >= 2, "the 4 KiB files rotated: {rotated}");
+    let http: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .filter(|v: &serde_json::Value| v["kind"] == "exchange" && v["protocol"] == "http")
+        .collect();
+    for role in ["server", "client"] {
+        let n = http.iter().filter(|v| v["role"] == role).count();
+        assert_eq!(n, 25, "{role} exchanges in --json-out");
+    }
+    assert!(
+        http.iter()
+            .any(|v| v["attributes"]["url.query"] == "api_key=?&page=?"),
+        "the query kept its keys, not its values"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,6 +4,7 @@
 //! held.
 
 mod exposition;
+mod json_out;
 mod serve;
 pub mod settings;
 
@@ -11,15 +12,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use kindling_flow::enrich::Enricher;
 use kindling_flow::{Driver, Metrics, MetricsConfig, Output};
 use kindling_k8s::ProcessEnricher;
 use kindling_probe::{LossStats, ProbeBuilder};
 
-use crate::args::AgentArgs;
+use crate::args::{AgentArgs, Format};
 use crate::live::{self, boottime_now};
+use crate::output::Printer;
 use exposition::AgentCounters;
+use json_out::Sink;
 use serve::Shared;
 use settings::Settings;
 
@@ -57,7 +60,21 @@ pub fn run(args: AgentArgs) -> Result<()> {
     eprintln!("{}", live::loaded_line(&probe, started.elapsed()));
     shared.counters.ready.store(true, Ordering::Relaxed);
 
-    let mut driver = Driver::live(live::pipeline_config(&live::host_header(&probe)));
+    let header = live::host_header(&probe);
+    let mut json = match &settings.json_out {
+        Some(target) => {
+            let sink = Sink::open(
+                target,
+                settings.json_out_max_kb.saturating_mul(1024),
+                settings.json_out_keep,
+            )
+            .with_context(|| format!("opening --json-out {target}"))?;
+            let offset = header.host.boottime_to_unix_ns;
+            Some(Printer::new(sink, Format::Json, offset, false, false))
+        }
+        None => None,
+    };
+    let mut driver = Driver::live(live::pipeline_config(&header));
     let mut enricher = ProcessEnricher::new();
     let mut outputs = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -72,13 +89,29 @@ pub fn run(args: AgentArgs) -> Result<()> {
         driver.tick(boottime_now(), &mut outputs);
         let losses = probe.losses()?;
         driver.note_lost_total(losses.lost_records());
-        publish(&shared, &mut driver, &mut enricher, &mut outputs);
+        if let Err(e) = publish(
+            &shared,
+            &mut driver,
+            &mut enricher,
+            &mut outputs,
+            json.as_mut(),
+        ) {
+            // a full disk must not take the metrics down with it
+            eprintln!("kindling: {e:#}; --json-out stops, /metrics goes on");
+            json = None;
+        }
         count(&shared.counters, probe.received(), &losses);
     }
     // what the pipeline still held (unanswered requests at the end) is
     // counted before the last scrape can see it
     driver.finish(&mut outputs);
-    publish(&shared, &mut driver, &mut enricher, &mut outputs);
+    publish(
+        &shared,
+        &mut driver,
+        &mut enricher,
+        &mut outputs,
+        json.as_mut(),
+    )?;
     let _ = server.join();
     eprintln!(
         "kindling: agent stopped; {} events; {}",
@@ -88,13 +121,15 @@ pub fn run(args: AgentArgs) -> Result<()> {
     Ok(())
 }
 
-/// Adds the pipeline's new outputs and counters to the model.
+/// Adds the pipeline's new outputs and counters to the model, and writes
+/// them as JSON lines when asked to.
 fn publish(
     shared: &Shared,
     driver: &mut Driver,
     enricher: &mut ProcessEnricher,
     outputs: &mut Vec<Output>,
-) {
+    json: Option<&mut Printer<Sink>>,
+) -> Result<()> {
     let mut metrics = shared
         .metrics
         .lock()
@@ -105,7 +140,14 @@ fn publish(
     }
     metrics.update_stats(&driver.stats());
     drop(metrics);
+    if let Some(json) = json {
+        // (RTT samples and non-loss drops stay out, as in `replay -o json`)
+        json.outputs(outputs, 0, |_| {})
+            .and_then(|()| json.get_mut().end_batch())
+            .context("writing --json-out")?;
+    }
     driver.reuse(outputs);
+    Ok(())
 }
 
 fn count(c: &AgentCounters, events: u64, losses: &LossStats) {

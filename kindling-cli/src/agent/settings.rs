@@ -37,6 +37,14 @@ pub struct Settings {
     /// The kernel's BTF as a file, for kernels built without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub btf: Option<PathBuf>,
+    /// Exchanges and TCP records as JSON lines to this file, or `-` for
+    /// standard output (none: not written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_out: Option<String>,
+    /// Size at which the `json_out` file is rotated, KiB.
+    pub json_out_max_kb: u64,
+    /// Rotated `json_out` files kept.
+    pub json_out_keep: u32,
     /// A file holding the bearer token `/metrics` requires (none: open).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_token_file: Option<PathBuf>,
@@ -56,6 +64,9 @@ impl Default for Settings {
             max_series: kindling_flow::metrics::MetricsConfig::default().max_series,
             btf: None,
             metrics_token_file: None,
+            json_out: None,
+            json_out_max_kb: 100 << 10,
+            json_out_keep: 5,
         }
     }
 }
@@ -96,6 +107,15 @@ impl Settings {
         }
         if let Some(v) = &args.btf {
             s.btf = Some(v.clone());
+        }
+        if let Some(v) = &args.json_out {
+            s.json_out = Some(v.clone());
+        }
+        if let Some(v) = args.json_out_max_kb {
+            s.json_out_max_kb = v;
+        }
+        if let Some(v) = args.json_out_keep {
+            s.json_out_keep = v;
         }
         if let Some(v) = &args.metrics_token_file {
             s.metrics_token_file = Some(v.clone());
