@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "deploy.rs"]
+#[allow(dead_code, reason = "its tests run from deploy.rs itself")]
+mod deploy;
+
 fn kindling() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kindling"))
 }
@@ -332,6 +336,33 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
         ratio.contains("\"result\":[{"),
         "the error ratio has data: {ratio}"
     );
+    // every query of the Grafana dashboards parses, and those over HTTP
+    // traffic and the agent return data
+    let mut checked = 0;
+    for (name, d) in deploy::dashboards() {
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                let mut promql = expr.replace("$__rate_interval", "1m");
+                for v in ["$cluster", "$node", "$comm", "$port"] {
+                    promql = promql.replace(v, ".*");
+                }
+                let answer = query(prom, &promql);
+                assert!(
+                    answer.contains("\"status\":\"success\""),
+                    "{name}: {expr}: {answer}"
+                );
+                if !matches!(name.as_str(), "tcp.json" | "dns.json") {
+                    assert!(
+                        answer.contains("\"result\":[{"),
+                        "{name}: no data for {expr}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 25, "{checked} dashboard queries");
 
     // SIGTERM ends it promptly and cleanly
     // SAFETY: kill(2) on our own child's pid.

@@ -49,3 +49,97 @@ fn every_alert_fires_when_it_should_and_only_then() {
         );
     }
 }
+
+fn dashboards_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dashboards")
+}
+
+/// Every dashboard of `deploy/grafana/dashboards/`, parsed.
+pub fn dashboards() -> Vec<(String, serde_json::Value)> {
+    let mut out: Vec<(String, serde_json::Value)> = std::fs::read_dir(dashboards_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, json)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn dashboards_are_grafana_models_querying_the_datasource_variable() {
+    let all = dashboards();
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "dns.json",
+            "overview.json",
+            "service-map.json",
+            "tcp.json",
+            "workload.json"
+        ]
+    );
+    let mut uids = std::collections::HashSet::new();
+    for (name, d) in &all {
+        assert!(
+            d["uid"].as_str().is_some_and(|u| uids.insert(u.to_owned())),
+            "{name}: a unique uid"
+        );
+        assert!(
+            d["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Kindling / ")),
+            "{name}"
+        );
+        assert!(
+            d["schemaVersion"].as_u64().is_some_and(|v| v >= 36),
+            "{name}"
+        );
+        let vars = d["templating"]["list"].as_array().expect("templating.list");
+        let var = |v: &str| vars.iter().any(|x| x["name"] == v);
+        assert!(
+            var("datasource") && var("cluster") && var("node"),
+            "{name}: variables"
+        );
+        let panels = d["panels"].as_array().expect("panels");
+        assert!(!panels.is_empty(), "{name}");
+        for p in panels {
+            let title = p["title"].as_str().unwrap_or("?");
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{name}/{title}");
+            for k in ["x", "y", "w", "h"] {
+                assert!(p["gridPos"][k].is_u64(), "{name}/{title}: gridPos.{k}");
+            }
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{name}/{title}: a query");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{name}/{title}");
+                let expr = t["expr"].as_str().unwrap_or("");
+                assert!(
+                    expr.contains("cluster=~\"$cluster\""),
+                    "{name}/{title}: {expr}"
+                );
+            }
+        }
+    }
+    // what generate.py writes
+    let dir = std::env::temp_dir().join(format!("kindling-dashboards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("python3")
+        .arg(dashboards_dir().join("../generate.py"))
+        .arg(&dir)
+        .output()
+        .expect("python3 runs");
+    assert!(status.status.success());
+    for (name, d) in &all {
+        let fresh: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap();
+        assert_eq!(&fresh, d, "{name} is not what generate.py writes: run it");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
