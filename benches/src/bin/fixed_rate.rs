@@ -97,8 +97,7 @@ fn run(port: u16, first: Instant, interval: Duration, end: Instant) -> Stats {
 
 /// One GET and its response (Content-Length framed, as nginx answers).
 fn request(w: &mut TcpStream, r: &mut BufReader<TcpStream>) -> bool {
-    if w
-        .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: fixed_rate\r\n\r\n")
+    if w.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: fixed_rate\r\n\r\n")
         .is_err()
     {
         return false;
