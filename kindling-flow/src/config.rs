@@ -22,6 +22,12 @@ pub struct Config {
     /// is incomplete; beyond it the buffer is dropped and the stream
     /// resynchronises (counted).
     pub max_buffer: usize,
+    /// Most bytes buffered over all connections together; checked at
+    /// every tick, where the largest buffers are given up on (counted as
+    /// buffer overflows, their streams resynchronise) until the total is
+    /// back under three quarters of it. Bounds memory under many
+    /// connections each holding a partial message.
+    pub max_buffered_total: usize,
     /// Most requests waiting for an answer per connection.
     pub max_pending: usize,
     /// A request unanswered this long is reported with `no_response`.
@@ -124,6 +130,7 @@ impl Default for Config {
         Self {
             max_connections: 100_000,
             max_buffer: 64 << 10,
+            max_buffered_total: 64 << 20,
             max_pending: 64,
             response_timeout_ns: 30_000_000_000,
             idle_timeout_ns: 300_000_000_000,

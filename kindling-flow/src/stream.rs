@@ -402,6 +402,18 @@ impl Stream {
         self.gap.bytes += follow.wire;
     }
 
+    /// Bytes buffered now.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.bytes().len()
+    }
+
+    /// Gives up on what is buffered (the pipeline's total is over its
+    /// budget): counted as an overflow; the stream resynchronises.
+    pub(crate) fn give_up_buffer(&mut self, stats: &mut Stats) {
+        stats.buffer_overflows += 1;
+        self.clear_lost(0);
+    }
+
     /// Appends what the input has left to the buffer; past the cap,
     /// everything buffered and these bytes are given up on (counted).
     fn absorb(&mut self, input: &mut Input<'_>, stats: &mut Stats, max_buffer: usize) {

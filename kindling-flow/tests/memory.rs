@@ -80,8 +80,8 @@ fn resident_bytes() -> usize {
     pages * 4096
 }
 
-#[test]
-fn idle_connections_cost_at_most_256_bytes_each() {
+/// An accept and a data record of a real capture, to stamp connections from.
+fn templates() -> (RawConn, RawData) {
     let (records, _) = common::records("http1");
     let accept = records
         .iter()
@@ -98,7 +98,12 @@ fn idle_connections_cost_at_most_256_bytes_each() {
                 .filter(|_| matches!(abi::decode(r), Ok(abi::Event::Data(_))))
         })
         .unwrap();
-    let templates = (accept, data);
+    (accept, data)
+}
+
+#[test]
+fn idle_connections_cost_at_most_256_bytes_each() {
+    let templates = templates();
     let mut pipeline = Pipeline::new(Config::default());
     let mut out = Vec::new();
     let rss_before = resident_bytes();
@@ -125,4 +130,81 @@ fn idle_connections_cost_at_most_256_bytes_each() {
     assert_eq!(pipeline.stats().connections, u64::from(CONNECTIONS));
     assert!(per <= 256.0, "{per:.0} bytes per idle connection");
     drop(out);
+}
+
+/// Many connections each holding an unfinished request head (a slow or
+/// hostile client): past the total budget the largest buffers are given
+/// up on at the next tick, counted, and the total is back under it; a
+/// connection given up on still reads its next whole request.
+#[test]
+fn partial_messages_stay_under_the_total_buffer_budget() {
+    let templates = templates();
+    let budget = 4 << 20;
+    let mut pipeline = Pipeline::new(Config {
+        max_buffered_total: budget,
+        ..Config::default()
+    });
+    let mut out = Vec::new();
+    let head = |i: u32| {
+        let mut h = format!("GET /slow/{i} HTTP/1.1\r\nX-Pad: ").into_bytes();
+        h.resize(16 << 10, b'a');
+        h
+    };
+    let mut last_ts = 0;
+    for i in 0..1_000 {
+        let [accept, request, _] = connection(&templates, i);
+        let mut partial = RawData::read_from_prefix(&request).unwrap().0;
+        partial.ts_enter_ns = partial.hdr.ts_ns;
+        last_ts = partial.hdr.ts_ns.get();
+        for r in [accept, common::data_record(&partial, &head(i))] {
+            pipeline.push(&abi::decode(&r).unwrap(), &mut out);
+        }
+    }
+    assert!(
+        pipeline.buffered_bytes() > budget,
+        "16 MB of heads buffered before the tick: {}",
+        pipeline.buffered_bytes()
+    );
+    pipeline.tick(last_ts + 1_000, &mut out);
+    let buffered = pipeline.buffered_bytes();
+    assert!(
+        buffered <= budget / 4 * 3,
+        "{buffered} bytes buffered after the tick"
+    );
+    let overflows = pipeline.stats().buffer_overflows;
+    assert!(
+        overflows >= 750,
+        "every buffer given up on counted: {overflows}"
+    );
+    assert!(
+        out.iter().all(|o| match o {
+            kindling_flow::Output::Exchange(x) => x.error.is_none(),
+            kindling_flow::Output::Tcp(_) => true,
+        }),
+        "giving up on a buffer is no error"
+    );
+    // the first connection (given up on) reads its next whole request
+    let [_, request, response] = connection(&templates, 0);
+    let later = |r: &[u8], at: u64| {
+        let mut d = RawData::read_from_prefix(r).unwrap().0;
+        d.hdr.ts_ns = U64::new(at);
+        d.ts_enter_ns = U64::new(at);
+        let payload = &r[size_of::<RawData>()..];
+        common::data_record(&d, payload)
+    };
+    out.clear();
+    for r in [
+        later(&request, last_ts + 2_000),
+        later(&response, last_ts + 3_000),
+    ] {
+        pipeline.push(&abi::decode(&r).unwrap(), &mut out);
+    }
+    let paths: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            kindling_flow::Output::Exchange(x) => x.attributes.get("url.path").map(str::to_owned),
+            kindling_flow::Output::Tcp(_) => None,
+        })
+        .collect();
+    assert_eq!(paths, ["/health"], "resynchronised on the next request");
 }

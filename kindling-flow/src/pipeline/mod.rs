@@ -164,8 +164,36 @@ impl Pipeline {
         }
     }
 
+    /// Gives up on the largest reassembly buffers until what is buffered
+    /// in total (`buffered` now) is under ¾ of the budget.
+    fn shed_buffers(&mut self, mut buffered: usize) {
+        let target = self.config.max_buffered_total / 4 * 3;
+        let mut largest: Vec<(usize, ConnKey, bool)> = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            if let Some(f) = &conn.flight {
+                for (sent, n) in [(true, f.sent.buffered()), (false, f.received.buffered())] {
+                    if n > 0 {
+                        largest.push((n, key, sent));
+                    }
+                }
+            }
+        }
+        largest.sort_unstable_by_key(|&(n, ..)| std::cmp::Reverse(n));
+        for (n, key, sent) in largest {
+            if buffered <= target {
+                break;
+            }
+            if let Some(f) = self.conns.get_mut(&key).and_then(|c| c.flight.as_mut()) {
+                let stream = if sent { &mut f.sent } else { &mut f.received };
+                stream.give_up_buffer(&mut self.shared.stats);
+                buffered -= n;
+            }
+        }
+    }
+
     /// Payload bytes held in reassembly buffers right now (bounded by
-    /// connections × 2 × [`Config::max_buffer`]).
+    /// [`Config::max_buffered_total`] after each tick, and by
+    /// connections × 2 × [`Config::max_buffer`] between ticks).
     pub fn buffered_bytes(&self) -> usize {
         self.conns
             .iter()
@@ -245,7 +273,12 @@ impl Pipeline {
         let before = out.len();
         let idle = self.config.idle_timeout_ns;
         let mut expired = Vec::new();
+        let mut buffered = 0;
         for (key, conn) in self.conns.iter_mut() {
+            buffered += conn
+                .flight
+                .as_ref()
+                .map_or(0, |f| f.sent.buffered() + f.received.buffered());
             let peer = conn.peer();
             read::settle(
                 &mut Cx {
@@ -265,6 +298,9 @@ impl Pipeline {
         for key in expired {
             self.shared.stats.idle_expired += 1;
             self.close(key, out, false, now_ns);
+        }
+        if buffered > self.config.max_buffered_total {
+            self.shed_buffers(buffered);
         }
         self.shared.searches.expire(&self.config, now_ns, out);
         self.count(&out[before..]);
