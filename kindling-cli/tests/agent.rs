@@ -2,6 +2,9 @@
 //! errors, and, as root, a real Prometheus server scraping it while real
 //! HTTP traffic runs.
 
+mod common;
+
+use common::{kindling, privileged};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,10 +14,6 @@ use std::time::{Duration, Instant};
 #[path = "deploy.rs"]
 #[allow(dead_code, reason = "its tests run from deploy.rs itself")]
 mod deploy;
-
-fn kindling() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kindling"))
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kindling-agent-{name}-{}", std::process::id()));
@@ -29,20 +28,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "{test}: CI must run as root"
-    );
-    eprintln!("skipping {test}: needs root");
-    false
 }
 
 /// A GET on loopback: status and body.

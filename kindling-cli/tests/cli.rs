@@ -1,31 +1,16 @@
 //! The `kindling` binary end to end: flags, record → replay, damaged files.
 
+mod common;
+
+use common::{kindling, privileged};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn kindling() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kindling"))
-}
-
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kindling-probe/tests/data/loopback.kcap")
-}
-
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "{test}: CI must run as root"
-    );
-    eprintln!("skipping {test}: needs root");
-    false
 }
 
 #[test]

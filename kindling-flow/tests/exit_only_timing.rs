@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{exchanges, records_and_header, run, summary};
+use common::{assert_phases_add_up, exchanges, records_and_header, run, summary};
 use kindling_flow::{Config, Role};
 use kindling_probe::abi::{kind, RawConn, RawData, RecordHeader};
 use zerocopy::FromBytes;
@@ -82,12 +82,7 @@ fn exit_only_timestamps_agree_with_entry_and_exit_ones() {
                 o.phases.connect, n.phases.connect,
                 "{name}: connect is timed at entry"
             );
-            let p = n.phases;
-            assert_eq!(
-                n.duration_ns,
-                p.connect.unwrap_or(0) + p.send + p.wait + p.download,
-                "{name}: phases add up"
-            );
+            assert_phases_add_up(name, n);
         }
         println!(
             "{name}: {} exchanges, largest move {moved} ns, longest send {longest} ns",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{attr, exchanges, render, replay, summary, tcp_records};
+use common::{assert_phases_add_up, attr, exchanges, render, replay, summary, tcp_records};
 use kindling_flow::{ErrorKind, Role, TcpEventKind};
 
 /// Both ends saw the same exchanges (one end may have had to report a
@@ -25,14 +25,9 @@ fn check_both_ends(name: &str) -> Vec<String> {
         "{name}: client and server ends disagree"
     );
     for x in exchanges(&out) {
-        let p = x.phases;
-        assert_eq!(
-            x.duration_ns,
-            p.connect.unwrap_or(0) + p.send + p.wait + p.download,
-            "{name}: phases must add up: {x:?}"
-        );
+        assert_phases_add_up(name, x);
         assert!(
-            p.connect.is_none() || x.role == Role::Client,
+            x.phases.connect.is_none() || x.role == Role::Client,
             "only the connecting side has a connect phase"
         );
     }

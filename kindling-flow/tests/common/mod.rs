@@ -187,3 +187,13 @@ pub fn render(out: &[Output]) -> String {
     s
 }
 pub mod live;
+
+/// The phases of an exchange add up to its duration.
+pub fn assert_phases_add_up(name: &str, x: &Exchange) {
+    let p = x.phases;
+    assert_eq!(
+        x.duration_ns,
+        p.connect.unwrap_or(0) + p.send + p.wait + p.download,
+        "{name}: phases must add up: {x:?}"
+    );
+}
