@@ -134,8 +134,14 @@ fn publish(
         .metrics
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    // The process enricher fills the resource attributes, which only the
+    // JSON output carries (the metrics' labels come from the exchange):
+    // without it the agent skips that work.
+    let enrich = json.is_some();
     for o in outputs.iter_mut() {
-        enricher.enrich(o);
+        if enrich {
+            enricher.enrich(o);
+        }
         metrics.observe(o);
     }
     metrics.update_stats(&driver.stats());
