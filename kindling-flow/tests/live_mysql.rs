@@ -112,18 +112,31 @@ impl MariaDb {
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
         let socket = dir.join("sock");
+        // One installation at a time: two bootstraps side by side failed
+        // once in CI (the tests of this file run in parallel).
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let installing = INSTALL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let installed = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
             .arg(format!("--datadir={}", data.display()))
             .arg("--auth-root-authentication-method=socket")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            // no Linux AIO contexts (a host-wide budget, aio-max-nr)
+            .arg("--innodb-use-native-aio=0")
+            .output()
             .expect("mariadb-install-db runs");
-        assert!(installed.success(), "mariadb-install-db failed");
+        drop(installing);
+        assert!(
+            installed.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&installed.stdout),
+            String::from_utf8_lossy(&installed.stderr)
+        );
         let server = Killed(
             Command::new("mariadbd")
                 .args(["--no-defaults", "--user=root", "--skip-log-bin"])
+                .arg("--innodb-use-native-aio=0")
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", socket.display()))
                 .arg(format!("--pid-file={}", dir.join("pid").display()))
