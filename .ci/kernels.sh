@@ -10,10 +10,10 @@
 #   KINDLING_TESTS="live" bash .ci/kernels.sh
 #
 # 6.12 runs both ways: with plain loads (bpf_rdonly_cast, as it would in
-# production) and +compat. Its guest sometimes dies under qemu's emulation
-# (a double fault or a NULL dereference with impossible EFLAGS in the dump),
-# also at 1-5 s of boot before any probe is loaded; single-threaded TCG makes
-# that rarer, and a crashed guest is booted again (counted in the summary).
+# production) and +compat. Its guest died under qemu's emulation now and
+# then with two CPUs (a double fault in kmem_cache_alloc or a NULL
+# dereference, mostly at 1-5 s of boot before any probe was loaded), so it
+# boots with one; a crashed guest is booted again (counted in the summary).
 #
 # Kernels are downloaded with apt through a private configuration (nothing is
 # added to the host's sources) and cached in $KINDLING_KERNEL_CACHE
@@ -158,8 +158,12 @@ for k in "${kernels[@]}"; do
   # first seconds of boot, before init: twice in a row in one CI run).
   # Every crash is counted in the summary and its log kept.
   crashes=0
+  # 6.12's guest with two emulated CPUs double-faulted in about half its
+  # boots (4 of 6 in one CI run); with one CPU it passed 6 of 6
+  cpus=2
+  [ "${k%+*}" != 6.12 ] || cpus=1
   for attempt in 1 2 3 4 5; do
-    timeout 900 qemu-system-x86_64 -accel tcg,thread=single -cpu ${KINDLING_QEMU_CPU:-qemu64} -smp 2 -m 2048 \
+    timeout 900 qemu-system-x86_64 -accel tcg,thread=single -cpu ${KINDLING_QEMU_CPU:-qemu64} -smp $cpus -m 2048 \
       -kernel "$vmlinuz" -initrd "$work/initrd.gz" -nographic -no-reboot \
       -append "console=ttyS0 panic=-1 oops=panic quiet kindling.mode=$mode" > "$log" 2>&1 || true
     grep -aq KINDLING-DONE "$log" && break
