@@ -37,6 +37,16 @@ pub fn drop_reason_names() -> BTreeMap<u32, String> {
 
 /// [`drop_reason_names`] from an external BTF file of the running kernel
 /// (`Some`), or from the kernel's own BTF (`None`).
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::path::Path;
+///
+/// // a kernel without /sys/kernel/btf/vmlinux, its BTF from BTFHub
+/// let names = kindling_probe::drop_reason_names_from(Some(Path::new("/opt/btf/5.10.btf")));
+/// println!("{} drop reasons", names.len());
+/// ```
 pub fn drop_reason_names_from(file: Option<&Path>) -> BTreeMap<u32, String> {
     let Some(btf) = kernel_btf(file) else {
         return BTreeMap::new();
