@@ -153,7 +153,7 @@ for k in "${kernels[@]}"; do
   log=$work/$k.log
   start=$(date +%s)
   # A guest whose kernel died before the tests finished is booted again, up
-  # to five times: qemu's software emulation of recent kernels is not
+  # to seven times: qemu's software emulation of recent kernels is not
   # perfect (6.12 double-faults in kmem_cache_alloc now and then in its
   # first seconds of boot, before init: twice in a row in one CI run).
   # Every crash is counted in the summary and its log kept.
@@ -162,7 +162,7 @@ for k in "${kernels[@]}"; do
   # boots (4 of 6 in one CI run); with one CPU it passed 6 of 6
   cpus=2
   [ "${k%+*}" != 6.12 ] || cpus=1
-  for attempt in 1 2 3 4 5; do
+  for attempt in 1 2 3 4 5 6 7; do
     timeout 900 qemu-system-x86_64 -accel tcg,thread=single -cpu ${KINDLING_QEMU_CPU:-qemu64} -smp $cpus -m 2048 \
       -kernel "$vmlinuz" -initrd "$work/initrd.gz" -nographic -no-reboot \
       -append "console=ttyS0 panic=-1 oops=panic quiet kindling.mode=$mode" > "$log" 2>&1 || true
