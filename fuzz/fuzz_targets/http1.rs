@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(used > 0 && at + used <= rest.len());
                 match msg {
                     Message::Request(r) => {
-                        let _ = r.to_record(&Redaction { credentials: true, query_values: true });
+                        let _ = r.to_record(&Redaction { credentials: true, query_values: true, ..Default::default() });
                         let _ = r.attributes(&Redaction::default());
                     }
                     Message::Response(r) => {

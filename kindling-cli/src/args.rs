@@ -26,7 +26,7 @@ pub enum Command {
     Watch(WatchArgs),
     /// Run as this node's agent: the Prometheus model of its traffic on
     /// /metrics, until SIGTERM (needs root).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -224,4 +224,46 @@ pub struct AgentArgs {
     /// Bearer TOKEN`, as Prometheus' `authorization.credentials_file` sends).
     #[arg(long, env = "KINDLING_METRICS_TOKEN_FILE", value_name = "FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// Serve /metrics over HTTPS with this PEM certificate (chain) file
+    /// (with --metrics-tls-key).
+    #[arg(long, env = "KINDLING_METRICS_TLS_CERT", value_name = "FILE")]
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --metrics-tls-cert.
+    #[arg(long, env = "KINDLING_METRICS_TLS_KEY", value_name = "FILE")]
+    pub metrics_tls_key: Option<PathBuf>,
+    /// Query parameters whose values are kept (repeatable, or
+    /// comma-separated); every other value is redacted (`?page=2&key=?`).
+    #[arg(
+        long = "keep-query-value",
+        env = "KINDLING_KEEP_QUERY_VALUES",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub keep_query_values: Vec<String>,
+    /// Send every exchange as a span, and the metrics, to this
+    /// OpenTelemetry collector (`http://host:port`).
+    #[arg(long, env = "KINDLING_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP encoding [default: grpc].
+    #[arg(long, env = "KINDLING_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<crate::agent::otlp::Protocol>,
+    /// A header (gRPC metadata) on every OTLP request, `KEY=VALUE`
+    /// (repeatable).
+    #[arg(
+        long = "otlp-header",
+        env = "KINDLING_OTLP_HEADERS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub otlp_headers: Vec<String>,
+    /// Most spans waiting to be sent; more are dropped and counted [default: 8192].
+    #[arg(long, env = "KINDLING_OTLP_QUEUE", value_name = "SPANS")]
+    pub otlp_queue: Option<usize>,
+    /// Seconds between metric exports [default: 15].
+    #[arg(long, env = "KINDLING_OTLP_INTERVAL", value_name = "SECONDS")]
+    pub otlp_interval: Option<u64>,
+    /// Seconds a batch is retried while the collector is away before it is
+    /// dropped and counted [default: 30].
+    #[arg(long, env = "KINDLING_OTLP_MAX_RETRY", value_name = "SECONDS")]
+    pub otlp_max_retry: Option<u64>,
 }

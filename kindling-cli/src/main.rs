@@ -26,7 +26,7 @@ fn main() {
         Command::Record(a) => record::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Watch(a) => watch::run(a),
-        Command::Agent(a) => agent::run(a),
+        Command::Agent(a) => agent::run(*a),
     };
     if let Err(e) = result {
         eprintln!("kindling: {e:#}");

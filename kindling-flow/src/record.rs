@@ -253,6 +253,28 @@ pub enum ErrorKind {
     ConnectFailed,
 }
 
+impl ErrorKind {
+    /// Its name in outputs (`error` of exchanges, `error.type` of spans).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(kindling_flow::ErrorKind::NoResponse.as_str(), "no_response");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ClientError => "client_error",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::DbError => "db_error",
+            ErrorKind::DnsError => "dns_error",
+            ErrorKind::NoResponse => "no_response",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Incomplete => "incomplete",
+            ErrorKind::ConnectFailed => "connect_failed",
+        }
+    }
+}
+
 impl From<kindling_proto::Failure> for ErrorKind {
     fn from(f: kindling_proto::Failure) -> Self {
         use kindling_proto::Failure;

@@ -104,7 +104,7 @@ pub(crate) struct StreamCx<'a> {
     pub(crate) proto: &'a mut Proto,
     /// Which way this stream's messages go.
     pub(crate) dir: Direction,
-    pub(crate) options: SummaryOptions,
+    pub(crate) options: &'a SummaryOptions,
     pub(crate) stats: &'a mut Stats,
     /// Attribute sets to write messages' attributes into.
     pub(crate) spare: &'a mut Vec<Attributes>,
@@ -306,8 +306,7 @@ impl Stream {
     pub(crate) fn close(&mut self, cx: &mut StreamCx<'_>, closed: bool) -> Option<Closed> {
         // a partial message whose framing is known is followed to the close
         if !self.buf.is_empty() && matches!(self.mode, Mode::Reading) {
-            if let Some((follow, head, now)) =
-                cx.proto.follow(cx.dir, self.buf.bytes(), &cx.options)
+            if let Some((follow, head, now)) = cx.proto.follow(cx.dir, self.buf.bytes(), cx.options)
             {
                 // (an answer's head is delivered when it ends: `now` is
                 // only ever a request's)
@@ -521,7 +520,7 @@ impl Stream {
                     return None;
                 }
             }
-            match cx.proto.next(dir, rest, &cx.options, cx.spare) {
+            match cx.proto.next(dir, rest, cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     input.at += msg.used;
                     if let Some(body) = msg.open {
@@ -532,7 +531,7 @@ impl Stream {
                     return Some(Item::whole(msg.parsed, span, msg.wire));
                 }
                 Ok(None) if Self::follow_partial(cx.proto, dir, rest.len(), 0) => {
-                    let (follow, head, now) = cx.proto.follow(dir, rest, &cx.options)?;
+                    let (follow, head, now) = cx.proto.follow(dir, rest, cx.options)?;
                     input.at += head;
                     self.mode = Mode::Following(follow.started(span, head as u64));
                     if let Some((parsed, wire)) = now {
@@ -604,7 +603,7 @@ impl Stream {
                     continue;
                 }
             }
-            match cx.proto.next(dir, self.buf.bytes(), &cx.options, cx.spare) {
+            match cx.proto.next(dir, self.buf.bytes(), cx.options, cx.spare) {
                 Ok(Some(msg)) => {
                     self.retry_now();
                     if let Some(body) = msg.open {
@@ -620,7 +619,7 @@ impl Stream {
                     // it is large, cut by the capture length, or a request
                     // (its head is enough to pair it).
                     let started = if Self::follow_partial(cx.proto, dir, n, missing) {
-                        cx.proto.follow(dir, self.buf.bytes(), &cx.options)
+                        cx.proto.follow(dir, self.buf.bytes(), cx.options)
                     } else {
                         None
                     };
@@ -654,10 +653,7 @@ impl Stream {
     /// request or the close ends it. The stream then resynchronises.
     fn give_up_cut(&mut self, missing: u64, cx: &mut StreamCx<'_>) -> Option<Item> {
         let n = self.buf.bytes().len();
-        let Some(parsed) = cx
-            .proto
-            .cut(cx.dir, self.buf.bytes(), &cx.options, cx.spare)
-        else {
+        let Some(parsed) = cx.proto.cut(cx.dir, self.buf.bytes(), cx.options, cx.spare) else {
             cx.stats.parse_errors += 1;
             self.clear_lost(missing);
             return None;
@@ -824,7 +820,7 @@ mod tests {
             let mut cx = StreamCx {
                 proto: &mut self.proto,
                 dir,
-                options: SummaryOptions::default(),
+                options: &SummaryOptions::default(),
                 stats: &mut self.stats,
                 spare: &mut self.spare,
                 max_buffer: 64 << 10,

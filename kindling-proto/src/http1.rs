@@ -880,8 +880,29 @@ pub const SENSITIVE_HEADERS: [&str; 4] = [
 /// The text that replaces a redacted value.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// What records hide. The default hides credential headers, not query values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What records hide. The default hides credential headers and query
+/// values.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::http1::{Http1, Message, Redaction};
+/// use kindling_proto::{Direction, Protocol, Status};
+///
+/// let keep_page = Redaction {
+///     keep_query_values: vec!["page".into()],
+///     ..Redaction::default()
+/// };
+/// let raw = b"GET /a?page=2&token=x HTTP/1.1\r\n\r\n";
+/// let Ok(Status::Complete((Message::Request(req), _))) =
+///     Http1::parse(&mut Default::default(), Direction::Request, raw)
+/// else {
+///     unreachable!()
+/// };
+/// let rec = req.to_record(&keep_page);
+/// assert_eq!(rec.target.as_deref(), Some("/a?page=2&token=?"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redaction {
     /// Replace the values of [`SENSITIVE_HEADERS`].
     pub credentials: bool,
@@ -889,6 +910,9 @@ pub struct Redaction {
     /// on by default, since queries carry tokens (`?api_key=…`) as often
     /// as page numbers.
     pub query_values: bool,
+    /// Query parameters whose values are kept when `query_values` redacts
+    /// the others (an allow-list: `page`, `lang`), compared exactly.
+    pub keep_query_values: Vec<String>,
 }
 
 impl Default for Redaction {
@@ -896,6 +920,7 @@ impl Default for Redaction {
         Self {
             credentials: true,
             query_values: true,
+            keep_query_values: Vec::new(),
         }
     }
 }
@@ -938,7 +963,7 @@ pub struct OwnedTrace {
     pub span_id: String,
 }
 
-fn redact_query(target: &str) -> String {
+fn redact_query(target: &str, keep: &[String]) -> String {
     let Some(q) = target.find('?') else {
         return target.to_owned();
     };
@@ -946,7 +971,8 @@ fn redact_query(target: &str) -> String {
     let redacted: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) => format!("{k}=?"),
+            Some((k, _)) if !keep.iter().any(|kept| kept == k) => format!("{k}=?"),
+            Some(_) => kv.to_owned(),
             None => kv.to_owned(),
         })
         .collect();
@@ -1020,7 +1046,7 @@ impl Request<'_> {
         HttpRecord {
             method: Some(self.method.to_owned()),
             target: Some(if r.query_values {
-                redact_query(self.target)
+                redact_query(self.target, &r.keep_query_values)
             } else {
                 self.target.to_owned()
             }),
@@ -1051,7 +1077,10 @@ impl Request<'_> {
         );
         if let Some(q) = self.query() {
             if r.query_values {
-                a.put("url.query", &redact_query(&format!("?{q}"))[1..]);
+                a.put(
+                    "url.query",
+                    &redact_query(&format!("?{q}"), &r.keep_query_values)[1..],
+                );
             } else {
                 a.put("url.query", q);
             }

@@ -16,7 +16,7 @@ use crate::{AttributeSink, Direction, Protocol, ProtocolId};
 /// let options = kindling_proto::SummaryOptions::default();
 /// assert!(options.redaction.credentials, "credentials are redacted by default");
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SummaryOptions {
     /// What to hide of HTTP heads (credentials, query values).
     pub redaction: Redaction,

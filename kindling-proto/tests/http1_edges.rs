@@ -203,8 +203,8 @@ fn records_redact_credentials_and_carry_trace_context() {
     // query values are redacted by default: they carry secrets
     assert_eq!(rec.target.as_deref(), Some("/login?user=?&pw=?"));
     let verbatim = r.to_record(&Redaction {
-        credentials: true,
         query_values: false,
+        ..Redaction::default()
     });
     assert_eq!(
         verbatim.target.as_deref(),
@@ -220,15 +220,15 @@ fn records_redact_credentials_and_carry_trace_context() {
     assert_eq!(get("Proxy-Authorization"), Some("[REDACTED]"));
     assert_eq!(get("Host"), Some("app"));
     assert_eq!(rec.trace.as_ref().map(|t| t.format), Some(TraceFormat::B3));
-    let strict = r.to_record(&Redaction {
-        credentials: true,
-        query_values: true,
-    });
-    assert_eq!(strict.target.as_deref(), Some("/login?user=?&pw=?"));
-    let attrs = r.attributes(&Redaction {
-        credentials: true,
-        query_values: true,
-    });
+    let keep_user = Redaction {
+        keep_query_values: vec!["user".into(), "pw2".into()],
+        ..Redaction::default()
+    };
+    let kept = r.to_record(&keep_user);
+    assert_eq!(kept.target.as_deref(), Some("/login?user=ann&pw=?"));
+    let attrs = r.attributes(&keep_user);
+    assert!(attrs.contains(&("url.query", "user=ann&pw=?".into())));
+    let attrs = r.attributes(&Redaction::default());
     assert!(attrs.contains(&("url.query", "user=?&pw=?".into())));
     assert!(attrs.contains(&("http.request.method", "POST".into())));
     assert!(attrs.contains(&("url.path", "/login".into())));

@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::otlp;
 
 /// The agent's own counters, written by the capture loop, read by scrapes.
 #[derive(Debug, Default)]
@@ -19,6 +22,10 @@ pub struct AgentCounters {
     pub truncated: AtomicU64,
     /// The probe is attached.
     pub ready: AtomicBool,
+    /// The OTLP output runs.
+    pub otlp_on: AtomicBool,
+    /// What the OTLP output did.
+    pub otlp: Arc<otlp::Counters>,
 }
 
 /// The agent's series in the OpenMetrics text format the flow model uses.
@@ -50,6 +57,52 @@ pub fn agent_families(c: &AgentCounters) -> String {
         "Payloads cut at the capture length (records kept)",
         &[("", get(&c.truncated))],
     );
+    if c.otlp_on.load(Ordering::Relaxed) {
+        let o = &c.otlp;
+        counter(
+            "kindling_agent_output_exported",
+            "Items an output delivered (OTLP: spans the collector accepted)",
+            &[("{output=\"otlp\"}", get(&o.spans_exported))],
+        );
+        counter(
+            "kindling_agent_output_dropped",
+            "Items an output dropped, by reason",
+            &[
+                (
+                    "{output=\"otlp\",reason=\"queue_full\"}",
+                    get(&o.dropped_queue_full),
+                ),
+                (
+                    "{output=\"otlp\",reason=\"export_failed\"}",
+                    get(&o.dropped_export_failed),
+                ),
+                (
+                    "{output=\"otlp\",reason=\"rejected\"}",
+                    get(&o.dropped_rejected),
+                ),
+            ],
+        );
+        counter(
+            "kindling_agent_output_retries",
+            "Export attempts an output retried",
+            &[("{output=\"otlp\"}", get(&o.retries))],
+        );
+        counter(
+            "kindling_agent_otlp_metric_exports",
+            "OTLP metric exports, by result",
+            &[
+                ("{result=\"ok\"}", get(&o.metric_exports)),
+                ("{result=\"failed\"}", get(&o.metric_exports_failed)),
+            ],
+        );
+        let _ = writeln!(
+            s,
+            "# HELP kindling_agent_output_queue_depth Items waiting in an output's queue.\n\
+             # TYPE kindling_agent_output_queue_depth gauge\n\
+             kindling_agent_output_queue_depth{{output=\"otlp\"}} {}",
+            get(&o.queue_depth)
+        );
+    }
     let (rss, cpu) = own_usage();
     let _ = writeln!(
         s,

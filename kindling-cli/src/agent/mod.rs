@@ -5,6 +5,7 @@
 
 mod exposition;
 mod json_out;
+pub mod otlp;
 mod serve;
 pub mod settings;
 
@@ -74,7 +75,24 @@ pub fn run(args: AgentArgs) -> Result<()> {
         }
         None => None,
     };
-    let mut driver = Driver::live(live::pipeline_config(&header));
+    let mut exporter = match settings.otlp() {
+        Some(config) => {
+            let endpoint = config.endpoint.clone();
+            shared.counters.otlp_on.store(true, Ordering::Relaxed);
+            let source = Arc::clone(&shared);
+            let e = otlp::Exporter::start(
+                config,
+                Arc::clone(&shared.counters.otlp),
+                Box::new(move || source.exposition_text()),
+            )?;
+            eprintln!("kindling: agent sending OTLP to {endpoint}");
+            Some(e)
+        }
+        None => None,
+    };
+    let mut pipeline = live::pipeline_config(&header);
+    pipeline.redaction.keep_query_values = settings.keep_query_values.clone();
+    let mut driver = Driver::live(pipeline);
     let mut enricher = ProcessEnricher::new();
     let mut outputs = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -95,6 +113,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             &mut enricher,
             &mut outputs,
             json.as_mut(),
+            exporter.as_mut(),
         ) {
             // a full disk must not take the metrics down with it
             eprintln!("kindling: {e:#}; --json-out stops, /metrics goes on");
@@ -111,7 +130,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
         &mut enricher,
         &mut outputs,
         json.as_mut(),
+        exporter.as_mut(),
     )?;
+    if let Some(e) = exporter {
+        // what is queued, and the last metrics, before the endpoint goes
+        e.finish();
+    }
     let _ = server.join();
     eprintln!(
         "kindling: agent stopped; {} events; {}",
@@ -129,20 +153,26 @@ fn publish(
     enricher: &mut ProcessEnricher,
     outputs: &mut Vec<Output>,
     json: Option<&mut Printer<Sink>>,
+    mut otlp: Option<&mut otlp::Exporter>,
 ) -> Result<()> {
     let mut metrics = shared
         .metrics
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     // The process enricher fills the resource attributes, which only the
-    // JSON output carries (the metrics' labels come from the exchange):
-    // without it the agent skips that work.
-    let enrich = json.is_some();
+    // JSON and OTLP outputs carry (the metrics' labels come from the
+    // exchange): without them the agent skips that work.
+    let enrich = json.is_some() || otlp.is_some();
     for o in outputs.iter_mut() {
         if enrich {
             enricher.enrich(o);
         }
         metrics.observe(o);
+        if let (Some(otlp), Output::Exchange(x)) = (otlp.as_deref_mut(), &*o) {
+            if !x.pending {
+                otlp.offer(x);
+            }
+        }
     }
     metrics.update_stats(&driver.stats());
     drop(metrics);

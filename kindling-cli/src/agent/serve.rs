@@ -28,6 +28,20 @@ pub struct Shared {
     pub token: Option<String>,
 }
 
+impl Shared {
+    /// The flow model's series and the agent's, without the node labels
+    /// (the OTLP output carries those as resource attributes).
+    pub fn exposition_text(&self) -> String {
+        let mut text = self
+            .metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .encode();
+        text.push_str(&agent_families(&self.counters));
+        text
+    }
+}
+
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Binds `addr` (a port in use is an error now, not later) and serves

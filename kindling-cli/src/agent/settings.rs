@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kindling_probe::ProbeConfig;
 use serde::{Deserialize, Serialize};
 
+use super::otlp::{self, Protocol};
 use crate::args::AgentArgs;
 
 /// Everything `kindling agent` runs with; `--print-config` shows it as TOML.
@@ -48,6 +50,29 @@ pub struct Settings {
     /// A file holding the bearer token `/metrics` requires (none: open).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_token_file: Option<PathBuf>,
+    /// Serve `/metrics` over HTTPS with this PEM certificate (chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// The private key of `metrics_tls_cert`, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_tls_key: Option<PathBuf>,
+    /// Query parameters whose values outputs keep (every other value is
+    /// redacted).
+    pub keep_query_values: Vec<String>,
+    /// The OpenTelemetry collector that gets spans and metrics (none: no
+    /// OTLP output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    pub otlp_protocol: Protocol,
+    /// `KEY=VALUE` headers on every OTLP request.
+    pub otlp_headers: Vec<String>,
+    /// Most spans waiting to be sent.
+    pub otlp_queue: usize,
+    /// Seconds between metric exports.
+    pub otlp_interval: u64,
+    /// Seconds a batch is retried before it is dropped.
+    pub otlp_max_retry: u64,
 }
 
 impl Default for Settings {
@@ -67,6 +92,15 @@ impl Default for Settings {
             json_out: None,
             json_out_max_kb: 100 << 10,
             json_out_keep: 5,
+            metrics_tls_cert: None,
+            metrics_tls_key: None,
+            keep_query_values: Vec::new(),
+            otlp_endpoint: None,
+            otlp_protocol: Protocol::default(),
+            otlp_headers: Vec::new(),
+            otlp_queue: 8192,
+            otlp_interval: 15,
+            otlp_max_retry: 30,
         }
     }
 }
@@ -120,6 +154,34 @@ impl Settings {
         if let Some(v) = &args.metrics_token_file {
             s.metrics_token_file = Some(v.clone());
         }
+        if let Some(v) = &args.metrics_tls_cert {
+            s.metrics_tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &args.metrics_tls_key {
+            s.metrics_tls_key = Some(v.clone());
+        }
+        if !args.keep_query_values.is_empty() {
+            s.keep_query_values.clone_from(&args.keep_query_values);
+        }
+        if let Some(v) = &args.otlp_endpoint {
+            s.otlp_endpoint = Some(v.clone());
+        }
+        if let Some(v) = args.otlp_protocol {
+            s.otlp_protocol = v;
+        }
+        if !args.otlp_headers.is_empty() {
+            s.otlp_headers.clone_from(&args.otlp_headers);
+        }
+        if let Some(v) = args.otlp_queue {
+            s.otlp_queue = v;
+        }
+        if let Some(v) = args.otlp_interval {
+            s.otlp_interval = v;
+        }
+        if let Some(v) = args.otlp_max_retry {
+            s.otlp_max_retry = v;
+        }
+        s.check()?;
         Ok(s)
     }
 
@@ -147,6 +209,40 @@ impl Settings {
                 })
                 .unwrap_or_default();
             anyhow::anyhow!("{}{at}: {first}", file.display())
+        })
+    }
+
+    /// Settings that parse but cannot work together.
+    fn check(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.metrics_tls_cert.is_some() == self.metrics_tls_key.is_some(),
+            "metrics_tls_cert and metrics_tls_key go together"
+        );
+        anyhow::ensure!(self.otlp_interval > 0, "otlp_interval must be at least 1");
+        for h in &self.otlp_headers {
+            anyhow::ensure!(h.contains('='), "otlp_headers: {h:?} is not KEY=VALUE");
+        }
+        Ok(())
+    }
+
+    /// The OTLP output's configuration, when an endpoint is set.
+    pub fn otlp(&self) -> Option<otlp::Config> {
+        let endpoint = self.otlp_endpoint.clone()?;
+        Some(otlp::Config {
+            endpoint,
+            protocol: self.otlp_protocol,
+            headers: self
+                .otlp_headers
+                .iter()
+                .filter_map(|h| h.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect(),
+            queue: self.otlp_queue,
+            batch: 512,
+            metrics_interval: Duration::from_secs(self.otlp_interval),
+            max_retry: Duration::from_secs(self.otlp_max_retry),
+            cluster: self.cluster.clone(),
+            node: self.node.clone(),
         })
     }
 

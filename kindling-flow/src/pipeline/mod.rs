@@ -34,6 +34,8 @@ use tcp_health::Attempt;
 #[derive(Debug, Default)]
 struct Shared {
     stats: Stats,
+    /// What summaries keep and hide (from the configuration).
+    summary: kindling_proto::SummaryOptions,
     names: Names,
     /// NXDOMAIN answers that may be search-list expansions.
     searches: dns_search::Searches,
@@ -123,11 +125,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline with these settings.
     pub fn new(config: Config) -> Self {
+        let shared = Shared {
+            summary: kindling_proto::SummaryOptions {
+                redaction: config.redaction.clone(),
+            },
+            ..Shared::default()
+        };
         Self {
             config,
             conns: ConnTable::default(),
             attempts: FxHashMap::default(),
-            shared: Shared::default(),
+            shared,
             last_ns: 0,
         }
     }

@@ -2,7 +2,7 @@
 //! direction's stream and pairing what it yields.
 
 use kindling_probe::abi::{DataEvent, Direction as Way, Transport};
-use kindling_proto::{Direction, SummaryOptions};
+use kindling_proto::Direction;
 
 use super::pairing::{deliver, report_unread, Arrival};
 use super::Cx;
@@ -111,9 +111,7 @@ pub(super) fn at_close(cx: &mut Cx<'_>, conn: &mut Conn, closed: bool) -> Option
     let mut scx = StreamCx {
         proto,
         dir: Direction::Response,
-        options: SummaryOptions {
-            redaction: cx.config.redaction,
-        },
+        options: &cx.shared.summary,
         stats: &mut cx.shared.stats,
         spare: &mut cx.shared.spare_attrs,
         max_buffer: cx.config.max_buffer,
@@ -145,9 +143,6 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
     } else {
         Direction::Response
     };
-    let options = SummaryOptions {
-        redaction: cx.config.redaction,
-    };
     while !input.is_used_up() {
         let Recognition::Known(proto) = &mut conn.proto else {
             return;
@@ -158,7 +153,7 @@ fn read(cx: &mut Cx<'_>, conn: &mut Conn, sent: bool, mut input: Input<'_>) {
         let mut scx = StreamCx {
             proto,
             dir,
-            options,
+            options: &cx.shared.summary,
             stats: &mut cx.shared.stats,
             spare: &mut cx.shared.spare_attrs,
             max_buffer: cx.config.max_buffer,
