@@ -121,8 +121,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
         }
         count(&shared.counters, probe.received(), &losses);
     }
-    // what the pipeline still held (unanswered requests at the end) is
-    // counted before the last scrape can see it
+    // what the ring still holds is read (the outputs get every exchange
+    // made before the signal), and what the pipeline still held
+    // (unanswered requests at the end) is counted before the last scrape
+    probe.poll(Duration::ZERO, |ev| {
+        driver.push(&ev, &mut outputs);
+    })?;
     driver.finish(&mut outputs);
     publish(
         &shared,
