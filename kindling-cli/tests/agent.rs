@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{free_port, get, get_with, http_server, kindling, privileged, temp_dir, wait_for, Stop};
+use common::{
+    free_port, get, get_with, http_server, kindling, privileged, temp_dir, wait_for, Stop,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;

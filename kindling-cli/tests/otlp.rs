@@ -201,7 +201,10 @@ fn terminate(mut agent: Stop) -> String {
         if let Some(s) = agent.0.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "agent did not stop");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
@@ -276,7 +279,10 @@ fn a_grpc_collector_gets_spans_and_metrics_and_sigterm_flushes_them() {
         .find(|(_, s)| s.name == "GET /items/{id}")
         .copied()
         .expect("a span named by method and path template");
-    assert_eq!(string(&ok.attributes, "url.path").as_deref(), Some("/items/42"));
+    assert_eq!(
+        string(&ok.attributes, "url.path").as_deref(),
+        Some("/items/42")
+    );
     assert_eq!(
         string(&ok.attributes, "url.query").as_deref(),
         Some("page=2&api_key=?"),
@@ -292,7 +298,10 @@ fn a_grpc_collector_gets_spans_and_metrics_and_sigterm_flushes_them() {
     );
     assert!(ok.status.is_none(), "a 200 is no error");
     let phases: Vec<&str> = ok.events.iter().map(|e| e.name.as_str()).collect();
-    assert!(phases.ends_with(&["send", "wait", "download"]), "{phases:?}");
+    assert!(
+        phases.ends_with(&["send", "wait", "download"]),
+        "{phases:?}"
+    );
     assert!(ok.end_time_unix_nano > ok.start_time_unix_nano);
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -425,9 +434,111 @@ fn a_collector_that_is_away_costs_counted_drops_and_export_resumes_when_it_retur
         .unwrap_or(0);
     assert!(exported > 0, "{metrics}");
     let err = terminate(agent);
-    assert!(err.contains("OTLP"), "the failed exports were logged: {err}");
+    assert!(
+        err.contains("OTLP"),
+        "the failed exports were logged: {err}"
+    );
     assert!(
         !received.metric_names().is_empty(),
         "the last metrics went out at SIGTERM"
     );
+}
+
+/// Secrets of database logins: Redis `AUTH` (and the `CONFIG SET` that
+/// sets the password), a MariaDB login with a password, a stored value and
+/// a SQL literal. None reaches `/metrics`, the JSON lines, the spans and
+/// metrics a collector gets, or the agent's log; the exchanges themselves do.
+#[test]
+fn database_logins_leave_no_secret_in_any_output() {
+    if !privileged("secrets of database logins") {
+        return;
+    }
+    let dir = common::temp_dir("otlp-secrets");
+    let redis = free_port();
+    let _redis = common::servers::redis_server(redis, &dir);
+    let mysql = free_port();
+    let maria = common::servers::MariaDb::start(mysql, "otlp-secrets");
+    assert!(common::servers::admin(
+        &maria.socket,
+        "CREATE DATABASE shop; CREATE USER app@'127.0.0.1' IDENTIFIED BY 'maria-pw-secret'; \
+         GRANT ALL ON shop.* TO app@'127.0.0.1'"
+    ));
+    let collector = free_port();
+    let received = grpc_receiver(collector);
+    let listen = free_port();
+    let json = dir.join("exchanges.jsonl");
+    let agent = kindling()
+        .arg("agent")
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--port", &format!("{redis},{mysql}")])
+        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{collector}")])
+        .args(["--otlp-interval", "1"])
+        .arg("--json-out")
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let agent = Stop(agent);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        get(listen, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    let redis_cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.to_string(), "--no-auth-warning"])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    redis_cli(&["CONFIG", "SET", "requirepass", "redis-pw-secret"]);
+    redis_cli(&[
+        "-a",
+        "redis-pw-secret",
+        "SET",
+        "session:1",
+        "value-secret-777",
+    ]);
+    let got = redis_cli(&["-a", "redis-pw-secret", "GET", "session:1"]);
+    assert!(got.contains("value-secret-777"));
+    let login = Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", "-uapp", "-A"])
+        .args(["-P", &mysql.to_string(), "-pmaria-pw-secret", "shop"])
+        .args(["-e", "SELECT 'literal-secret-555'"])
+        .output()
+        .expect("mariadb runs");
+    assert!(login.status.success(), "{login:?}");
+    let protocol = |s: &Span| string(&s.attributes, "kindling.protocol");
+    wait_for("the database spans", Duration::from_secs(20), || {
+        let spans = received.spans();
+        let has = |p: &str| spans.iter().any(|(_, s)| protocol(s).as_deref() == Some(p));
+        has("redis") && has("mysql")
+    });
+    wait_for("the metrics", Duration::from_secs(20), || {
+        !received.metric_names().is_empty()
+    });
+    let metrics = get(listen, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    assert!(metrics.contains("protocol=\"redis\""), "{metrics}");
+    let err = terminate(agent);
+    let json = std::fs::read_to_string(&json).unwrap();
+    assert!(json.contains("\"protocol\":\"mysql\""), "{json}");
+    assert!(
+        json.contains("AUTH"),
+        "the AUTH exchange is reported: {json}"
+    );
+    let wire = received.wire_bytes();
+    for secret in [
+        "redis-pw-secret",
+        "value-secret-777",
+        "maria-pw-secret",
+        "literal-secret-555",
+    ] {
+        let found = |text: &[u8]| text.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found(metrics.as_bytes()), "{secret} in /metrics");
+        assert!(!found(json.as_bytes()), "{secret} in the JSON lines");
+        assert!(!found(&wire), "{secret} reached the collector");
+        assert!(!found(err.as_bytes()), "{secret} in the agent's log");
+    }
+    drop(maria);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{self, Drain, Killed};
+use common::live::{self, Drain};
+use common::servers::Killed;
 use kindling_flow::{Config, ErrorKind, Exchange, Role};
 use kindling_probe::ProbeBuilder;
 

@@ -58,7 +58,7 @@ fn large_replies_pipelined_with_small_ones() {
     }
     let port = live::free_port();
     let dir = live::temp_dir("redis-large");
-    let _server = live::redis_server(port, &dir);
+    let _server = common::servers::redis_server(port, &dir);
     let cli = |script: &str| {
         let mut c = Command::new("redis-cli")
             .args(["-p", &port.to_string()])

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{self, Drain, Killed};
+use common::live::{self, Drain};
+use common::servers::Killed;
 use kindling_flow::{Config, Role};
 use kindling_probe::ProbeBuilder;
 
@@ -65,7 +66,7 @@ fn subscriptions_pair_and_messages_are_counted() {
     let port = live::free_port();
     let dir = live::temp_dir("pubsub");
     let mut probe = live::load(ProbeBuilder::new().port(port));
-    let server = live::redis_server(port, &dir);
+    let server = common::servers::redis_server(port, &dir);
     round(port, false);
     round(port, true);
 

@@ -5,8 +5,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Throwaway servers, shared with `kindling-flow`'s live tests.
+#[path = "../../../kindling-flow/tests/common/servers.rs"]
+pub mod servers;
+
+/// A child process killed (and reaped) when dropped.
+#[allow(unused_imports, reason = "each test binary uses a subset")]
+pub use servers::Killed as Stop;
 
 /// The `kindling` binary under test.
 pub fn kindling() -> Command {
@@ -100,14 +108,4 @@ pub fn http_server() -> u16 {
         }
     });
     port
-}
-
-/// A child process killed when dropped.
-pub struct Stop(pub Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -1,7 +1,8 @@
-//! What the live tests share: whether they can run here, servers that stop
-//! with the test, loading the probe, and feeding its records to a pipeline.
+//! What the live tests share: whether they can run here, loading the
+//! probe, and feeding its records to a pipeline (the servers they start are
+//! in `servers`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kindling_flow::{Config, Exchange, Output, Pipeline};
@@ -37,16 +38,6 @@ pub fn ready(test: &str, tools: &[&str]) -> bool {
     false
 }
 
-/// A process killed (and reaped) when dropped, even when the test fails.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Loads the probe, or fails with the verifier's log.
 pub fn load(builder: ProbeBuilder) -> Probe {
     // KINDLING_TEST_COMPAT=1: the way of reading kernel memory that kernels
@@ -71,42 +62,6 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("kindling-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     dir
-}
-
-/// A throwaway redis-server on `port` (no persistence, files in `dir`),
-/// once it answers.
-pub fn redis_server(port: u16, dir: &std::path::Path) -> Killed {
-    let server = Killed(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts"),
-    );
-    let start = Instant::now();
-    while !Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "ping"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "redis-server never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
 }
 
 /// A pipeline for live records: Unix times from this host's clock.

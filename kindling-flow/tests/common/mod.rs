@@ -187,6 +187,7 @@ pub fn render(out: &[Output]) -> String {
     s
 }
 pub mod live;
+pub mod servers;
 
 /// The phases of an exchange add up to its duration.
 pub fn assert_phases_add_up(name: &str, x: &Exchange) {
