@@ -6,8 +6,9 @@ set -euo pipefail
 # Servers the live tests run with throwaway configurations (the packaged
 # services are not used): nginx-light (bodies sent with sendfile(2)),
 # dnsmasq + dig (DNS search lists), redis (pub/sub), mariadb (connections
-# joined mid-way, failed logins, refusals), prometheus (scrapes the agent).
-need=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount nginx-light dnsmasq-base dnsutils redis-server redis-tools mariadb-server mariadb-client prometheus)
+# joined mid-way, failed logins, refusals), prometheus (scrapes the agent),
+# openssl (a throwaway certificate for /metrics over TLS).
+need=(clang llvm libelf-dev zlib1g-dev libssl-dev openssl pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount nginx-light dnsmasq-base dnsutils redis-server redis-tools mariadb-server mariadb-client prometheus)
 missing=()
 for p in "${need[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

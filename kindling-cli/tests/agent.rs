@@ -79,21 +79,38 @@ fn bad_settings_and_a_port_in_use_are_one_line_errors() {
     };
     one_line("colour = \"blue\"\n", &[], "colour");
     one_line("snaplen = \"big\"\n", &[], "snaplen");
+    one_line("otlp_protocol = \"thrift\"\n", &[], "otlp_protocol");
+    one_line("metrics_tls_cert = \"/c.pem\"\n", &[], "metrics_tls_key");
+    one_line(
+        "",
+        &["--otlp-endpoint", "https://collector:4317"],
+        "http://",
+    );
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     one_line("", &["--listen", &addr, "--port", "1"], &addr);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn prometheus(dir: &Path, target: u16, token_file: &Path) -> (Stop, u16) {
+/// A Prometheus scraping the agent on `target` with the bearer token in
+/// `token_file`, over HTTPS trusting `ca` when given.
+fn prometheus(dir: &Path, target: u16, token_file: &Path, ca: Option<&Path>) -> (Stop, u16) {
     let port = free_port();
     let config = dir.join("prometheus.yml");
+    let tls = ca
+        .map(|ca| {
+            format!(
+                "scheme: https\n    tls_config:\n      ca_file: {}\n      server_name: localhost\n    ",
+                ca.display()
+            )
+        })
+        .unwrap_or_default();
     std::fs::write(
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: kindling\n    \
+             scrape_configs:\n  - job_name: kindling\n    {tls}\
              authorization:\n      credentials_file: {}\n    \
              static_configs:\n      - targets: ['127.0.0.1:{target}']\n",
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -162,7 +179,7 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
     wait_for("/readyz", Duration::from_secs(30), || {
         get(listen, "/readyz").is_some_and(|(s, _)| s == 200)
     });
-    let (_prom, prom) = prometheus(&dir, listen, &token_file);
+    let (_prom, prom) = prometheus(&dir, listen, &token_file, None);
     let refused = get(listen, "/metrics").map(|(s, _)| s);
     assert_eq!(refused, Some(401), "/metrics without the token");
     let wrong = get_with(listen, "/metrics", "Authorization: Bearer nope\r\n").map(|(s, _)| s);
@@ -333,6 +350,82 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
         http.iter()
             .any(|v| v["attributes"]["url.query"] == "api_key=?&page=?"),
         "the query kept its keys, not its values"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `/metrics` bound with a certificate: HTTPS only, the token still
+/// required, and a real Prometheus scraping it with its CA.
+#[test]
+fn metrics_over_tls_with_a_token_are_scraped_by_prometheus() {
+    if !privileged("/metrics over TLS") {
+        return;
+    }
+    let dir = temp_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "tls-token\n").unwrap();
+    let listen = free_port();
+    let agent = kindling()
+        .arg("agent")
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .arg("--metrics-token-file")
+        .arg(&token_file)
+        .arg("--metrics-tls-cert")
+        .arg(&cert)
+        .arg("--metrics-tls-key")
+        .arg(&key)
+        .args(["--port", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let _agent = Stop(agent);
+    let https = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&cert)
+            .args(["--resolve", &format!("localhost:{listen}:127.0.0.1")])
+            .args(extra)
+            .arg(format!("https://localhost:{listen}/metrics"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for("/metrics over HTTPS", Duration::from_secs(30), || {
+        https(&["-H", "Authorization: Bearer tls-token"]) == "200"
+    });
+    assert_eq!(https(&[]), "401", "the token is still required");
+    assert_eq!(
+        get(listen, "/metrics").map(|(s, _)| s),
+        None,
+        "no plain HTTP answer"
+    );
+    let (_prom, prom) = prometheus(&dir, listen, &token_file, Some(&cert));
+    let mut up = String::new();
+    wait_for(
+        "Prometheus to scrape over TLS",
+        Duration::from_secs(30),
+        || {
+            up = query(prom, "up{job=\"kindling\"}");
+            up.contains("\"1\"]")
+        },
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

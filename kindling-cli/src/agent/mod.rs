@@ -46,8 +46,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
     });
     // The endpoint first: a port in use fails before the probe loads, and
     // /readyz answers while it loads.
-    let server = serve::start(settings.listen, Arc::clone(&shared), Arc::clone(&stop))?;
-    eprintln!("kindling: agent serving http://{}/metrics", settings.listen);
+    let tls = settings.metrics_tls()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = serve::start(settings.listen, tls, Arc::clone(&shared), Arc::clone(&stop))?;
+    eprintln!(
+        "kindling: agent serving {scheme}://{}/metrics",
+        settings.listen
+    );
     let started = Instant::now();
     let loaded = ProbeBuilder::from_config(settings.probe()).load();
     let mut probe = match loaded {

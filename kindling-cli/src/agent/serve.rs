@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use kindling_flow::Metrics;
-use tiny_http::{Header, Response, Server};
+use tiny_http::{Header, Response, Server, SslConfig};
 
 use super::exposition::{agent_families, exposition, AgentCounters};
 
@@ -44,14 +44,19 @@ impl Shared {
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds `addr` (a port in use is an error now, not later) and serves
-/// until `stop` is set.
+/// Binds `addr` (a port in use is an error now, not later) and serves,
+/// over TLS when `tls` holds a certificate and key, until `stop` is set.
 pub fn start(
     addr: SocketAddr,
+    tls: Option<SslConfig>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>> {
-    let server = Server::http(addr).map_err(|e| anyhow!("listening on {addr}: {e}"))?;
+    let server = match tls {
+        Some(tls) => Server::https(addr, tls),
+        None => Server::http(addr),
+    }
+    .map_err(|e| anyhow!("listening on {addr}: {e}"))?;
     Ok(std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let request = match server.recv_timeout(Duration::from_millis(100)) {

@@ -219,6 +219,12 @@ impl Settings {
             "metrics_tls_cert and metrics_tls_key go together"
         );
         anyhow::ensure!(self.otlp_interval > 0, "otlp_interval must be at least 1");
+        if let Some(e) = &self.otlp_endpoint {
+            anyhow::ensure!(
+                e.starts_with("http://"),
+                "otlp_endpoint {e}: only http:// is supported (send to a local collector for TLS)"
+            );
+        }
         for h in &self.otlp_headers {
             anyhow::ensure!(h.contains('='), "otlp_headers: {h:?} is not KEY=VALUE");
         }
@@ -244,6 +250,22 @@ impl Settings {
             cluster: self.cluster.clone(),
             node: self.node.clone(),
         })
+    }
+
+    /// The certificate and key `/metrics` is served with, read from their
+    /// files (none: plain HTTP).
+    pub fn metrics_tls(&self) -> Result<Option<tiny_http::SslConfig>> {
+        let (Some(cert), Some(key)) = (&self.metrics_tls_cert, &self.metrics_tls_key) else {
+            return Ok(None);
+        };
+        let read = |f: &Path| {
+            std::fs::read(f)
+                .with_context(|| format!("reading the /metrics TLS file {}", f.display()))
+        };
+        Ok(Some(tiny_http::SslConfig {
+            certificate: read(cert)?,
+            private_key: read(key)?,
+        }))
     }
 
     /// The token `/metrics` requires, read from its file (trimmed).
