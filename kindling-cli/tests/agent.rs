@@ -95,7 +95,6 @@ fn bad_settings_and_a_port_in_use_are_one_line_errors() {
 /// A Prometheus scraping the agent on `target` with the bearer token in
 /// `token_file`, over HTTPS trusting `ca` when given.
 fn prometheus(dir: &Path, target: u16, token_file: &Path, ca: Option<&Path>) -> (Stop, u16) {
-    let port = free_port();
     let config = dir.join("prometheus.yml");
     let tls = ca
         .map(|ca| {
@@ -120,8 +119,18 @@ fn prometheus(dir: &Path, target: u16, token_file: &Path, ca: Option<&Path>) -> 
         ),
     )
     .unwrap();
+    serve_prometheus(dir)
+}
+
+/// A Prometheus running `dir/prometheus.yml` with its data in `dir/data`,
+/// on a free loopback port.
+fn serve_prometheus(dir: &Path) -> (Stop, u16) {
+    let port = free_port();
     let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("data").display()
@@ -259,6 +268,38 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
         ratio.contains("\"result\":[{"),
         "the error ratio has data: {ratio}"
     );
+    // several clusters: deploy/prometheus/central.yml federates this
+    // Prometheus' series, cluster and node labels kept
+    let central_dir = dir.join("central");
+    std::fs::create_dir_all(&central_dir).unwrap();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let central = std::fs::read_to_string(deploy.join("central.yml"))
+        .unwrap()
+        .replace("scrape_interval: 30s", "scrape_interval: 1s")
+        .replace(
+            "- kindling-rules.yml",
+            &format!("- {}", deploy.join("kindling-rules.yml").display()),
+        )
+        .replace(
+            "['prometheus.cluster-eu.example:9090', 'prometheus.cluster-us.example:9090']",
+            &format!("['127.0.0.1:{prom}']"),
+        );
+    assert!(central.contains(&format!("127.0.0.1:{prom}")), "{central}");
+    std::fs::write(central_dir.join("prometheus.yml"), central).unwrap();
+    let (_central, central_port) = serve_prometheus(&central_dir);
+    wait_for(
+        "the central Prometheus to federate",
+        Duration::from_secs(30),
+        || {
+            answer = query(
+                central_port,
+                "sum by (cluster, node) (kindling_entity_request_total{protocol=\"http\"})",
+            );
+            answer.contains("\"cluster\":\"test-cluster\"")
+                && answer.contains("\"node\":\"test-node\"")
+        },
+    );
+
     // every query of the Grafana dashboards parses, and those over HTTP
     // traffic and the agent return data
     let mut checked = 0;

@@ -28,6 +28,7 @@ fn promtool(args: &[&str]) {
 #[test]
 fn prometheus_config_and_rules_are_valid() {
     promtool(&["check", "config", "prometheus.yml"]);
+    promtool(&["check", "config", "central.yml"]);
     promtool(&["check", "rules", "kindling-rules.yml"]);
 }
 

@@ -35,10 +35,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
     }
     let stop = live::stop_flag()?;
     let shared = Arc::new(Shared {
-        metrics: Mutex::new(Metrics::new(MetricsConfig {
-            max_series: settings.max_series,
-            ..MetricsConfig::default()
-        })),
+        metrics: Mutex::new(Metrics::with_labels(
+            MetricsConfig {
+                max_series: settings.max_series,
+                ..MetricsConfig::default()
+            },
+            &[("cluster", &settings.cluster), ("node", &settings.node)],
+        )),
         counters: AgentCounters::default(),
         cluster: settings.cluster.clone(),
         node: settings.node.clone(),
@@ -88,7 +91,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             let e = otlp::Exporter::start(
                 config,
                 Arc::clone(&shared.counters.otlp),
-                Box::new(move || source.exposition_text()),
+                Box::new(move || source.exposition()),
             )?;
             eprintln!("kindling: agent sending OTLP to {endpoint}");
             Some(e)

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use kindling_flow::Metrics;
 use tiny_http::{Header, Response, Server, SslConfig};
 
-use super::exposition::{agent_families, exposition, AgentCounters};
+use super::exposition::{agent_families, AgentCounters};
 
 /// What the endpoint reads.
 pub struct Shared {
@@ -29,15 +29,23 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The flow model's series and the agent's, without the node labels
-    /// (the OTLP output carries those as resource attributes).
-    pub fn exposition_text(&self) -> String {
-        let mut text = self
+    /// What `/metrics` serves (and the OTLP output sends): the flow
+    /// model's series, which carry the cluster and node labels themselves
+    /// (`Metrics::with_labels`), and the agent's, given them here.
+    pub fn exposition(&self) -> String {
+        let flow = self
             .metrics
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .encode();
-        text.push_str(&agent_families(&self.counters));
+        let agent = agent_families(&self.counters);
+        let labels = [("cluster", &*self.cluster), ("node", &*self.node)];
+        let agent = kindling_flow::metrics::relabel(&[&agent], &labels);
+        let mut text = flow;
+        if let Some(cut) = text.rfind("# EOF") {
+            text.truncate(cut);
+        }
+        text.push_str(&agent);
         text
     }
 }
@@ -71,16 +79,8 @@ pub fn start(
                         .with_status_code(401)
                         .with_header(header("WWW-Authenticate", "Bearer"))
                 }
-                "/metrics" => {
-                    let flow = shared
-                        .metrics
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .encode();
-                    let agent = agent_families(&shared.counters);
-                    let body = exposition(&flow, &agent, &shared.cluster, &shared.node);
-                    Response::from_string(body).with_header(header("Content-Type", OPENMETRICS))
-                }
+                "/metrics" => Response::from_string(shared.exposition())
+                    .with_header(header("Content-Type", OPENMETRICS)),
                 "/healthz" => Response::from_string("ok\n"),
                 "/readyz" if shared.counters.ready.load(Ordering::Relaxed) => {
                     Response::from_string("ready\n")

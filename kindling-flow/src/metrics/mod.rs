@@ -30,7 +30,10 @@ mod memo;
 mod schema;
 mod series;
 mod tcp;
+mod text;
 mod values;
+
+use std::borrow::Cow;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -41,6 +44,7 @@ pub use schema::{
     DnsLabels, DropLabels, EntityLabels, LatencyLabels, ResetLabels, StateLabels, TcpLabels,
     TopologyLabels,
 };
+pub use text::relabel;
 
 use crate::record::{Exchange, Output, Role};
 use crate::stats::Stats;
@@ -101,6 +105,9 @@ pub struct Metrics {
     overflow: Counter,
     self_counters: Vec<(Counter, StatField)>,
     connections: Gauge,
+    /// The last encoding's length: the next one reserves that much at
+    /// once instead of growing its string a few times over.
+    encoded_len: std::cell::Cell<usize>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,8 +125,30 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// An empty model with these limits.
     pub fn new(config: MetricsConfig) -> Self {
+        Self::with_labels(config, &[])
+    }
+
+    /// An empty model whose every sample also carries `labels` (an agent's
+    /// `cluster` and `node`; a label with an empty value is left out).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_flow::{Metrics, MetricsConfig, Stats};
+    ///
+    /// let mut m = Metrics::with_labels(MetricsConfig::default(), &[("node", "n1"), ("cluster", "")]);
+    /// m.update_stats(&Stats::default());
+    /// assert!(m.encode().contains("kindling_flow_events_total{node=\"n1\"} 0"));
+    /// ```
+    pub fn with_labels(config: MetricsConfig, labels: &[(&str, &str)]) -> Self {
+        let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = labels
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (Cow::Owned((*k).to_owned()), Cow::Owned((*v).to_owned())))
+            .collect();
         let mut m = Self {
-            registry: Registry::default(),
+            registry: Registry::with_labels(labels.into_iter()),
+            encoded_len: std::cell::Cell::new(0),
             entity: ExchangeSeries::new(config.max_series),
             topology: ExchangeSeries::new(config.max_series),
             tcp: tcp::Tcp::new(config.max_series),
@@ -190,9 +219,11 @@ impl Metrics {
         if now > before {
             self.overflow.inc_by(now - before);
         }
-        let mut s = String::new();
+        let last = self.encoded_len.get();
+        let mut s = String::with_capacity(last + last / 8 + 4096);
         prometheus_client::encoding::text::encode(&mut s, &self.registry)
             .expect("writing to a String cannot fail");
+        self.encoded_len.set(s.len());
         s
     }
 
