@@ -11,6 +11,8 @@
 # process, total cores, the tracer's RSS, events lost.
 #
 # Usage (root): bash benches/agent/run.sh [SECONDS_PER_RUN=10] [ROUNDS=3]
+# KINDLING_BEFORE=/path/to/older/kindling adds a mode `before`: that
+# binary's agent, run in the same rounds (an A/B of two builds).
 set -euo pipefail
 DUR=${1:-10}
 ROUNDS=${2:-3}
@@ -55,9 +57,11 @@ start_tracer() {
   local mode=$1
   tracer_pid=""
   case $mode in
-    agent)
+    agent|before)
       aport=$(free_port)
-      "$kindling" agent --listen "127.0.0.1:$aport" --port "$port" 2>"$work/t.err" &
+      local bin=$kindling
+      [ "$mode" = before ] && bin=$KINDLING_BEFORE
+      "$bin" agent --listen "127.0.0.1:$aport" --port "$port" 2>"$work/t.err" &
       tracer_pid=$!
       for _ in $(seq 300); do curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null && break; sleep 0.1; done
       ;;
@@ -85,7 +89,7 @@ run_one() {
   local b1 t1=0 rss=0 lost=0; b1=$(bpf_ns)
   if [ -n "$tracer_pid" ]; then
     t1=$(ticks "$tracer_pid"); rss=$(rss_kb "$tracer_pid")
-    if [ "$mode" = agent ]; then
+    if [ "$mode" = agent ] || [ "$mode" = before ]; then
       lost=$(curl -s "http://127.0.0.1:$aport/metrics" | awk '/^kindling_agent_events_lost_total/ {s+=$2} END {print s+0}')
     fi
     kill -INT "$tracer_pid"; wait "$tracer_pid" 2>/dev/null || true
@@ -105,7 +109,7 @@ run_one() {
 
 for r in $(seq "$ROUNDS"); do
   for rate in $RATES; do
-    for m in none agent record; do run_one "$m" "$rate" "$r"; done
+    for m in none ${KINDLING_BEFORE:+before} agent record; do run_one "$m" "$rate" "$r"; done
   done
 done
 
@@ -123,7 +127,7 @@ for mode, rate, rnd, ok, p50, p99, bpf, ticks, rss, lost in rows:
         (int(p50), int(p99), bpf_us, proc_us, (int(bpf) / 1e9 + int(ticks) / hz) / dur, int(rss) / 1024, int(lost)))
 print("| rate | mode | p50 latency | p99 latency | BPF µs/request | process µs/request | cores | RSS MiB | lost |")
 print("|---|---|---|---|---|---|---|---|---|")
-for (rate, mode), xs in sorted(by.items(), key=lambda k: (k[0][0], ["none", "agent", "record"].index(k[0][1]))):
+for (rate, mode), xs in sorted(by.items(), key=lambda k: (k[0][0], ["none", "before", "agent", "record"].index(k[0][1]))):
     m = lambda i: st.median(x[i] for x in xs)
     lost = ",".join(str(x[6]) for x in xs)
     if mode == "none":

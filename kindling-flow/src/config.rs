@@ -2,6 +2,7 @@
 
 use kindling_probe::capture::CaptureHeader;
 use kindling_proto::http1::Redaction;
+use kindling_proto::Detail;
 use kindling_proto::ProtocolId;
 
 /// Pipeline settings.
@@ -41,6 +42,10 @@ pub struct Config {
     pub boottime_to_unix_ns: i64,
     /// HTTP header and query redaction.
     pub redaction: Redaction,
+    /// Which attributes exchanges carry: all of them (the default), or only
+    /// those the metrics model labels by ([`Detail::Essential`]: less work
+    /// per exchange when no output shows the rest).
+    pub detail: Detail,
     /// Emit a record for every RTT sample (rate limited in the kernel).
     pub rtt_records: bool,
     /// DNS search domains: an NXDOMAIN for a name under one of them,
@@ -142,6 +147,7 @@ impl Default for Config {
             },
             boottime_to_unix_ns: 0,
             redaction: Redaction::default(),
+            detail: Detail::Full,
             rtt_records: false,
             dns_search_suffixes: ["*.svc.cluster.local", "svc.cluster.local", "cluster.local"]
                 .map(String::from)

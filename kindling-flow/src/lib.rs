@@ -65,7 +65,7 @@ mod stream;
 pub use config::{search_domains, Config, SlowThresholds};
 pub use driver::{Driver, Replay, Step, TICK_INTERVAL_NS};
 pub use kindling_probe::abi::Event;
-pub use kindling_proto::ProtocolId;
+pub use kindling_proto::{Detail, ProtocolId};
 pub use metrics::{Metrics, MetricsConfig};
 pub use pipeline::Pipeline;
 pub use record::{

@@ -128,3 +128,49 @@ fn caps_fold_extra_series_into_overflow() {
         Some(m.overflowed() as f64)
     );
 }
+
+/// An agent serving metrics alone asks for the essential attributes only:
+/// every recorded workload must give the very same series, and fewer
+/// attributes.
+#[test]
+fn essential_attributes_give_the_same_metrics() {
+    let names = ["http1", "redis", "mysql", "dns", "failures", "wrk"];
+    let run = |detail: kindling_flow::Detail| {
+        let mut m = Metrics::new(MetricsConfig::default());
+        let mut attributes = 0;
+        for name in names {
+            let (out, stats) = replay_with(
+                name,
+                Config {
+                    detail,
+                    ..Config::default()
+                },
+            );
+            for o in &out {
+                if let kindling_flow::Output::Exchange(x) = o {
+                    attributes += x.attributes.len();
+                }
+                m.observe(o);
+            }
+            m.update_stats(&stats);
+        }
+        // (series come out in hash order: compare them sorted)
+        let mut lines: Vec<String> = m.encode().lines().map(str::to_owned).collect();
+        lines.sort();
+        (lines, attributes)
+    };
+    let (full, full_attributes) = run(kindling_flow::Detail::Full);
+    let (essential, essential_attributes) = run(kindling_flow::Detail::Essential);
+    let differ: Vec<_> = essential
+        .iter()
+        .zip(&full)
+        .filter(|(e, f)| e != f)
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+    assert_eq!(essential.len(), full.len());
+    assert!(
+        essential_attributes * 2 < full_attributes,
+        "{essential_attributes} attributes, against {full_attributes}"
+    );
+}

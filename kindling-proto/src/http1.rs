@@ -1066,6 +1066,16 @@ impl Request<'_> {
         a
     }
 
+    /// The attributes metrics are labelled by: method, path and the
+    /// `Host` header's `server.address`.
+    pub fn write_essential_attributes(&self, a: &mut impl AttributeSink) {
+        a.put("http.request.method", self.method);
+        a.put("url.path", self.path());
+        if let Some(host) = self.headers.get("host") {
+            a.put_bytes("server.address", host);
+        }
+    }
+
     /// [`Request::attributes`] into any sink, without allocating per value.
     pub fn write_attributes(&self, r: &Redaction, a: &mut impl AttributeSink) {
         a.put("http.request.method", self.method);
@@ -1221,7 +1231,11 @@ impl Summarize for Http1 {
     ) -> Summary {
         match message {
             Message::Request(r) => {
-                r.write_attributes(&options.redaction, attributes);
+                if options.detail == crate::Detail::Essential {
+                    r.write_essential_attributes(attributes);
+                } else {
+                    r.write_attributes(&options.redaction, attributes);
+                }
                 Summary::Request {
                     key: None,
                     answered: true,
@@ -1229,7 +1243,11 @@ impl Summarize for Http1 {
             }
             Message::Response(r) if r.is_interim() => Summary::Ignore,
             Message::Response(r) => {
-                r.write_attributes(attributes);
+                if options.detail == crate::Detail::Essential {
+                    attributes.put_u64("http.response.status_code", u64::from(r.status));
+                } else {
+                    r.write_attributes(attributes);
+                }
                 Summary::Response {
                     key: None,
                     failure: match r.status {

@@ -84,7 +84,7 @@ mod summary;
 pub mod trace;
 
 pub use id::ProtocolId;
-pub use summary::{Failure, Follower, Summarize, Summary, SummaryOptions};
+pub use summary::{Detail, Failure, Follower, Summarize, Summary, SummaryOptions};
 
 /// Which side of an exchange bytes come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

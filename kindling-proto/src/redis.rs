@@ -1168,12 +1168,16 @@ impl Summarize for Redis {
     fn summarize(
         session: &mut Session,
         message: &Message<'_>,
-        _: &SummaryOptions,
+        options: &SummaryOptions,
         attributes: &mut impl AttributeSink,
     ) -> Summary {
         match message {
             Message::Command(c) => {
-                c.write_attributes(attributes);
+                if options.detail == crate::Detail::Essential {
+                    attributes.put_fmt("db.operation.name", format_args!("{}", Operation(c)));
+                } else {
+                    c.write_attributes(attributes);
+                }
                 // (most commands are none of these: their length says so)
                 let rare = matches!(c.name.len(), 5 | 7 | 9..=12);
                 if !rare {

@@ -20,6 +20,41 @@ use crate::{AttributeSink, Direction, Protocol, ProtocolId};
 pub struct SummaryOptions {
     /// What to hide of HTTP heads (credentials, query values).
     pub redaction: Redaction,
+    /// How many attributes to write.
+    pub detail: Detail,
+}
+
+/// How many attributes a summary writes.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_proto::http1::Http1;
+/// use kindling_proto::{Detail, Direction, Protocol, Status, Summarize, SummaryOptions};
+///
+/// let raw = b"GET /a?b=1 HTTP/1.1\r\nHost: shop\r\nUser-Agent: curl\r\n\r\n";
+/// let Ok(Status::Complete((m, _))) = Http1::parse(&mut Default::default(), Direction::Request, raw) else {
+///     unreachable!()
+/// };
+/// let essential = SummaryOptions { detail: Detail::Essential, ..Default::default() };
+/// let mut a: Vec<(&str, String)> = Vec::new();
+/// Http1::summarize(&mut Default::default(), &m, &essential, &mut a);
+/// let keys: Vec<&str> = a.iter().map(|(k, _)| *k).collect();
+/// assert_eq!(keys, ["http.request.method", "url.path", "server.address"]);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Every attribute of OpenTelemetry's conventions the message has
+    /// (what JSON lines and spans carry).
+    #[default]
+    Full,
+    /// Only what metrics are labelled by: [`ProtocolId::request_keys`],
+    /// [`ProtocolId::status_key`], the server's name and a DNS question's
+    /// name (an agent serving metrics alone: less work per exchange).
+    ///
+    /// [`ProtocolId::request_keys`]: crate::ProtocolId::request_keys
+    /// [`ProtocolId::status_key`]: crate::ProtocolId::status_key
+    Essential,
 }
 
 /// How a response says that its request failed.

@@ -100,6 +100,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
     };
     let mut pipeline = live::pipeline_config(&header);
     pipeline.redaction.keep_query_values = settings.keep_query_values.clone();
+    if json.is_none() && exporter.is_none() {
+        // only the metrics model reads the exchanges: it needs a handful
+        // of their attributes
+        pipeline.detail = kindling_flow::Detail::Essential;
+    }
     let mut driver = Driver::live(pipeline);
     let mut enricher = ProcessEnricher::new();
     let mut outputs = Vec::new();

@@ -128,6 +128,7 @@ impl Pipeline {
         let shared = Shared {
             summary: kindling_proto::SummaryOptions {
                 redaction: config.redaction.clone(),
+                detail: config.detail,
             },
             ..Shared::default()
         };
