@@ -174,3 +174,114 @@ fn essential_attributes_give_the_same_metrics() {
         "{essential_attributes} attributes, against {full_attributes}"
     );
 }
+
+/// Label values from traffic may hold quotes, backslashes and newlines (a
+/// path, a process name, a DNS name): the exposition escapes them, and
+/// Prometheus' own parser (`promtool check metrics`) reads it (its lints,
+/// such as counters' HELP names in the OpenMetrics style, are no parse
+/// errors).
+#[test]
+fn hostile_label_values_are_escaped() {
+    use kindling_flow::{Attributes, Comm, Exchange, Output, Phases, ProtocolId, Role};
+    use kindling_proto::AttributeSink;
+
+    let mut m = Metrics::with_labels(MetricsConfig::default(), &[("node", "n\"1")]);
+    for (role, protocol, comm) in [
+        (
+            Role::Server,
+            ProtocolId::Http,
+            *b"we\"b\\srv\0\0\0\0\0\0\0\0",
+        ),
+        (
+            Role::Client,
+            ProtocolId::Http,
+            *b"cli\"ent\0\0\0\0\0\0\0\0\0",
+        ),
+        (Role::Client, ProtocolId::Dns, *b"res\\olver\0\0\0\0\0\0\0"),
+    ] {
+        let mut attributes = Attributes::default();
+        if protocol == ProtocolId::Dns {
+            attributes.put("dns.question.name", "a\"b\\c\nd.example");
+            attributes.put("dns.question.type", "A");
+            attributes.put("dns.response.code", "NOERROR");
+        } else {
+            attributes.put("http.request.method", "GET");
+            attributes.put("url.path", "/q\"uote\\back\nslash");
+            attributes.put("server.address", "ho\"st");
+            attributes.put("http.response.status_code", "200");
+        }
+        m.observe(&Output::Exchange(Exchange {
+            kind: "exchange",
+            protocol,
+            role,
+            transport: "tcp",
+            pid: 1,
+            tid: 1,
+            comm: Comm::from_raw(comm),
+            src: "127.0.0.1:40000".parse().unwrap(),
+            dst: "127.0.0.1:8080".parse().unwrap(),
+            ts: 0,
+            duration_ns: 1000,
+            phases: Phases::default(),
+            request_bytes: 1,
+            response_bytes: 1,
+            error: None,
+            network: None,
+            slow: false,
+            partial: false,
+            pending: false,
+            cancelled: false,
+            attributes,
+            resource: Default::default(),
+        }));
+    }
+    let text = m.encode();
+    assert!(text.contains(r#"comm="we\"b\\srv""#), "{text}");
+    assert!(
+        text.contains(r#"request_content="GET /q\"uote\\back\nslash""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"domain="a\"b\\c\nd.example""#), "{text}");
+    assert!(text.contains(r#"node="n\"1""#), "{text}");
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(text.as_bytes());
+    match promtool {
+        Some(out) => {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!said.contains("parsing error"), "promtool: {said}\n{text}");
+            assert!(said.contains("no help text"), "promtool linted it: {said}");
+        }
+        None => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI needs promtool"
+            );
+            eprintln!("promtool not installed: the exposition was not checked by it");
+        }
+    }
+}
+
+/// Running a command with `input` on its standard input.
+trait WithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Option<std::process::Output>;
+}
+
+impl WithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Option<std::process::Output> {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        child.stdin.take()?.write_all(input).ok()?;
+        child.wait_with_output().ok()
+    }
+}

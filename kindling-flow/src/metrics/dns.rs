@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry;
 
 use super::cardinality::Cap;
 use super::schema::{register, DnsLabels, Name};
+use super::text::escape;
 use super::OVERFLOW;
 use crate::record::Exchange;
 use crate::ErrorKind;
@@ -53,19 +54,11 @@ impl Dns {
     /// Counts one client DNS exchange.
     pub(super) fn observe(&mut self, x: &Exchange) {
         let labels = DnsLabels {
-            comm: x.comm.to_string(),
-            domain: x
-                .attributes
-                .get("dns.question.name")
-                .unwrap_or_default()
-                .to_owned(),
+            comm: escape(&x.comm.as_str()),
+            domain: escape(x.attributes.get("dns.question.name").unwrap_or_default()),
             rcode: match x.error {
                 Some(ErrorKind::NoResponse) => "TIMEOUT".to_owned(),
-                _ => x
-                    .attributes
-                    .get("dns.response.code")
-                    .unwrap_or_default()
-                    .to_owned(),
+                _ => escape(x.attributes.get("dns.response.code").unwrap_or_default()),
             },
         };
         let (requests, duration) = (&self.requests, &self.duration);

@@ -144,7 +144,7 @@ impl Metrics {
         let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = labels
             .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (Cow::Owned((*k).to_owned()), Cow::Owned((*v).to_owned())))
+            .map(|(k, v)| (Cow::Owned((*k).to_owned()), Cow::Owned(text::escape(v))))
             .collect();
         let mut m = Self {
             registry: Registry::with_labels(labels.into_iter()),

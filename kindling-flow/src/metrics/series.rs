@@ -29,6 +29,7 @@ use super::memo::Memo;
 use super::schema::{
     latency_family, register, EntityLabels, LatencyFamily, LatencyLabels, Name, TopologyLabels,
 };
+use super::text::escape;
 use super::values::Values;
 use super::OVERFLOW;
 use crate::record::{Comm, Exchange};
@@ -84,9 +85,9 @@ impl LabelValues {
     fn of<K: Kind>(key: &Key<K::Peer>, values: &Values) -> Self {
         Self {
             protocol: key.protocol.as_str().to_owned(),
-            comm: key.comm.to_string(),
+            comm: escape(&key.comm.as_str()),
             port: key.port,
-            peer: K::peer_labels(key.peer, values),
+            peer: K::peer_labels(key.peer, values).map(|v| escape(&v)),
             is_error: key.error,
             is_slow: key.slow,
         }

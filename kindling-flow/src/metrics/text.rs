@@ -65,8 +65,14 @@ fn push_line(out: &mut String, line: &str, extra: &str) {
     out.push('\n');
 }
 
-/// A label value as the text format wants it.
-fn escape(v: &str) -> String {
+/// A label value as the text format wants it: `\`, `"` and newlines
+/// escaped. Values from traffic (paths, process names, DNS names) may hold
+/// any of them, and `prometheus-client` writes label values as they are:
+/// one raw quote would make Prometheus reject the whole scrape.
+pub(super) fn escape(v: &str) -> String {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.to_owned();
+    }
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
