@@ -17,7 +17,6 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use kindling_proto::ProtocolId;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -27,7 +26,8 @@ use super::cardinality::{Admit, Cap};
 use super::content::response_content;
 use super::memo::Memo;
 use super::schema::{
-    latency_family, register, EntityLabels, LatencyFamily, LatencyLabels, Name, TopologyLabels,
+    latency_family, register, EntityLabels, LatencyFamily, LatencyLabels, Name, Render, Rendered,
+    TopologyLabels,
 };
 use super::text::escape;
 use super::values::Values;
@@ -40,7 +40,7 @@ pub(super) trait Kind {
     /// of this kind from another (label strings interned).
     type Peer: Copy + Hash + Eq;
     /// The label set of its counters.
-    type Labels: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static;
+    type Labels: Clone + Hash + Eq + Render + Debug + Send + Sync + 'static;
     /// Name and help of its families, in the order registered: requests,
     /// total duration, bytes the traced end sent, bytes it received,
     /// duration histogram.
@@ -241,20 +241,20 @@ impl Series {
     }
 }
 
-/// The families of one kind.
+/// The families of one kind (their label sets rendered once).
 #[derive(Debug)]
-struct Families<L: Clone + Hash + Eq> {
-    requests: Family<L, Counter>,
-    duration: Family<L, Counter>,
-    send: Family<L, Counter>,
-    receive: Family<L, Counter>,
+struct Families {
+    requests: Family<Rendered, Counter>,
+    duration: Family<Rendered, Counter>,
+    send: Family<Rendered, Counter>,
+    receive: Family<Rendered, Counter>,
     latency: LatencyFamily,
 }
 
 /// Every series of one kind, under the series cap.
 #[derive(Debug)]
 pub(super) struct ExchangeSeries<K: Kind> {
-    families: Families<K::Labels>,
+    families: Families,
     cap: Cap<Key<K::Peer>, Series>,
 }
 
@@ -300,7 +300,7 @@ impl<K: Kind> ExchangeSeries<K> {
                 LabelValues::of::<K>(key, values)
             });
             let latency = v.latency();
-            let labels = K::labels(v);
+            let labels = K::labels(v).render();
             Series {
                 requests: f.requests.get_or_create(&labels).clone(),
                 duration: f.duration.get_or_create(&labels).clone(),
