@@ -7,11 +7,11 @@ mod common;
 use common::{
     free_port, get, get_with, http_server, kindling, privileged, temp_dir, wait_for, Stop,
 };
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "deploy.rs"]
 #[allow(dead_code, reason = "its tests run from deploy.rs itself")]
@@ -181,7 +181,7 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("agent starts");
-    let mut agent = Stop(agent);
+    let agent = Stop(agent);
     wait_for("/healthz", Duration::from_secs(10), || {
         get(listen, "/healthz").is_some_and(|(s, _)| s == 200)
     });
@@ -329,28 +329,7 @@ fn prometheus_scrapes_the_agent_while_traffic_runs() {
     assert!(checked >= 25, "{checked} dashboard queries");
 
     // SIGTERM ends it promptly and cleanly
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = agent.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "agent did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    agent
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "{status}: {err}");
+    let err = common::terminate(agent);
     assert!(err.contains("agent stopped"), "{err}");
 
     // --json-out: every exchange, flushed by the SIGTERM, across the

@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_port, get, http_server, kindling, privileged, wait_for, Stop};
+use common::{free_port, get, http_server, kindling, privileged, terminate, wait_for, Stop};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -190,33 +189,6 @@ fn agent(listen: u16, web: u16, otlp: &[&str]) -> Stop {
         get(listen, "/readyz").is_some_and(|(s, _)| s == 200)
     });
     agent
-}
-
-/// SIGTERM, then the exit status and what it printed.
-fn terminate(mut agent: Stop) -> String {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = agent.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    agent
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "{status}: {err}");
-    err
 }
 
 #[test]

@@ -109,3 +109,31 @@ pub fn http_server() -> u16 {
     });
     port
 }
+
+/// SIGTERM to an agent: it must exit successfully within 20 s; what it
+/// printed on standard error.
+pub fn terminate(mut agent: Stop) -> String {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    agent
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}");
+    err
+}
