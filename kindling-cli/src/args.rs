@@ -266,4 +266,8 @@ pub struct AgentArgs {
     /// dropped and counted [default: 30].
     #[arg(long, env = "KINDLING_OTLP_MAX_RETRY", value_name = "SECONDS")]
     pub otlp_max_retry: Option<u64>,
+    /// CPU scheduling of the agent: `batch` (the default: it never preempts
+    /// the applications it watches when it wakes up) or `normal`.
+    #[arg(long, env = "KINDLING_SCHED")]
+    pub sched: Option<crate::agent::settings::Sched>,
 }

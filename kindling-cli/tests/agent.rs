@@ -432,6 +432,19 @@ fn metrics_over_tls_with_a_token_are_scraped_by_prometheus() {
         https(&["-H", "Authorization: Bearer tls-token"]) == "200"
     });
     assert_eq!(https(&[]), "401", "the token is still required");
+    // every thread of the agent runs SCHED_BATCH (3): its wake-ups do not
+    // preempt the applications it watches
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", _agent.0.id())).unwrap();
+    let mut threads = 0;
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // fields after the command name: policy is the 41st of the line
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after.split(' ').nth(38).unwrap();
+        assert_eq!(policy, "3", "{stat}");
+        threads += 1;
+    }
+    assert!(threads >= 2, "{threads} threads");
     assert_eq!(
         get(listen, "/metrics").map(|(s, _)| s),
         None,

@@ -33,6 +33,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         print!("{}", settings.to_toml());
         return Ok(());
     }
+    // before any thread starts: they inherit it
+    settings.sched.apply()?;
     let stop = live::stop_flag()?;
     let shared = Arc::new(Shared {
         metrics: Mutex::new(Metrics::with_labels(

@@ -73,6 +73,40 @@ pub struct Settings {
     pub otlp_interval: u64,
     /// Seconds a batch is retried before it is dropped.
     pub otlp_max_retry: u64,
+    /// CPU scheduling policy of the agent's threads.
+    pub sched: Sched,
+}
+
+/// How the kernel schedules the agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Sched {
+    /// `SCHED_BATCH`: as much CPU as a normal process, but its wake-ups
+    /// (every poll of the ring) do not preempt the applications it watches,
+    /// which keeps it out of their tail latency.
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, as the agent was started.
+    Normal,
+}
+
+impl Sched {
+    /// Applies the policy to the calling thread (threads it starts later
+    /// inherit it).
+    pub fn apply(self) -> Result<()> {
+        if self == Sched::Normal {
+            return Ok(());
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        anyhow::ensure!(
+            rc == 0,
+            "setting SCHED_BATCH: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
 }
 
 impl Default for Settings {
@@ -101,6 +135,7 @@ impl Default for Settings {
             otlp_queue: 8192,
             otlp_interval: 15,
             otlp_max_retry: 30,
+            sched: Sched::default(),
         }
     }
 }
@@ -180,6 +215,9 @@ impl Settings {
         }
         if let Some(v) = args.otlp_max_retry {
             s.otlp_max_retry = v;
+        }
+        if let Some(v) = args.sched {
+            s.sched = v;
         }
         s.check()?;
         Ok(s)
