@@ -42,7 +42,7 @@ fn every_alert_fires_when_it_should_and_only_then() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert_eq!(alerts.len(), 8, "{alerts:?}");
     for a in alerts {
         assert!(
             tests.contains(&format!("alertname: {a}")),
