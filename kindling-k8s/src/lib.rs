@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+mod cgroup;
 mod process;
 
+pub use cgroup::{identity_from_cgroup, CgroupIdentity, Runtime};
 pub use process::{container_id_from_cgroup, ProcessEnricher};

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::cgroup::identity_from_cgroup;
 use kindling_flow::enrich::Enricher;
 use kindling_flow::Output;
 
@@ -11,8 +12,9 @@ use kindling_flow::Output;
 const MAX_PROCESSES: usize = 16_384;
 
 /// The default enricher: `process.pid`, `process.executable.name` and,
-/// from `/proc/<pid>/cgroup`, `container.id`. A process that has exited
-/// (a replay of an old capture) gets no container id.
+/// from `/proc/<pid>/cgroup`, `container.id`, `container.runtime` and
+/// `k8s.pod.uid` (see [`identity_from_cgroup`]). A process that has exited
+/// (a replay of an old capture) gets none of those three.
 ///
 /// # Examples
 ///
@@ -33,7 +35,15 @@ const MAX_PROCESSES: usize = 16_384;
 #[derive(Debug)]
 pub struct ProcessEnricher {
     proc_root: PathBuf,
-    containers: HashMap<u32, Option<String>>,
+    containers: HashMap<u32, Identity>,
+}
+
+/// What a process's cgroup said, owned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Identity {
+    container_id: Option<String>,
+    runtime: Option<&'static str>,
+    pod_uid: Option<String>,
 }
 
 impl Default for ProcessEnricher {
@@ -70,22 +80,32 @@ impl ProcessEnricher {
         }
     }
 
-    fn container(&mut self, pid: u32) -> Option<String> {
+    fn identity(&mut self, pid: u32) -> Identity {
         if let Some(c) = self.containers.get(&pid) {
             return c.clone();
         }
         let path = self.proc_root.join(pid.to_string()).join("cgroup");
-        let id = std::fs::read_to_string(path).ok().and_then(|text| {
-            text.lines()
-                .filter_map(|l| l.splitn(3, ':').nth(2))
-                .find_map(container_id_from_cgroup)
-                .map(str::to_owned)
-        });
+        // cgroup v1 has a line per hierarchy: the first that names a
+        // container or a pod
+        let identity = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .filter_map(|l| l.splitn(3, ':').nth(2))
+                    .map(identity_from_cgroup)
+                    .find(|who| who.container_id.is_some() || who.pod_uid.is_some())
+                    .map(|who| Identity {
+                        container_id: who.container_id.map(str::to_owned),
+                        runtime: who.runtime.map(|r| r.as_str()),
+                        pod_uid: who.pod_uid,
+                    })
+            })
+            .unwrap_or_default();
         if self.containers.len() >= MAX_PROCESSES {
             self.containers.clear();
         }
-        self.containers.insert(pid, id.clone());
-        id
+        self.containers.insert(pid, identity.clone());
+        identity
     }
 }
 
@@ -97,8 +117,15 @@ impl Enricher for ProcessEnricher {
         };
         resource.insert("process.pid", pid.to_string());
         resource.insert("process.executable.name", comm.to_string());
-        if let Some(id) = self.container(pid) {
+        let who = self.identity(pid);
+        if let Some(id) = who.container_id {
             resource.insert("container.id", id);
+        }
+        if let Some(runtime) = who.runtime {
+            resource.insert("container.runtime", runtime.to_owned());
+        }
+        if let Some(uid) = who.pod_uid {
+            resource.insert("k8s.pod.uid", uid);
         }
     }
 }
@@ -118,11 +145,7 @@ impl Enricher for ProcessEnricher {
 /// assert_eq!(container_id_from_cgroup("/user.slice/session-1.scope"), None);
 /// ```
 pub fn container_id_from_cgroup(path: &str) -> Option<&str> {
-    path.rsplit('/').find_map(|segment| {
-        let segment = segment.strip_suffix(".scope").unwrap_or(segment);
-        let id = segment.rsplit(['-', ':']).next()?;
-        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
-    })
+    identity_from_cgroup(path).container_id
 }
 
 #[cfg(test)]
@@ -139,9 +162,26 @@ mod tests {
             format!("0::/system.slice/docker-{id}.scope\n"),
         )
         .unwrap();
+        // cgroup v1: a line per hierarchy, the pod's in most
+        std::fs::create_dir_all(root.join("7")).unwrap();
+        let uid = "5e0c2a4b-7f1d-4e3a-9b8c-6d5e4f3a2b1c";
+        std::fs::write(
+            root.join("7/cgroup"),
+            format!(
+                "12:devices:/kubepods/burstable/pod{uid}/{id}\n\
+                 11:memory:/kubepods/burstable/pod{uid}/{id}\n1:name=systemd:/\n"
+            ),
+        )
+        .unwrap();
         let mut e = ProcessEnricher::with_proc_root(&root);
-        assert_eq!(e.container(42), Some(id));
-        assert_eq!(e.container(43), None, "no such process");
+        let docker = e.identity(42);
+        assert_eq!(docker.container_id.as_deref(), Some(id.as_str()));
+        assert_eq!(docker.runtime, Some("docker"));
+        assert_eq!(docker.pod_uid, None);
+        let pod = e.identity(7);
+        assert_eq!(pod.pod_uid.as_deref(), Some(uid));
+        assert_eq!(pod.runtime, Some("containerd"));
+        assert_eq!(e.identity(43), Identity::default(), "no such process");
         std::fs::remove_dir_all(root).unwrap();
     }
 }
