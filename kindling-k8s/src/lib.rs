@@ -21,6 +21,7 @@
 
 mod cgroup;
 mod process;
+pub mod store;
 
 pub use cgroup::{identity_from_cgroup, CgroupIdentity, Runtime};
 pub use process::{container_id_from_cgroup, ProcessEnricher};
