@@ -132,41 +132,42 @@ pub struct Node {
     pub ips: Vec<IpAddr>,
 }
 
-/// The workload a pod belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Workload {
+/// The workload a pod belongs to (borrowed from the store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workload<'a> {
     /// Its kind.
     pub kind: WorkloadKind,
     /// Its name.
-    pub name: String,
+    pub name: &'a str,
 }
 
-/// What an address resolved to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Entity {
+/// What an address resolved to, borrowed from the store: resolving
+/// allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity<'a> {
     /// A pod (and the container whose port it is, when one declares it).
     Pod {
         /// The pod.
-        pod: Arc<Pod>,
+        pod: &'a Pod,
         /// Index into `pod.containers`.
         container: Option<usize>,
         /// The workload it belongs to.
-        workload: Workload,
+        workload: Workload<'a>,
         /// A service that selects it, when one is known.
-        service: Option<Arc<Service>>,
+        service: Option<&'a Service>,
     },
     /// A service's virtual address (ClusterIP:port or NodeIP:NodePort):
     /// the translated backend is known only from conntrack.
-    Service(Arc<Service>),
+    Service(&'a Service),
     /// A node's own address (no pod declares the port).
-    Node(Arc<Node>),
+    Node(&'a Node),
     /// An address in no known object, inside the cluster's ranges.
     NotFoundInternal,
     /// An address outside the cluster.
     External,
 }
 
-impl Entity {
+impl Entity<'_> {
     /// The labels metrics carry for it, in the order of `LABELS`:
     /// namespace, workload kind, workload name, service, pod, container,
     /// node. `NOT_FOUND_INTERNAL` / `NOT_FOUND_EXTERNAL` where nothing
@@ -181,8 +182,8 @@ impl Entity {
             } => [
                 &pod.namespace,
                 workload.kind.as_str(),
-                &workload.name,
-                service.as_ref().map_or("", |s| s.name.as_str()),
+                workload.name,
+                service.map_or("", |s| s.name.as_str()),
                 &pod.name,
                 container
                     .and_then(|i| pod.containers.get(i))
@@ -286,8 +287,8 @@ pub struct Store {
     service_of_pod: HashMap<String, Arc<Service>>,
     nodes: HashMap<String, Arc<Node>>,
     node_ips: HashMap<IpAddr, Candidates<Node>>,
-    /// (namespace, ReplicaSet or Job name) → its owner.
-    owners: HashMap<(String, String), Owner>,
+    /// Namespace → ReplicaSet or Job name → its owner.
+    owners: HashMap<String, HashMap<String, Owner>>,
     /// The cluster's pod and service ranges: an address inside them that
     /// no object has is `NotFoundInternal`.
     cluster_ranges: Vec<(IpAddr, u8)>,
@@ -309,11 +310,22 @@ impl Store {
 
     /// Adds or replaces a ReplicaSet's or Job's owner.
     pub fn set_owner(&mut self, namespace: &str, name: &str, owner: Option<Owner>) {
-        let key = (namespace.to_owned(), name.to_owned());
         match owner {
-            Some(o) => self.owners.insert(key, o),
-            None => self.owners.remove(&key),
-        };
+            Some(o) => {
+                self.owners
+                    .entry(namespace.to_owned())
+                    .or_default()
+                    .insert(name.to_owned(), o);
+            }
+            None => {
+                if let Some(names) = self.owners.get_mut(namespace) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        self.owners.remove(namespace);
+                    }
+                }
+            }
+        }
     }
 
     /// Adds or replaces a pod.
@@ -487,16 +499,17 @@ impl Store {
 
     /// The workload of a pod: its controller, followed through a
     /// ReplicaSet to its Deployment and through a Job to its CronJob.
-    pub fn workload(&self, pod: &Pod) -> Workload {
+    pub fn workload<'a>(&'a self, pod: &'a Pod) -> Workload<'a> {
         let Some(owner) = &pod.owner else {
             return Workload {
                 kind: WorkloadKind::Pod,
-                name: pod.name.clone(),
+                name: &pod.name,
             };
         };
         let up = self
             .owners
-            .get(&(pod.namespace.clone(), owner.name.clone()))
+            .get(&pod.namespace)
+            .and_then(|names| names.get(&owner.name))
             .filter(|_| matches!(owner.kind.as_str(), "ReplicaSet" | "Job"));
         let (kind, name) = match (owner.kind.as_str(), up) {
             ("ReplicaSet", Some(o)) if o.kind == "Deployment" => {
@@ -509,10 +522,7 @@ impl Store {
             ("DaemonSet", _) => (WorkloadKind::DaemonSet, &owner.name),
             _ => (WorkloadKind::Pod, &pod.name),
         };
-        Workload {
-            kind,
-            name: name.clone(),
-        }
+        Workload { kind, name }
     }
 
     /// The entity behind `addr`, in the original Kindling's order:
@@ -522,10 +532,10 @@ impl Store {
     /// → node; loopback → `local_node`; anything else → not found, inside
     /// or outside the cluster's ranges. `now` is the caller's clock, for
     /// the grace period of deleted objects.
-    pub fn resolve(&self, addr: SocketAddr, local_node: &str, now: u64) -> Entity {
+    pub fn resolve(&self, addr: SocketAddr, local_node: &str, now: u64) -> Entity<'_> {
         let (ip, port) = (addr.ip(), addr.port());
         if let Some(s) = best(self.cluster_ips.get(&(ip, port)), now) {
-            return Entity::Service(Arc::clone(s));
+            return Entity::Service(s);
         }
         if let Some(pod) = best(self.pod_ips.get(&ip), now) {
             return self.pod_entity(pod, port);
@@ -538,13 +548,13 @@ impl Store {
         });
         if let Some(node) = node {
             if let Some(s) = best(self.node_ports.get(&port), now) {
-                return Entity::Service(Arc::clone(s));
+                return Entity::Service(s);
             }
             let on_node = self.host_ports.get(node.name.as_str());
             if let Some(pod) = best(on_node.and_then(|p| p.get(&port)), now) {
                 return self.pod_entity(pod, port);
             }
-            return Entity::Node(Arc::clone(node));
+            return Entity::Node(node);
         }
         if self
             .cluster_ranges
@@ -557,17 +567,17 @@ impl Store {
         }
     }
 
-    fn pod_entity(&self, pod: &Arc<Pod>, port: u16) -> Entity {
+    fn pod_entity<'a>(&'a self, pod: &'a Pod, port: u16) -> Entity<'a> {
         let container = pod
             .containers
             .iter()
             .position(|c| c.ports.contains(&port) || c.host_ports.contains(&port))
             .or((pod.containers.len() == 1).then_some(0));
         Entity::Pod {
-            pod: Arc::clone(pod),
+            pod,
             container,
             workload: self.workload(pod),
-            service: self.service_of_pod.get(&pod.uid).cloned(),
+            service: self.service_of_pod.get(&pod.uid).map(|s| &**s),
         }
     }
 
