@@ -13,15 +13,21 @@
 //!                       → process.pid, process.executable.name, container.id
 //! ```
 //!
-//! **Status:** the process enricher ([`ProcessEnricher`], reading procfs)
-//! and the container id of a cgroup path ([`container_id_from_cgroup`])
-//! exist so far; the Kubernetes enricher comes with a later issue.
+//! **Status:** the process enricher ([`ProcessEnricher`]: procfs, and the
+//! container, runtime and pod UID of a cgroup path, [`identity_from_cgroup`]),
+//! the metadata store and its resolution rules ([`store`]), and the
+//! Kubernetes enricher naming a traced process's pod, workload, container
+//! and node ([`KubernetesEnricher`]). Not yet: the watchers that fill the
+//! store from the API server, conntrack for a service's backend, the
+//! Kubernetes labels on the metrics, the DaemonSet.
 
 #![forbid(unsafe_code)]
 
 mod cgroup;
+mod enricher;
 mod process;
 pub mod store;
 
 pub use cgroup::{identity_from_cgroup, CgroupIdentity, Runtime};
+pub use enricher::KubernetesEnricher;
 pub use process::{container_id_from_cgroup, ProcessEnricher};
