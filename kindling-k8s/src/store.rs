@@ -8,7 +8,12 @@
 //! gone), but a live object always wins over a deleted one with the same
 //! address (pod IPs are reused).
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+
+/// Fx hashing: the keys are addresses, ports and names from the API
+/// server, looked up for every exchange; no input inserts keys a peer
+/// chooses (lookups of arbitrary addresses only miss).
+type HashMap<K, V> = StdHashMap<K, V, rustc_hash::FxBuildHasher>;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
