@@ -141,16 +141,23 @@ impl Metrics {
     /// assert!(m.encode().contains("kindling_flow_events_total{node=\"n1\"} 0"));
     /// ```
     pub fn with_labels(config: MetricsConfig, labels: &[(&str, &str)]) -> Self {
-        let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = labels
+        let labels: Vec<(&str, String)> = labels
             .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (Cow::Owned((*k).to_owned()), Cow::Owned(text::escape(v))))
+            .map(|(k, v)| (*k, text::escape(v)))
+            .collect();
+        // The exchange counters (most of the series) carry the labels in
+        // their label sets, rendered once per series; every other family
+        // sits in a sub-registry that adds them.
+        let prefix: String = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\","))
             .collect();
         let mut m = Self {
-            registry: Registry::with_labels(labels.into_iter()),
+            registry: Registry::default(),
             encoded_len: std::cell::Cell::new(0),
-            entity: ExchangeSeries::new(config.max_series),
-            topology: ExchangeSeries::new(config.max_series),
+            entity: ExchangeSeries::new(config.max_series, &prefix),
+            topology: ExchangeSeries::new(config.max_series, &prefix),
             tcp: tcp::Tcp::new(config.max_series),
             dns: dns::Dns::new(config.max_series),
             values: values::Values::new(config.max_request_contents),
@@ -159,9 +166,15 @@ impl Metrics {
             self_counters: Vec::new(),
             connections: Gauge::default(),
         };
-        let r = &mut m.registry;
-        m.entity.register(r);
-        m.topology.register(r);
+        m.entity.register(&mut m.registry);
+        m.topology.register(&mut m.registry);
+        let r = m.registry.sub_registry_with_labels(
+            labels
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.to_owned()), Cow::Owned(v))),
+        );
+        m.entity.register_histogram(r);
+        m.topology.register_histogram(r);
         m.tcp.register(r);
         m.dns.register(r);
         r.register(

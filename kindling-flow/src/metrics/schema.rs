@@ -66,11 +66,18 @@ pub(super) struct Rendered {
 }
 
 impl Rendered {
-    /// The label set of these (name, value) pairs, in order.
-    fn of(pairs: &[(&str, &str)]) -> Self {
+    /// The label set of `prefix` (`k="v",` pairs, already rendered: the
+    /// model's own labels) and these (name, value) pairs, in order.
+    fn of(prefix: &str, pairs: &[(&str, &str)]) -> Self {
         use std::fmt::Write as _;
-        let mut head =
-            String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+        let mut head = String::with_capacity(
+            prefix.len()
+                + pairs
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>(),
+        );
+        head.push_str(prefix);
         let (last, rest) = pairs.split_last().expect("a label set has labels");
         for (k, v) in rest {
             let _ = write!(head, "{k}=\"{v}\",");
@@ -97,37 +104,43 @@ impl EncodeLabelSet for Rendered {
 
 /// Label sets that many series share: rendered once per series.
 pub(super) trait Render {
-    /// The rendered label set.
-    fn render(&self) -> Rendered;
+    /// The rendered label set, after `prefix` (see [`Rendered::of`]).
+    fn render(&self, prefix: &str) -> Rendered;
 }
 
 impl Render for EntityLabels {
-    fn render(&self) -> Rendered {
+    fn render(&self, prefix: &str) -> Rendered {
         let port = self.port.to_string();
-        Rendered::of(&[
-            ("protocol", &self.protocol),
-            ("comm", &self.comm),
-            ("port", &port),
-            ("request_content", &self.request_content),
-            ("response_content", &self.response_content),
-            ("is_error", if self.is_error { "true" } else { "false" }),
-            ("is_slow", if self.is_slow { "true" } else { "false" }),
-        ])
+        Rendered::of(
+            prefix,
+            &[
+                ("protocol", self.protocol.as_str()),
+                ("comm", self.comm.as_str()),
+                ("port", port.as_str()),
+                ("request_content", self.request_content.as_str()),
+                ("response_content", self.response_content.as_str()),
+                ("is_error", if self.is_error { "true" } else { "false" }),
+                ("is_slow", if self.is_slow { "true" } else { "false" }),
+            ],
+        )
     }
 }
 
 impl Render for TopologyLabels {
-    fn render(&self) -> Rendered {
+    fn render(&self, prefix: &str) -> Rendered {
         let port = self.dst_port.to_string();
-        Rendered::of(&[
-            ("protocol", &self.protocol),
-            ("src_comm", &self.src_comm),
-            ("dst_ip", &self.dst_ip),
-            ("dst_port", &port),
-            ("dst_name", &self.dst_name),
-            ("is_error", if self.is_error { "true" } else { "false" }),
-            ("is_slow", if self.is_slow { "true" } else { "false" }),
-        ])
+        Rendered::of(
+            prefix,
+            &[
+                ("protocol", self.protocol.as_str()),
+                ("src_comm", self.src_comm.as_str()),
+                ("dst_ip", self.dst_ip.as_str()),
+                ("dst_port", port.as_str()),
+                ("dst_name", self.dst_name.as_str()),
+                ("is_error", if self.is_error { "true" } else { "false" }),
+                ("is_slow", if self.is_slow { "true" } else { "false" }),
+            ],
+        )
     }
 }
 

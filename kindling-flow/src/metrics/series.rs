@@ -256,11 +256,15 @@ struct Families {
 pub(super) struct ExchangeSeries<K: Kind> {
     families: Families,
     cap: Cap<Key<K::Peer>, Series>,
+    /// The model's own labels, rendered (`cluster="…",node="…",`): the
+    /// counters' label sets start with them.
+    prefix: Box<str>,
 }
 
 impl<K: Kind> ExchangeSeries<K> {
-    /// No series yet; at most `max_series` label sets.
-    pub(super) fn new(max_series: usize) -> Self {
+    /// No series yet; at most `max_series` label sets, each after
+    /// `prefix`.
+    pub(super) fn new(max_series: usize, prefix: &str) -> Self {
         Self {
             families: Families {
                 requests: Family::default(),
@@ -270,18 +274,26 @@ impl<K: Kind> ExchangeSeries<K> {
                 latency: latency_family(),
             },
             cap: Cap::new(max_series),
+            prefix: prefix.into(),
         }
     }
 
-    /// Registers its families.
-    pub(super) fn register(&self, r: &mut Registry) {
+    /// Registers its counter families, whose label sets carry the model's
+    /// own labels already, in `counters`, and its histogram in `labelled`
+    /// (a registry adding them).
+    pub(super) fn register(&self, counters: &mut Registry) {
         let f = &self.families;
-        let [requests, duration, send, receive, latency] = K::FAMILIES;
-        register(r, requests, f.requests.clone());
-        register(r, duration, f.duration.clone());
-        register(r, send, f.send.clone());
-        register(r, receive, f.receive.clone());
-        register(r, latency, f.latency.clone());
+        let [requests, duration, send, receive, _] = K::FAMILIES;
+        register(counters, requests, f.requests.clone());
+        register(counters, duration, f.duration.clone());
+        register(counters, send, f.send.clone());
+        register(counters, receive, f.receive.clone());
+    }
+
+    /// Registers its histogram family in `labelled` (a registry adding the
+    /// model's own labels).
+    pub(super) fn register_histogram(&self, labelled: &mut Registry) {
+        register(labelled, K::FAMILIES[4], self.families.latency.clone());
     }
 
     /// The series of `x`, found or made under the cap.
@@ -294,13 +306,13 @@ impl<K: Kind> ExchangeSeries<K> {
             slow: x.slow,
             peer: K::peer(x, values),
         };
-        let f = &self.families;
+        let (f, prefix) = (&self.families, &*self.prefix);
         let made = self.cap.admit(key, |key| {
             let v = key.map_or_else(LabelValues::overflow, |key| {
                 LabelValues::of::<K>(key, values)
             });
             let latency = v.latency();
-            let labels = K::labels(v).render();
+            let labels = K::labels(v).render(prefix);
             Series {
                 requests: f.requests.get_or_create(&labels).clone(),
                 duration: f.duration.get_or_create(&labels).clone(),
