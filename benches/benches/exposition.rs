@@ -7,12 +7,11 @@
 //! (`Metrics::with_labels`), and the older way, a text pass adding them
 //! after. Baseline in the same run: copying a text of the same size.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_main, Criterion};
 use kindling_flow::{
-    metrics::relabel, Attributes, Comm, Exchange, Metrics, MetricsConfig, Phases, ProtocolId, Role,
+    metrics::relabel, Attributes, Comm, Exchange, Metrics, MetricsConfig, ProtocolId, Role,
 };
 use kindling_proto::AttributeSink;
 
@@ -23,28 +22,19 @@ fn exchange(port: u16, path: &str, status: &str) -> Exchange {
     attributes.put("url.path", path);
     attributes.put("http.response.status_code", status);
     Exchange {
-        kind: "exchange",
-        protocol: ProtocolId::Http,
-        role: Role::Server,
-        transport: "tcp",
         pid: 1000 + u32::from(port),
         tid: 1,
         comm: Comm::from_raw(*b"server\0\0\0\0\0\0\0\0\0\0"),
-        src: "127.0.0.1:40000".parse().unwrap(),
-        dst: format!("127.0.0.1:{port}").parse().unwrap(),
-        ts: 0,
         duration_ns: 1_000_000,
-        phases: Phases::default(),
         request_bytes: 100,
         response_bytes: 1000,
-        error: None,
-        network: None,
-        slow: false,
-        partial: false,
-        pending: false,
-        cancelled: false,
         attributes,
-        resource: BTreeMap::new(),
+        ..Exchange::new(
+            ProtocolId::Http,
+            Role::Server,
+            "127.0.0.1:40000".parse().unwrap(),
+            format!("127.0.0.1:{port}").parse().unwrap(),
+        )
     }
 }
 

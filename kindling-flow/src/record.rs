@@ -379,6 +379,58 @@ pub struct Exchange {
     pub resource: BTreeMap<&'static str, String>,
 }
 
+impl Exchange {
+    /// An exchange of `protocol` between `src` (the client) and `dst`
+    /// (the server), seen from `role`'s end, with nothing else known yet:
+    /// no process, time, phases, bytes, error or attributes. For producers
+    /// of exchanges other than the pipeline (tests, benchmarks, imports),
+    /// which fill what they know with struct update syntax.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_flow::{Exchange, ProtocolId, Role};
+    ///
+    /// let x = Exchange {
+    ///     duration_ns: 1_500_000,
+    ///     ..Exchange::new(ProtocolId::Http, Role::Client, "10.0.0.1:40000".parse()?, "10.0.0.2:80".parse()?)
+    /// };
+    /// assert_eq!(x.transport, "tcp");
+    /// assert!(x.error.is_none());
+    /// # Ok::<(), std::net::AddrParseError>(())
+    /// ```
+    pub fn new(protocol: ProtocolId, role: Role, src: SocketAddr, dst: SocketAddr) -> Self {
+        Self {
+            kind: "exchange",
+            protocol,
+            role,
+            transport: if protocol == ProtocolId::Dns {
+                "udp"
+            } else {
+                "tcp"
+            },
+            pid: 0,
+            tid: 0,
+            comm: Comm::from_raw([0; 16]),
+            src,
+            dst,
+            ts: 0,
+            duration_ns: 0,
+            phases: Phases::default(),
+            request_bytes: 0,
+            response_bytes: 0,
+            error: None,
+            network: None,
+            slow: false,
+            partial: false,
+            pending: false,
+            cancelled: false,
+            attributes: Attributes::default(),
+            resource: BTreeMap::new(),
+        }
+    }
+}
+
 /// What happened to a TCP connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -464,6 +516,42 @@ pub struct TcpRecord {
     /// Resource attributes, from enrichers.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub resource: BTreeMap<&'static str, String>,
+}
+
+impl TcpRecord {
+    /// A record of `event` between this host's `src` and the peer `dst`,
+    /// nothing else known yet (see [`Exchange::new`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kindling_flow::{TcpEventKind, TcpRecord};
+    ///
+    /// let r = TcpRecord {
+    ///     errno: Some(111),
+    ///     ..TcpRecord::new(TcpEventKind::ConnectFailed, "10.0.0.1:40000".parse()?, "10.0.0.2:80".parse()?)
+    /// };
+    /// assert_eq!(r.kind, "tcp");
+    /// # Ok::<(), std::net::AddrParseError>(())
+    /// ```
+    pub fn new(event: TcpEventKind, src: SocketAddr, dst: SocketAddr) -> Self {
+        Self {
+            kind: "tcp",
+            event,
+            pid: 0,
+            comm: Comm::from_raw([0; 16]),
+            src,
+            dst,
+            ts: 0,
+            duration_ns: None,
+            errno: None,
+            srtt_us: None,
+            retransmits: None,
+            reason: None,
+            reason_name: None,
+            resource: BTreeMap::new(),
+        }
+    }
 }
 
 /// An output of the pipeline.

@@ -182,7 +182,7 @@ fn essential_attributes_give_the_same_metrics() {
 /// errors).
 #[test]
 fn hostile_label_values_are_escaped() {
-    use kindling_flow::{Attributes, Comm, Exchange, Output, Phases, ProtocolId, Role};
+    use kindling_flow::{Attributes, Comm, Exchange, Output, ProtocolId, Role};
     use kindling_proto::AttributeSink;
 
     let mut m = Metrics::with_labels(MetricsConfig::default(), &[("node", "n\"1")]);
@@ -211,28 +211,19 @@ fn hostile_label_values_are_escaped() {
             attributes.put("http.response.status_code", "200");
         }
         m.observe(&Output::Exchange(Exchange {
-            kind: "exchange",
-            protocol,
-            role,
-            transport: "tcp",
             pid: 1,
             tid: 1,
             comm: Comm::from_raw(comm),
-            src: "127.0.0.1:40000".parse().unwrap(),
-            dst: "127.0.0.1:8080".parse().unwrap(),
-            ts: 0,
             duration_ns: 1000,
-            phases: Phases::default(),
             request_bytes: 1,
             response_bytes: 1,
-            error: None,
-            network: None,
-            slow: false,
-            partial: false,
-            pending: false,
-            cancelled: false,
             attributes,
-            resource: Default::default(),
+            ..Exchange::new(
+                protocol,
+                role,
+                "127.0.0.1:40000".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+            )
         }));
     }
     let text = m.encode();

@@ -160,20 +160,12 @@ mod tests {
         );
         let tcp = |pid: u32, src: &str| {
             Output::Tcp(kindling_flow::TcpRecord {
-                kind: "tcp",
-                event: kindling_flow::TcpEventKind::Connect,
                 pid,
-                comm: kindling_flow::Comm::from_raw([0; 16]),
-                src: src.parse().unwrap(),
-                dst: "10.96.0.1:443".parse().unwrap(),
-                ts: 0,
-                duration_ns: None,
-                errno: None,
-                srtt_us: None,
-                retransmits: None,
-                reason: None,
-                reason_name: None,
-                resource: Default::default(),
+                ..kindling_flow::TcpRecord::new(
+                    kindling_flow::TcpEventKind::Connect,
+                    src.parse().unwrap(),
+                    "10.96.0.1:443".parse().unwrap(),
+                )
             })
         };
         // the agent: host network, so by its cgroup's pod UID and container id

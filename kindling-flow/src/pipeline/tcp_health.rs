@@ -213,31 +213,18 @@ impl Pipeline {
             attributes.put("error.type", name);
         }
         out.push(Output::Exchange(Exchange {
-            kind: "exchange",
-            protocol: ProtocolId::Tcp,
-            role: Role::Client,
-            transport: "tcp",
             pid: f.pid,
             tid: f.tid,
             comm: Comm::from_raw(f.comm),
-            src: f.src,
-            dst: f.dst,
             ts: unix(&self.config, f.start_ns),
             duration_ns: f.took_ns,
             phases: Phases {
                 connect: Some(f.took_ns),
                 ..Phases::default()
             },
-            request_bytes: 0,
-            response_bytes: 0,
             error: Some(ErrorKind::ConnectFailed),
-            network: None,
-            slow: false,
-            partial: false,
-            pending: false,
-            cancelled: false,
             attributes,
-            resource: Default::default(),
+            ..Exchange::new(ProtocolId::Tcp, Role::Client, f.src, f.dst)
         }));
     }
 
@@ -252,20 +239,10 @@ impl Pipeline {
         fill: impl FnOnce(&mut TcpRecord),
     ) {
         let mut r = TcpRecord {
-            kind: "tcp",
-            event,
             pid: hdr.pid.get(),
             comm: Comm::from_raw(hdr.comm),
-            src,
-            dst,
             ts: unix(&self.config, hdr.ts_ns.get()),
-            duration_ns: None,
-            errno: None,
-            srtt_us: None,
-            retransmits: None,
-            reason: None,
-            reason_name: None,
-            resource: Default::default(),
+            ..TcpRecord::new(event, src, dst)
         };
         fill(&mut r);
         out.push(Output::Tcp(r));

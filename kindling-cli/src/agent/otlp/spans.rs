@@ -246,15 +246,9 @@ mod tests {
         attributes.put("url.path", "/users/42");
         attributes.put("http.response.status_code", "404");
         Exchange {
-            kind: "exchange",
-            protocol: ProtocolId::Http,
-            role,
-            transport: "tcp",
             pid: 7,
             tid: 8,
             comm: Comm::from_raw(*b"curl\0\0\0\0\0\0\0\0\0\0\0\0"),
-            src: "127.0.0.1:40000".parse().unwrap(),
-            dst: "127.0.0.1:8080".parse().unwrap(),
             ts: 1_000,
             duration_ns: 60,
             phases: Phases {
@@ -266,13 +260,13 @@ mod tests {
             request_bytes: 100,
             response_bytes: 200,
             error,
-            network: None,
-            slow: false,
-            partial: false,
-            pending: false,
-            cancelled: false,
             attributes,
-            resource: BTreeMap::new(),
+            ..Exchange::new(
+                ProtocolId::Http,
+                role,
+                "127.0.0.1:40000".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+            )
         }
     }
 
