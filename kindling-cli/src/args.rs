@@ -270,4 +270,8 @@ pub struct AgentArgs {
     /// the applications it watches when it wakes up) or `normal`.
     #[arg(long, env = "KINDLING_SCHED")]
     pub sched: Option<crate::agent::settings::Sched>,
+    /// Log lines as `text` or `json` (level from KINDLING_LOG, default
+    /// info) [default: text].
+    #[arg(long, env = "KINDLING_LOG_FORMAT")]
+    pub log_format: Option<crate::agent::settings::LogFormat>,
 }

@@ -365,6 +365,8 @@ fn a_collector_that_is_away_costs_counted_drops_and_export_resumes_when_it_retur
             "16",
             "--otlp-max-retry",
             "2",
+            "--log-format",
+            "json",
         ],
     );
     for _ in 0..60 {
@@ -410,6 +412,14 @@ fn a_collector_that_is_away_costs_counted_drops_and_export_resumes_when_it_retur
         err.contains("OTLP"),
         "the failed exports were logged: {err}"
     );
+    // --log-format json: every line an object with a level and a message
+    for line in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
     assert!(
         !received.metric_names().is_empty(),
         "the last metrics went out at SIGTERM"

@@ -33,6 +33,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         print!("{}", settings.to_toml());
         return Ok(());
     }
+    settings.log_format.init();
     // before any thread starts: they inherit it
     settings.sched.apply()?;
     let stop = live::stop_flag()?;
@@ -54,10 +55,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let tls = settings.metrics_tls()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = serve::start(settings.listen, tls, Arc::clone(&shared), Arc::clone(&stop))?;
-    eprintln!(
-        "kindling: agent serving {scheme}://{}/metrics",
-        settings.listen
-    );
+    tracing::info!(url = %format!("{scheme}://{}/metrics", settings.listen), "agent serving");
     let started = Instant::now();
     let loaded = ProbeBuilder::from_config(settings.probe()).load();
     let mut probe = match loaded {
@@ -68,7 +66,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
             return Err(e.into());
         }
     };
-    eprintln!("{}", live::loaded_line(&probe, started.elapsed()));
+    tracing::info!(
+        "{}",
+        live::loaded_line(&probe, started.elapsed()).trim_start_matches("kindling: ")
+    );
     shared.counters.ready.store(true, Ordering::Relaxed);
 
     let header = live::host_header(&probe);
@@ -95,7 +96,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
                 Arc::clone(&shared.counters.otlp),
                 Box::new(move || source.exposition()),
             )?;
-            eprintln!("kindling: agent sending OTLP to {endpoint}");
+            tracing::info!(%endpoint, "agent sending OTLP");
             Some(e)
         }
         None => None,
@@ -131,7 +132,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             exporter.as_mut(),
         ) {
             // a full disk must not take the metrics down with it
-            eprintln!("kindling: {e:#}; --json-out stops, /metrics goes on");
+            tracing::error!(error = %format!("{e:#}"), "--json-out stops, /metrics goes on");
             json = None;
         }
         count(&shared.counters, probe.received(), &losses);
@@ -156,10 +157,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
         e.finish();
     }
     let _ = server.join();
-    eprintln!(
-        "kindling: agent stopped; {} events; {}",
-        probe.received(),
-        crate::output::losses_line(&probe.losses()?)
+    tracing::info!(
+        events = probe.received(),
+        losses = %crate::output::losses_line(&probe.losses()?),
+        "agent stopped"
     );
     Ok(())
 }

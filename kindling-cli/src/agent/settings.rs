@@ -75,6 +75,36 @@ pub struct Settings {
     pub otlp_max_retry: u64,
     /// CPU scheduling policy of the agent's threads.
     pub sched: Sched,
+    /// How the agent's log lines are written (to standard error; the level
+    /// from `KINDLING_LOG`, e.g. `debug`, default `info`).
+    pub log_format: LogFormat,
+}
+
+/// The agent's log format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-12-07T14:00:00Z  INFO agent serving url=http://…`
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// Installs the process's log subscriber (once; later calls do nothing).
+    pub fn init(self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("KINDLING_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false);
+        let _ = match self {
+            LogFormat::Text => builder.with_ansi(false).try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
+    }
 }
 
 /// How the kernel schedules the agent.
@@ -136,6 +166,7 @@ impl Default for Settings {
             otlp_interval: 15,
             otlp_max_retry: 30,
             sched: Sched::default(),
+            log_format: LogFormat::default(),
         }
     }
 }
@@ -218,6 +249,9 @@ impl Settings {
         }
         if let Some(v) = args.sched {
             s.sched = v;
+        }
+        if let Some(v) = args.log_format {
+            s.log_format = v;
         }
         s.check()?;
         Ok(s)

@@ -242,7 +242,7 @@ impl Sender {
             }
             Err(e) => {
                 c.dropped_export_failed.fetch_add(n, Ordering::Relaxed);
-                eprintln!("kindling: OTLP: {n} spans dropped: {e}");
+                tracing::warn!(spans = n, error = %e, "OTLP: spans dropped");
             }
         }
     }
@@ -282,7 +282,7 @@ impl Sender {
             }
             Err(e) => {
                 c.metric_exports_failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("kindling: OTLP: metrics not sent: {e}");
+                tracing::warn!(error = %e, "OTLP: metrics not sent");
             }
         }
     }
