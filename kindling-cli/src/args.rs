@@ -31,14 +31,15 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
-    /// Only these processes (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    /// Only these processes (repeatable, or comma-separated).
+    #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
-    /// Only sockets with this local or remote port (repeatable).
-    #[arg(long = "port", value_name = "PORT")]
+    /// Only sockets with this local or remote port (repeatable, or comma-separated).
+    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
     pub ports: Vec<u16>,
-    /// Only tasks in this cgroup v2 id (repeatable; `stat -c %i` of the cgroup dir).
-    #[arg(long = "cgroup", value_name = "ID")]
+    /// Only tasks in this cgroup v2 id (repeatable, or comma-separated;
+    /// `stat -c %i` of the cgroup dir).
+    #[arg(long = "cgroup", value_name = "ID", value_delimiter = ',')]
     pub cgroups: Vec<u64>,
     /// Payload bytes captured per syscall (1..=16384).
     #[arg(long, default_value_t = 4096)]
@@ -274,4 +275,21 @@ pub struct AgentArgs {
     /// info) [default: text].
     #[arg(long, env = "KINDLING_LOG_FORMAT")]
     pub log_format: Option<crate::agent::settings::LogFormat>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_take_lists_as_the_agent_does() {
+        let cli = Cli::try_parse_from(["kindling", "watch", "--port", "80,443", "--port", "8080"])
+            .unwrap();
+        let Command::Watch(w) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(w.probe.ports, [80, 443, 8080]);
+        let bad = Cli::try_parse_from(["kindling", "record", "-o", "x.kcap", "--pid", "1,two"]);
+        assert!(bad.unwrap_err().to_string().contains("two"));
+    }
 }
