@@ -49,13 +49,17 @@ impl KubernetesEnricher {
 impl Enricher for KubernetesEnricher {
     fn enrich(&mut self, output: &mut Output) {
         self.process.enrich(output);
-        let (local, resource) = match output {
+        // the store's clock is Unix nanoseconds, as the outputs' `ts`: a
+        // pod deleted before this output's time still names it for the
+        // grace period
+        let (local, ts, resource) = match output {
             Output::Exchange(x) => {
                 let local = if x.role == Role::Server { x.dst } else { x.src };
-                (local, &mut x.resource)
+                (local, x.ts, &mut x.resource)
             }
-            Output::Tcp(t) => (t.src, &mut t.resource),
+            Output::Tcp(t) => (t.src, t.ts, &mut t.resource),
         };
+        let now = u64::try_from(ts).unwrap_or(0);
         let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
         let by_uid = resource
             .get("k8s.pod.uid")
@@ -63,7 +67,7 @@ impl Enricher for KubernetesEnricher {
             .map(|p| &**p);
         let pod: Option<(&Pod, Option<usize>)> = match by_uid {
             Some(pod) => Some((pod, None)),
-            None => match store.resolve(local, &self.node, 0) {
+            None => match store.resolve(local, &self.node, now) {
                 Entity::Pod { pod, container, .. } => Some((pod, container)),
                 _ => None,
             },

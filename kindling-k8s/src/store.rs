@@ -226,7 +226,8 @@ pub const NOT_FOUND_EXTERNAL: &str = "NOT_FOUND_EXTERNAL";
 struct Entry<T> {
     object: Arc<T>,
     /// Deleted at this time plus the grace period (nanoseconds, the
-    /// caller's clock); `None` while live.
+    /// caller's clock: Unix nanoseconds, as exchanges' `ts`); `None`
+    /// while live.
     expires: Option<u64>,
 }
 
@@ -363,12 +364,11 @@ impl Store {
     fn pod_keys(pod: &Pod) -> (Vec<IpAddr>, Vec<(String, u16)>) {
         let mut host = Vec::new();
         for c in &pod.containers {
-            let node_ports: Box<dyn Iterator<Item = &u16>> = if pod.host_network {
-                Box::new(c.ports.iter().chain(&c.host_ports))
-            } else {
-                Box::new(c.host_ports.iter())
-            };
-            host.extend(node_ports.map(|port| (pod.node.clone(), *port)));
+            // a host-network pod serves its container ports at the node's
+            // addresses too
+            let own: &[u16] = if pod.host_network { &c.ports } else { &[] };
+            let at_node = c.host_ports.iter().chain(own);
+            host.extend(at_node.map(|port| (pod.node.clone(), *port)));
         }
         let ips = if pod.host_network {
             Vec::new()

@@ -105,9 +105,6 @@ pub struct Metrics {
     overflow: Counter,
     self_counters: Vec<(Counter, StatField)>,
     connections: Gauge,
-    /// The last encoding's length: the next one reserves that much at
-    /// once instead of growing its string a few times over.
-    encoded_len: std::cell::Cell<usize>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -155,7 +152,6 @@ impl Metrics {
             .collect();
         let mut m = Self {
             registry: Registry::default(),
-            encoded_len: std::cell::Cell::new(0),
             entity: ExchangeSeries::new(config.max_series, &prefix),
             topology: ExchangeSeries::new(config.max_series, &prefix),
             tcp: tcp::Tcp::new(config.max_series),
@@ -232,11 +228,9 @@ impl Metrics {
         if now > before {
             self.overflow.inc_by(now - before);
         }
-        let last = self.encoded_len.get();
-        let mut s = String::with_capacity(last + last / 8 + 4096);
+        let mut s = String::new();
         prometheus_client::encoding::text::encode(&mut s, &self.registry)
             .expect("writing to a String cannot fail");
-        self.encoded_len.set(s.len());
         s
     }
 
