@@ -7,12 +7,15 @@ set -euo pipefail
 # services are not used): nginx-light (bodies sent with sendfile(2)),
 # dnsmasq + dig (DNS search lists), redis (pub/sub), mariadb (connections
 # joined mid-way, failed logins, refusals), prometheus (scrapes the agent),
-# openssl (a throwaway certificate for /metrics over TLS).
+# openssl (a throwaway certificate for /metrics over TLS), kubectl (checks
+# that the test Kubernetes API server speaks the real API).
 need=(clang llvm libelf-dev zlib1g-dev libssl-dev openssl pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount nginx-light dnsmasq-base dnsutils redis-server redis-tools mariadb-server mariadb-client prometheus)
 missing=()
 for p in "${need[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# any kubectl will do (Debian's is kubernetes-client)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   apt-get update -q

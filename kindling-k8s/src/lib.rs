@@ -27,6 +27,8 @@ mod cgroup;
 mod enricher;
 mod process;
 pub mod store;
+#[cfg(feature = "watch")]
+pub mod watch;
 
 pub use cgroup::{identity_from_cgroup, CgroupIdentity, Runtime};
 pub use enricher::KubernetesEnricher;

@@ -483,6 +483,15 @@ impl Store {
         self.nodes.insert(n.name.clone(), n);
     }
 
+    /// Removes a node.
+    pub fn delete_node(&mut self, name: &str) {
+        if let Some(old) = self.nodes.remove(name) {
+            for ip in &old.ips {
+                remove_from(&mut self.node_ips, ip, &old);
+            }
+        }
+    }
+
     /// Forgets deleted objects whose grace period is over.
     pub fn expire(&mut self, now: u64) {
         self.deleted_pods.retain(|_, (_, until)| now < *until);

@@ -1,0 +1,552 @@
+//! Watchers that fill a [`Store`] from the Kubernetes API: list + watch of
+//! Pods, Services, EndpointSlices, Nodes, and the metadata of ReplicaSets
+//! and Jobs (to reach a pod's Deployment or CronJob).
+//!
+//! kube-rs's `watcher` does the protocol: a paged list, then a watch from
+//! its `resourceVersion` with bookmarks, a new list after `410 Gone`, and
+//! resumption after dropped connections; errors back off exponentially
+//! (0.8 s to 30 s). No API object is kept: each event is turned into the
+//! store's compact shape at once, so memory is the store's. After each
+//! (re-)list, the objects the list no longer holds are deleted from the
+//! store, which keeps them resolvable for its grace period.
+//!
+//! The watchers run on a thread of their own (a single-threaded tokio
+//! runtime) and take the store's write lock once per event.
+
+mod convert;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::PartialObjectMeta;
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+pub use convert::parse_cidr;
+
+use crate::store::{Service, Store};
+
+/// Where the API server is and how to reach it.
+#[derive(Clone, Debug, Default)]
+pub struct WatchConfig {
+    /// A kubeconfig file; without one, the in-cluster service account
+    /// (`KUBERNETES_SERVICE_HOST` and the token files), then `$KUBECONFIG`
+    /// and `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Ranges that are the cluster's besides the nodes' pod ranges
+    /// (typically the service range), for `NOT_FOUND_INTERNAL`.
+    pub cluster_ranges: Vec<(IpAddr, u8)>,
+}
+
+/// The kinds watched, in the order of [`WatchStatus::kinds`].
+pub const KINDS: [&str; 6] = [
+    "Pod",
+    "Service",
+    "EndpointSlice",
+    "Node",
+    "ReplicaSet",
+    "Job",
+];
+
+/// Progress of one kind's watcher.
+#[derive(Debug, Default)]
+pub struct KindStatus {
+    synced: AtomicBool,
+    events: AtomicU64,
+    errors: AtomicU64,
+    lists: AtomicU64,
+}
+
+impl KindStatus {
+    /// Its first list has been applied.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+    /// Objects applied or deleted.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+    /// Errors from the API (each one retried after a back-off).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+    /// Complete lists (the first, and each after `410 Gone` or a watch
+    /// that could not resume).
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed)
+    }
+}
+
+/// What the watchers have done, shared with whoever reports it.
+#[derive(Debug, Default)]
+pub struct WatchStatus {
+    kinds: [KindStatus; 6],
+}
+
+impl WatchStatus {
+    /// Each kind's progress, named as in [`KINDS`].
+    pub fn kinds(&self) -> impl Iterator<Item = (&'static str, &KindStatus)> {
+        KINDS.into_iter().zip(&self.kinds)
+    }
+
+    /// Every kind has been listed once.
+    pub fn all_synced(&self) -> bool {
+        self.kinds.iter().all(KindStatus::synced)
+    }
+
+    /// The watchers' counters in Prometheus text (`kindling_k8s_*`).
+    pub fn encode_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        type Family = (&'static str, &'static str, &'static str, fn(&KindStatus) -> u64);
+        let families: [Family; 4] = [
+            (
+                "kindling_k8s_watch_synced",
+                "gauge",
+                "1 once the kind's first list is applied",
+                |k| u64::from(k.synced()),
+            ),
+            (
+                "kindling_k8s_watch_events_total",
+                "counter",
+                "Objects applied or deleted from the Kubernetes API",
+                KindStatus::events,
+            ),
+            (
+                "kindling_k8s_watch_errors_total",
+                "counter",
+                "Errors watching the Kubernetes API (each retried after a back-off)",
+                KindStatus::errors,
+            ),
+            (
+                "kindling_k8s_watch_lists_total",
+                "counter",
+                "Complete lists of a kind (the first, and after 410 Gone)",
+                KindStatus::lists,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (k, s) in self.kinds() {
+                let _ = writeln!(out, "{name}{{kind=\"{k}\"}} {}", value(s));
+            }
+        }
+        out
+    }
+}
+
+/// The running watchers: they stop when this is dropped.
+#[derive(Debug)]
+pub struct Watchers {
+    status: Arc<WatchStatus>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchers {
+    /// Connects to the API server of `config` and starts watching into
+    /// `store`. Fails when no configuration is found or it is unusable; an
+    /// unreachable server is not an error here (the watchers retry and
+    /// count it).
+    pub fn start(config: &WatchConfig, store: Arc<RwLock<Store>>) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = runtime.block_on(client(config))?;
+        let status = Arc::new(WatchStatus::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let shared = Shared {
+            store,
+            status: Arc::clone(&status),
+            extra_ranges: config.cluster_ranges.clone(),
+            services: Mutex::default(),
+            node_ranges: Mutex::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kindling-k8s".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = watch_all(client, &shared) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })?;
+        Ok(Self {
+            status,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// What the watchers have done so far.
+    pub fn status(&self) -> &Arc<WatchStatus> {
+        &self.status
+    }
+
+    /// Waits until every kind has been listed once, for at most `timeout`;
+    /// says whether they were.
+    pub fn wait_synced(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while !self.status.all_synced() {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A client from the kubeconfig of `config`, else in-cluster, else the
+/// default kubeconfig.
+async fn client(config: &WatchConfig) -> Result<Client, StartError> {
+    let config = match &config.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)?;
+            let options = kube::config::KubeConfigOptions::default();
+            kube::Config::from_custom_kubeconfig(file, &options).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Why the watchers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The kubeconfig given could not be read or used.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// No kubeconfig was given and none was found, in the cluster or at home.
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The client could not be built (TLS settings, say).
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    /// The runtime or its thread.
+    #[error("starting the watchers: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State the watchers share beyond the store.
+#[derive(Debug)]
+struct Shared {
+    store: Arc<RwLock<Store>>,
+    status: Arc<WatchStatus>,
+    extra_ranges: Vec<(IpAddr, u8)>,
+    /// Services and the pods their EndpointSlices list, merged into the
+    /// store's `Service`.
+    services: Mutex<ServiceState>,
+    /// Node name → its pod ranges.
+    node_ranges: Mutex<HashMap<String, Vec<(IpAddr, u8)>>>,
+}
+
+impl Shared {
+    fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        f(&mut self.store.write().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// `(namespace, name)`.
+type Key = (String, String);
+
+#[derive(Debug, Default)]
+struct ServiceState {
+    specs: HashMap<Key, Service>,
+    /// `(namespace, slice name)` → (its service's key, pod UIDs).
+    slices: HashMap<Key, (Key, Vec<String>)>,
+}
+
+impl ServiceState {
+    /// The service `key` with its backends, if its spec is known.
+    fn merged(&self, key: &Key) -> Option<Service> {
+        let mut s = self.specs.get(key)?.clone();
+        for (service, pods) in self.slices.values() {
+            if service == key {
+                s.backends.extend(pods.iter().cloned());
+            }
+        }
+        Some(s)
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// One kind's way into the store.
+trait Apply<K> {
+    /// Which status slot, in [`KINDS`].
+    const SLOT: usize;
+    /// The object's identity (kept to find what a re-list dropped).
+    fn key(object: &K) -> String;
+    /// Adds or replaces it.
+    fn apply(shared: &Shared, object: &K);
+    /// Removes what `key` named.
+    fn delete(shared: &Shared, key: &str);
+}
+
+async fn watch_all(client: Client, shared: &Shared) {
+    let config = watcher::Config::default();
+    futures::join!(
+        run::<core::Pod, Pods>(Api::all(client.clone()), config.clone(), shared),
+        run::<core::Service, ServiceSpecs>(Api::all(client.clone()), config.clone(), shared),
+        run::<EndpointSlice, Slices>(Api::all(client.clone()), config.clone(), shared),
+        run::<core::Node, Nodes>(Api::all(client.clone()), config.clone(), shared),
+        run::<PartialObjectMeta<ReplicaSet>, Owners<4>>(
+            Api::all(client.clone()),
+            config.clone(),
+            shared
+        ),
+        run::<PartialObjectMeta<Job>, Owners<5>>(Api::all(client), config, shared),
+    );
+}
+
+/// Follows one kind for ever, applying its events to the store.
+async fn run<K, A>(api: Api<K>, config: watcher::Config, shared: &Shared)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    A: Apply<K>,
+{
+    let status = &shared.status.kinds[A::SLOT];
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    // what the store holds of this kind, and what the list under way has
+    // named so far
+    let mut known: HashSet<String> = HashSet::new();
+    let mut listed: Option<HashSet<String>> = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => listed = Some(HashSet::new()),
+            Ok(Event::InitApply(o) | Event::Apply(o)) => {
+                let key = A::key(&o);
+                A::apply(shared, &o);
+                if let Some(listed) = &mut listed {
+                    listed.insert(key.clone());
+                }
+                known.insert(key);
+                status.events.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::InitDone) => {
+                let listed = listed.take().unwrap_or_default();
+                for gone in known.difference(&listed) {
+                    A::delete(shared, gone);
+                    status.events.fetch_add(1, Ordering::Relaxed);
+                }
+                known = listed;
+                status.lists.fetch_add(1, Ordering::Relaxed);
+                status.synced.store(true, Ordering::Relaxed);
+            }
+            Ok(Event::Delete(o)) => {
+                let key = A::key(&o);
+                A::delete(shared, &key);
+                known.remove(&key);
+                status.events.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                status.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(kind = KINDS[A::SLOT], error = %e, "watching the Kubernetes API");
+            }
+        }
+    }
+}
+
+fn namespaced_key<K: Resource>(o: &K) -> String {
+    format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+}
+
+fn split_key(key: &str) -> Key {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    (ns.to_owned(), name.to_owned())
+}
+
+enum Pods {}
+
+impl Apply<core::Pod> for Pods {
+    const SLOT: usize = 0;
+    fn key(o: &core::Pod) -> String {
+        o.metadata.uid.clone().unwrap_or_default()
+    }
+    fn apply(shared: &Shared, o: &core::Pod) {
+        if convert::pod_is_finished(o) {
+            Self::delete(shared, &Self::key(o));
+        } else if let Some(pod) = convert::pod(o) {
+            shared.write(|s| s.upsert_pod(pod));
+        }
+    }
+    fn delete(shared: &Shared, uid: &str) {
+        let now = now_ns();
+        shared.write(|s| s.delete_pod(uid, now));
+    }
+}
+
+enum ServiceSpecs {}
+
+impl ServiceSpecs {
+    /// Writes the merged service `key` into the store (or removes it).
+    fn publish(shared: &Shared, key: &Key) {
+        let merged = shared
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merged(key);
+        shared.write(|s| match merged {
+            Some(service) => s.upsert_service(service),
+            None => s.delete_service(&key.0, &key.1),
+        });
+    }
+}
+
+impl Apply<core::Service> for ServiceSpecs {
+    const SLOT: usize = 1;
+    fn key(o: &core::Service) -> String {
+        namespaced_key(o)
+    }
+    fn apply(shared: &Shared, o: &core::Service) {
+        let service = convert::service(o);
+        let key = (service.namespace.clone(), service.name.clone());
+        shared
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .specs
+            .insert(key.clone(), service);
+        Self::publish(shared, &key);
+    }
+    fn delete(shared: &Shared, key: &str) {
+        let key = split_key(key);
+        shared
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .specs
+            .remove(&key);
+        Self::publish(shared, &key);
+    }
+}
+
+enum Slices {}
+
+impl Apply<EndpointSlice> for Slices {
+    const SLOT: usize = 2;
+    fn key(o: &EndpointSlice) -> String {
+        namespaced_key(o)
+    }
+    fn apply(shared: &Shared, o: &EndpointSlice) {
+        let Some((service, pods)) = convert::endpoint_slice(o) else {
+            return;
+        };
+        let old = shared
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slices
+            .insert(split_key(&Self::key(o)), (service.clone(), pods));
+        if let Some((before, _)) = old.filter(|(before, _)| *before != service) {
+            ServiceSpecs::publish(shared, &before);
+        }
+        ServiceSpecs::publish(shared, &service);
+    }
+    fn delete(shared: &Shared, key: &str) {
+        let old = shared
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slices
+            .remove(&split_key(key));
+        if let Some((service, _)) = old {
+            ServiceSpecs::publish(shared, &service);
+        }
+    }
+}
+
+enum Nodes {}
+
+impl Nodes {
+    fn publish_ranges(shared: &Shared) {
+        let mut ranges = shared.extra_ranges.clone();
+        let nodes = shared
+            .node_ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ranges.extend(nodes.values().flatten().copied());
+        drop(nodes);
+        ranges.sort_unstable();
+        ranges.dedup();
+        shared.write(|s| s.set_cluster_ranges(ranges));
+    }
+}
+
+impl Apply<core::Node> for Nodes {
+    const SLOT: usize = 3;
+    fn key(o: &core::Node) -> String {
+        o.name_any()
+    }
+    fn apply(shared: &Shared, o: &core::Node) {
+        let (node, ranges) = convert::node(o);
+        shared
+            .node_ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node.name.clone(), ranges);
+        shared.write(|s| s.upsert_node(node));
+        Self::publish_ranges(shared);
+    }
+    fn delete(shared: &Shared, name: &str) {
+        shared
+            .node_ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        shared.write(|s| s.delete_node(name));
+        Self::publish_ranges(shared);
+    }
+}
+
+/// ReplicaSets (`SLOT` 4) and Jobs (5): only who owns them.
+enum Owners<const SLOT: usize> {}
+
+impl<K: Resource, const SLOT: usize> Apply<PartialObjectMeta<K>> for Owners<SLOT>
+where
+    PartialObjectMeta<K>: Resource,
+{
+    const SLOT: usize = SLOT;
+    fn key(o: &PartialObjectMeta<K>) -> String {
+        namespaced_key(o)
+    }
+    fn apply(shared: &Shared, o: &PartialObjectMeta<K>) {
+        let owner = convert::owner(o.meta());
+        let (ns, name) = split_key(&Self::key(o));
+        shared.write(|s| s.set_owner(&ns, &name, owner));
+    }
+    fn delete(shared: &Shared, key: &str) {
+        let (ns, name) = split_key(key);
+        shared.write(|s| s.set_owner(&ns, &name, None));
+    }
+}
