@@ -18,6 +18,7 @@ pub fn run(data: &[u8]) {
     let mut metrics = Metrics::new(MetricsConfig {
         max_series: 16,
         max_request_contents: 4,
+        ..MetricsConfig::default()
     });
     let mut out = Vec::new();
     let mut at = 0;

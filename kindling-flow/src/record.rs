@@ -377,6 +377,11 @@ pub struct Exchange {
     /// (`process.pid`, `container.id`, `k8s.pod.name`, …).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub resource: BTreeMap<&'static str, String>,
+    /// What enrichers know of the other end, with the same keys
+    /// (`k8s.pod.name` of the server a client called, `k8s.service.name`
+    /// of the ClusterIP it dialled, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer: BTreeMap<&'static str, String>,
 }
 
 impl Exchange {
@@ -427,6 +432,7 @@ impl Exchange {
             cancelled: false,
             attributes: Attributes::default(),
             resource: BTreeMap::new(),
+            peer: BTreeMap::new(),
         }
     }
 }
@@ -516,6 +522,9 @@ pub struct TcpRecord {
     /// Resource attributes, from enrichers.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub resource: BTreeMap<&'static str, String>,
+    /// What enrichers know of the peer (see [`Exchange::peer`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer: BTreeMap<&'static str, String>,
 }
 
 impl TcpRecord {
@@ -550,6 +559,7 @@ impl TcpRecord {
             reason: None,
             reason_name: None,
             resource: BTreeMap::new(),
+            peer: BTreeMap::new(),
         }
     }
 }

@@ -113,6 +113,7 @@ fn caps_fold_extra_series_into_overflow() {
     let config = MetricsConfig {
         max_series: 3,
         max_request_contents: 2,
+        ..MetricsConfig::default()
     };
     let m = metrics_of(&["http1", "redis"], config);
     let text = m.encode();
@@ -274,5 +275,55 @@ impl WithStdin for std::process::Command {
             .ok()?;
         child.stdin.take()?.write_all(input).ok()?;
         child.wait_with_output().ok()
+    }
+}
+
+/// Identity labels (as the Kubernetes enricher's) come from each end's
+/// attributes: entity series name the server, topology series both ends,
+/// and exchanges alike but for their peer's identity are told apart (the
+/// memo included).
+#[test]
+fn identity_labels_name_both_ends() {
+    const IDENTITY: &[(&str, &str)] = &[("namespace", "k8s.namespace.name"), ("pod", "k8s.pod.name")];
+    let (out, _) = replay_with("http1", Config::default());
+    let mut m = Metrics::new(MetricsConfig {
+        identity: IDENTITY,
+        ..MetricsConfig::default()
+    });
+    let mut clients = 0;
+    for (i, o) in out.into_iter().enumerate() {
+        let kindling_flow::Output::Exchange(mut x) = o else {
+            continue;
+        };
+        x.resource.insert("k8s.namespace.name", "shop".into());
+        x.resource.insert("k8s.pod.name", "me".into());
+        if x.role == kindling_flow::Role::Client {
+            clients += 1;
+            // the same request to two different peers, alternately
+            let peer = if i % 2 == 0 { "web-a" } else { "web-b" };
+            x.peer.insert("k8s.namespace.name", "shop".into());
+            x.peer.insert("k8s.pod.name", peer.into());
+        }
+        m.observe(&kindling_flow::Output::Exchange(x));
+    }
+    assert!(clients >= 2, "the capture has {clients} client exchanges");
+    let text = m.encode();
+    let topology: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("kindling_topology_request_total{"))
+        .collect();
+    assert!(
+        topology.iter().any(|l| l.contains(r#"src_namespace="shop",src_pod="me",dst_namespace="shop",dst_pod="web-a""#)),
+        "{text}"
+    );
+    assert!(topology.iter().any(|l| l.contains(r#"dst_pod="web-b""#)), "{text}");
+    let entity: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("kindling_entity_request_total{"))
+        .collect();
+    assert!(!entity.is_empty());
+    for l in entity {
+        assert!(l.starts_with(r#"kindling_entity_request_total{namespace="shop",pod="me",protocol="#), "{l}");
+        assert!(!l.contains("dst_"), "{l}");
     }
 }

@@ -7,6 +7,7 @@
 //! that. It can forget (it starts over when full) because the caps never
 //! change an answer once given.
 
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 
@@ -34,12 +35,22 @@ pub(super) struct Memo {
 pub(super) struct Memos {
     table: FxHashMap<u128, Memo>,
     fingerprints: Fingerprints,
+    /// The identity labels' attribute keys (see `MetricsConfig::identity`).
+    identity: &'static [(&'static str, &'static str)],
 }
 
 impl Memos {
+    /// Empty; `identity` as the model's.
+    pub(super) fn new(identity: &'static [(&'static str, &'static str)]) -> Self {
+        Self {
+            identity,
+            ..Self::default()
+        }
+    }
+
     /// The fingerprint of what chooses the series of `x`.
     pub(super) fn fingerprint(&self, x: &Exchange) -> u128 {
-        self.fingerprints.of(&RawKey::of(x))
+        self.fingerprints.of(&RawKey::of(x, self.identity))
     }
 
     /// Where `fingerprint` led before, if remembered.
@@ -70,10 +81,14 @@ struct RawKey<'a> {
     /// Entity: request content parts and response content; topology: the
     /// server's name.
     parts: [&'a str; 3],
+    /// Identity attributes: the traced end's and the peer's, and the keys
+    /// read from them (none when the model has no identity labels).
+    ends: [&'a BTreeMap<&'static str, String>; 2],
+    identity: &'static [(&'static str, &'static str)],
 }
 
 impl<'a> RawKey<'a> {
-    fn of(x: &'a Exchange) -> Self {
+    fn of(x: &'a Exchange, identity: &'static [(&'static str, &'static str)]) -> Self {
         let server = x.role == Role::Server;
         let parts = if server {
             let [first, second] = content_parts(x);
@@ -91,6 +106,8 @@ impl<'a> RawKey<'a> {
             error: x.error.is_some(),
             slow: x.slow,
             parts,
+            ends: [&x.resource, &x.peer],
+            identity,
         }
     }
 }
@@ -115,6 +132,15 @@ impl Hash for RawKey<'_> {
         for part in self.parts {
             h.write_usize(part.len());
             h.write(part.as_bytes());
+        }
+        // an entity series names its server only; a topology series both
+        let ends = if self.server { 1 } else { 2 };
+        for end in &self.ends[..ends] {
+            for (_, key) in self.identity {
+                let value = end.get(key).map_or("", String::as_str);
+                h.write_usize(value.len());
+                h.write(value.as_bytes());
+            }
         }
     }
 }
@@ -153,8 +179,12 @@ mod tests {
             error: false,
             slow: false,
             parts,
+            ends: [&EMPTY, &EMPTY],
+            identity: &[],
         }
     }
+
+    static EMPTY: BTreeMap<&'static str, String> = BTreeMap::new();
 
     /// Keys that differ only where an ambiguous encoding could merge them
     /// get different fingerprints.

@@ -61,13 +61,19 @@ pub const OVERFLOW: &str = "__overflow__";
 /// [`MetricsConfig::max_request_contents`] on one port.
 pub const OTHER: &str = "__other__";
 
-/// Cardinality limits.
+/// Cardinality limits, and the identity labels of exchange series.
 #[derive(Clone, Copy, Debug)]
 pub struct MetricsConfig {
     /// Most label sets per metric family.
     pub max_series: usize,
     /// Most distinct `request_content` values per server (protocol, port).
     pub max_request_contents: usize,
+    /// Labels naming who is at each end, as (label, attribute key) pairs:
+    /// entity series carry `label` = the server's `resource[key]`;
+    /// topology series `src_label` = the client's `resource[key]` and
+    /// `dst_label` = its `peer[key]` (empty when absent). Kubernetes names
+    /// come this way (`kindling_k8s::METRIC_LABELS`); empty by default.
+    pub identity: &'static [(&'static str, &'static str)],
 }
 
 impl Default for MetricsConfig {
@@ -75,6 +81,7 @@ impl Default for MetricsConfig {
         Self {
             max_series: 10_000,
             max_request_contents: 100,
+            identity: &[],
         }
     }
 }
@@ -152,12 +159,12 @@ impl Metrics {
             .collect();
         let mut m = Self {
             registry: Registry::default(),
-            entity: ExchangeSeries::new(config.max_series, &prefix),
-            topology: ExchangeSeries::new(config.max_series, &prefix),
+            entity: ExchangeSeries::new(config.max_series, &prefix, config.identity),
+            topology: ExchangeSeries::new(config.max_series, &prefix, config.identity),
             tcp: tcp::Tcp::new(config.max_series),
             dns: dns::Dns::new(config.max_series),
             values: values::Values::new(config.max_request_contents),
-            memo: Memos::default(),
+            memo: Memos::new(config.identity),
             overflow: Counter::default(),
             self_counters: Vec::new(),
             connections: Gauge::default(),

@@ -45,6 +45,9 @@ pub(super) trait Kind {
     /// total duration, bytes the traced end sent, bytes it received,
     /// duration histogram.
     const FAMILIES: [Name; 5];
+    /// The identity labels' prefixes, one per end named: the traced end's
+    /// (its `resource`), then the peer's (its `peer`).
+    const END_PREFIXES: &'static [&'static str];
 
     /// The [`Kind::Peer`] of `x`.
     fn peer(x: &Exchange, values: &mut Values) -> Self::Peer;
@@ -67,7 +70,16 @@ pub(super) struct Key<P> {
     error: bool,
     slow: bool,
     peer: P,
+    /// Per end named (see [`Kind::END_PREFIXES`]), its identity values
+    /// joined and interned ([`NO_IDENTITY`] when the model has none).
+    ends: [u32; 2],
 }
+
+/// The `ends` of a key when the model has no identity labels.
+const NO_IDENTITY: u32 = u32::MAX;
+
+/// Joins one end's identity values (a byte no label value holds).
+const JOIN: char = '\u{1f}';
 
 /// The label values of one series, whatever its kind.
 #[derive(Debug)]
@@ -142,6 +154,7 @@ impl Kind for Entity {
             "Distribution of server answer times, seconds",
         ),
     ];
+    const END_PREFIXES: &'static [&'static str] = &[""];
 
     fn peer(x: &Exchange, values: &mut Values) -> [u32; 2] {
         let request = values.request_content(x);
@@ -196,6 +209,7 @@ impl Kind for Topology {
             "Distribution of client wait times, seconds",
         ),
     ];
+    const END_PREFIXES: &'static [&'static str] = &["src_", "dst_"];
 
     fn peer(x: &Exchange, values: &mut Values) -> (IpAddr, u32) {
         let name = x.attributes.get("server.address").unwrap_or_default();
@@ -259,12 +273,18 @@ pub(super) struct ExchangeSeries<K: Kind> {
     /// The model's own labels, rendered (`cluster="…",node="…",`): the
     /// counters' label sets start with them.
     prefix: Box<str>,
+    /// (label, attribute key) of the identity labels.
+    identity: &'static [(&'static str, &'static str)],
 }
 
 impl<K: Kind> ExchangeSeries<K> {
     /// No series yet; at most `max_series` label sets, each after
     /// `prefix`.
-    pub(super) fn new(max_series: usize, prefix: &str) -> Self {
+    pub(super) fn new(
+        max_series: usize,
+        prefix: &str,
+        identity: &'static [(&'static str, &'static str)],
+    ) -> Self {
         Self {
             families: Families {
                 requests: Family::default(),
@@ -275,6 +295,7 @@ impl<K: Kind> ExchangeSeries<K> {
             },
             cap: Cap::new(max_series),
             prefix: prefix.into(),
+            identity,
         }
     }
 
@@ -305,14 +326,17 @@ impl<K: Kind> ExchangeSeries<K> {
             error: x.error.is_some(),
             slow: x.slow,
             peer: K::peer(x, values),
+            ends: self.end_ids(x, values),
         };
-        let (f, prefix) = (&self.families, &*self.prefix);
+        let (f, prefix, identity) = (&self.families, &*self.prefix, self.identity);
         let made = self.cap.admit(key, |key| {
+            let ends = key.map_or([NO_IDENTITY; 2], |key| key.ends);
+            let prefix = identity_prefix::<K>(prefix, identity, ends, values);
             let v = key.map_or_else(LabelValues::overflow, |key| {
                 LabelValues::of::<K>(key, values)
             });
             let latency = v.latency();
-            let labels = K::labels(v).render(prefix);
+            let labels = K::labels(v).render(&prefix);
             Series {
                 requests: f.requests.get_or_create(&labels).clone(),
                 duration: f.duration.get_or_create(&labels).clone(),
@@ -333,6 +357,26 @@ impl<K: Kind> ExchangeSeries<K> {
         }
     }
 
+    /// The interned identity of each end `K` names.
+    fn end_ids(&self, x: &Exchange, values: &mut Values) -> [u32; 2] {
+        let mut ids = [NO_IDENTITY; 2];
+        if self.identity.is_empty() {
+            return ids;
+        }
+        let ends = [&x.resource, &x.peer];
+        for (id, end) in ids.iter_mut().zip(ends).take(K::END_PREFIXES.len()) {
+            let mut joined = String::new();
+            for (i, (_, key)) in self.identity.iter().enumerate() {
+                if i > 0 {
+                    joined.push(JOIN);
+                }
+                joined.push_str(end.get(key).map_or("", String::as_str));
+            }
+            *id = values.intern(&joined);
+        }
+        ids
+    }
+
     /// Counts an exchange the memo folded into the overflow series.
     pub(super) fn refuse_again(&mut self) {
         self.cap.refuse_again();
@@ -347,4 +391,30 @@ impl<K: Kind> ExchangeSeries<K> {
     pub(super) fn refused(&self) -> u64 {
         self.cap.refused()
     }
+}
+
+/// `prefix` and the identity labels of `ends` (all [`OVERFLOW`] for the
+/// overflow series, whose `ends` are [`NO_IDENTITY`]), rendered.
+fn identity_prefix<K: Kind>(
+    prefix: &str,
+    identity: &[(&str, &str)],
+    ends: [u32; 2],
+    values: &Values,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = prefix.to_owned();
+    if identity.is_empty() {
+        return out;
+    }
+    for (end_prefix, id) in K::END_PREFIXES.iter().zip(ends) {
+        let joined = if id == NO_IDENTITY { OVERFLOW } else { values.get(id) };
+        let mut parts = joined.split(JOIN);
+        // past the string cap an end's values are one `OVERFLOW`
+        let whole = joined.matches(JOIN).count() + 1 != identity.len();
+        for (label, _) in identity {
+            let value = if whole { joined } else { parts.next().unwrap_or("") };
+            let _ = write!(out, "{end_prefix}{label}=\"{}\",", escape(value));
+        }
+    }
+    out
 }

@@ -63,6 +63,7 @@ pub(super) fn from_request(
         cancelled: false,
         attributes: p.attrs,
         resource: Default::default(),
+        peer: Default::default(),
     }
 }
 
