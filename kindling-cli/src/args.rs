@@ -275,6 +275,24 @@ pub struct AgentArgs {
     /// info) [default: text].
     #[arg(long, env = "KINDLING_LOG_FORMAT")]
     pub log_format: Option<crate::agent::settings::LogFormat>,
+    /// Kubernetes names on metrics, spans and JSON: `auto` (on inside a
+    /// cluster, or with --kubeconfig), `on` or `off` [default: auto].
+    #[arg(long, env = "KINDLING_KUBERNETES")]
+    pub kubernetes: Option<crate::agent::settings::Kubernetes>,
+    /// The kubeconfig to reach the API server with [default: the
+    /// in-cluster service account].
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Ranges that are the cluster's besides the nodes' pod ranges, e.g.
+    /// the service range 10.96.0.0/12 (repeatable, or comma-separated): an
+    /// address in them that no object has is NOT_FOUND_INTERNAL.
+    #[arg(
+        long = "cluster-cidr",
+        env = "KINDLING_CLUSTER_CIDRS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub cluster_cidrs: Vec<String>,
 }
 
 #[cfg(test)]

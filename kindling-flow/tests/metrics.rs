@@ -284,7 +284,8 @@ impl WithStdin for std::process::Command {
 /// memo included).
 #[test]
 fn identity_labels_name_both_ends() {
-    const IDENTITY: &[(&str, &str)] = &[("namespace", "k8s.namespace.name"), ("pod", "k8s.pod.name")];
+    const IDENTITY: &[(&str, &str)] =
+        &[("namespace", "k8s.namespace.name"), ("pod", "k8s.pod.name")];
     let (out, _) = replay_with("http1", Config::default());
     let mut m = Metrics::new(MetricsConfig {
         identity: IDENTITY,
@@ -313,17 +314,24 @@ fn identity_labels_name_both_ends() {
         .filter(|l| l.starts_with("kindling_topology_request_total{"))
         .collect();
     assert!(
-        topology.iter().any(|l| l.contains(r#"src_namespace="shop",src_pod="me",dst_namespace="shop",dst_pod="web-a""#)),
+        topology.iter().any(|l| l
+            .contains(r#"src_namespace="shop",src_pod="me",dst_namespace="shop",dst_pod="web-a""#)),
         "{text}"
     );
-    assert!(topology.iter().any(|l| l.contains(r#"dst_pod="web-b""#)), "{text}");
+    assert!(
+        topology.iter().any(|l| l.contains(r#"dst_pod="web-b""#)),
+        "{text}"
+    );
     let entity: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("kindling_entity_request_total{"))
         .collect();
     assert!(!entity.is_empty());
     for l in entity {
-        assert!(l.starts_with(r#"kindling_entity_request_total{namespace="shop",pod="me",protocol="#), "{l}");
+        assert!(
+            l.starts_with(r#"kindling_entity_request_total{namespace="shop",pod="me",protocol="#),
+            "{l}"
+        );
         assert!(!l.contains("dst_"), "{l}");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use kindling_flow::enrich::Enricher;
 use kindling_flow::{Output, Role};
 
-use crate::store::{Entity, Pod, Store};
+use crate::store::{Container, Entity, Store};
 use crate::ProcessEnricher;
 
 /// Process identity from procfs, then Kubernetes names from `store`.
@@ -46,61 +46,117 @@ impl KubernetesEnricher {
     }
 }
 
+/// The metric labels of Kubernetes names, as (label, attribute key) pairs
+/// for [`kindling_flow::MetricsConfig::identity`]: on entity series
+/// `namespace`, `workload_kind`, …; on topology series `src_namespace`, …,
+/// `dst_node`.
+pub const METRIC_LABELS: &[(&str, &str)] = &[
+    ("namespace", "k8s.namespace.name"),
+    ("workload_kind", WORKLOAD_KIND),
+    ("workload_name", WORKLOAD_NAME),
+    ("service", "k8s.service.name"),
+    ("pod", "k8s.pod.name"),
+    ("container", "k8s.container.name"),
+    ("node", "k8s.node.name"),
+];
+
+/// The attribute naming a pod's workload kind (`deployment`, …): no
+/// OpenTelemetry convention has one key for every kind.
+pub const WORKLOAD_KIND: &str = "kindling.k8s.workload.kind";
+/// The attribute naming a pod's workload (alongside the convention's
+/// `k8s.deployment.name` and the like).
+pub const WORKLOAD_NAME: &str = "kindling.k8s.workload.name";
+
+type Attributes = std::collections::BTreeMap<&'static str, String>;
+
+/// Writes what `entity` names into `to`. An address no object has is
+/// named by its namespace alone, `NOT_FOUND_INTERNAL` or
+/// `NOT_FOUND_EXTERNAL`, as Kindling's metrics have it.
+fn name(entity: Entity<'_>, container: Option<&Container>, to: &mut Attributes) {
+    match entity {
+        Entity::Pod {
+            pod,
+            container: by_port,
+            workload,
+            service,
+        } => {
+            to.insert("k8s.namespace.name", pod.namespace.clone());
+            to.insert("k8s.pod.name", pod.name.clone());
+            to.insert("k8s.pod.uid", pod.uid.clone());
+            to.insert("k8s.node.name", pod.node.clone());
+            to.insert(workload.kind.otel_key(), workload.name.to_owned());
+            to.insert(WORKLOAD_KIND, workload.kind.as_str().to_owned());
+            to.insert(WORKLOAD_NAME, workload.name.to_owned());
+            if let Some(s) = service {
+                to.insert("k8s.service.name", s.name.clone());
+            }
+            let container = container.or_else(|| by_port.and_then(|i| pod.containers.get(i)));
+            if let Some(c) = container {
+                to.insert("k8s.container.name", c.name.clone());
+            }
+        }
+        Entity::Service(s) => {
+            to.insert("k8s.namespace.name", s.namespace.clone());
+            to.insert("k8s.service.name", s.name.clone());
+        }
+        Entity::Node(n) => {
+            to.insert("k8s.node.name", n.name.clone());
+        }
+        Entity::NotFoundInternal | Entity::External => {
+            to.insert("k8s.namespace.name", entity.labels()[0].to_owned());
+        }
+    }
+}
+
 impl Enricher for KubernetesEnricher {
     fn enrich(&mut self, output: &mut Output) {
         self.process.enrich(output);
         // the store's clock is Unix nanoseconds, as the outputs' `ts`: a
         // pod deleted before this output's time still names it for the
         // grace period
-        let (local, ts, resource) = match output {
+        let (local, remote, ts, resource, peer) = match output {
             Output::Exchange(x) => {
-                let local = if x.role == Role::Server { x.dst } else { x.src };
-                (local, x.ts, &mut x.resource)
+                let (local, remote) = if x.role == Role::Server {
+                    (x.dst, x.src)
+                } else {
+                    (x.src, x.dst)
+                };
+                (local, remote, x.ts, &mut x.resource, &mut x.peer)
             }
-            Output::Tcp(t) => (t.src, t.ts, &mut t.resource),
+            Output::Tcp(t) => (t.src, t.dst, t.ts, &mut t.resource, &mut t.peer),
         };
         let now = u64::try_from(ts).unwrap_or(0);
         let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
+        // this end: by the pod UID of its cgroup (the only way for a
+        // host-network pod, whose address is its node's), else by address
         let by_uid = resource
             .get("k8s.pod.uid")
             .and_then(|uid| store.pod_by_uid(uid))
             .map(|p| &**p);
-        let pod: Option<(&Pod, Option<usize>)> = match by_uid {
-            Some(pod) => Some((pod, None)),
+        let this = match by_uid {
+            Some(pod) => Some(store.pod_entity(pod, local.port())),
             None => match store.resolve(local, &self.node, now) {
-                Entity::Pod { pod, container, .. } => Some((pod, container)),
+                e @ Entity::Pod { .. } => Some(e),
                 _ => None,
             },
         };
-        let Some((pod, by_port)) = pod else {
-            return;
-        };
-        // the container by the runtime's id, else by the port it declares
-        let container = resource
-            .get("container.id")
-            .and_then(|id| {
+        if let Some(e @ Entity::Pod { pod, .. }) = this {
+            // the container by the runtime's id, before the one declaring the port
+            let container = resource.get("container.id").and_then(|id| {
                 pod.containers
                     .iter()
-                    .position(|c| c.id.as_deref() == Some(id.as_str()))
-            })
-            .or(by_port)
-            .and_then(|i| pod.containers.get(i));
-        let workload = store.workload(pod);
-        resource.insert("k8s.namespace.name", pod.namespace.clone());
-        resource.insert("k8s.pod.name", pod.name.clone());
-        resource.insert("k8s.pod.uid", pod.uid.clone());
-        resource.insert("k8s.node.name", pod.node.clone());
-        resource.insert(workload.kind.otel_key(), workload.name.to_owned());
-        if let Some(c) = container {
-            resource.insert("k8s.container.name", c.name.clone());
+                    .find(|c| c.id.as_deref() == Some(id.as_str()))
+            });
+            name(e, container, resource);
         }
+        name(store.resolve(remote, &self.node, now), None, peer);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Container, Node, Owner};
+    use crate::store::{Node, Owner, Pod};
 
     #[test]
     fn names_a_host_network_pod_by_its_cgroup_and_others_by_address() {
@@ -182,13 +238,28 @@ mod tests {
         assert_eq!(t.resource["k8s.daemonset.name"], "kindling");
         assert_eq!(t.resource["k8s.container.name"], "agent");
         assert_eq!(t.resource["k8s.namespace.name"], "monitoring");
+        assert_eq!(t.resource[WORKLOAD_KIND], "daemonset");
+        // the peer: an address in no object, outside the cluster's ranges
+        assert_eq!(t.peer["k8s.namespace.name"], "NOT_FOUND_EXTERNAL");
+        assert_eq!(t.peer.len(), 1, "{:?}", t.peer);
         // a process whose cgroup is unknown here: by its address
         let mut web = tcp(7, "10.244.1.5:8080");
         e.enrich(&mut web);
         let Output::Tcp(t) = &web else { unreachable!() };
         assert_eq!(t.resource["k8s.pod.name"], "web-1");
         assert_eq!(t.resource["k8s.container.name"], "app");
-        assert_eq!(t.resource["k8s.pod.name"], "web-1");
+        assert_eq!(t.resource[WORKLOAD_KIND], "pod");
+        // a client calling a pod: the peer's names
+        let mut call = tcp(7, "10.244.1.5:41000");
+        if let Output::Tcp(t) = &mut call {
+            t.dst = "192.168.1.11:22".parse().unwrap();
+        }
+        e.enrich(&mut call);
+        let Output::Tcp(t) = &call else {
+            unreachable!()
+        };
+        assert_eq!(t.peer["k8s.node.name"], "n1");
+        assert!(!t.peer.contains_key("k8s.pod.name"));
         // a host process: no Kubernetes names
         let mut host = tcp(8, "192.168.1.11:50000");
         e.enrich(&mut host);

@@ -31,5 +31,5 @@ pub mod store;
 pub mod watch;
 
 pub use cgroup::{identity_from_cgroup, CgroupIdentity, Runtime};
-pub use enricher::KubernetesEnricher;
+pub use enricher::{KubernetesEnricher, METRIC_LABELS, WORKLOAD_KIND, WORKLOAD_NAME};
 pub use process::{container_id_from_cgroup, ProcessEnricher};

@@ -581,7 +581,8 @@ impl Store {
         }
     }
 
-    fn pod_entity<'a>(&'a self, pod: &'a Pod, port: u16) -> Entity<'a> {
+    /// A pod as an entity, with the container declaring `port`.
+    pub fn pod_entity<'a>(&'a self, pod: &'a Pod, port: u16) -> Entity<'a> {
         let container = pod
             .containers
             .iter()
@@ -593,6 +594,32 @@ impl Store {
             workload: self.workload(pod),
             service: self.service_of_pod.get(&pod.uid).map(|s| &**s),
         }
+    }
+
+    /// `kindling_k8s_workload_info` in Prometheus text: one series per
+    /// live pod on `node`, naming its namespace, workload and pod (the
+    /// names a dashboard joins on).
+    pub fn encode_workload_info(&self, node: &str) -> String {
+        use kindling_flow::metrics::escape_label_value as escape;
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "# HELP kindling_k8s_workload_info The workload of each pod on this node\n\
+             # TYPE kindling_k8s_workload_info gauge\n",
+        );
+        let mut pods: Vec<&Arc<Pod>> = self.pods.values().filter(|p| p.node == node).collect();
+        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        for pod in pods {
+            let w = self.workload(pod);
+            let _ = writeln!(
+                out,
+                "kindling_k8s_workload_info{{namespace=\"{}\",workload_kind=\"{}\",workload_name=\"{}\",pod=\"{}\"}} 1",
+                escape(&pod.namespace),
+                w.kind.as_str(),
+                escape(w.name),
+                escape(&pod.name)
+            );
+        }
+        out
     }
 
     /// The pod a local process runs in, by its pod UID (from its cgroup):

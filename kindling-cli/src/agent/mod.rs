@@ -10,7 +10,7 @@ mod serve;
 pub mod settings;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -37,10 +37,20 @@ pub fn run(args: AgentArgs) -> Result<()> {
     // before any thread starts: they inherit it
     settings.sched.apply()?;
     let stop = live::stop_flag()?;
+    // Kubernetes names: the watchers fill the store the enricher reads
+    let kubernetes = match settings.kubernetes() {
+        Some(config) => Some(Kubernetes::start(&config, &settings.node)?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         metrics: Mutex::new(Metrics::with_labels(
             MetricsConfig {
                 max_series: settings.max_series,
+                identity: if kubernetes.is_some() {
+                    kindling_k8s::METRIC_LABELS
+                } else {
+                    &[]
+                },
                 ..MetricsConfig::default()
             },
             &[("cluster", &settings.cluster), ("node", &settings.node)],
@@ -49,6 +59,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         cluster: settings.cluster.clone(),
         node: settings.node.clone(),
         token: settings.metrics_token()?,
+        kubernetes: kubernetes.as_ref().map(Kubernetes::view),
     });
     // The endpoint first: a port in use fails before the probe loads, and
     // /readyz answers while it loads.
@@ -109,7 +120,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
         pipeline.detail = kindling_flow::Detail::Essential;
     }
     let mut driver = Driver::live(pipeline);
-    let mut enricher = ProcessEnricher::new();
+    let mut enricher: Box<dyn Enricher> = match &kubernetes {
+        Some(k) => Box::new(k.enricher(&settings.node)),
+        None => Box::new(ProcessEnricher::new()),
+    };
+    // The process enricher fills the resource attributes, which only the
+    // JSON and OTLP outputs carry: without them the agent skips that work.
+    // Kubernetes names are labels on the metrics too.
+    let enrich = json.is_some() || exporter.is_some() || kubernetes.is_some();
     let mut outputs = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let polled = probe.poll(Duration::from_millis(100), |ev| {
@@ -126,7 +144,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         if let Err(e) = publish(
             &shared,
             &mut driver,
-            &mut enricher,
+            enrich.then_some(&mut *enricher),
             &mut outputs,
             json.as_mut(),
             exporter.as_mut(),
@@ -147,7 +165,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     publish(
         &shared,
         &mut driver,
-        &mut enricher,
+        enrich.then_some(&mut *enricher),
         &mut outputs,
         json.as_mut(),
         exporter.as_mut(),
@@ -170,7 +188,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
 fn publish(
     shared: &Shared,
     driver: &mut Driver,
-    enricher: &mut ProcessEnricher,
+    mut enricher: Option<&mut dyn Enricher>,
     outputs: &mut Vec<Output>,
     json: Option<&mut Printer<Sink>>,
     mut otlp: Option<&mut otlp::Exporter>,
@@ -179,13 +197,9 @@ fn publish(
         .metrics
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    // The process enricher fills the resource attributes, which only the
-    // JSON and OTLP outputs carry (the metrics' labels come from the
-    // exchange): without them the agent skips that work.
-    let enrich = json.is_some() || otlp.is_some();
     for o in outputs.iter_mut() {
-        if enrich {
-            enricher.enrich(o);
+        if let Some(e) = enricher.as_deref_mut() {
+            e.enrich(o);
         }
         metrics.observe(o);
         if let (Some(otlp), Output::Exchange(x)) = (otlp.as_deref_mut(), &*o) {
@@ -204,6 +218,53 @@ fn publish(
     }
     driver.reuse(outputs);
     Ok(())
+}
+
+/// The Kubernetes side of the agent: the store and its watchers.
+struct Kubernetes {
+    store: Arc<RwLock<kindling_k8s::store::Store>>,
+    watchers: kindling_k8s::watch::Watchers,
+}
+
+/// How long a deleted pod's names stay in use, for events about it that
+/// arrive late.
+const K8S_GRACE: Duration = Duration::from_secs(60);
+
+/// How long the agent waits for its first lists before capturing (it goes
+/// on without them: names arrive as the lists do).
+const K8S_SYNC_WAIT: Duration = Duration::from_secs(10);
+
+impl Kubernetes {
+    fn start(config: &kindling_k8s::watch::WatchConfig, node: &str) -> Result<Self> {
+        let grace = u64::try_from(K8S_GRACE.as_nanos()).unwrap_or(u64::MAX);
+        let store = Arc::new(RwLock::new(kindling_k8s::store::Store::new(grace)));
+        let watchers = kindling_k8s::watch::Watchers::start(config, Arc::clone(&store))
+            .context("Kubernetes names (--kubernetes off to go without)")?;
+        if watchers.wait_synced(K8S_SYNC_WAIT) {
+            let pods = store
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pod_count();
+            tracing::info!(pods, node, "Kubernetes metadata listed");
+        } else {
+            tracing::warn!(
+                "Kubernetes metadata not listed after {K8S_SYNC_WAIT:?}: names will be missing until it is"
+            );
+        }
+        Ok(Self { store, watchers })
+    }
+
+    fn enricher(&self, node: &str) -> kindling_k8s::KubernetesEnricher {
+        kindling_k8s::KubernetesEnricher::new(ProcessEnricher::new(), Arc::clone(&self.store), node)
+    }
+
+    /// What `/metrics` reads of it.
+    fn view(&self) -> serve::KubernetesView {
+        serve::KubernetesView {
+            store: Arc::clone(&self.store),
+            status: Arc::clone(self.watchers.status()),
+        }
+    }
 }
 
 fn count(c: &AgentCounters, events: u64, losses: &LossStats) {

@@ -26,6 +26,17 @@ pub struct Shared {
     pub node: String,
     /// The bearer token `/metrics` requires, if any.
     pub token: Option<String>,
+    /// The Kubernetes metadata, when the agent names Kubernetes objects.
+    pub kubernetes: Option<KubernetesView>,
+}
+
+/// What `/metrics` shows of the Kubernetes side: the watchers' progress
+/// and the workloads of this node's pods.
+pub struct KubernetesView {
+    /// The metadata store.
+    pub store: Arc<std::sync::RwLock<kindling_k8s::store::Store>>,
+    /// The watchers' counters.
+    pub status: Arc<kindling_k8s::watch::WatchStatus>,
 }
 
 impl Shared {
@@ -40,7 +51,15 @@ impl Shared {
             .encode();
         let agent = agent_families(&self.counters);
         let labels = [("cluster", &*self.cluster), ("node", &*self.node)];
-        let agent = kindling_flow::metrics::relabel(&[&agent], &labels);
+        let k8s = self.kubernetes.as_ref().map(|k| {
+            let store = k.store.read().unwrap_or_else(PoisonError::into_inner);
+            (
+                k.status.encode_prometheus(),
+                store.encode_workload_info(&self.node),
+            )
+        });
+        let (status, workloads) = k8s.unwrap_or_default();
+        let agent = kindling_flow::metrics::relabel(&[&agent, &status, &workloads], &labels);
         let mut text = flow;
         if let Some(cut) = text.rfind("# EOF") {
             text.truncate(cut);

@@ -78,6 +78,30 @@ pub struct Settings {
     /// How the agent's log lines are written (to standard error; the level
     /// from `KINDLING_LOG`, e.g. `debug`, default `info`).
     pub log_format: LogFormat,
+    /// Kubernetes names: `auto` (on in a cluster or with a kubeconfig),
+    /// `on`, `off`.
+    pub kubernetes: Kubernetes,
+    /// The kubeconfig to reach the API server with (none: in-cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Ranges that are the cluster's besides the nodes' pod ranges (the
+    /// service range, say): unknown addresses there are
+    /// `NOT_FOUND_INTERNAL`.
+    pub cluster_cidrs: Vec<String>,
+}
+
+/// Whether the agent names Kubernetes objects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kubernetes {
+    /// On inside a cluster (`KUBERNETES_SERVICE_HOST` is set) or when a
+    /// kubeconfig is given.
+    #[default]
+    Auto,
+    /// On: failing to reach the API's configuration is an error.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The agent's log format.
@@ -167,6 +191,9 @@ impl Default for Settings {
             otlp_max_retry: 30,
             sched: Sched::default(),
             log_format: LogFormat::default(),
+            kubernetes: Kubernetes::default(),
+            kubeconfig: None,
+            cluster_cidrs: Vec::new(),
         }
     }
 }
@@ -253,6 +280,15 @@ impl Settings {
         if let Some(v) = args.log_format {
             s.log_format = v;
         }
+        if let Some(v) = args.kubernetes {
+            s.kubernetes = v;
+        }
+        if let Some(v) = &args.kubeconfig {
+            s.kubeconfig = Some(v.clone());
+        }
+        if !args.cluster_cidrs.is_empty() {
+            s.cluster_cidrs.clone_from(&args.cluster_cidrs);
+        }
         s.check()?;
         Ok(s)
     }
@@ -300,7 +336,36 @@ impl Settings {
         for h in &self.otlp_headers {
             anyhow::ensure!(h.contains('='), "otlp_headers: {h:?} is not KEY=VALUE");
         }
+        self.cluster_ranges()?;
         Ok(())
+    }
+
+    /// `cluster_cidrs`, parsed.
+    fn cluster_ranges(&self) -> Result<Vec<(std::net::IpAddr, u8)>> {
+        self.cluster_cidrs
+            .iter()
+            .map(|c| {
+                kindling_k8s::watch::parse_cidr(c)
+                    .with_context(|| format!("cluster_cidrs: {c:?} is not an address/prefix"))
+            })
+            .collect()
+    }
+
+    /// Where to watch the Kubernetes API from, when the agent names
+    /// Kubernetes objects.
+    pub fn kubernetes(&self) -> Option<kindling_k8s::watch::WatchConfig> {
+        let on = match self.kubernetes {
+            Kubernetes::Off => false,
+            Kubernetes::On => true,
+            Kubernetes::Auto => {
+                self.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+            }
+        };
+        on.then(|| kindling_k8s::watch::WatchConfig {
+            kubeconfig: self.kubeconfig.clone(),
+            // checked when the settings were made
+            cluster_ranges: self.cluster_ranges().unwrap_or_default(),
+        })
     }
 
     /// The OTLP output's configuration, when an endpoint is set.

@@ -81,7 +81,12 @@ pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) 
 /// A loopback HTTP server answering every request with 200 (or 503 for
 /// `/fail`), until the process ends.
 pub fn http_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    http_server_on("127.0.0.1")
+}
+
+/// [`http_server`] on another address (of 127.0.0.0/8, say).
+pub fn http_server_on(ip: &str) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming() {

@@ -44,7 +44,7 @@ pub use schema::{
     DnsLabels, DropLabels, EntityLabels, LatencyLabels, ResetLabels, StateLabels, TcpLabels,
     TopologyLabels,
 };
-pub use text::relabel;
+pub use text::{escape as escape_label_value, relabel};
 
 use crate::record::{Exchange, Output, Role};
 use crate::stats::Stats;
@@ -157,10 +157,11 @@ impl Metrics {
             .iter()
             .map(|(k, v)| format!("{k}=\"{v}\","))
             .collect();
+        let own: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
         let mut m = Self {
             registry: Registry::default(),
-            entity: ExchangeSeries::new(config.max_series, &prefix, config.identity),
-            topology: ExchangeSeries::new(config.max_series, &prefix, config.identity),
+            entity: ExchangeSeries::new(config.max_series, (&prefix, &own), config.identity),
+            topology: ExchangeSeries::new(config.max_series, (&prefix, &own), config.identity),
             tcp: tcp::Tcp::new(config.max_series),
             dns: dns::Dns::new(config.max_series),
             values: values::Values::new(config.max_request_contents),

@@ -273,8 +273,10 @@ pub(super) struct ExchangeSeries<K: Kind> {
     /// The model's own labels, rendered (`cluster="…",node="…",`): the
     /// counters' label sets start with them.
     prefix: Box<str>,
-    /// (label, attribute key) of the identity labels.
-    identity: &'static [(&'static str, &'static str)],
+    /// (label, attribute key) of the identity labels, but those whose
+    /// unprefixed name is one of the model's own (an entity's `node` is
+    /// the agent's own `node`: one label set cannot hold both).
+    identity: Box<[(&'static str, &'static str)]>,
 }
 
 impl<K: Kind> ExchangeSeries<K> {
@@ -282,9 +284,15 @@ impl<K: Kind> ExchangeSeries<K> {
     /// `prefix`.
     pub(super) fn new(
         max_series: usize,
-        prefix: &str,
+        (prefix, own): (&str, &[&str]),
         identity: &'static [(&'static str, &'static str)],
     ) -> Self {
+        let clashes = |label: &str| K::END_PREFIXES.contains(&"") && own.contains(&label);
+        let identity = identity
+            .iter()
+            .filter(|(label, _)| !clashes(label))
+            .copied()
+            .collect();
         Self {
             families: Families {
                 requests: Family::default(),
@@ -328,7 +336,7 @@ impl<K: Kind> ExchangeSeries<K> {
             peer: K::peer(x, values),
             ends: self.end_ids(x, values),
         };
-        let (f, prefix, identity) = (&self.families, &*self.prefix, self.identity);
+        let (f, prefix, identity) = (&self.families, &*self.prefix, &*self.identity);
         let made = self.cap.admit(key, |key| {
             let ends = key.map_or([NO_IDENTITY; 2], |key| key.ends);
             let prefix = identity_prefix::<K>(prefix, identity, ends, values);
@@ -407,12 +415,20 @@ fn identity_prefix<K: Kind>(
         return out;
     }
     for (end_prefix, id) in K::END_PREFIXES.iter().zip(ends) {
-        let joined = if id == NO_IDENTITY { OVERFLOW } else { values.get(id) };
+        let joined = if id == NO_IDENTITY {
+            OVERFLOW
+        } else {
+            values.get(id)
+        };
         let mut parts = joined.split(JOIN);
         // past the string cap an end's values are one `OVERFLOW`
         let whole = joined.matches(JOIN).count() + 1 != identity.len();
         for (label, _) in identity {
-            let value = if whole { joined } else { parts.next().unwrap_or("") };
+            let value = if whole {
+                joined
+            } else {
+                parts.next().unwrap_or("")
+            };
             let _ = write!(out, "{end_prefix}{label}=\"{}\",", escape(value));
         }
     }

@@ -69,7 +69,13 @@ fn push_line(out: &mut String, line: &str, extra: &str) {
 /// escaped. Values from traffic (paths, process names, DNS names) may hold
 /// any of them, and `prometheus-client` writes label values as they are:
 /// one raw quote would make Prometheus reject the whole scrape.
-pub(super) fn escape(v: &str) -> String {
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(kindling_flow::metrics::escape_label_value("a\"b"), r#"a\"b"#);
+/// ```
+pub fn escape(v: &str) -> String {
     if !v.contains(['\\', '"', '\n']) {
         return v.to_owned();
     }

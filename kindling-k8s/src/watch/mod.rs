@@ -106,11 +106,16 @@ impl WatchStatus {
         self.kinds.iter().all(KindStatus::synced)
     }
 
-    /// The watchers' counters in Prometheus text (`kindling_k8s_*`).
+    /// The watchers' counters in OpenMetrics text (`kindling_k8s_*`).
     pub fn encode_prometheus(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        type Family = (&'static str, &'static str, &'static str, fn(&KindStatus) -> u64);
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&KindStatus) -> u64,
+        );
         let families: [Family; 4] = [
             (
                 "kindling_k8s_watch_synced",
@@ -138,7 +143,9 @@ impl WatchStatus {
             ),
         ];
         for (name, kind, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            // OpenMetrics names a counter's family without its `_total`
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
             for (k, s) in self.kinds() {
                 let _ = writeln!(out, "{name}{{kind=\"{k}\"}} {}", value(s));
             }
