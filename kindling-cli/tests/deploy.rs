@@ -144,3 +144,112 @@ fn dashboards_are_grafana_models_querying_the_datasource_variable() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `deploy/kubernetes/kindling.yaml` parses as the Kubernetes objects it
+/// declares (typed by `k8s-openapi`) and holds what the agent needs:
+/// capabilities instead of `privileged`, the host's PIDs, read-only mounts,
+/// its node's name, and read-only access to the kinds it watches.
+#[test]
+fn kubernetes_manifests_are_the_objects_the_agent_needs() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/kindling.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).expect("the manifests are YAML");
+    let of_kind = |kind: &str| -> serde_json::Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet",
+            "Service"
+        ]
+    );
+
+    let ds: DaemonSet = serde_json::from_value(of_kind("DaemonSet")).expect("a DaemonSet");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.host_pid, Some(true));
+    assert_eq!(pod.service_account_name.as_deref(), Some("kindling-agent"));
+    let agent = &pod.containers[0];
+    let security = agent.security_context.as_ref().unwrap();
+    assert_ne!(security.privileged, Some(true));
+    let caps = security.capabilities.as_ref().unwrap();
+    let mut added = caps.add.clone().unwrap();
+    added.sort();
+    assert_eq!(
+        added,
+        ["BPF", "NET_ADMIN", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"]
+    );
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    let mounts = agent.volume_mounts.as_ref().unwrap();
+    for path in ["/sys/kernel/btf", "/sys/kernel/tracing"] {
+        let m = mounts
+            .iter()
+            .find(|m| m.mount_path == path)
+            .unwrap_or_else(|| panic!("{path}"));
+        assert_eq!(m.read_only, Some(true), "{path}");
+    }
+    let env = agent.env.as_ref().unwrap();
+    let node = env.iter().find(|e| e.name == "KINDLING_NODE").unwrap();
+    let field = node
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(field.field_path, "spec.nodeName");
+    // the agent accepts what the manifest passes it
+    let args = agent.args.as_ref().unwrap();
+    assert_eq!(args[0], "agent");
+    let kubernetes = env
+        .iter()
+        .find(|e| e.name == "KINDLING_KUBERNETES")
+        .unwrap();
+    assert_eq!(kubernetes.value.as_deref(), Some("on"));
+
+    let role: ClusterRole = serde_json::from_value(of_kind("ClusterRole")).expect("a ClusterRole");
+    let mut granted = Vec::new();
+    for rule in role.rules.unwrap() {
+        let mut verbs = rule.verbs.clone();
+        verbs.sort();
+        assert_eq!(verbs, ["get", "list", "watch"], "read-only");
+        for group in rule.api_groups.unwrap() {
+            for r in rule.resources.clone().unwrap() {
+                granted.push(format!("{group}/{r}"));
+            }
+        }
+    }
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            "/nodes",
+            "/pods",
+            "/services",
+            "apps/replicasets",
+            "batch/jobs",
+            "discovery.k8s.io/endpointslices"
+        ]
+    );
+    let service: Service = serde_json::from_value(of_kind("Service")).expect("a Service");
+    let port = &service.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(port.port, 9500);
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .map(|i| &args[i + 1]);
+    assert_eq!(listen.map(String::as_str), Some("0.0.0.0:9500"));
+}
