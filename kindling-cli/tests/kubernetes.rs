@@ -156,3 +156,230 @@ fn metrics_name_the_pods_workloads_and_services_at_both_ends() {
     assert!(err.contains("Kubernetes metadata listed"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Two network namespaces the test makes stand in for pods on this node
+/// (their own addresses, veth pairs to the host, which routes between
+/// them); a Service whose ClusterIP is a real nftables DNAT rule.
+struct PodNetwork {
+    client: String,
+    server: String,
+    table: String,
+}
+
+impl PodNetwork {
+    const CLIENT_IP: &'static str = "10.233.1.2";
+    const SERVER_IP: &'static str = "10.233.2.2";
+    const CLUSTER_IP: &'static str = "10.96.0.10";
+
+    fn sh(script: &str) {
+        let out = Command::new("sh")
+            .args(["-ec", script])
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The namespaces, routes through the host (forwarding on their two
+    /// host-side interfaces only), and `CLUSTER_IP:80` → `SERVER_IP:port`.
+    fn create(port: u16) -> Self {
+        let id = std::process::id() % 100_000;
+        let net = Self {
+            client: format!("kc{id}"),
+            server: format!("ks{id}"),
+            table: format!("kindling_test_{id}"),
+        };
+        let (c, s, t) = (&net.client, &net.server, &net.table);
+        Self::sh(&format!(
+            "ip netns add {c}; ip netns add {s}
+             ip link add {c} type veth peer name eth0 netns {c}
+             ip link add {s} type veth peer name eth0 netns {s}
+             ip addr add 10.233.1.1/24 dev {c}; ip link set {c} up
+             ip addr add 10.233.2.1/24 dev {s}; ip link set {s} up
+             ip -n {c} addr add {ci}/24 dev eth0; ip -n {c} link set eth0 up; ip -n {c} link set lo up
+             ip -n {c} route add default via 10.233.1.1
+             ip -n {s} addr add {si}/24 dev eth0; ip -n {s} link set eth0 up; ip -n {s} link set lo up
+             ip -n {s} route add default via 10.233.2.1
+             sysctl -qw net.ipv4.conf.{c}.forwarding=1 net.ipv4.conf.{s}.forwarding=1
+             nft add table ip {t}
+             nft add chain ip {t} pre '{{ type nat hook prerouting priority dstnat; }}'
+             nft add rule ip {t} pre ip daddr {vip} tcp dport 80 dnat to {si}:{port}",
+            ci = Self::CLIENT_IP,
+            si = Self::SERVER_IP,
+            vip = Self::CLUSTER_IP,
+        ));
+        net
+    }
+
+    fn exec(ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        c
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        let (c, s, t) = (&self.client, &self.server, &self.table);
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "nft delete table ip {t}; ip netns pids {s} | xargs -r kill; \
+                     ip link del {c}; ip link del {s}; ip netns del {c}; ip netns del {s}"
+                ),
+            ])
+            .status();
+    }
+}
+
+#[test]
+fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
+    if !privileged("agent naming a ClusterIP's backend") {
+        return;
+    }
+    let dir = temp_dir("k8s-netns");
+    let port = 8080;
+    let net = PodNetwork::create(port);
+    let server = PodNetwork::exec(&net.server)
+        .args([
+            "python3",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            PodNetwork::SERVER_IP,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 serves HTTP");
+    let _server = Stop(server);
+    let curl = |url: &str| {
+        PodNetwork::exec(&net.client)
+            .args([
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let direct = format!("http://{}:{port}/", PodNetwork::SERVER_IP);
+    wait_for("the server pod", Duration::from_secs(20), || {
+        curl(&direct) == "200"
+    });
+
+    let api = apiserver::ApiServer::start();
+    api.put(objects::node(NODE, "192.168.77.11", "10.233.0.0/16"));
+    api.put(objects::replica_set("shop", "web-5d8f7c", "web"));
+    api.put(objects::pod(
+        "shop",
+        "web-5d8f7c-x2x9q",
+        Some(("ReplicaSet", "web-5d8f7c")),
+        NODE,
+        PodNetwork::CLIENT_IP,
+        "app",
+        9000,
+    ));
+    api.put(objects::pod(
+        "shop",
+        "api-0",
+        Some(("StatefulSet", "api")),
+        NODE,
+        PodNetwork::SERVER_IP,
+        "server",
+        port,
+    ));
+    api.put(objects::service(
+        "shop",
+        "api",
+        PodNetwork::CLUSTER_IP,
+        80,
+        None,
+    ));
+    api.put(objects::endpoint_slice(
+        "shop",
+        "api",
+        &[("api-0", PodNetwork::SERVER_IP)],
+        port,
+    ));
+    let kubeconfig = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+
+    let listen = free_port();
+    let agent = kindling()
+        .arg("agent")
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--node", NODE, "--port", &format!("80,{port}")])
+        .args(["--cluster-cidr", "10.96.0.0/12"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let agent = Stop(agent);
+    wait_for("/readyz", Duration::from_secs(40), || {
+        get(listen, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    let via_service = format!("http://{}/", PodNetwork::CLUSTER_IP);
+    for _ in 0..3 {
+        assert_eq!(curl(&via_service), "200", "through the ClusterIP");
+        assert_eq!(curl(&direct), "200", "to the pod");
+    }
+    let series = |metrics: &str, dst: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("kindling_topology_request_total{")
+                    && l.contains("src_comm=\"curl\"")
+                    && l.contains(&format!("dst_ip=\"{dst}\""))
+            })
+            .map(str::to_owned)
+    };
+    let mut metrics = String::new();
+    wait_for("both calls in /metrics", Duration::from_secs(20), || {
+        metrics = get(listen, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        series(&metrics, PodNetwork::CLUSTER_IP).is_some_and(|l| l.ends_with(" 3"))
+            && series(&metrics, PodNetwork::SERVER_IP).is_some_and(|l| l.ends_with(" 3"))
+    });
+    for dst in [PodNetwork::CLUSTER_IP, PodNetwork::SERVER_IP] {
+        let line = series(&metrics, dst).unwrap();
+        for label in [
+            r#"src_workload_name="web""#,
+            r#"src_pod="web-5d8f7c-x2x9q""#,
+            r#"dst_namespace="shop""#,
+            r#"dst_service="api""#,
+            r#"dst_workload_kind="statefulset""#,
+            r#"dst_workload_name="api""#,
+            r#"dst_pod="api-0""#,
+        ] {
+            assert!(
+                line.contains(label),
+                "calls to {dst}: {label} missing from {line}"
+            );
+        }
+    }
+    let entity = metrics
+        .lines()
+        .find(|l| l.starts_with("kindling_entity_request_total{") && l.contains("comm=\"python3\""))
+        .unwrap_or_else(|| panic!("no entity series of the server:\n{metrics}"));
+    assert!(
+        entity.contains(r#"pod="api-0""#) && entity.contains(r#"workload_name="api""#),
+        "{entity}"
+    );
+    let err = terminate(agent);
+    assert!(!err.contains("no conntrack"), "{err}");
+    drop(net);
+    std::fs::remove_dir_all(dir).unwrap();
+}

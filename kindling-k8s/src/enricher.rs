@@ -7,13 +7,28 @@
 //! process enricher reads first) — the only way for a host-network pod,
 //! whose address is its node's — and otherwise by its own end's address.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
+
+use rustc_hash::FxHashMap;
 
 use kindling_flow::enrich::Enricher;
 use kindling_flow::{Output, Role};
 
 use crate::store::{Container, Entity, Store};
 use crate::ProcessEnricher;
+
+/// Finds the address a TCP connection was translated to (a ClusterIP's
+/// backend): [`crate::conntrack::Conntrack`] on a node, a table in tests.
+pub trait Translations: Send {
+    /// The destination `dst` of the TCP connection `src` → `dst` was
+    /// translated to, when it was (`None`: not translated, or unknown).
+    fn translated(&mut self, src: SocketAddr, dst: SocketAddr) -> Option<SocketAddr>;
+}
+
+/// Most connections whose translation is remembered (then forgotten all at
+/// once: a lookup is cheap, the memo only spares repeats).
+const MEMO_CAP: usize = 4096;
 
 /// Process identity from procfs, then Kubernetes names from `store`.
 ///
@@ -33,6 +48,15 @@ pub struct KubernetesEnricher {
     process: ProcessEnricher,
     store: Arc<RwLock<Store>>,
     node: String,
+    translations: Option<Box<dyn Translations>>,
+    /// (client, service address) → backend.
+    memo: FxHashMap<(SocketAddr, SocketAddr), Option<SocketAddr>>,
+}
+
+impl std::fmt::Debug for dyn Translations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Translations")
+    }
 }
 
 impl KubernetesEnricher {
@@ -42,7 +66,29 @@ impl KubernetesEnricher {
             process,
             store,
             node: node.to_owned(),
+            translations: None,
+            memo: FxHashMap::default(),
         }
+    }
+
+    /// Names the backend pod of a connection to a service address, found
+    /// in `translations` (conntrack), along with the service.
+    #[must_use]
+    pub fn with_translations(mut self, translations: Box<dyn Translations>) -> Self {
+        self.translations = Some(translations);
+        self
+    }
+
+    /// The backend of the connection `client` → `service`, remembered.
+    fn backend(&mut self, client: SocketAddr, service: SocketAddr) -> Option<SocketAddr> {
+        let t = self.translations.as_mut()?;
+        if self.memo.len() >= MEMO_CAP {
+            self.memo.clear();
+        }
+        *self
+            .memo
+            .entry((client, service))
+            .or_insert_with(|| t.translated(client, service))
     }
 }
 
@@ -114,16 +160,36 @@ impl Enricher for KubernetesEnricher {
         // the store's clock is Unix nanoseconds, as the outputs' `ts`: a
         // pod deleted before this output's time still names it for the
         // grace period
-        let (local, remote, ts, resource, peer) = match output {
+        let (local, remote, ts, client) = match output {
             Output::Exchange(x) => {
-                let (local, remote) = if x.role == Role::Server {
+                let server = x.role == Role::Server;
+                let (local, remote) = if server {
                     (x.dst, x.src)
                 } else {
                     (x.src, x.dst)
                 };
-                (local, remote, x.ts, &mut x.resource, &mut x.peer)
+                (local, remote, x.ts, !server)
             }
-            Output::Tcp(t) => (t.src, t.dst, t.ts, &mut t.resource, &mut t.peer),
+            // this host's end first, the connecting one for a connect
+            Output::Tcp(t) => (t.src, t.dst, t.ts, true),
+        };
+        let (resource, peer) = match output {
+            Output::Exchange(x) => (&mut x.resource, &mut x.peer),
+            Output::Tcp(t) => (&mut t.resource, &mut t.peer),
+        };
+        // a client of a service address: its backend, from conntrack
+        // (looked up before the store is locked)
+        let service_backend = if client {
+            let is_service = matches!(
+                self.store
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .resolve(remote, &self.node, u64::try_from(ts).unwrap_or(0)),
+                Entity::Service(_)
+            );
+            is_service.then(|| self.backend(local, remote)).flatten()
+        } else {
+            None
         };
         let now = u64::try_from(ts).unwrap_or(0);
         let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
@@ -149,7 +215,27 @@ impl Enricher for KubernetesEnricher {
             });
             name(e, container, resource);
         }
-        name(store.resolve(remote, &self.node, now), None, peer);
+        let remote_entity = store.resolve(remote, &self.node, now);
+        let behind = match (remote_entity, service_backend) {
+            (Entity::Service(service), Some(backend)) => {
+                match store.resolve(backend, &self.node, now) {
+                    Entity::Pod {
+                        pod,
+                        container,
+                        workload,
+                        ..
+                    } => Some(Entity::Pod {
+                        pod,
+                        container,
+                        workload,
+                        service: Some(service),
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        name(behind.unwrap_or(remote_entity), None, peer);
     }
 }
 
@@ -268,5 +354,93 @@ mod tests {
         };
         assert!(!t.resource.contains_key("k8s.pod.name"), "{:?}", t.resource);
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    struct Table(
+        Vec<((SocketAddr, SocketAddr), SocketAddr)>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    );
+
+    impl Translations for Table {
+        fn translated(&mut self, src: SocketAddr, dst: SocketAddr) -> Option<SocketAddr> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0
+                .iter()
+                .find(|(k, _)| *k == (src, dst))
+                .map(|(_, v)| *v)
+        }
+    }
+
+    #[test]
+    fn a_service_address_is_named_by_its_backend_pod_from_conntrack() {
+        use crate::store::Service;
+        let mut store = Store::new(0);
+        store.upsert_pod(Pod {
+            uid: "u-redis".into(),
+            namespace: "shop".into(),
+            name: "redis-0".into(),
+            node: "n1".into(),
+            ips: vec!["10.244.1.6".parse().unwrap()],
+            owner: Some(Owner {
+                kind: "StatefulSet".into(),
+                name: "redis".into(),
+            }),
+            ..Default::default()
+        });
+        store.upsert_service(Service {
+            namespace: "shop".into(),
+            name: "cache".into(),
+            cluster_ips: vec!["10.96.0.10".parse().unwrap()],
+            ports: vec![6379],
+            ..Default::default()
+        });
+        let (client, service) = (
+            "10.244.1.5:41000".parse().unwrap(),
+            "10.96.0.10:6379".parse().unwrap(),
+        );
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let table = Table(
+            vec![((client, service), "10.244.1.6:6379".parse().unwrap())],
+            Arc::clone(&lookups),
+        );
+        let mut e = KubernetesEnricher::new(
+            ProcessEnricher::with_proc_root("/nonexistent"),
+            Arc::new(RwLock::new(store)),
+            "n1",
+        )
+        .with_translations(Box::new(table));
+        let x = || {
+            Output::Exchange(kindling_flow::Exchange::new(
+                kindling_flow::ProtocolId::Redis,
+                Role::Client,
+                client,
+                service,
+            ))
+        };
+        for _ in 0..3 {
+            let mut out = x();
+            e.enrich(&mut out);
+            let Output::Exchange(x) = &out else {
+                unreachable!()
+            };
+            assert_eq!(x.peer["k8s.pod.name"], "redis-0");
+            assert_eq!(x.peer["k8s.service.name"], "cache");
+            assert_eq!(x.peer[WORKLOAD_NAME], "redis");
+        }
+        // one lookup, then the memo
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // a connection conntrack does not know: the service alone
+        let mut other = Output::Exchange(kindling_flow::Exchange::new(
+            kindling_flow::ProtocolId::Redis,
+            Role::Client,
+            "10.244.1.5:41001".parse().unwrap(),
+            service,
+        ));
+        e.enrich(&mut other);
+        let Output::Exchange(x) = &other else {
+            unreachable!()
+        };
+        assert_eq!(x.peer["k8s.service.name"], "cache");
+        assert!(!x.peer.contains_key("k8s.pod.name"));
     }
 }

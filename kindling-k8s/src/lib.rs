@@ -24,6 +24,8 @@
 #![forbid(unsafe_code)]
 
 mod cgroup;
+#[cfg(feature = "conntrack")]
+pub mod conntrack;
 mod enricher;
 mod process;
 pub mod store;
@@ -31,5 +33,5 @@ pub mod store;
 pub mod watch;
 
 pub use cgroup::{identity_from_cgroup, CgroupIdentity, Runtime};
-pub use enricher::{KubernetesEnricher, METRIC_LABELS, WORKLOAD_KIND, WORKLOAD_NAME};
+pub use enricher::{KubernetesEnricher, Translations, METRIC_LABELS, WORKLOAD_KIND, WORKLOAD_NAME};
 pub use process::{container_id_from_cgroup, ProcessEnricher};

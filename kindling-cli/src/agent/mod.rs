@@ -254,8 +254,21 @@ impl Kubernetes {
         Ok(Self { store, watchers })
     }
 
+    /// The enricher naming both ends, and a service's backend pod from
+    /// conntrack when the agent may read it (CAP_NET_ADMIN).
     fn enricher(&self, node: &str) -> kindling_k8s::KubernetesEnricher {
-        kindling_k8s::KubernetesEnricher::new(ProcessEnricher::new(), Arc::clone(&self.store), node)
+        let e = kindling_k8s::KubernetesEnricher::new(
+            ProcessEnricher::new(),
+            Arc::clone(&self.store),
+            node,
+        );
+        match kindling_k8s::conntrack::Conntrack::open() {
+            Ok(conntrack) => e.with_translations(Box::new(conntrack)),
+            Err(error) => {
+                tracing::warn!(%error, "no conntrack: services are named, not their backend pods");
+                e
+            }
+        }
     }
 
     /// What `/metrics` reads of it.
