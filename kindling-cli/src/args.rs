@@ -93,6 +93,17 @@ pub struct RecordArgs {
     /// No per-second statistics on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Save the Kubernetes metadata in use beside the capture
+    /// (`OUTPUT.k8s.json`), so that `replay` anywhere names pods: `auto`
+    /// (inside a cluster, or with --kubeconfig), `on` or `off`.
+    #[arg(long, value_enum, default_value_t = crate::agent::settings::Kubernetes::Auto)]
+    pub kubernetes: crate::agent::settings::Kubernetes,
+    /// The kubeconfig to reach the API server with [default: in-cluster].
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name, for loopback addresses [default: the hostname].
+    #[arg(long, env = "KINDLING_NODE")]
+    pub node: Option<String>,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }
@@ -114,6 +125,10 @@ pub struct ReplayArgs {
     /// data queued, a packet to a closed port, …).
     #[arg(long)]
     pub all_drops: bool,
+    /// Kubernetes metadata saved by `record` [default: FILE.k8s.json,
+    /// when it exists]: names pods, workloads and services.
+    #[arg(long, value_name = "JSON")]
+    pub k8s_metadata: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

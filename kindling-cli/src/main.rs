@@ -11,6 +11,7 @@ use clap::Parser;
 
 mod agent;
 mod args;
+mod k8s_meta;
 mod live;
 mod output;
 mod progress;

@@ -27,6 +27,21 @@ pub fn run(args: RecordArgs) -> Result<()> {
         .mode(0o600)
         .open(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
+    // the metadata to save with the recording: watched while it runs
+    let kubernetes = if args.kubernetes.enabled(args.kubeconfig.is_some()) {
+        let config = kindling_k8s::watch::WatchConfig {
+            kubeconfig: args.kubeconfig.clone(),
+            cluster_ranges: Vec::new(),
+        };
+        let store = std::sync::Arc::new(std::sync::RwLock::new(kindling_k8s::store::Store::new(
+            60_000_000_000,
+        )));
+        let watchers = kindling_k8s::watch::Watchers::start(&config, std::sync::Arc::clone(&store))
+            .context("Kubernetes metadata (--kubernetes off to go without)")?;
+        Some((store, watchers))
+    } else {
+        None
+    };
     let loading = Instant::now();
     let mut probe = live::load(&args.probe)?;
     let header = live::host_header(&probe);
@@ -84,6 +99,26 @@ pub fn run(args: RecordArgs) -> Result<()> {
         .finish()?
         .sync_all()
         .context("syncing the capture file")?;
+    if let Some((store, watchers)) = kubernetes {
+        if !watchers.status().all_synced() {
+            eprintln!("kindling: warning: the Kubernetes metadata was not completely listed");
+        }
+        drop(watchers);
+        let node = args
+            .node
+            .clone()
+            .unwrap_or_else(|| header.host.hostname.clone());
+        let path = crate::k8s_meta::beside(&args.output);
+        let store = store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        crate::k8s_meta::save(&path, &store, &node)?;
+        eprintln!(
+            "kindling: saved the Kubernetes metadata ({} pods) to {}",
+            store.pod_count(),
+            path.display()
+        );
+    }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "kindling: wrote {records} events ({:.0}/s, {:.1} MiB) to {}; {}",

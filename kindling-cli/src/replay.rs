@@ -7,7 +7,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use kindling_flow::enrich::Enricher;
 use kindling_flow::{Config, Metrics, MetricsConfig, Output, Replay};
+use kindling_k8s::KubernetesEnricher;
 use kindling_probe::abi;
 use kindling_probe::capture::{CaptureError, CaptureReader};
 
@@ -41,9 +43,18 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let end = if args.events {
         events(reader, &mut out)
     } else {
-        let metrics = (args.output == ReplayFormat::Prometheus)
-            .then(|| Metrics::new(MetricsConfig::default()));
-        outputs(reader, &mut out, metrics, progress)?
+        let names = kubernetes_names(&args)?;
+        let metrics = (args.output == ReplayFormat::Prometheus).then(|| {
+            Metrics::new(MetricsConfig {
+                identity: if names.is_some() {
+                    kindling_k8s::METRIC_LABELS
+                } else {
+                    &[]
+                },
+                ..MetricsConfig::default()
+            })
+        });
+        outputs(reader, &mut out, metrics, names, progress)?
     };
     let Some((end, undecodable)) = end else {
         return Ok(()); // stdout closed (e.g. piped to head)
@@ -53,6 +64,23 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         eprintln!("kindling: {undecodable} records could not be decoded and were skipped");
     }
     ended(end, &args.file)
+}
+
+/// The enricher naming pods by the metadata saved with the capture (by
+/// `--k8s-metadata`, or beside the capture), if any.
+fn kubernetes_names(args: &ReplayArgs) -> Result<Option<KubernetesEnricher>> {
+    let path = match &args.k8s_metadata {
+        Some(path) => path.clone(),
+        None => {
+            let beside = crate::k8s_meta::beside(&args.file);
+            if !beside.exists() {
+                return Ok(None);
+            }
+            beside
+        }
+    };
+    let (store, node) = crate::k8s_meta::load(&path)?;
+    Ok(Some(KubernetesEnricher::offline(store, &node)))
 }
 
 /// Prints every event.
@@ -82,6 +110,7 @@ fn outputs<R: Read, W: Write>(
     reader: CaptureReader<R>,
     out: &mut Printer<W>,
     mut metrics: Option<Metrics>,
+    mut names: Option<KubernetesEnricher>,
     mut progress: Progress,
 ) -> Result<End> {
     let config = Config {
@@ -92,10 +121,19 @@ fn outputs<R: Read, W: Write>(
     let mut outputs = Vec::new();
     let mut sink = |outputs: &mut Vec<Output>, t0: Option<u64>| match metrics.as_mut() {
         Some(m) => {
-            outputs.iter().for_each(|o| m.observe(o));
+            for o in outputs.iter_mut() {
+                if let Some(names) = names.as_mut() {
+                    names.enrich(o);
+                }
+                m.observe(o);
+            }
             Ok(())
         }
-        None => out.outputs(outputs, t0.unwrap_or(0), |_| {}),
+        None => out.outputs(outputs, t0.unwrap_or(0), |o| {
+            if let Some(names) = names.as_mut() {
+                names.enrich(o);
+            }
+        }),
     };
     let end = loop {
         match replay.step(&mut outputs) {

@@ -383,3 +383,109 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
     drop(net);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `record` saves the metadata it watched beside the capture; `replay`
+/// elsewhere (the API server gone, the files moved) names the same pods.
+#[test]
+fn a_recording_keeps_its_kubernetes_names_for_replay() {
+    if !privileged("record with Kubernetes metadata") {
+        return;
+    }
+    let dir = temp_dir("k8s-record");
+    let port = http_server_on("127.0.0.4");
+    let api = apiserver::ApiServer::start();
+    api.put(objects::node(NODE, "192.168.77.11", "10.244.7.0/24"));
+    api.put(objects::replica_set("shop", "web-5d8f7c", "web"));
+    api.put(objects::pod(
+        "shop",
+        "web-5d8f7c-x2x9q",
+        Some(("ReplicaSet", "web-5d8f7c")),
+        NODE,
+        "127.0.0.5",
+        "app",
+        8080,
+    ));
+    api.put(objects::pod(
+        "shop",
+        "cart-0",
+        Some(("StatefulSet", "cart")),
+        NODE,
+        "127.0.0.4",
+        "server",
+        port,
+    ));
+    let kubeconfig = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let capture = dir.join("k8s.kcap");
+    let record = kindling()
+        .arg("record")
+        .arg("-o")
+        .arg(&capture)
+        .arg("--quiet")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--node", NODE, "--port", &port.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("record starts");
+    let record = Stop(record);
+    // the probe is attached once traffic is captured: call until it is
+    wait_for("the recording to capture", Duration::from_secs(40), || {
+        let ok = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--interface", "127.0.0.5"])
+            .arg(format!("http://127.0.0.4:{port}/cart/7"))
+            .status()
+            .is_ok_and(|s| s.success());
+        ok && std::fs::metadata(&capture).is_ok_and(|m| m.len() > 4096)
+    });
+    let err = terminate(record);
+    assert!(err.contains("saved the Kubernetes metadata"), "{err}");
+    drop(api);
+    // another machine: only the two files
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::rename(&capture, elsewhere.join("k8s.kcap")).unwrap();
+    std::fs::rename(
+        dir.join("k8s.kcap.k8s.json"),
+        elsewhere.join("k8s.kcap.k8s.json"),
+    )
+    .unwrap();
+    let out = kindling()
+        .args(["replay", "-o", "json"])
+        .arg(elsewhere.join("k8s.kcap"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["kind"] == "exchange" && v["role"] == "client")
+        .collect();
+    assert!(!lines.is_empty(), "no client exchanges replayed");
+    for x in &lines {
+        assert_eq!(x["resource"]["k8s.pod.name"], "web-5d8f7c-x2x9q", "{x}");
+        assert_eq!(x["resource"]["k8s.deployment.name"], "web", "{x}");
+        assert_eq!(x["peer"]["k8s.pod.name"], "cart-0", "{x}");
+        assert_eq!(x["peer"]["k8s.statefulset.name"], "cart", "{x}");
+        // nothing of the replaying host's /proc
+        assert!(x["resource"].get("process.pid").is_none(), "{x}");
+    }
+    let out = kindling()
+        .args(["replay", "-o", "prometheus"])
+        .arg(elsewhere.join("k8s.kcap"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kindling_topology_request_total{")
+                && l.contains(r#"src_workload_name="web""#)
+                && l.contains(r#"dst_pod="cart-0""#)),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -45,7 +45,8 @@ const MEMO_CAP: usize = 4096;
 /// ```
 #[derive(Debug)]
 pub struct KubernetesEnricher {
-    process: ProcessEnricher,
+    /// Reads this host's procfs; none when replaying another's recording.
+    process: Option<ProcessEnricher>,
     store: Arc<RwLock<Store>>,
     node: String,
     translations: Option<Box<dyn Translations>>,
@@ -63,11 +64,20 @@ impl KubernetesEnricher {
     /// Names processes on `node` from `store` (shared with its watchers).
     pub fn new(process: ProcessEnricher, store: Arc<RwLock<Store>>, node: &str) -> Self {
         Self {
-            process,
+            process: Some(process),
             store,
             node: node.to_owned(),
             translations: None,
             memo: FxHashMap::default(),
+        }
+    }
+
+    /// Names by `store` alone, reading nothing of this host: for a replay
+    /// of a recording made elsewhere, with the metadata saved with it.
+    pub fn offline(store: Store, node: &str) -> Self {
+        Self {
+            process: None,
+            ..Self::new(ProcessEnricher::new(), Arc::new(RwLock::new(store)), node)
         }
     }
 
@@ -156,7 +166,9 @@ fn name(entity: Entity<'_>, container: Option<&Container>, to: &mut Attributes) 
 
 impl Enricher for KubernetesEnricher {
     fn enrich(&mut self, output: &mut Output) {
-        self.process.enrich(output);
+        if let Some(p) = &mut self.process {
+            p.enrich(output);
+        }
         // the store's clock is Unix nanoseconds, as the outputs' `ts`: a
         // pod deleted before this output's time still names it for the
         // grace period

@@ -67,7 +67,7 @@ impl WorkloadKind {
 }
 
 /// An object's controller, from its `ownerReferences`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Owner {
     /// `ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job`, `Deployment`,
     /// `CronJob`, …
@@ -77,7 +77,7 @@ pub struct Owner {
 }
 
 /// One container of a pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Container {
     /// Its name in the pod spec.
     pub name: String,
@@ -91,7 +91,7 @@ pub struct Container {
 }
 
 /// A pod, as resolution needs it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pod {
     /// `metadata.uid`.
     pub uid: String,
@@ -112,7 +112,7 @@ pub struct Pod {
 }
 
 /// A service, as resolution needs it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Service {
     /// `metadata.namespace`.
     pub namespace: String,
@@ -129,7 +129,7 @@ pub struct Service {
 }
 
 /// A node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     /// `metadata.name`.
     pub name: String,
@@ -246,6 +246,38 @@ fn best<T>(c: Option<&Candidates<T>>, now: u64) -> Option<&Arc<T>> {
         .find(|e| e.expires.is_none())
         .or_else(|| c.iter().filter(|e| e.usable(now)).max_by_key(|e| e.expires))
         .map(|e| &e.object)
+}
+
+/// What a [`Store`] holds, in a form to save and load (JSON with serde):
+/// the metadata a recording was made with.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_k8s::store::{Node, Store};
+///
+/// let mut store = Store::new(0);
+/// store.upsert_node(Node { name: "n1".into(), ips: vec!["192.168.1.11".parse()?] });
+/// let saved = serde_json::to_string(&store.snapshot())?;
+/// let loaded = Store::from_snapshot(serde_json::from_str(&saved)?, 0);
+/// assert_eq!(loaded.snapshot(), store.snapshot());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Snapshot {
+    /// Live pods.
+    pub pods: Vec<Pod>,
+    /// Deleted pods, with the time (Unix ns) until which they resolve.
+    pub deleted_pods: Vec<(Pod, u64)>,
+    /// Services, with their backends.
+    pub services: Vec<Service>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// (namespace, ReplicaSet or Job name, its owner).
+    pub owners: Vec<(String, String, Owner)>,
+    /// The cluster's address ranges.
+    pub cluster_ranges: Vec<(IpAddr, u8)>,
 }
 
 /// The cluster's metadata, indexed for resolution.
@@ -594,6 +626,64 @@ impl Store {
             workload: self.workload(pod),
             service: self.service_of_pod.get(&pod.uid).map(|s| &**s),
         }
+    }
+
+    /// Everything the store holds (deleted pods still in their grace
+    /// period included), to save with a recording.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut owners = Vec::new();
+        for (namespace, names) in &self.owners {
+            for (name, owner) in names {
+                owners.push((namespace.clone(), name.clone(), owner.clone()));
+            }
+        }
+        owners.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut pods: Vec<Pod> = self.pods.values().map(|p| (**p).clone()).collect();
+        pods.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let mut deleted: Vec<(Pod, u64)> = self
+            .deleted_pods
+            .values()
+            .map(|(p, until)| ((**p).clone(), *until))
+            .collect();
+        deleted.sort_by(|a, b| a.0.uid.cmp(&b.0.uid));
+        let mut services: Vec<Service> = self.services.values().map(|s| (**s).clone()).collect();
+        services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut nodes: Vec<Node> = self.nodes.values().map(|n| (**n).clone()).collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot {
+            pods,
+            deleted_pods: deleted,
+            services,
+            nodes,
+            owners,
+            cluster_ranges: self.cluster_ranges.clone(),
+        }
+    }
+
+    /// A store holding what `snapshot` saved; a pod deleted in it stays
+    /// resolvable until the time it was due to expire.
+    pub fn from_snapshot(snapshot: Snapshot, grace_ns: u64) -> Self {
+        let mut store = Self::new(grace_ns);
+        store.set_cluster_ranges(snapshot.cluster_ranges);
+        for (namespace, name, owner) in snapshot.owners {
+            store.set_owner(&namespace, &name, Some(owner));
+        }
+        for node in snapshot.nodes {
+            store.upsert_node(node);
+        }
+        for service in snapshot.services {
+            store.upsert_service(service);
+        }
+        for (pod, until) in snapshot.deleted_pods {
+            let uid = pod.uid.clone();
+            store.upsert_pod(pod);
+            // deleted so that it expires when it would have
+            store.delete_pod(&uid, until.saturating_sub(grace_ns));
+        }
+        for pod in snapshot.pods {
+            store.upsert_pod(pod);
+        }
+        store
     }
 
     /// `kindling_k8s_workload_info` in Prometheus text: one series per

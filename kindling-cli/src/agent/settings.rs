@@ -90,6 +90,17 @@ pub struct Settings {
     pub cluster_cidrs: Vec<String>,
 }
 
+impl Kubernetes {
+    /// On, for `Auto` when a kubeconfig is given or inside a cluster.
+    pub fn enabled(self, kubeconfig: bool) -> bool {
+        match self {
+            Kubernetes::Off => false,
+            Kubernetes::On => true,
+            Kubernetes::Auto => kubeconfig || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+        }
+    }
+}
+
 /// Whether the agent names Kubernetes objects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -354,13 +365,7 @@ impl Settings {
     /// Where to watch the Kubernetes API from, when the agent names
     /// Kubernetes objects.
     pub fn kubernetes(&self) -> Option<kindling_k8s::watch::WatchConfig> {
-        let on = match self.kubernetes {
-            Kubernetes::Off => false,
-            Kubernetes::On => true,
-            Kubernetes::Auto => {
-                self.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-            }
-        };
+        let on = self.kubernetes.enabled(self.kubeconfig.is_some());
         on.then(|| kindling_k8s::watch::WatchConfig {
             kubeconfig: self.kubeconfig.clone(),
             // checked when the settings were made
