@@ -113,6 +113,11 @@ pub fn span(x: &Exchange, ids: &mut Ids) -> Item {
     attributes.push(int_kv("kindling.request.bytes", clamp(x.request_bytes)));
     attributes.push(int_kv("kindling.response.bytes", clamp(x.response_bytes)));
     attributes.push(int_kv("thread.id", i64::from(x.tid)));
+    // the other end's names (Kubernetes): no convention has keys for a
+    // peer's pod, so they are the resource keys under `kindling.peer.`
+    for (k, v) in &x.peer {
+        attributes.push(string_kv(&format!("kindling.peer.{k}"), v));
+    }
     for (flag, key) in [
         (x.slow, "kindling.slow"),
         (x.partial, "kindling.partial"),
@@ -321,6 +326,13 @@ mod tests {
             ]
         );
         assert_eq!(item.owner.comm, "curl");
+        assert_eq!(attr(s, "kindling.peer.k8s.pod.name"), None);
+        let mut named = exchange(Role::Client, None);
+        named.peer.insert("k8s.pod.name", "redis-0".into());
+        assert_eq!(
+            attr(&span(&named, &mut ids).span, "kindling.peer.k8s.pod.name"),
+            Some(&any_value::Value::StringValue("redis-0".into()))
+        );
         let other = span(&exchange(Role::Client, None), &mut ids);
         assert_ne!(other.span.trace_id, s.trace_id);
         assert!(other.span.status.is_none());
