@@ -253,3 +253,221 @@ fn kubernetes_manifests_are_the_objects_the_agent_needs() {
         .map(|i| &args[i + 1]);
     assert_eq!(listen.map(String::as_str), Some("0.0.0.0:9500"));
 }
+
+/// The Helm chart's templates, rendered with the few constructs of Helm's
+/// template language they use (`helm` itself is not installable here): a
+/// path (`.Values.a.b`, `.Release.Name`, `.Release.Namespace`,
+/// `.Chart.AppVersion`), `| quote`, `toYaml … | nindent N`, `if … end`,
+/// and the `{{-` / `-}}` whitespace trims. Anything else fails the test,
+/// so the chart cannot grow syntax this renderer would get wrong.
+mod helm {
+    use serde_json::Value;
+
+    pub struct Context {
+        pub values: Value,
+        pub release: &'static str,
+        pub namespace: &'static str,
+        pub app_version: String,
+    }
+
+    impl Context {
+        fn lookup(&self, path: &str) -> Value {
+            let mut parts = path.trim_start_matches('.').split('.');
+            let root = parts.next().unwrap_or_default();
+            let start = match root {
+                "Values" => self.values.clone(),
+                "Release" => serde_json::json!({"Name": self.release, "Namespace": self.namespace}),
+                "Chart" => serde_json::json!({"AppVersion": self.app_version}),
+                other => panic!("unsupported template root .{other}"),
+            };
+            parts.fold(start, |v, k| v.get(k).cloned().unwrap_or(Value::Null))
+        }
+    }
+
+    fn truthy(v: &Value) -> bool {
+        match v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+        }
+    }
+
+    fn text(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+
+    fn pipeline(action: &str, cx: &Context) -> String {
+        let mut stages = action.split('|').map(str::trim);
+        let first = stages.next().unwrap();
+        let mut out = match first.split_once(' ') {
+            Some(("toYaml", path)) => serde_saphyr::to_string(&cx.lookup(path.trim()))
+                .unwrap()
+                .trim_end()
+                .to_owned(),
+            None if first.starts_with('.') => text(&cx.lookup(first)),
+            _ => panic!("unsupported template action {{{{ {action} }}}}"),
+        };
+        for stage in stages {
+            out = match stage.split_once(' ') {
+                None if stage == "quote" => format!("{out:?}"),
+                Some(("nindent", n)) => {
+                    let pad = " ".repeat(n.parse().unwrap());
+                    out.lines().map(|l| format!("\n{pad}{l}")).collect()
+                }
+                _ => panic!("unsupported template function {stage}"),
+            };
+        }
+        out
+    }
+
+    pub fn render(template: &str, cx: &Context) -> String {
+        let mut out = String::new();
+        let mut shown = vec![true];
+        let mut rest = template;
+        while let Some(open) = rest.find("{{") {
+            let (before, after) = rest.split_at(open);
+            let close = after.find("}}").expect("an action ends");
+            let action = &after[2..close];
+            let trim_left = action.starts_with('-');
+            let trim_right = action.ends_with('-');
+            let action = action.trim_matches('-').trim();
+            let before = if trim_left { before.trim_end() } else { before };
+            if shown.iter().all(|s| *s) {
+                out.push_str(before);
+            }
+            rest = &after[close + 2..];
+            if trim_right {
+                rest = rest.trim_start();
+            }
+            if let Some(cond) = action.strip_prefix("if ") {
+                let on = truthy(&cx.lookup(cond.trim()));
+                shown.push(on);
+            } else if action == "end" {
+                shown.pop();
+                assert!(!shown.is_empty(), "an end without an if");
+            } else if action.starts_with("/*") || action.starts_with('#') {
+                // a comment
+            } else if shown.iter().all(|s| *s) {
+                out.push_str(&pipeline(action, cx));
+            }
+        }
+        assert_eq!(shown.len(), 1, "an if without an end");
+        out.push_str(rest);
+        out
+    }
+}
+
+fn chart_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/kindling")
+}
+
+/// Every object the chart renders with `values` overriding its defaults.
+fn render_chart(overrides: serde_json::Value) -> Vec<serde_json::Value> {
+    let dir = chart_dir();
+    let mut values: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap()).unwrap();
+    fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+        match (base, over) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+                for (k, v) in o {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, o) => *b = o,
+        }
+    }
+    merge(&mut values, overrides);
+    let chart: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("Chart.yaml")).unwrap()).unwrap();
+    let cx = helm::Context {
+        values,
+        release: "kindling-agent",
+        namespace: "kindling",
+        app_version: chart["appVersion"].as_str().unwrap().to_owned(),
+    };
+    let mut templates: Vec<PathBuf> = std::fs::read_dir(dir.join("templates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    templates.sort();
+    let mut docs = Vec::new();
+    for t in templates {
+        let rendered = helm::render(&std::fs::read_to_string(&t).unwrap(), &cx);
+        let parsed: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered)
+            .unwrap_or_else(|e| panic!("{} renders to invalid YAML: {e}\n{rendered}", t.display()));
+        docs.extend(parsed.into_iter().filter(|d| !d.is_null()));
+    }
+    docs
+}
+
+/// With its defaults the chart renders exactly the plain manifests (but
+/// the Namespace, which `helm install --create-namespace` makes); its
+/// values reach the DaemonSet: cluster name, OTLP endpoint, resources.
+#[test]
+fn the_helm_chart_renders_the_manifests_and_takes_its_values() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/kindling.yaml");
+    let plain: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let key = |d: &serde_json::Value| format!("{}/{}", d["kind"], d["metadata"]["name"]);
+    let mut plain: Vec<serde_json::Value> = plain
+        .into_iter()
+        .filter(|d| d["kind"] != "Namespace")
+        .collect();
+    plain.sort_by_key(key);
+    let mut rendered = render_chart(serde_json::json!({}));
+    rendered.sort_by_key(key);
+    assert_eq!(rendered.len(), plain.len());
+    for (r, p) in rendered.iter().zip(&plain) {
+        assert_eq!(r, p, "the chart's {} differs from the manifest's", key(p));
+    }
+
+    let docs = render_chart(serde_json::json!({
+        "cluster": "prod-eu",
+        "otlp": {"endpoint": "http://otel-collector.observability:4317"},
+        "clusterCidrs": "10.96.0.0/12",
+        "resources": {"limits": {"memory": "512Mi"}},
+        "image": {"tag": "0.2.0"},
+    }));
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .unwrap()
+        .clone();
+    let ds: DaemonSet = serde_json::from_value(ds).expect("a DaemonSet");
+    let agent = &ds.spec.unwrap().template.spec.unwrap().containers[0];
+    let env = |name: &str| {
+        agent
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(env("KINDLING_CLUSTER").as_deref(), Some("prod-eu"));
+    assert_eq!(
+        env("KINDLING_OTLP_ENDPOINT").as_deref(),
+        Some("http://otel-collector.observability:4317")
+    );
+    assert_eq!(env("KINDLING_OTLP_PROTOCOL").as_deref(), Some("grpc"));
+    assert_eq!(
+        env("KINDLING_CLUSTER_CIDRS").as_deref(),
+        Some("10.96.0.0/12")
+    );
+    assert_eq!(agent.image.as_deref(), Some("kindling/agent:0.2.0"));
+    let limits = agent.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["memory"].0, "512Mi");
+    // no OTLP endpoint: no OTLP settings at all
+    let docs = render_chart(serde_json::json!({}));
+    let text = serde_json::to_string(&docs).unwrap();
+    assert!(!text.contains("KINDLING_OTLP"), "{text}");
+}
