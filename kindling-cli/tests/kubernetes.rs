@@ -170,6 +170,8 @@ impl PodNetwork {
     const CLIENT_IP: &'static str = "10.233.1.2";
     const SERVER_IP: &'static str = "10.233.2.2";
     const CLUSTER_IP: &'static str = "10.96.0.10";
+    /// The ClusterIP of the Redis service (port 6379 → the server's 6379).
+    const CACHE_IP: &'static str = "10.96.0.11";
 
     fn sh(script: &str) {
         let out = Command::new("sh")
@@ -206,10 +208,12 @@ impl PodNetwork {
              sysctl -qw net.ipv4.conf.{c}.forwarding=1 net.ipv4.conf.{s}.forwarding=1
              nft add table ip {t}
              nft add chain ip {t} pre '{{ type nat hook prerouting priority dstnat; }}'
-             nft add rule ip {t} pre ip daddr {vip} tcp dport 80 dnat to {si}:{port}",
+             nft add rule ip {t} pre ip daddr {vip} tcp dport 80 dnat to {si}:{port}
+             nft add rule ip {t} pre ip daddr {cache} tcp dport 6379 dnat to {si}:6379",
             ci = Self::CLIENT_IP,
             si = Self::SERVER_IP,
             vip = Self::CLUSTER_IP,
+            cache = Self::CACHE_IP,
         ));
         net
     }
@@ -258,6 +262,40 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
         .spawn()
         .expect("python3 serves HTTP");
     let _server = Stop(server);
+    // and Redis in the same pod
+    let redis = PodNetwork::exec(&net.server)
+        .args([
+            "redis-server",
+            "--port",
+            "6379",
+            "--bind",
+            PodNetwork::SERVER_IP,
+        ])
+        .args([
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let _redis = Stop(redis);
+    let redis_cli = |host: &str, args: &[&str]| {
+        PodNetwork::exec(&net.client)
+            .args(["redis-cli", "-h", host, "-p", "6379"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    wait_for("the redis pod", Duration::from_secs(20), || {
+        redis_cli(PodNetwork::SERVER_IP, &["ping"]) == "PONG"
+    });
     let curl = |url: &str| {
         PodNetwork::exec(&net.client)
             .args([
@@ -314,6 +352,19 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
         &[("api-0", PodNetwork::SERVER_IP)],
         port,
     ));
+    api.put(objects::service(
+        "shop",
+        "cache",
+        PodNetwork::CACHE_IP,
+        6379,
+        None,
+    ));
+    api.put(objects::endpoint_slice(
+        "shop",
+        "cache",
+        &[("api-0", PodNetwork::SERVER_IP)],
+        6379,
+    ));
     let kubeconfig = dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
 
@@ -323,7 +374,7 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
         .args(["--listen", &format!("127.0.0.1:{listen}")])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["--node", NODE, "--port", &format!("80,{port}")])
+        .args(["--node", NODE, "--port", &format!("80,{port},6379")])
         .args(["--cluster-cidr", "10.96.0.0/12"])
         .stderr(Stdio::piped())
         .spawn()
@@ -333,9 +384,11 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
         get(listen, "/readyz").is_some_and(|(s, _)| s == 200)
     });
     let via_service = format!("http://{}/", PodNetwork::CLUSTER_IP);
-    for _ in 0..3 {
+    for i in 0..3 {
         assert_eq!(curl(&via_service), "200", "through the ClusterIP");
         assert_eq!(curl(&direct), "200", "to the pod");
+        let key = format!("cart:{i}");
+        assert_eq!(redis_cli(PodNetwork::CACHE_IP, &["set", &key, "1"]), "OK");
     }
     let series = |metrics: &str, dst: &str| {
         metrics
@@ -369,6 +422,34 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
                 "calls to {dst}: {label} missing from {line}"
             );
         }
+    }
+    // Redis through its ClusterIP: the backend pod, and the service
+    // dialled (a pod behind two services is named by the one called)
+    let redis_series = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("kindling_topology_request_total{")
+                    && l.contains("protocol=\"redis\"")
+                    && l.contains(&format!("dst_ip=\"{}\"", PodNetwork::CACHE_IP))
+            })
+            .map(str::to_owned)
+    };
+    wait_for(
+        "the Redis calls in /metrics",
+        Duration::from_secs(20),
+        || {
+            metrics = get(listen, "/metrics").map(|(_, b)| b).unwrap_or_default();
+            redis_series(&metrics).is_some_and(|l| l.ends_with(" 3"))
+        },
+    );
+    let redis = redis_series(&metrics).unwrap();
+    for label in [
+        r#"src_workload_name="web""#,
+        r#"dst_service="cache""#,
+        r#"dst_pod="api-0""#,
+    ] {
+        assert!(redis.contains(label), "{label} missing from {redis}");
     }
     let entity = metrics
         .lines()

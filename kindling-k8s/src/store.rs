@@ -126,6 +126,10 @@ pub struct Service {
     pub node_ports: Vec<u16>,
     /// Endpoints (from EndpointSlices): the pods behind it, by UID.
     pub backends: Vec<String>,
+    /// The ports its endpoints serve on (from EndpointSlices): which of a
+    /// pod's services a call to one of its ports belongs to.
+    #[serde(default)]
+    pub target_ports: Vec<u16>,
 }
 
 /// A node.
@@ -322,7 +326,7 @@ pub struct Store {
     /// Node port → services.
     node_ports: HashMap<u16, Candidates<Service>>,
     /// Pod UID → a service selecting it.
-    service_of_pod: HashMap<String, Arc<Service>>,
+    service_of_pod: HashMap<String, Vec<Arc<Service>>>,
     nodes: HashMap<String, Arc<Node>>,
     node_ips: HashMap<IpAddr, Candidates<Node>>,
     /// Namespace → ReplicaSet or Job name → its owner.
@@ -471,7 +475,10 @@ impl Store {
             });
         }
         for uid in &s.backends {
-            self.service_of_pod.insert(uid.clone(), Arc::clone(&s));
+            self.service_of_pod
+                .entry(uid.clone())
+                .or_default()
+                .push(Arc::clone(&s));
         }
         self.services.insert(key, s);
     }
@@ -495,7 +502,10 @@ impl Store {
         for port in &s.node_ports {
             remove_from(&mut self.node_ports, port, s);
         }
-        self.service_of_pod.retain(|_, v| !Arc::ptr_eq(v, s));
+        self.service_of_pod.retain(|_, services| {
+            services.retain(|v| !Arc::ptr_eq(v, s));
+            !services.is_empty()
+        });
     }
 
     /// Adds or replaces a node.
@@ -624,7 +634,7 @@ impl Store {
             pod,
             container,
             workload: self.workload(pod),
-            service: self.service_of_pod.get(&pod.uid).map(|s| &**s),
+            service: self.service_of_port(&pod.uid, port),
         }
     }
 
@@ -710,6 +720,17 @@ impl Store {
             );
         }
         out
+    }
+
+    /// The service a call to `port` of pod `uid` belongs to: the one whose
+    /// endpoints serve that port, else any that selects the pod.
+    fn service_of_port(&self, uid: &str, port: u16) -> Option<&Service> {
+        let services = self.service_of_pod.get(uid)?;
+        services
+            .iter()
+            .find(|s| s.target_ports.contains(&port))
+            .or_else(|| services.first())
+            .map(|s| &**s)
     }
 
     /// The pod a local process runs in, by its pod UID (from its cgroup):
@@ -886,6 +907,7 @@ mod tests {
             ports: vec![80],
             node_ports: vec![30080],
             backends: vec!["u-web".into()],
+            ..Default::default()
         });
         s
     }
@@ -1081,6 +1103,7 @@ mod tests {
             ports: vec![80],
             node_ports: vec![],
             backends: vec![],
+            ..Default::default()
         });
         assert_eq!(
             labels(&s, "192.168.1.12:30080", 0)[6],

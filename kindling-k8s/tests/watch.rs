@@ -379,3 +379,61 @@ fn watchers_converge_follow_changes_and_recover_from_faults() {
     drop(watchers);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Two services selecting one pod: both addresses resolve to their own
+/// service, and a call to the pod to the service of the port called.
+#[test]
+fn two_services_of_one_pod() {
+    let server = ApiServer::start();
+    server.put(objects::node(NODE, "192.168.1.11", "10.244.1.0/24"));
+    server.put(objects::pod(
+        "shop",
+        "api-0",
+        Some(("StatefulSet", "api")),
+        NODE,
+        "10.244.1.6",
+        "server",
+        8080,
+    ));
+    server.put(objects::service("shop", "api", "10.96.0.10", 80, None));
+    server.put(objects::endpoint_slice(
+        "shop",
+        "api",
+        &[("api-0", "10.244.1.6")],
+        8080,
+    ));
+    server.put(objects::service("shop", "cache", "10.96.0.11", 6379, None));
+    server.put(objects::endpoint_slice(
+        "shop",
+        "cache",
+        &[("api-0", "10.244.1.6")],
+        6379,
+    ));
+    let dir = scratch("two-services");
+    let kubeconfig = dir.join("config");
+    server.write_kubeconfig(&kubeconfig);
+    let store = Arc::new(RwLock::new(Store::new(0)));
+    let config = WatchConfig {
+        kubeconfig: Some(kubeconfig),
+        cluster_ranges: vec![],
+    };
+    let watchers = Watchers::start(&config, Arc::clone(&store)).unwrap();
+    assert!(watchers.wait_synced(Duration::from_secs(15)));
+    let s = store.read().unwrap();
+    assert!(
+        matches!(s.resolve(addr("10.96.0.10:80"), NODE, now()), Entity::Service(svc) if svc.name == "api"),
+        "{:?}",
+        s.resolve(addr("10.96.0.10:80"), NODE, now())
+    );
+    assert!(
+        matches!(s.resolve(addr("10.96.0.11:6379"), NODE, now()), Entity::Service(svc) if svc.name == "cache"),
+        "{:?}",
+        s.resolve(addr("10.96.0.11:6379"), NODE, now())
+    );
+    // the pod itself: the service whose endpoints serve the port called
+    assert_eq!(labels(&s, "10.244.1.6:8080")[3], "api");
+    assert_eq!(labels(&s, "10.244.1.6:6379")[3], "cache");
+    drop(s);
+    drop(watchers);
+    std::fs::remove_dir_all(dir).unwrap();
+}

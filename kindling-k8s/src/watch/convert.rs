@@ -121,12 +121,22 @@ pub(crate) fn service(service: &core::Service) -> Service {
             .filter_map(|p| p.node_port.and_then(port))
             .collect(),
         backends: Vec::new(),
+        target_ports: Vec::new(),
     }
 }
 
-/// The service an EndpointSlice serves (`namespace`, `name`) and the UIDs of
-/// the pods it lists.
-pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Option<((String, String), Vec<String>)> {
+/// What an EndpointSlice says of its service: which pods and ports serve it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Endpoints {
+    /// UIDs of the pods listed.
+    pub pods: Vec<String>,
+    /// The ports they serve on.
+    pub ports: Vec<u16>,
+}
+
+/// The service an EndpointSlice serves (`namespace`, `name`), and its
+/// endpoints.
+pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Option<((String, String), Endpoints)> {
     let meta = &slice.metadata;
     let service = meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
     let namespace = meta.namespace.clone().unwrap_or_default();
@@ -137,7 +147,14 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Option<((String, String),
         .filter(|r| r.kind.as_deref() == Some("Pod"))
         .filter_map(|r| r.uid.clone())
         .collect();
-    Some(((namespace, service), pods))
+    let ports = slice
+        .ports
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.port.and_then(port))
+        .collect();
+    Some(((namespace, service), Endpoints { pods, ports }))
 }
 
 /// The store's node (its internal and external addresses) and its pod
@@ -228,13 +245,15 @@ mod tests {
             "metadata": {"name": "db-abc", "namespace": "shop",
                 "labels": {"kubernetes.io/service-name": "db"}},
             "addressType": "IPv4",
+            "ports": [{"port": 3306}],
             "endpoints": [
                 {"addresses": ["10.244.1.9"], "targetRef": {"kind": "Pod", "name": "db-0", "uid": "p9"}},
                 {"addresses": ["192.168.1.50"]}]
         }));
-        let (key, pods) = endpoint_slice(&slice).unwrap();
+        let (key, endpoints) = endpoint_slice(&slice).unwrap();
         assert_eq!(key, ("shop".to_owned(), "db".to_owned()));
-        assert_eq!(pods, ["p9"]);
+        assert_eq!(endpoints.pods, ["p9"]);
+        assert_eq!(endpoints.ports, [3306]);
     }
 
     #[test]

@@ -284,19 +284,22 @@ type Key = (String, String);
 #[derive(Debug, Default)]
 struct ServiceState {
     specs: HashMap<Key, Service>,
-    /// `(namespace, slice name)` → (its service's key, pod UIDs).
-    slices: HashMap<Key, (Key, Vec<String>)>,
+    /// `(namespace, slice name)` → (its service's key, its endpoints).
+    slices: HashMap<Key, (Key, convert::Endpoints)>,
 }
 
 impl ServiceState {
     /// The service `key` with its backends, if its spec is known.
     fn merged(&self, key: &Key) -> Option<Service> {
         let mut s = self.specs.get(key)?.clone();
-        for (service, pods) in self.slices.values() {
+        for (service, endpoints) in self.slices.values() {
             if service == key {
-                s.backends.extend(pods.iter().cloned());
+                s.backends.extend(endpoints.pods.iter().cloned());
+                s.target_ports.extend(&endpoints.ports);
             }
         }
+        s.target_ports.sort_unstable();
+        s.target_ports.dedup();
         Some(s)
     }
 }
@@ -466,7 +469,7 @@ impl Apply<EndpointSlice> for Slices {
         namespaced_key(o)
     }
     fn apply(shared: &Shared, o: &EndpointSlice) {
-        let Some((service, pods)) = convert::endpoint_slice(o) else {
+        let Some((service, endpoints)) = convert::endpoint_slice(o) else {
             return;
         };
         let old = shared
@@ -474,7 +477,7 @@ impl Apply<EndpointSlice> for Slices {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .slices
-            .insert(split_key(&Self::key(o)), (service.clone(), pods));
+            .insert(split_key(&Self::key(o)), (service.clone(), endpoints));
         if let Some((before, _)) = old.filter(|(before, _)| *before != service) {
             ServiceSpecs::publish(shared, &before);
         }
