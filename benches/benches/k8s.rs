@@ -101,6 +101,7 @@ fn cluster() -> Store {
             ports: vec![80],
             node_ports: vec![],
             backends,
+            target_ports: vec![8080],
         });
     }
     s
