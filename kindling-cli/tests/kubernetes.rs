@@ -18,6 +18,45 @@ use common::{
 
 const NODE: &str = "test-node";
 
+/// A test API server serving this node with its pod range, a
+/// Deployment's pod `web-5d8f7c-x2x9q` at `client_ip` and the pod
+/// `server.1` of StatefulSet `server.0` at `server_ip`, serving `port`;
+/// its kubeconfig written into `dir`.
+fn two_pods(
+    dir: &std::path::Path,
+    pod_range: &str,
+    client_ip: &str,
+    server: (&str, &str),
+    server_ip: &str,
+    port: u16,
+) -> (apiserver::ApiServer, std::path::PathBuf) {
+    let api = apiserver::ApiServer::start();
+    api.put(objects::node(NODE, "192.168.77.11", pod_range));
+    api.put(objects::replica_set("shop", "web-5d8f7c", "web"));
+    api.put(objects::pod(
+        "shop",
+        "web-5d8f7c-x2x9q",
+        Some(("ReplicaSet", "web-5d8f7c")),
+        NODE,
+        client_ip,
+        "app",
+        9000,
+    ));
+    let (statefulset, pod) = server;
+    api.put(objects::pod(
+        "shop",
+        pod,
+        Some(("StatefulSet", statefulset)),
+        NODE,
+        server_ip,
+        "server",
+        port,
+    ));
+    let kubeconfig = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    (api, kubeconfig)
+}
+
 #[test]
 fn metrics_name_the_pods_workloads_and_services_at_both_ends() {
     if !privileged("agent with Kubernetes names") {
@@ -27,27 +66,14 @@ fn metrics_name_the_pods_workloads_and_services_at_both_ends() {
     // the "pods": a server on 127.0.0.2 (redis-0 of a StatefulSet behind
     // Service redis) and a client calling from 127.0.0.3 (a Deployment's)
     let port = http_server_on("127.0.0.2");
-    let api = apiserver::ApiServer::start();
-    api.put(objects::node(NODE, "192.168.77.11", "10.244.7.0/24"));
-    api.put(objects::replica_set("shop", "web-5d8f7c", "web"));
-    api.put(objects::pod(
-        "shop",
-        "web-5d8f7c-x2x9q",
-        Some(("ReplicaSet", "web-5d8f7c")),
-        NODE,
+    let (api, kubeconfig) = two_pods(
+        &dir,
+        "10.244.7.0/24",
         "127.0.0.3",
-        "app",
-        8080,
-    ));
-    api.put(objects::pod(
-        "shop",
-        "redis-0",
-        Some(("StatefulSet", "redis")),
-        NODE,
+        ("redis", "redis-0"),
         "127.0.0.2",
-        "server",
         port,
-    ));
+    );
     api.put(objects::service("shop", "redis", "10.96.0.10", port, None));
     api.put(objects::endpoint_slice(
         "shop",
@@ -55,8 +81,6 @@ fn metrics_name_the_pods_workloads_and_services_at_both_ends() {
         &[("redis-0", "127.0.0.2")],
         port,
     ));
-    let kubeconfig = dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
 
     let listen = free_port();
     let agent = kindling()
@@ -318,27 +342,14 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
         curl(&direct) == "200"
     });
 
-    let api = apiserver::ApiServer::start();
-    api.put(objects::node(NODE, "192.168.77.11", "10.233.0.0/16"));
-    api.put(objects::replica_set("shop", "web-5d8f7c", "web"));
-    api.put(objects::pod(
-        "shop",
-        "web-5d8f7c-x2x9q",
-        Some(("ReplicaSet", "web-5d8f7c")),
-        NODE,
+    let (api, kubeconfig) = two_pods(
+        &dir,
+        "10.233.0.0/16",
         PodNetwork::CLIENT_IP,
-        "app",
-        9000,
-    ));
-    api.put(objects::pod(
-        "shop",
-        "api-0",
-        Some(("StatefulSet", "api")),
-        NODE,
+        ("api", "api-0"),
         PodNetwork::SERVER_IP,
-        "server",
         port,
-    ));
+    );
     api.put(objects::service(
         "shop",
         "api",
@@ -365,8 +376,6 @@ fn a_cluster_ip_is_named_by_its_backend_pod_across_namespaces() {
         &[("api-0", PodNetwork::SERVER_IP)],
         6379,
     ));
-    let kubeconfig = dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
 
     let listen = free_port();
     let agent = kindling()
@@ -474,29 +483,14 @@ fn a_recording_keeps_its_kubernetes_names_for_replay() {
     }
     let dir = temp_dir("k8s-record");
     let port = http_server_on("127.0.0.4");
-    let api = apiserver::ApiServer::start();
-    api.put(objects::node(NODE, "192.168.77.11", "10.244.7.0/24"));
-    api.put(objects::replica_set("shop", "web-5d8f7c", "web"));
-    api.put(objects::pod(
-        "shop",
-        "web-5d8f7c-x2x9q",
-        Some(("ReplicaSet", "web-5d8f7c")),
-        NODE,
+    let (api, kubeconfig) = two_pods(
+        &dir,
+        "10.244.7.0/24",
         "127.0.0.5",
-        "app",
-        8080,
-    ));
-    api.put(objects::pod(
-        "shop",
-        "cart-0",
-        Some(("StatefulSet", "cart")),
-        NODE,
+        ("cart", "cart-0"),
         "127.0.0.4",
-        "server",
         port,
-    ));
-    let kubeconfig = dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
+    );
     let capture = dir.join("k8s.kcap");
     let record = kindling()
         .arg("record")

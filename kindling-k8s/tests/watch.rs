@@ -99,6 +99,30 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Watchers of `server` filling a fresh store (deleted pods forgotten at
+/// once), synced; the scratch directory holding its kubeconfig.
+fn watch(
+    server: &ApiServer,
+    name: &str,
+    cluster_ranges: Vec<(std::net::IpAddr, u8)>,
+) -> (Arc<RwLock<Store>>, Watchers, std::path::PathBuf) {
+    let dir = scratch(name);
+    let kubeconfig = dir.join("config");
+    server.write_kubeconfig(&kubeconfig);
+    let store = Arc::new(RwLock::new(Store::new(0)));
+    let config = WatchConfig {
+        kubeconfig: Some(kubeconfig),
+        cluster_ranges,
+    };
+    let watchers = Watchers::start(&config, Arc::clone(&store)).unwrap();
+    assert!(
+        watchers.wait_synced(Duration::from_secs(15)),
+        "not synced: {:?}",
+        watchers.status()
+    );
+    (store, watchers, dir)
+}
+
 #[test]
 fn kubectl_reads_the_test_api_server() {
     let server = ApiServer::start();
@@ -183,20 +207,7 @@ fn kubectl_reads_the_test_api_server() {
 fn watchers_converge_follow_changes_and_recover_from_faults() {
     let server = ApiServer::start();
     cluster(&server);
-    let dir = scratch("watch");
-    let kubeconfig = dir.join("config");
-    server.write_kubeconfig(&kubeconfig);
-    let store = Arc::new(RwLock::new(Store::new(0)));
-    let config = WatchConfig {
-        kubeconfig: Some(kubeconfig),
-        cluster_ranges: vec![("10.96.0.0".parse().unwrap(), 12)],
-    };
-    let watchers = Watchers::start(&config, Arc::clone(&store)).unwrap();
-    assert!(
-        watchers.wait_synced(Duration::from_secs(15)),
-        "not synced: {:?}",
-        watchers.status()
-    );
+    let (store, watchers, dir) = watch(&server, "watch", vec![("10.96.0.0".parse().unwrap(), 12)]);
 
     // every rule, from the listed objects
     {
@@ -409,16 +420,7 @@ fn two_services_of_one_pod() {
         &[("api-0", "10.244.1.6")],
         6379,
     ));
-    let dir = scratch("two-services");
-    let kubeconfig = dir.join("config");
-    server.write_kubeconfig(&kubeconfig);
-    let store = Arc::new(RwLock::new(Store::new(0)));
-    let config = WatchConfig {
-        kubeconfig: Some(kubeconfig),
-        cluster_ranges: vec![],
-    };
-    let watchers = Watchers::start(&config, Arc::clone(&store)).unwrap();
-    assert!(watchers.wait_synced(Duration::from_secs(15)));
+    let (store, watchers, dir) = watch(&server, "two-services", vec![]);
     let s = store.read().unwrap();
     assert!(
         matches!(s.resolve(addr("10.96.0.10:80"), NODE, now()), Entity::Service(svc) if svc.name == "api"),
