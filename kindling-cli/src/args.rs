@@ -27,6 +27,31 @@ pub enum Command {
     /// Run as this node's agent: the Prometheus model of its traffic on
     /// /metrics, until SIGTERM (needs root).
     Agent(Box<AgentArgs>),
+    /// Turn a .kcap file into a pcapng file that Wireshark and tshark open
+    /// as the real TCP and UDP conversations.
+    Dump(DumpArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Capture file to read.
+    pub file: PathBuf,
+    /// pcapng file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Only these processes' traffic (repeatable, or comma-separated).
+    #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Only sockets with this local or remote port (repeatable, or
+    /// comma-separated).
+    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
+    pub ports: Vec<u16>,
+    /// Only from this many seconds after the capture's first record.
+    #[arg(long, value_name = "SECS")]
+    pub from: Option<f64>,
+    /// Only until this many seconds after the capture's first record.
+    #[arg(long, value_name = "SECS")]
+    pub to: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,6 +11,7 @@ use clap::Parser;
 
 mod agent;
 mod args;
+mod dump;
 mod k8s_meta;
 mod live;
 mod output;
@@ -28,6 +29,7 @@ fn main() {
         Command::Replay(a) => replay::run(a),
         Command::Watch(a) => watch::run(a),
         Command::Agent(a) => agent::run(*a),
+        Command::Dump(a) => dump::run(a),
     };
     if let Err(e) = result {
         eprintln!("kindling: {e:#}");
