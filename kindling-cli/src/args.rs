@@ -129,6 +129,10 @@ pub struct RecordArgs {
     /// This node's name, for loopback addresses [default: the hostname].
     #[arg(long, env = "KINDLING_NODE")]
     pub node: Option<String>,
+    /// Also write the traffic as pcapng for Wireshark, as it is recorded
+    /// (what `kindling dump` makes of the capture).
+    #[arg(long, value_name = "FILE")]
+    pub pcapng: Option<PathBuf>,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }

@@ -46,6 +46,10 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let mut probe = live::load(&args.probe)?;
     let header = live::host_header(&probe);
     let mut writer = CaptureWriter::new(file, &header)?;
+    let mut pcapng = match &args.pcapng {
+        Some(path) => Some(Pcapng::create(path, header.host.boottime_to_unix_ns)?),
+        None => None,
+    };
     let until = deadline(args.duration)?;
     if !args.quiet {
         eprintln!("{}", live::loaded_line(&probe, loading.elapsed()));
@@ -66,10 +70,17 @@ pub fn run(args: RecordArgs) -> Result<()> {
                     write_err = Some(e);
                 }
             }
-            abi::decode(rec).is_ok()
+            let decoded = abi::decode(rec);
+            if let (Some(p), Ok(ev)) = (pcapng.as_mut(), &decoded) {
+                p.push(ev);
+            }
+            decoded.is_ok()
         })?;
         if let Some(e) = write_err.take() {
             return Err(e).context("writing the capture file");
+        }
+        if let Some(p) = pcapng.as_mut() {
+            p.check()?;
         }
         mark_losses(&probe, &mut writer, &mut kernel_lost)?;
         if last_report.elapsed() >= Duration::from_secs(1) {
@@ -89,8 +100,15 @@ pub fn run(args: RecordArgs) -> Result<()> {
     }
     // Drain what the kernel emitted before we stopped.
     probe.poll_raw(Duration::ZERO, |rec| {
-        writer.write_record(rec).is_ok() && abi::decode(rec).is_ok()
+        let decoded = abi::decode(rec);
+        if let (Some(p), Ok(ev)) = (pcapng.as_mut(), &decoded) {
+            p.push(ev);
+        }
+        writer.write_record(rec).is_ok() && decoded.is_ok()
     })?;
+    if let Some(p) = pcapng {
+        p.finish()?;
+    }
     mark_losses(&probe, &mut writer, &mut kernel_lost)?;
     let losses = probe.losses()?;
     let records = writer.records();
@@ -145,4 +163,66 @@ fn mark_losses(
         *seen = lost;
     }
     Ok(())
+}
+
+/// The pcapng written beside the capture (`--pcapng`).
+struct Pcapng {
+    synth: kindling_flow::pcapng::Synthesizer,
+    writer: kindling_flow::pcapng::PcapngWriter<std::io::BufWriter<std::fs::File>>,
+    packets: Vec<kindling_flow::pcapng::Packet>,
+    path: std::path::PathBuf,
+    /// The first write error, reported at the next check.
+    failed: Option<std::io::Error>,
+}
+
+impl Pcapng {
+    fn create(path: &std::path::Path, boottime_to_unix_ns: i64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let writer = kindling_flow::pcapng::PcapngWriter::new(std::io::BufWriter::new(file))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self {
+            synth: kindling_flow::pcapng::Synthesizer::new(boottime_to_unix_ns),
+            writer,
+            packets: Vec::new(),
+            path: path.to_owned(),
+            failed: None,
+        })
+    }
+
+    fn push(&mut self, event: &abi::Event<'_>) {
+        self.synth.push(event, &mut self.packets);
+        for p in self.packets.drain(..) {
+            if self.failed.is_none() {
+                if let Err(e) = self.writer.write(&p) {
+                    self.failed = Some(e);
+                }
+            }
+        }
+    }
+
+    fn check(&mut self) -> Result<()> {
+        match self.failed.take() {
+            Some(e) => Err(e).with_context(|| format!("writing {}", self.path.display())),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.check()?;
+        let packets = self.synth.stats().packets;
+        self.writer
+            .into_inner()
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        eprintln!(
+            "kindling: wrote {packets} packets to {}",
+            self.path.display()
+        );
+        Ok(())
+    }
 }

@@ -392,3 +392,88 @@ fn filters_keep_one_process_and_port() {
     assert!(said.contains("wrote 0 packets"), "{said}");
     assert_eq!(tshark(&none, &[], "", &["frame.number"]).unwrap().len(), 0);
 }
+
+/// `record --pcapng` writes the same packets live: curl's requests to a
+/// server of the test's, read back by tshark with the process named.
+#[test]
+fn record_writes_pcapng_live() {
+    if !common::privileged("record --pcapng") {
+        return;
+    }
+    let dir = temp_dir("dump-live");
+    let port = common::http_server();
+    let capture = dir.join("live.kcap");
+    let pcapng = dir.join("live.pcapng");
+    let record = kindling()
+        .arg("record")
+        .arg("-o")
+        .arg(&capture)
+        .arg("--pcapng")
+        .arg(&pcapng)
+        .args([
+            "--quiet",
+            "--kubernetes",
+            "off",
+            "--port",
+            &port.to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("record starts");
+    let record = common::Stop(record);
+    let mut sent = 0;
+    common::wait_for(
+        "the recording to capture",
+        std::time::Duration::from_secs(40),
+        || {
+            for path in ["/live/1", "/live/2"] {
+                let ok = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null"])
+                    .arg(format!("http://127.0.0.1:{port}{path}"))
+                    .status()
+                    .is_ok_and(|s| s.success());
+                sent += usize::from(ok);
+            }
+            std::fs::metadata(&capture).is_ok_and(|m| m.len() > 2048)
+        },
+    );
+    let err = common::terminate(record);
+    assert!(err.contains("packets to"), "{err}");
+    let Some(requests) = tshark(
+        &pcapng,
+        &[],
+        "http.request",
+        &["http.request.uri", "frame.comment"],
+    ) else {
+        return;
+    };
+    assert!(!requests.is_empty(), "no request in the live pcapng");
+    for r in &requests {
+        assert!(r[0].starts_with("/live/"), "{r:?}");
+        assert!(r[1].contains("(curl)"), "{r:?}");
+    }
+    assert!(
+        requests.len() <= sent,
+        "{} requests drawn, {sent} sent",
+        requests.len()
+    );
+    // the same as dump of the capture recorded alongside
+    let again = dir.join("again.pcapng");
+    let out = kindling()
+        .arg("dump")
+        .arg(&capture)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dumped = tshark(
+        &again,
+        &[],
+        "http.request",
+        &["http.request.uri", "frame.comment"],
+    )
+    .unwrap();
+    assert_eq!(dumped, requests);
+    expert(&pcapng, &[]);
+}

@@ -220,8 +220,19 @@ impl Synthesizer {
         let syn = |s: &mut Segment<'_>| s.syn = true;
         let isn = c.wrapping_sub(1);
         let seg = Segment::control;
-        out.push(seg(client, server, isn, None, syn_ns, note.to_owned()).with(syn).packet());
-        let answer = seg(server, client, s.wrapping_sub(1), Some(c), done_ns, note.to_owned());
+        out.push(
+            seg(client, server, isn, None, syn_ns, note.to_owned())
+                .with(syn)
+                .packet(),
+        );
+        let answer = seg(
+            server,
+            client,
+            s.wrapping_sub(1),
+            Some(c),
+            done_ns,
+            note.to_owned(),
+        );
         out.push(answer.with(syn).packet());
         out.push(seg(client, server, c, Some(s), done_ns, note.to_owned()).packet());
     }
