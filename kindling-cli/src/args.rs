@@ -172,9 +172,9 @@ pub enum ReplayFormat {
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Format::Table)]
-    pub output: Format,
+    /// Output format [default: the live view on a terminal, else table].
+    #[arg(short, long, value_enum)]
+    pub output: Option<Format>,
     /// Print the raw probe events instead of exchanges and TCP events.
     #[arg(long)]
     pub events: bool,

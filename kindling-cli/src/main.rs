@@ -18,6 +18,7 @@ mod output;
 mod progress;
 mod record;
 mod replay;
+mod tui;
 mod watch;
 
 use args::{Cli, Command};

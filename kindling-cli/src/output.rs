@@ -132,6 +132,26 @@ fn row(o: &Output, t0: u64, offset: i64) -> String {
 }
 
 fn exchange_row(x: &Exchange, t0: u64, offset: i64) -> String {
+    let (result, request) = summary(x);
+    format!(
+        "{:>10.6}  {:<5}  {:<6}  {:>8}  {:<46}  {:>6}  {}{}",
+        seconds(x.ts, t0, offset),
+        x.protocol,
+        match x.role {
+            kindling_flow::Role::Client => "client",
+            kindling_flow::Role::Server => "server",
+        },
+        duration(x.duration_ns),
+        format!("{} -> {}", x.src, x.dst),
+        result,
+        request,
+        if x.slow { "  (slow)" } else { "" },
+    )
+}
+
+/// An exchange's result (status code, `ok`, the error) and request
+/// (`GET /path`, the query, `A example.com`), as the table shows them.
+pub fn summary(x: &Exchange) -> (String, String) {
     let a = |k: &str| x.attributes.get(k).unwrap_or("");
     let (result, request) = match x.protocol {
         ProtocolId::Http => (
@@ -161,20 +181,7 @@ fn exchange_row(x: &Exchange, t0: u64, offset: i64) -> String {
         None if x.partial => "partial".to_owned(),
         _ => result,
     };
-    format!(
-        "{:>10.6}  {:<5}  {:<6}  {:>8}  {:<46}  {:>6}  {}{}",
-        seconds(x.ts, t0, offset),
-        x.protocol,
-        match x.role {
-            kindling_flow::Role::Client => "client",
-            kindling_flow::Role::Server => "server",
-        },
-        duration(x.duration_ns),
-        format!("{} -> {}", x.src, x.dst),
-        result,
-        request,
-        if x.slow { "  (slow)" } else { "" },
-    )
+    (result, request)
 }
 
 fn tcp_row(t: &TcpRecord, t0: u64, offset: i64) -> String {
@@ -199,7 +206,8 @@ fn tcp_row(t: &TcpRecord, t0: u64, offset: i64) -> String {
     )
 }
 
-fn duration(ns: u64) -> String {
+/// A duration in the unit that reads best (`812ns`, `3.4ms`).
+pub fn duration(ns: u64) -> String {
     match ns {
         0..1_000 => format!("{ns}ns"),
         1_000..1_000_000 => format!("{:.1}µs", ns as f64 / 1e3),

@@ -2,7 +2,7 @@
 //! of them (through `kindling_flow::Driver::live`, ticked on the probe's
 //! clock after each poll), enriched with process and container.
 
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, IsTerminal};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,13 +22,18 @@ pub fn run(args: WatchArgs) -> Result<()> {
     let until = deadline(args.duration)?;
     let header = live::host_header(&probe);
     let offset = header.host.boottime_to_unix_ns;
-    let stdout = BufWriter::new(io::stdout().lock());
-    let mut out = Printer::new(stdout, args.output, offset, args.rtt, args.all_drops);
-    if matches!(args.output, Format::Table) {
-        out.header(args.events)?;
-    }
     let mut driver = Driver::live(live::pipeline_config(&header));
     let mut enricher = ProcessEnricher::new();
+    // a person at a terminal gets the live view; a pipe gets lines
+    if args.output.is_none() && !args.events && io::stdout().is_terminal() {
+        return crate::tui::run(&mut probe, &mut driver, &mut enricher, &stop, until);
+    }
+    let format = args.output.unwrap_or(Format::Table);
+    let stdout = BufWriter::new(io::stdout().lock());
+    let mut out = Printer::new(stdout, format, offset, args.rtt, args.all_drops);
+    if matches!(format, Format::Table) {
+        out.header(args.events)?;
+    }
     let mut outputs = Vec::new();
     let mut t0 = None;
     let mut broken = false;
