@@ -12,7 +12,7 @@ use crate::args::Format;
 
 /// Column header of the outputs' table.
 pub const TABLE_HEADER: &str =
-    "      TIME  PROTO  ROLE    DURATION  SRC -> DST                                      RESULT  REQUEST";
+    "      TIME  PROTO  ROLE    PROCESS               DURATION  SRC -> DST                                      RESULT  REQUEST";
 
 /// Writes events or outputs in one format; times print relative to `t0`
 /// (the first event's boot time) in a table, as Unix time in JSON.
@@ -134,13 +134,14 @@ fn row(o: &Output, t0: u64, offset: i64) -> String {
 fn exchange_row(x: &Exchange, t0: u64, offset: i64) -> String {
     let (result, request) = summary(x);
     format!(
-        "{:>10.6}  {:<5}  {:<6}  {:>8}  {:<46}  {:>6}  {}{}",
+        "{:>10.6}  {:<5}  {:<6}  {:<20}  {:>8}  {:<46}  {:>6}  {}{}",
         seconds(x.ts, t0, offset),
         x.protocol,
         match x.role {
             kindling_flow::Role::Client => "client",
             kindling_flow::Role::Server => "server",
         },
+        format!("{}/{}", x.comm, x.pid),
         duration(x.duration_ns),
         format!("{} -> {}", x.src, x.dst),
         result,
@@ -198,9 +199,10 @@ fn tcp_row(t: &TcpRecord, t0: u64, offset: i64) -> String {
         _ => {}
     }
     format!(
-        "{:>10.6}  tcp    {:<6}  {:>8}  {:<46}  {detail}",
+        "{:>10.6}  tcp    {:<6}  {:<20}  {:>8}  {:<46}  {detail}",
         seconds(t.ts, t0, offset),
         "",
+        format!("{}/{}", t.comm, t.pid),
         "",
         format!("{} -> {}", t.src, t.dst),
     )
