@@ -52,6 +52,11 @@ pub struct DumpArgs {
     /// Only until this many seconds after the capture's first record.
     #[arg(long, value_name = "SECS")]
     pub to: Option<f64>,
+    /// Only connections carrying these protocols (`http`, `redis`,
+    /// `mysql`, `dns`; repeatable, or comma-separated), as Kindling's
+    /// parsers recognise them.
+    #[arg(long = "protocol", value_name = "NAME", value_delimiter = ',')]
+    pub protocols: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

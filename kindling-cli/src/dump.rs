@@ -2,12 +2,15 @@
 //! synthetic packets (`kindling_flow::pcapng`), filtered by process, port
 //! and time.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter};
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{bail, Context, Result};
 use kindling_flow::pcapng::{PcapngWriter, Synthesizer};
+use kindling_flow::{Output, ProtocolId};
 use kindling_probe::abi::{self, Event};
 use kindling_probe::capture::{CaptureError, CaptureReader};
 
@@ -19,6 +22,10 @@ pub fn run(args: DumpArgs) -> Result<()> {
             bail!("--to {to} is before --from {from}");
         }
     }
+    let connections = match args.protocols.is_empty() {
+        true => None,
+        false => Some(connections_of(&args)?),
+    };
     let file =
         File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let mut reader = CaptureReader::new(BufReader::with_capacity(1 << 20, file))
@@ -58,6 +65,17 @@ pub fn run(args: DumpArgs) -> Result<()> {
         if !wanted(&event, &args) {
             continue;
         }
+        if let Some(keep) = &connections {
+            let sk = match &event {
+                Event::Data(d) => &d.raw.sk,
+                Event::Conn(c) => &c.raw.sk,
+                Event::Tcp(t) => &t.raw.sk,
+                _ => continue,
+            };
+            if !keep.contains(&ends(sk.local(), sk.peer())) {
+                continue;
+            }
+        }
         synth.push(&event, &mut packets);
         for p in packets.drain(..) {
             writer
@@ -86,6 +104,62 @@ pub fn run(args: DumpArgs) -> Result<()> {
         }
         Err(e) => Err(e).context(format!("reading {}", args.file.display())),
     }
+}
+
+/// A connection's two ends, in one order whichever end names it.
+fn ends(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let (a, b) = (canonical(a), canonical(b));
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// The connections whose exchanges are of `--protocol`: a first pass of
+/// the capture through the pipeline, whose parsers recognise them.
+fn connections_of(args: &DumpArgs) -> Result<HashSet<(SocketAddr, SocketAddr)>> {
+    let wanted: Vec<ProtocolId> = args
+        .protocols
+        .iter()
+        .map(|name| {
+            ProtocolId::ALL
+                .into_iter()
+                .find(|p| p.as_str() == name.as_str())
+                .with_context(|| {
+                    let known: Vec<&str> = ProtocolId::ALL.iter().map(|p| p.as_str()).collect();
+                    format!("--protocol {name}: not one of {}", known.join(", "))
+                })
+        })
+        .collect::<Result<_>>()?;
+    let file =
+        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let reader = CaptureReader::new(BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("{} is not a readable capture", args.file.display()))?;
+    let config = kindling_flow::Config::from_capture(reader.header());
+    let mut replay = kindling_flow::Replay::new(reader, config);
+    let mut outputs = Vec::new();
+    let mut keep = HashSet::new();
+    let mut take = |outputs: &mut Vec<Output>| {
+        for o in outputs.drain(..) {
+            if let Output::Exchange(x) = o {
+                if wanted.contains(&x.protocol) {
+                    keep.insert(ends(x.src, x.dst));
+                }
+            }
+        }
+    };
+    // a damaged capture ends the first pass where it ends the second
+    while let Ok(Some(_)) = replay.step(&mut outputs) {
+        take(&mut outputs);
+    }
+    replay.finish(&mut outputs);
+    take(&mut outputs);
+    Ok(keep)
 }
 
 /// Whether `--pid` and `--port` keep this record. TCP records (resets)

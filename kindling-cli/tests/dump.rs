@@ -477,3 +477,35 @@ fn record_writes_pcapng_live() {
     assert_eq!(dumped, requests);
     expert(&pcapng, &[]);
 }
+
+/// `--protocol` keeps the connections Kindling's parsers name so: all of
+/// a MySQL capture for `mysql`, nothing of it for `http`; an unknown name
+/// is an error naming the known ones.
+#[test]
+fn protocol_filter_keeps_the_connections_of_a_protocol() {
+    let dir = temp_dir("dump-protocol");
+    let (_, all) = dump("mysql", &dir, &[]);
+    let mysql_dir = dir.join("mysql");
+    std::fs::create_dir_all(&mysql_dir).unwrap();
+    let (_, mysql) = dump("mysql", &mysql_dir, &["--protocol", "mysql"]);
+    let packets = |said: &str| {
+        said.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(packets(&mysql), packets(&all), "{mysql} / {all}");
+    let (_, http) = dump("mysql", &mysql_dir, &["--protocol", "http"]);
+    assert!(http.contains("wrote 0 packets"), "{http}");
+    let bad = kindling()
+        .arg("dump")
+        .arg(fixture("mysql"))
+        .args(["-o"])
+        .arg(dir.join("x.pcapng"))
+        .args(["--protocol", "gopher"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("gopher") && err.contains("mysql"), "{err}");
+}
