@@ -3,10 +3,9 @@
 //! and time.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{bail, Context, Result};
 use kindling_flow::pcapng::{PcapngWriter, Synthesizer};
@@ -32,13 +31,7 @@ pub fn run(args: DumpArgs) -> Result<()> {
         .with_context(|| format!("{} is not a readable capture", args.file.display()))?;
     // payloads of the traced processes: readable by the owner only, as
     // the capture
-    let out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&args.output)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let out = crate::output::create_private(&args.output)?;
     let mut writer = PcapngWriter::new(BufWriter::with_capacity(1 << 20, out))
         .with_context(|| format!("writing {}", args.output.display()))?;
     let mut synth = Synthesizer::new(reader.header().host.boottime_to_unix_ns);

@@ -2,9 +2,7 @@
 //! so that a replay on any machine names the pods, workloads and services
 //! the recording host knew.
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -32,13 +30,7 @@ pub fn save(path: &Path, store: &Store, node: &str) -> Result<()> {
         snapshot: store.snapshot(),
     };
     let json = serde_json::to_vec(&saved)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file = crate::output::create_private(path)?;
     file.write_all(&json)
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -10,6 +10,21 @@ use kindling_probe::{render, LossStats};
 
 use crate::args::Format;
 
+/// Creates (or truncates) `path` readable by its owner only: what Kindling
+/// writes holds payloads or the cluster's metadata (an existing file
+/// keeps its mode).
+pub fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
 /// Column header of the outputs' table.
 pub const TABLE_HEADER: &str =
     "      TIME  PROTO  ROLE    PROCESS               DURATION  SRC -> DST                                      RESULT  REQUEST";

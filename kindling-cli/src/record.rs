@@ -1,8 +1,6 @@
 //! `kindling record`: the probe's raw records into a capture file, with
 //! a loss marker wherever the kernel's loss counters grew.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,13 +18,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let stop = live::stop_flag()?;
     // Payloads of every process on the host: passwords, tokens, personal
     // data. Readable by the owner only (an existing file keeps its mode).
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&args.output)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let file = crate::output::create_private(&args.output)?;
     // the metadata to save with the recording: watched while it runs
     let kubernetes = if args.kubernetes.enabled(args.kubeconfig.is_some()) {
         let config = kindling_k8s::watch::WatchConfig {
@@ -177,13 +169,7 @@ struct Pcapng {
 
 impl Pcapng {
     fn create(path: &std::path::Path, boottime_to_unix_ns: i64) -> Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        let file = crate::output::create_private(path)?;
         let writer = kindling_flow::pcapng::PcapngWriter::new(std::io::BufWriter::new(file))
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(Self {
