@@ -165,6 +165,7 @@ fn watched() {
     let config = kindling_k8s::watch::WatchConfig {
         kubeconfig: Some(kubeconfig),
         cluster_ranges: Vec::new(),
+        node_local: None,
     };
     let before = LIVE.load(Ordering::Relaxed);
     let started = std::time::Instant::now();

@@ -342,6 +342,12 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub cluster_cidrs: Vec<String>,
+    /// Watch full pods only on this node (a field selector); pods
+    /// elsewhere are named from their metadata and the EndpointSlices
+    /// (one no service selects stays unnamed). Less API traffic in large
+    /// clusters.
+    #[arg(long, env = "KINDLING_K8S_NODE_LOCAL")]
+    pub k8s_node_local: bool,
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
         let config = kindling_k8s::watch::WatchConfig {
             kubeconfig: args.kubeconfig.clone(),
             cluster_ranges: Vec::new(),
+            node_local: None,
         };
         let store = std::sync::Arc::new(std::sync::RwLock::new(kindling_k8s::store::Store::new(
             60_000_000_000,

@@ -436,6 +436,7 @@ fn the_helm_chart_renders_the_manifests_and_takes_its_values() {
         "clusterCidrs": "10.96.0.0/12",
         "resources": {"limits": {"memory": "512Mi"}},
         "image": {"tag": "0.2.0"},
+        "nodeLocal": true,
     }));
     let ds = docs
         .iter()
@@ -463,6 +464,7 @@ fn the_helm_chart_renders_the_manifests_and_takes_its_values() {
         env("KINDLING_CLUSTER_CIDRS").as_deref(),
         Some("10.96.0.0/12")
     );
+    assert_eq!(env("KINDLING_K8S_NODE_LOCAL").as_deref(), Some("true"));
     assert_eq!(agent.image.as_deref(), Some("kindling/agent:0.2.0"));
     let limits = agent.resources.as_ref().unwrap().limits.as_ref().unwrap();
     assert_eq!(limits["memory"].0, "512Mi");

@@ -105,6 +105,7 @@ fn watch(
     server: &ApiServer,
     name: &str,
     cluster_ranges: Vec<(std::net::IpAddr, u8)>,
+    node_local: Option<&str>,
 ) -> (Arc<RwLock<Store>>, Watchers, std::path::PathBuf) {
     let dir = scratch(name);
     let kubeconfig = dir.join("config");
@@ -113,6 +114,7 @@ fn watch(
     let config = WatchConfig {
         kubeconfig: Some(kubeconfig),
         cluster_ranges,
+        node_local: node_local.map(str::to_owned),
     };
     let watchers = Watchers::start(&config, Arc::clone(&store)).unwrap();
     assert!(
@@ -207,7 +209,12 @@ fn kubectl_reads_the_test_api_server() {
 fn watchers_converge_follow_changes_and_recover_from_faults() {
     let server = ApiServer::start();
     cluster(&server);
-    let (store, watchers, dir) = watch(&server, "watch", vec![("10.96.0.0".parse().unwrap(), 12)]);
+    let (store, watchers, dir) = watch(
+        &server,
+        "watch",
+        vec![("10.96.0.0".parse().unwrap(), 12)],
+        None,
+    );
 
     // every rule, from the listed objects
     {
@@ -420,7 +427,7 @@ fn two_services_of_one_pod() {
         &[("api-0", "10.244.1.6")],
         6379,
     ));
-    let (store, watchers, dir) = watch(&server, "two-services", vec![]);
+    let (store, watchers, dir) = watch(&server, "two-services", vec![], None);
     let s = store.read().unwrap();
     assert!(
         matches!(s.resolve(addr("10.96.0.10:80"), NODE, now()), Entity::Service(svc) if svc.name == "api"),
@@ -436,6 +443,90 @@ fn two_services_of_one_pod() {
     assert_eq!(labels(&s, "10.244.1.6:8080")[3], "api");
     assert_eq!(labels(&s, "10.244.1.6:6379")[3], "cache");
     drop(s);
+    drop(watchers);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Node-local mode: this node's pods listed in full through a field
+/// selector; a pod elsewhere named from its metadata and its
+/// EndpointSlice; one elsewhere that no service selects stays unnamed.
+#[test]
+fn node_local_mode_names_remote_pods_from_metadata_and_slices() {
+    let server = ApiServer::start();
+    server.put(objects::node(NODE, "192.168.1.11", "10.244.1.0/24"));
+    server.put(objects::node("n2", "192.168.1.12", "10.244.2.0/24"));
+    server.put(objects::replica_set("shop", "web-5d8f7c", "web"));
+    server.put(objects::pod(
+        "shop",
+        "web-5d8f7c-x2x9q",
+        Some(("ReplicaSet", "web-5d8f7c")),
+        NODE,
+        "10.244.1.5",
+        "app",
+        8080,
+    ));
+    server.put(objects::pod(
+        "shop",
+        "redis-0",
+        Some(("StatefulSet", "redis")),
+        "n2",
+        "10.244.2.6",
+        "redis",
+        6379,
+    ));
+    server.put(objects::pod(
+        "shop",
+        "lonely-0",
+        Some(("StatefulSet", "lonely")),
+        "n2",
+        "10.244.2.7",
+        "x",
+        9000,
+    ));
+    server.put(objects::service("shop", "redis", "10.96.0.10", 6379, None));
+    let mut slice = objects::endpoint_slice("shop", "redis", &[("redis-0", "10.244.2.6")], 6379);
+    slice["endpoints"][0]["nodeName"] = serde_json::json!("n2");
+    server.put(slice);
+    let (store, watchers, dir) = watch(&server, "node-local", vec![], Some(NODE));
+    eventually(&store, "the remote pod", |s| {
+        labels(s, "10.244.2.6:6379")[4] == "redis-0"
+    });
+    {
+        let s = store.read().unwrap();
+        // this node's pod in full: its container by port
+        assert_eq!(
+            labels(&s, "10.244.1.5:8080"),
+            [
+                "shop",
+                "deployment",
+                "web",
+                "",
+                "web-5d8f7c-x2x9q",
+                "app",
+                NODE
+            ]
+        );
+        // the remote one: workload and service from metadata and slice, no containers
+        assert_eq!(
+            labels(&s, "10.244.2.6:6379"),
+            ["shop", "statefulset", "redis", "redis", "redis-0", "", "n2"]
+        );
+        assert_eq!(labels(&s, "10.244.2.7:9000")[0], "NOT_FOUND_INTERNAL");
+    }
+    assert!(
+        server.count("pods", "field_selector") >= 2,
+        "no field selector on the pod list and watch"
+    );
+    // the remote pod deleted: gone from the store
+    server.delete("Pod", "shop", "redis-0");
+    eventually(&store, "the remote pod deleted", |s| {
+        labels(s, "10.244.2.6:6379")[0] == "NOT_FOUND_INTERNAL"
+    });
+    let text = watchers.status().encode_prometheus();
+    assert!(
+        text.contains("kindling_k8s_watch_synced{kind=\"PodMetadata\"} 1"),
+        "{text}"
+    );
     drop(watchers);
     std::fs::remove_dir_all(dir).unwrap();
 }

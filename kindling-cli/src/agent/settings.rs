@@ -88,6 +88,9 @@ pub struct Settings {
     /// service range, say): unknown addresses there are
     /// `NOT_FOUND_INTERNAL`.
     pub cluster_cidrs: Vec<String>,
+    /// Watch full pods only on this node; elsewhere their metadata and
+    /// the addresses their EndpointSlices give.
+    pub k8s_node_local: bool,
 }
 
 impl Kubernetes {
@@ -205,6 +208,7 @@ impl Default for Settings {
             kubernetes: Kubernetes::default(),
             kubeconfig: None,
             cluster_cidrs: Vec::new(),
+            k8s_node_local: false,
         }
     }
 }
@@ -300,6 +304,9 @@ impl Settings {
         if !args.cluster_cidrs.is_empty() {
             s.cluster_cidrs.clone_from(&args.cluster_cidrs);
         }
+        if args.k8s_node_local {
+            s.k8s_node_local = true;
+        }
         s.check()?;
         Ok(s)
     }
@@ -370,6 +377,7 @@ impl Settings {
             kubeconfig: self.kubeconfig.clone(),
             // checked when the settings were made
             cluster_ranges: self.cluster_ranges().unwrap_or_default(),
+            node_local: self.k8s_node_local.then(|| self.node.clone()),
         })
     }
 

@@ -132,6 +132,8 @@ pub(crate) struct Endpoints {
     pub pods: Vec<String>,
     /// The ports they serve on.
     pub ports: Vec<u16>,
+    /// (pod UID, address, node) of each endpoint naming a pod.
+    pub addresses: Vec<(String, IpAddr, String)>,
 }
 
 /// The service an EndpointSlice serves (`namespace`, `name`), and its
@@ -147,6 +149,26 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Option<((String, String),
         .filter(|r| r.kind.as_deref() == Some("Pod"))
         .filter_map(|r| r.uid.clone())
         .collect();
+    let addresses = slice
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            let r = e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))?;
+            let uid = r.uid.clone()?;
+            let node = e.node_name.clone().unwrap_or_default();
+            Some(
+                e.addresses
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .map(|ip| (uid.clone(), ip, node.clone()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
     let ports = slice
         .ports
         .as_deref()
@@ -154,7 +176,14 @@ pub(crate) fn endpoint_slice(slice: &EndpointSlice) -> Option<((String, String),
         .iter()
         .filter_map(|p| p.port.and_then(port))
         .collect();
-    Some(((namespace, service), Endpoints { pods, ports }))
+    Some((
+        (namespace, service),
+        Endpoints {
+            pods,
+            ports,
+            addresses,
+        },
+    ))
 }
 
 /// The store's node (its internal and external addresses) and its pod

@@ -14,6 +14,7 @@
 //! runtime) and take the store's write lock once per event.
 
 mod convert;
+mod remote;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -48,16 +49,23 @@ pub struct WatchConfig {
     /// Ranges that are the cluster's besides the nodes' pod ranges
     /// (typically the service range), for `NOT_FOUND_INTERNAL`.
     pub cluster_ranges: Vec<(IpAddr, u8)>,
+    /// Node-local mode: pods in full only on this node (a field
+    /// selector); elsewhere their metadata only, with the addresses their
+    /// EndpointSlices give (a remote pod no service selects stays
+    /// unnamed). Less for the API server to send in a large cluster.
+    pub node_local: Option<String>,
 }
 
-/// The kinds watched, in the order of [`WatchStatus::kinds`].
-pub const KINDS: [&str; 6] = [
+/// The kinds watched, in the order of [`WatchStatus::kinds`]
+/// (`PodMetadata`: every pod's metadata, in node-local mode only).
+pub const KINDS: [&str; 7] = [
     "Pod",
     "Service",
     "EndpointSlice",
     "Node",
     "ReplicaSet",
     "Job",
+    "PodMetadata",
 ];
 
 /// Progress of one kind's watcher.
@@ -92,7 +100,7 @@ impl KindStatus {
 /// What the watchers have done, shared with whoever reports it.
 #[derive(Debug, Default)]
 pub struct WatchStatus {
-    kinds: [KindStatus; 6],
+    kinds: [KindStatus; 7],
 }
 
 impl WatchStatus {
@@ -180,7 +188,15 @@ impl Watchers {
             extra_ranges: config.cluster_ranges.clone(),
             services: Mutex::default(),
             node_ranges: Mutex::default(),
+            node_local: config.node_local.clone(),
+            remote: Mutex::default(),
         };
+        if shared.node_local.is_none() {
+            // not watched: nothing to wait for
+            status.kinds[POD_METADATA]
+                .synced
+                .store(true, Ordering::Relaxed);
+        }
         let thread = std::thread::Builder::new()
             .name("kindling-k8s".into())
             .spawn(move || {
@@ -270,11 +286,40 @@ struct Shared {
     services: Mutex<ServiceState>,
     /// Node name → its pod ranges.
     node_ranges: Mutex<HashMap<String, Vec<(IpAddr, u8)>>>,
+    /// This node, in node-local mode.
+    node_local: Option<String>,
+    /// Pods of other nodes, in node-local mode.
+    remote: Mutex<remote::RemotePods>,
 }
+
+/// The status slot of the metadata-only pod watch.
+const POD_METADATA: usize = 6;
 
 impl Shared {
     fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         f(&mut self.store.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Node-local mode: brings the store's record of these remote pods up
+    /// to date.
+    fn publish_remote(&self, uids: &[String]) {
+        if self.node_local.is_none() {
+            return;
+        }
+        let changes: Vec<(String, remote::Change)> = {
+            let mut r = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            uids.iter().map(|u| (u.clone(), r.change(u))).collect()
+        };
+        let now = now_ns();
+        self.write(|s| {
+            for (uid, change) in changes {
+                match change {
+                    remote::Change::Upsert(pod) => s.upsert_pod(pod),
+                    remote::Change::Delete => s.delete_pod(&uid, now),
+                    remote::Change::None => {}
+                }
+            }
+        });
     }
 }
 
@@ -324,8 +369,21 @@ trait Apply<K> {
 
 async fn watch_all(client: Client, shared: &Shared) {
     let config = watcher::Config::default();
+    // node-local: full pods of this node, every pod's metadata
+    let pods = match &shared.node_local {
+        Some(node) => config.clone().fields(&format!("spec.nodeName={node}")),
+        None => config.clone(),
+    };
+    let (meta_client, meta_config) = (client.clone(), config.clone());
+    let metadata = async move {
+        if shared.node_local.is_some() {
+            let api = Api::<PartialObjectMeta<core::Pod>>::all(meta_client);
+            run::<PartialObjectMeta<core::Pod>, PodMetadata>(api, meta_config, shared).await;
+        }
+    };
     futures::join!(
-        run::<core::Pod, Pods>(Api::all(client.clone()), config.clone(), shared),
+        metadata,
+        run::<core::Pod, Pods>(Api::all(client.clone()), pods, shared),
         run::<core::Service, ServiceSpecs>(Api::all(client.clone()), config.clone(), shared),
         run::<EndpointSlice, Slices>(Api::all(client.clone()), config.clone(), shared),
         run::<core::Node, Nodes>(Api::all(client.clone()), config.clone(), shared),
@@ -407,12 +465,61 @@ impl Apply<core::Pod> for Pods {
         if convert::pod_is_finished(o) {
             Self::delete(shared, &Self::key(o));
         } else if let Some(pod) = convert::pod(o) {
+            if shared.node_local.is_some() {
+                let mut r = shared.remote.lock().unwrap_or_else(PoisonError::into_inner);
+                r.local.insert(pod.uid.clone());
+                r.published.remove(&pod.uid);
+            }
             shared.write(|s| s.upsert_pod(pod));
         }
     }
     fn delete(shared: &Shared, uid: &str) {
         let now = now_ns();
         shared.write(|s| s.delete_pod(uid, now));
+        if shared.node_local.is_some() {
+            // (a pod that moved away is drawn from the rest again)
+            shared
+                .remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .local
+                .remove(uid);
+            shared.publish_remote(&[uid.to_owned()]);
+        }
+    }
+}
+
+/// Node-local mode: every pod's metadata (name, namespace, owner).
+enum PodMetadata {}
+
+impl Apply<PartialObjectMeta<core::Pod>> for PodMetadata {
+    const SLOT: usize = POD_METADATA;
+    fn key(o: &PartialObjectMeta<core::Pod>) -> String {
+        o.metadata.uid.clone().unwrap_or_default()
+    }
+    fn apply(shared: &Shared, o: &PartialObjectMeta<core::Pod>) {
+        let uid = Self::key(o);
+        let meta = (
+            o.metadata.namespace.clone().unwrap_or_default(),
+            o.metadata.name.clone().unwrap_or_default(),
+            convert::owner(&o.metadata),
+        );
+        shared
+            .remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .meta
+            .insert(uid.clone(), meta);
+        shared.publish_remote(&[uid]);
+    }
+    fn delete(shared: &Shared, uid: &str) {
+        shared
+            .remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .meta
+            .remove(uid);
+        shared.publish_remote(&[uid.to_owned()]);
     }
 }
 
@@ -472,6 +579,14 @@ impl Apply<EndpointSlice> for Slices {
         let Some((service, endpoints)) = convert::endpoint_slice(o) else {
             return;
         };
+        if shared.node_local.is_some() {
+            let touched = shared
+                .remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_slice(&Self::key(o), &endpoints.addresses);
+            shared.publish_remote(&touched);
+        }
         let old = shared
             .services
             .lock()
@@ -484,6 +599,14 @@ impl Apply<EndpointSlice> for Slices {
         ServiceSpecs::publish(shared, &service);
     }
     fn delete(shared: &Shared, key: &str) {
+        if shared.node_local.is_some() {
+            let touched = shared
+                .remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_slice(key, &[]);
+            shared.publish_remote(&touched);
+        }
         let old = shared
             .services
             .lock()

@@ -387,6 +387,20 @@ fn resource(
         return respond(conn, 500, &status(500, "InternalError", "injected fault"));
     }
     let in_ns = |key: &(String, String)| namespace.as_ref().is_none_or(|ns| *ns == key.0);
+    // `fieldSelector=a.b=v`: objects whose field a.b is v
+    let selector = req
+        .query
+        .get("fieldSelector")
+        .and_then(|f| f.split_once('='));
+    if selector.is_some() {
+        count(&mut s, "field_selector");
+    }
+    let selected = |o: &Value| {
+        selector.is_none_or(|(path, want)| {
+            let got = path.split('.').fold(o, |v, k| &v[k]);
+            got.as_str() == Some(want)
+        })
+    };
     if !watch {
         count(&mut s, "list");
         let all: Vec<&Value> = s
@@ -394,7 +408,7 @@ fn resource(
             .get(plural)
             .into_iter()
             .flatten()
-            .filter(|(k, _)| in_ns(k))
+            .filter(|(k, v)| in_ns(k) && selected(v))
             .map(|(_, v)| v)
             .collect();
         let start: usize = req
@@ -468,7 +482,7 @@ fn resource(
         let pending: Vec<(u64, &'static str, Value)> = s
             .events
             .iter()
-            .filter(|(rv, p, _, o)| *rv > sent && *p == plural && in_ns(&key_of(o)))
+            .filter(|(rv, p, _, o)| *rv > sent && *p == plural && in_ns(&key_of(o)) && selected(o))
             .map(|(rv, _, t, o)| (*rv, *t, o.clone()))
             .collect();
         let now_rv = s.rv;
