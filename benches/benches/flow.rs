@@ -6,26 +6,14 @@
 //! replay` (a tick per second of capture time). Baseline in the same run:
 //! decoding the same records without the pipeline.
 
-use std::hint::black_box;
-use std::path::Path;
+mod common;
 
+use std::hint::black_box;
+
+use common::{decode_only, records};
 use criterion::{criterion_main, Criterion, Throughput};
 use kindling_flow::{Config, Driver, Metrics, MetricsConfig};
 use kindling_probe::abi;
-use kindling_probe::capture::CaptureReader;
-
-fn records(names: &[&str]) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kindling-flow/tests/data");
-    let mut out = Vec::new();
-    for name in names {
-        let bytes = std::fs::read(dir.join(format!("{name}.kcap"))).expect("capture");
-        let mut r = CaptureReader::new(&bytes[..]).expect("header");
-        while let Some(rec) = r.next_record().expect("records") {
-            out.push(rec.to_vec());
-        }
-    }
-    out
-}
 
 fn run_pipeline(records: &[Vec<u8>]) -> usize {
     let mut d = Driver::replay(Config::default());
@@ -42,13 +30,7 @@ fn flow(c: &mut Criterion) {
     let mut g = c.benchmark_group("flow");
     g.throughput(Throughput::Elements(mixed.len() as u64));
     g.bench_function("baseline_decode_only", |b| {
-        b.iter(|| {
-            let mut n = 0u64;
-            for r in &mixed {
-                n += u64::from(abi::decode(black_box(r)).unwrap().header().pid.get());
-            }
-            black_box(n)
-        })
+        b.iter(|| black_box(decode_only(&mixed)))
     });
     g.bench_function("pipeline_mixed", |b| {
         b.iter(|| black_box(run_pipeline(&mixed)))

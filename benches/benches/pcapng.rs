@@ -3,39 +3,21 @@
 //! wrk), decoded and drawn as packets into a pcapng file in memory.
 //! Baseline in the same run: decoding the same records alone.
 
-use std::hint::black_box;
-use std::path::Path;
+mod common;
 
+use std::hint::black_box;
+
+use common::{decode_only, records};
 use criterion::{criterion_main, Criterion, Throughput};
 use kindling_flow::pcapng::{PcapngWriter, Synthesizer};
 use kindling_probe::abi;
-use kindling_probe::capture::CaptureReader;
-
-fn records(names: &[&str]) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kindling-flow/tests/data");
-    let mut out = Vec::new();
-    for name in names {
-        let bytes = std::fs::read(dir.join(format!("{name}.kcap"))).expect("capture");
-        let mut r = CaptureReader::new(&bytes[..]).expect("header");
-        while let Some(rec) = r.next_record().expect("records") {
-            out.push(rec.to_vec());
-        }
-    }
-    out
-}
 
 fn pcapng(c: &mut Criterion) {
     let mixed = records(&["http1", "redis", "mysql", "dns", "failures", "wrk"]);
     let mut g = c.benchmark_group("pcapng");
     g.throughput(Throughput::Elements(mixed.len() as u64));
     g.bench_function("baseline_decode_only", |b| {
-        b.iter(|| {
-            let mut n = 0u64;
-            for r in &mixed {
-                n += u64::from(abi::decode(black_box(r)).unwrap().header().pid.get());
-            }
-            black_box(n)
-        })
+        b.iter(|| black_box(decode_only(&mixed)))
     });
     g.bench_function("dump_mixed", |b| {
         b.iter(|| {
