@@ -296,6 +296,20 @@ struct Shared {
 const POD_METADATA: usize = 6;
 
 impl Shared {
+    fn remote(&self) -> std::sync::MutexGuard<'_, remote::RemotePods> {
+        self.remote.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn services(&self) -> std::sync::MutexGuard<'_, ServiceState> {
+        self.services.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn node_ranges(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(IpAddr, u8)>>> {
+        self.node_ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         f(&mut self.store.write().unwrap_or_else(PoisonError::into_inner))
     }
@@ -307,7 +321,7 @@ impl Shared {
             return;
         }
         let changes: Vec<(String, remote::Change)> = {
-            let mut r = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut r = self.remote();
             uids.iter().map(|u| (u.clone(), r.change(u))).collect()
         };
         let now = now_ns();
@@ -466,7 +480,7 @@ impl Apply<core::Pod> for Pods {
             Self::delete(shared, &Self::key(o));
         } else if let Some(pod) = convert::pod(o) {
             if shared.node_local.is_some() {
-                let mut r = shared.remote.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut r = shared.remote();
                 r.local.insert(pod.uid.clone());
                 r.published.remove(&pod.uid);
             }
@@ -478,12 +492,7 @@ impl Apply<core::Pod> for Pods {
         shared.write(|s| s.delete_pod(uid, now));
         if shared.node_local.is_some() {
             // (a pod that moved away is drawn from the rest again)
-            shared
-                .remote
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .local
-                .remove(uid);
+            shared.remote().local.remove(uid);
             shared.publish_remote(&[uid.to_owned()]);
         }
     }
@@ -504,21 +513,11 @@ impl Apply<PartialObjectMeta<core::Pod>> for PodMetadata {
             o.metadata.name.clone().unwrap_or_default(),
             convert::owner(&o.metadata),
         );
-        shared
-            .remote
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .meta
-            .insert(uid.clone(), meta);
+        shared.remote().meta.insert(uid.clone(), meta);
         shared.publish_remote(&[uid]);
     }
     fn delete(shared: &Shared, uid: &str) {
-        shared
-            .remote
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .meta
-            .remove(uid);
+        shared.remote().meta.remove(uid);
         shared.publish_remote(&[uid.to_owned()]);
     }
 }
@@ -528,11 +527,7 @@ enum ServiceSpecs {}
 impl ServiceSpecs {
     /// Writes the merged service `key` into the store (or removes it).
     fn publish(shared: &Shared, key: &Key) {
-        let merged = shared
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .merged(key);
+        let merged = shared.services().merged(key);
         shared.write(|s| match merged {
             Some(service) => s.upsert_service(service),
             None => s.delete_service(&key.0, &key.1),
@@ -548,22 +543,12 @@ impl Apply<core::Service> for ServiceSpecs {
     fn apply(shared: &Shared, o: &core::Service) {
         let service = convert::service(o);
         let key = (service.namespace.clone(), service.name.clone());
-        shared
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .specs
-            .insert(key.clone(), service);
+        shared.services().specs.insert(key.clone(), service);
         Self::publish(shared, &key);
     }
     fn delete(shared: &Shared, key: &str) {
         let key = split_key(key);
-        shared
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .specs
-            .remove(&key);
+        shared.services().specs.remove(&key);
         Self::publish(shared, &key);
     }
 }
@@ -581,16 +566,12 @@ impl Apply<EndpointSlice> for Slices {
         };
         if shared.node_local.is_some() {
             let touched = shared
-                .remote
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .remote()
                 .set_slice(&Self::key(o), &endpoints.addresses);
             shared.publish_remote(&touched);
         }
         let old = shared
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .services()
             .slices
             .insert(split_key(&Self::key(o)), (service.clone(), endpoints));
         if let Some((before, _)) = old.filter(|(before, _)| *before != service) {
@@ -600,19 +581,10 @@ impl Apply<EndpointSlice> for Slices {
     }
     fn delete(shared: &Shared, key: &str) {
         if shared.node_local.is_some() {
-            let touched = shared
-                .remote
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .set_slice(key, &[]);
+            let touched = shared.remote().set_slice(key, &[]);
             shared.publish_remote(&touched);
         }
-        let old = shared
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .slices
-            .remove(&split_key(key));
+        let old = shared.services().slices.remove(&split_key(key));
         if let Some((service, _)) = old {
             ServiceSpecs::publish(shared, &service);
         }
@@ -624,10 +596,7 @@ enum Nodes {}
 impl Nodes {
     fn publish_ranges(shared: &Shared) {
         let mut ranges = shared.extra_ranges.clone();
-        let nodes = shared
-            .node_ranges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let nodes = shared.node_ranges();
         ranges.extend(nodes.values().flatten().copied());
         drop(nodes);
         ranges.sort_unstable();
@@ -643,20 +612,12 @@ impl Apply<core::Node> for Nodes {
     }
     fn apply(shared: &Shared, o: &core::Node) {
         let (node, ranges) = convert::node(o);
-        shared
-            .node_ranges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(node.name.clone(), ranges);
+        shared.node_ranges().insert(node.name.clone(), ranges);
         shared.write(|s| s.upsert_node(node));
         Self::publish_ranges(shared);
     }
     fn delete(shared: &Shared, name: &str) {
-        shared
-            .node_ranges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name);
+        shared.node_ranges().remove(name);
         shared.write(|s| s.delete_node(name));
         Self::publish_ranges(shared);
     }
