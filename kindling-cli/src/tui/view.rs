@@ -176,7 +176,7 @@ fn exchanges(f: &mut Frame<'_>, s: &State, area: Rect) {
     });
     let mut widths = vec![
         Constraint::Length(12),
-        Constraint::Length(if wide { 16 } else { 12 }),
+        Constraint::Length(if wide { 22 } else { 12 }),
         Constraint::Length(5),
         Constraint::Length(if wide { 21 } else { 15 }),
         Constraint::Min(12),
