@@ -450,6 +450,7 @@ static __always_inline void fill_sock(struct ke_sock *out, const struct sock *sk
 	out->state = KGET(sk, __sk_common.skc_state);
 	out->sport = KGET(sk, __sk_common.skc_num);
 	out->dport = bpf_ntohs(KGET(sk, __sk_common.skc_dport));
+	out->netns = KGET(KGET(sk, __sk_common.skc_net.net), ns.inum);
 	if (out->family == AF_INET) {
 		*(__u32 *)out->saddr = KGET(sk, __sk_common.skc_rcv_saddr);
 		*(__u32 *)out->daddr = KGET(sk, __sk_common.skc_daddr);
@@ -1438,6 +1439,7 @@ static __always_inline bool parse_skb(const struct sk_buff *skb, struct ke_sock 
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u16 th = BPF_CORE_READ(skb, transport_header);
 	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	struct net_device *dev;
 	__u16 ports[2];
 
 	if (proto == ETH_P_IP) {
@@ -1471,6 +1473,10 @@ static __always_inline bool parse_skb(const struct sk_buff *skb, struct ke_sock 
 		return false;
 	out->dport = bpf_ntohs(ports[0]);
 	out->sport = bpf_ntohs(ports[1]);
+	/* the namespace of the device it came in on, if it still names one */
+	dev = BPF_CORE_READ(skb, dev);
+	if (dev)
+		out->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	return true;
 }
 

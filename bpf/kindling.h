@@ -20,7 +20,7 @@
 #ifndef KINDLING_H
 #define KINDLING_H
 
-#define KINDLING_ABI_VERSION 1
+#define KINDLING_ABI_VERSION 2
 
 /* Largest payload captured per syscall (per message for *mmsg). Power of two. */
 #define KINDLING_MAX_SNAPLEN 16384
@@ -45,6 +45,7 @@ enum ke_kind {
 	KE_TCP_RTT = 8,	      /* struct ke_tcp: rate-limited srtt sample */
 	KE_SKB_DROP = 9,      /* struct ke_drop */
 	KE_LOST = 10,	      /* struct ke_lost: written by user space, never by the kernel */
+	KE_PACKET = 11,	      /* struct ke_packet: one hop of a traced packet (packets.bpf.c) */
 };
 
 /* Syscalls (ke_data.syscall, ke_conn.syscall). */
@@ -112,7 +113,7 @@ struct ke_header { /* 48 bytes */
 };
 
 /* Socket identity and addresses, from the process' point of view. */
-struct ke_sock { /* 48 bytes */
+struct ke_sock { /* 56 bytes */
 	__u64 sock;	  /* kernel address of struct sock: identity while it lives */
 	__u8 saddr[16];	  /* local address; IPv4 in the first 4 bytes */
 	__u8 daddr[16];	  /* remote (peer) address */
@@ -121,9 +122,13 @@ struct ke_sock { /* 48 bytes */
 	__u16 family;	  /* AF_INET or AF_INET6 */
 	__u8 protocol;	  /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 state;	  /* sk_state when the record was made */
+	__u32 netns;	  /* inode of the socket's network namespace (as in
+			   * /proc/PID/ns/net); for a packet without a socket,
+			   * its device's; 0 when unknown. Since ABI 2. */
+	__u32 _pad;
 };
 
-struct ke_data { /* 136 bytes, then cap_len payload bytes */
+struct ke_data { /* 144 bytes, then cap_len payload bytes */
 	struct ke_header hdr;
 	struct ke_sock sk;
 	__u64 ts_enter_ns; /* = hdr.ts_ns: data calls are captured at exit alone */
@@ -137,7 +142,7 @@ struct ke_data { /* 136 bytes, then cap_len payload bytes */
 	__u16 msg_index;   /* message index within sendmmsg/recvmmsg, else 0 */
 };
 
-struct ke_conn { /* 128 bytes: connect, accept, close */
+struct ke_conn { /* 136 bytes: connect, accept, close */
 	struct ke_header hdr;
 	struct ke_sock sk;
 	__u64 ts_enter_ns; /* connect, close: the entry; accept: = hdr.ts_ns */
@@ -148,7 +153,7 @@ struct ke_conn { /* 128 bytes: connect, accept, close */
 	__u8 _pad[3];
 };
 
-struct ke_tcp { /* 120 bytes: state change, retransmit, reset, rtt */
+struct ke_tcp { /* 128 bytes: state change, retransmit, reset, rtt */
 	struct ke_header hdr;
 	struct ke_sock sk;
 	__u32 srtt_us;	     /* smoothed RTT */
@@ -161,7 +166,7 @@ struct ke_tcp { /* 120 bytes: state change, retransmit, reset, rtt */
 	__u8 _pad[5];
 };
 
-struct ke_drop { /* 112 bytes: a TCP/UDP packet freed with a drop reason */
+struct ke_drop { /* 120 bytes: a TCP/UDP packet freed with a drop reason */
 	struct ke_header hdr;
 	struct ke_sock sk;   /* packet source in saddr/sport, destination in daddr/dport */
 	__u64 location;	     /* kernel text address that dropped it */
@@ -172,10 +177,47 @@ struct ke_drop { /* 112 bytes: a TCP/UDP packet freed with a drop reason */
 /* A marker the recorder writes into a capture where the kernel's loss
  * counters grew: `records` records were lost just before it. Replay hands
  * it to the pipeline, which then trusts nothing that was in flight. */
-struct ke_lost { /* 104 bytes */
+struct ke_lost { /* 112 bytes */
 	struct ke_header hdr;
 	struct ke_sock sk;   /* zero: a loss belongs to no socket */
 	__u64 records;
+};
+
+/* Where on its way a traced packet was seen (ke_packet.point). */
+enum ke_point {
+	KP_QUEUE = 1,	/* queued for transmission on a device (net:net_dev_queue) */
+	KP_RECEIVE = 2, /* received by a device (net:netif_receive_skb) */
+	KP_DROP = 3,	/* freed as a drop (skb:kfree_skb), with its reason */
+	KP_CONSUME = 4, /* freed after use (skb:consume_skb) */
+	KP_DELIVER = 5, /* its bytes copied to a process (skb:skb_copy_datagram_iovec) */
+};
+
+/* ke_packet.flags */
+#define KPF_TRANSLATED (1 << 0) /* the tuple differs from the previous hop's: NAT */
+#define KPF_NO_DEVICE (1 << 1)	/* no device at this point: ifindex/ifname unset */
+
+/* One hop of a packet the packet tracer follows (its own ring buffer,
+ * written only while a trace runs). The tuple is the packet's as seen at
+ * this hop: saddr/sport its source, daddr/dport its destination; sk.sock
+ * is 0 and sk.netns is the device's namespace (the socket's for
+ * KP_DELIVER). hdr.pid/comm: the task on the CPU (the reader for
+ * KP_DELIVER, often none or softirq otherwise). */
+struct ke_packet { /* 168 bytes */
+	struct ke_header hdr;
+	struct ke_sock sk;
+	__u64 skb;	  /* kernel address of the sk_buff */
+	__u64 trace_id;	  /* one id per packet followed, the same at every hop */
+	__u64 location;	  /* KP_DROP: kernel text address that freed it */
+	__u32 ifindex;	  /* device at this hop, in sk.netns */
+	__u32 len;	  /* skb->len */
+	__u32 reason;	  /* KP_DROP: enum skb_drop_reason (0 before 5.17) */
+	__u32 tcp_seq;	  /* TCP: sequence number, to tell segments apart */
+	__u16 ip_id;	  /* IPv4 identification */
+	__u8 point;	  /* enum ke_point */
+	__u8 tcp_flags;	  /* TCP: FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10 */
+	__u16 pflags;	  /* KPF_* */
+	__u8 _pad[2];
+	char ifname[16];  /* device name */
 };
 
 #endif /* KINDLING_H */

@@ -33,7 +33,8 @@ pub fn run(args: DumpArgs) -> Result<()> {
     // the capture
     let out = crate::output::create_private(&args.output)?;
     let mut writer = PcapngWriter::new(BufWriter::with_capacity(1 << 20, out))
-        .with_context(|| format!("writing {}", args.output.display()))?;
+        .with_context(|| format!("writing {}", args.output.display()))?
+        .with_host_netns(reader.header().host.host_netns);
     let mut synth = Synthesizer::new(reader.header().host.boottime_to_unix_ns);
     let mut packets = Vec::new();
     let mut first_ts = None;

@@ -172,7 +172,8 @@ impl Pcapng {
     fn create(path: &std::path::Path, boottime_to_unix_ns: i64) -> Result<Self> {
         let file = crate::output::create_private(path)?;
         let writer = kindling_flow::pcapng::PcapngWriter::new(std::io::BufWriter::new(file))
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", path.display()))?
+            .with_host_netns(kindling_probe::capture::host_netns());
         Ok(Self {
             synth: kindling_flow::pcapng::Synthesizer::new(boottime_to_unix_ns),
             writer,

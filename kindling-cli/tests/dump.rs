@@ -478,6 +478,136 @@ fn record_writes_pcapng_live() {
     expert(&pcapng, &[]);
 }
 
+/// A network namespace the test creates (with its loopback up), deleted
+/// when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Self {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        let up = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        Self(name)
+    }
+
+    /// Its inode, as `/proc/PID/ns/net` and the probe name it.
+    fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.0))
+            .unwrap()
+            .ino()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// One interface per network namespace: the same address and port serve
+/// HTTP on the host and inside a namespace of the test's; each
+/// namespace's conversation is drawn on its own interface (`host`,
+/// `netns-INODE`), and neither leaks into the other.
+#[test]
+fn each_network_namespace_is_an_interface() {
+    if !common::privileged("dump of two namespaces") {
+        return;
+    }
+    let dir = temp_dir("dump-netns");
+    let ns = Netns::new(format!("kdump{}", std::process::id()));
+    let port = common::http_server();
+    common::http_server_in_netns(&ns.0, "127.0.0.1", port);
+    let capture = dir.join("netns.kcap");
+    let record = kindling()
+        .arg("record")
+        .arg("-o")
+        .arg(&capture)
+        .args([
+            "--quiet",
+            "--kubernetes",
+            "off",
+            "--port",
+            &port.to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("record starts");
+    let record = common::Stop(record);
+    let curl = |inside: bool, path: &str| {
+        let mut c = if inside {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.0, "curl"]);
+            c
+        } else {
+            Command::new("curl")
+        };
+        c.args(["-s", "-o", "/dev/null"])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut rounds = 0;
+    common::wait_for(
+        "the recording to capture both namespaces",
+        std::time::Duration::from_secs(40),
+        || {
+            assert!(curl(false, "/on-host"), "curl on the host");
+            assert!(curl(true, "/in-netns"), "curl in the namespace");
+            rounds += 1;
+            rounds >= 3 && std::fs::metadata(&capture).is_ok_and(|m| m.len() > 8192)
+        },
+    );
+    common::terminate(record);
+    let pcapng = dir.join("netns.pcapng");
+    let out = kindling()
+        .arg("dump")
+        .arg(&capture)
+        .arg("-o")
+        .arg(&pcapng)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let Some(rows) = tshark(
+        &pcapng,
+        &[],
+        "http.request",
+        &["frame.interface_name", "http.request.uri"],
+    ) else {
+        return;
+    };
+    let netns = format!("netns-{}", ns.inode());
+    let on = |iface: &str, uri: &str| rows.iter().filter(|r| r[0] == iface && r[1] == uri).count();
+    assert!(on("host", "/on-host") >= 1, "{rows:?}");
+    assert!(on(&netns, "/in-netns") >= 1, "{rows:?}");
+    assert_eq!(
+        on("host", "/on-host") + on(&netns, "/in-netns"),
+        rows.len(),
+        "a request drawn on the other namespace's interface: {rows:?}"
+    );
+    // both sides of each connection are traced in the same namespace:
+    // every request is drawn once (from one socket), not twice
+    assert!(on("host", "/on-host") <= rounds && on(&netns, "/in-netns") <= rounds);
+    let descriptions = tshark(&pcapng, &[], "frame", &["frame.interface_description"]).unwrap();
+    assert!(
+        descriptions.iter().any(|d| d[0].contains("(curl)")),
+        "the namespace's interface names its first process: {descriptions:?}"
+    );
+    expert(&pcapng, &[]);
+}
+
 /// `--protocol` keeps the connections Kindling's parsers name so: all of
 /// a MySQL capture for `mysql`, nothing of it for `http`; an unknown name
 /// is an error naming the known ones.

@@ -8,10 +8,13 @@
 //! panics: malformed bytes give a [`DecodeError`].
 //!
 //! ```text
-//! ke_header (48) ─┬─ ke_data (136) + cap_len payload bytes   KE_DATA
-//!                 ├─ ke_conn (128)                           KE_CONNECT / KE_ACCEPT / KE_CLOSE
-//!                 ├─ ke_tcp  (120)                           KE_TCP_STATE / _RETRANSMIT / _RESET / _RTT
-//!                 └─ ke_drop (112)                           KE_SKB_DROP
+//! ke_header (48) ─┬─ ke_data (144) + cap_len payload bytes   KE_DATA
+//!                 ├─ ke_conn (136)                           KE_CONNECT / KE_ACCEPT / KE_CLOSE
+//!                 ├─ ke_tcp  (128)                           KE_TCP_STATE / _RETRANSMIT / _RESET / _RTT
+//!                 ├─ ke_drop (120)                           KE_SKB_DROP
+//!                 └─ ke_lost (112)                           KE_LOST (written by the recorder)
+//!
+//! Every body starts with the header and a ke_sock (56) naming the socket.
 //! ```
 
 use std::fmt;
@@ -21,7 +24,11 @@ use zerocopy::byteorder::native_endian::{I32, I64, U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version of the record layouts; equals `KINDLING_ABI_VERSION` in `kindling.h`.
-pub const ABI_VERSION: u16 = 1;
+pub const ABI_VERSION: u16 = 2;
+/// Size of [`SockTuple`] in ABI 1, before it carried the network namespace:
+/// captures of that version are upgraded as they are read
+/// ([`crate::capture::CaptureReader`]).
+pub const ABI1_SOCK_SIZE: usize = 48;
 /// Largest payload the kernel side captures per syscall message.
 pub const MAX_SNAPLEN: u32 = 16384;
 /// Parts one syscall's payload is split into at most when it is captured in
@@ -53,6 +60,9 @@ pub mod kind {
     pub const SKB_DROP: u16 = 9;
     /// Records lost before this point (written by the recorder).
     pub const LOST: u16 = 10;
+    /// One hop of a traced packet (the packet tracer's ring, see
+    /// [`super::decode_packet`]).
+    pub const PACKET: u16 = 11;
 }
 
 /// Header flags, as the `KF_*` defines.
@@ -114,6 +124,12 @@ pub struct SockTuple {
     pub protocol: u8,
     /// Kernel `sk_state` when the record was made.
     pub state: u8,
+    /// Inode of the socket's network namespace (as `/proc/PID/ns/net`
+    /// names it); for a packet without a socket, its device's. 0 when
+    /// unknown, and in captures of ABI 1.
+    pub netns: U32,
+    /// Padding.
+    pub pad: U32,
 }
 
 /// Body of a [`kind::DATA`] record (`struct ke_data`); the payload follows.
@@ -210,6 +226,154 @@ pub struct RawDrop {
     pub reason: U32,
     /// Padding.
     pub pad: U32,
+}
+
+/// One hop of a packet the packet tracer follows (`struct ke_packet`).
+///
+/// The tuple is the packet's at this hop: `sk.saddr`/`sk.sport` its
+/// source, `sk.daddr`/`sk.dport` its destination; `sk.netns` the
+/// namespace of the device (of the socket, for [`Point::Deliver`]).
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RawPacket {
+    /// Common header: `pid`/`comm` of the task on the CPU (the reading
+    /// process for [`Point::Deliver`]; often softirq or none otherwise).
+    pub hdr: RecordHeader,
+    /// The packet's tuple (`sock` is 0).
+    pub sk: SockTuple,
+    /// Kernel address of the `sk_buff`.
+    pub skb: U64,
+    /// The same at every hop of one packet.
+    pub trace_id: U64,
+    /// [`Point::Drop`]: kernel text address that freed it.
+    pub location: U64,
+    /// Device at this hop (in `sk.netns`).
+    pub ifindex: U32,
+    /// `skb->len`.
+    pub len: U32,
+    /// [`Point::Drop`]: `enum skb_drop_reason` of the running kernel (0
+    /// before 5.17).
+    pub reason: U32,
+    /// TCP sequence number.
+    pub tcp_seq: U32,
+    /// IPv4 identification.
+    pub ip_id: U16,
+    /// Where, see [`Point`].
+    pub point: u8,
+    /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub tcp_flags: u8,
+    /// [`packet_flags`].
+    pub pflags: U16,
+    /// Padding.
+    pub pad: [u8; 2],
+    /// Device name, NUL padded.
+    pub ifname: [u8; 16],
+}
+
+/// `ke_packet.pflags`, as the `KPF_*` defines.
+pub mod packet_flags {
+    /// The tuple differs from the previous hop's: NAT rewrote it.
+    pub const TRANSLATED: u16 = 1 << 0;
+    /// No device at this point.
+    pub const NO_DEVICE: u16 = 1 << 1;
+}
+
+/// Where on its way a traced packet was seen (`enum ke_point`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Point {
+    /// Queued for transmission on a device.
+    Queue,
+    /// Received by a device.
+    Receive,
+    /// Freed as a drop, with its reason.
+    Drop,
+    /// Freed after use.
+    Consume,
+    /// Its bytes copied to a process.
+    Deliver,
+    /// A value this version does not know.
+    Unknown,
+}
+
+impl Point {
+    /// Maps the ABI number.
+    pub fn from_raw(n: u8) -> Self {
+        match n {
+            1 => Point::Queue,
+            2 => Point::Receive,
+            3 => Point::Drop,
+            4 => Point::Consume,
+            5 => Point::Deliver,
+            _ => Point::Unknown,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Point::Queue => "queue",
+            Point::Receive => "receive",
+            Point::Drop => "drop",
+            Point::Consume => "consume",
+            Point::Deliver => "deliver",
+            Point::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the packet's way ends here.
+    pub fn is_end(self) -> bool {
+        matches!(self, Point::Drop | Point::Consume | Point::Deliver)
+    }
+}
+
+impl RawPacket {
+    /// Where it was seen.
+    pub fn point(&self) -> Point {
+        Point::from_raw(self.point)
+    }
+
+    /// The device name, if the hop had a device.
+    pub fn device(&self) -> Option<&str> {
+        if self.pflags.get() & packet_flags::NO_DEVICE != 0 {
+            return None;
+        }
+        let end = self.ifname.iter().position(|&b| b == 0).unwrap_or(16);
+        std::str::from_utf8(&self.ifname[..end]).ok()
+    }
+
+    /// Whether NAT rewrote the tuple since the previous hop.
+    pub fn translated(&self) -> bool {
+        self.pflags.get() & packet_flags::TRANSLATED != 0
+    }
+}
+
+/// Decodes one packet-tracer record.
+///
+/// # Examples
+///
+/// ```
+/// use kindling_probe::abi::{decode_packet, DecodeError};
+///
+/// assert!(matches!(decode_packet(&[0u8; 8]), Err(DecodeError::TooShort { .. })));
+/// ```
+pub fn decode_packet(bytes: &[u8]) -> Result<&RawPacket, DecodeError> {
+    let (hdr, _) = RecordHeader::ref_from_prefix(bytes).map_err(|_| DecodeError::TooShort {
+        have: bytes.len(),
+        need: size_of::<RecordHeader>(),
+    })?;
+    if hdr.kind.get() != kind::PACKET {
+        return Err(DecodeError::UnknownKind(hdr.kind.get()));
+    }
+    let size = hdr.size.get();
+    let record = usize::try_from(size)
+        .ok()
+        .and_then(|s| bytes.get(..s))
+        .ok_or(DecodeError::BadSize {
+            size,
+            have: bytes.len(),
+        })?;
+    exact::<RawPacket>(record)
 }
 
 /// Kindling's syscall numbering (`enum ke_syscall`).
@@ -594,6 +758,12 @@ impl SockTuple {
     pub fn is_ipv6(&self) -> bool {
         self.family.get() == AF_INET6
     }
+
+    /// Inode of the network namespace, `None` when the record does not
+    /// know it (ABI 1 captures, a dropped packet without device).
+    pub fn netns(&self) -> Option<u32> {
+        Some(self.netns.get()).filter(|&n| n != 0)
+    }
 }
 
 impl RecordHeader {
@@ -655,6 +825,7 @@ pub fn kind_name(kind: u16) -> &'static str {
         kind::TCP_RTT => "tcp_rtt",
         kind::SKB_DROP => "skb_drop",
         kind::LOST => "lost",
+        kind::PACKET => "packet",
         _ => "unknown",
     }
 }
@@ -759,6 +930,7 @@ macro_rules! debug_raw {
 }
 debug_raw!(
     RecordHeader,
+    RawPacket,
     SockTuple,
     RawData,
     RawConn,
@@ -770,14 +942,15 @@ debug_raw!(
 // The C layouts are naturally aligned with explicit padding, so these sizes
 // are the C sizes; the loader also checks them against the skeleton's types.
 const _: () = assert!(size_of::<RecordHeader>() == 48);
-const _: () = assert!(size_of::<SockTuple>() == 48);
-const _: () = assert!(size_of::<RawData>() == 136);
-const _: () = assert!(size_of::<RawConn>() == 128);
-const _: () = assert!(size_of::<RawTcp>() == 120);
-const _: () = assert!(size_of::<RawDrop>() == 112);
+const _: () = assert!(size_of::<SockTuple>() == 56);
+const _: () = assert!(size_of::<RawData>() == 144);
+const _: () = assert!(size_of::<RawConn>() == 136);
+const _: () = assert!(size_of::<RawTcp>() == 128);
+const _: () = assert!(size_of::<RawDrop>() == 120);
+const _: () = assert!(size_of::<RawPacket>() == 168);
 // ke_lost is written by user space only, so the skeleton has no type to
 // check it against: its C size is asserted here and in the header comment.
-const _: () = assert!(size_of::<RawLost>() == 104);
+const _: () = assert!(size_of::<RawLost>() == 112);
 
 #[cfg(test)]
 mod tests {

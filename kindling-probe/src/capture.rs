@@ -118,6 +118,10 @@ pub struct HostFacts {
     /// between kernels); empty in captures that did not record them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drop_reasons: BTreeMap<u32, String>,
+    /// Inode of the host's network namespace (PID 1's), which records'
+    /// [`abi::SockTuple::netns`] name; `None` in older captures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_netns: Option<u32>,
 }
 
 /// The self-describing header that follows the preamble.
@@ -135,6 +139,18 @@ pub struct CaptureHeader {
     pub probe: ProbeConfig,
     /// Name and version of the writing tool.
     pub writer: String,
+}
+
+/// The layouts of ABI 1: every body was 8 bytes shorter, its `ke_sock`
+/// without `netns`. [`CaptureReader`] upgrades such records as it reads.
+fn abi1_struct_sizes() -> BTreeMap<String, u32> {
+    struct_sizes()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k == "ke_header" { v } else { v - 8 };
+            (k, v)
+        })
+        .collect()
 }
 
 fn struct_sizes() -> BTreeMap<String, u32> {
@@ -172,6 +188,16 @@ pub fn boottime_to_unix_ns() -> i64 {
     rt - (b1 + (b2 - b1) / 2)
 }
 
+/// Inode of the host's network namespace: PID 1's (an agent in a pod sees
+/// the host's PID 1 with `hostPID`), else this process' own.
+pub fn host_netns() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    ["/proc/1/ns/net", "/proc/self/ns/net"]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .and_then(|m| u32::try_from(m.ino()).ok())
+}
+
 impl CaptureHeader {
     /// A header describing this host now and the given probe settings.
     pub fn for_this_host(probe: ProbeConfig) -> Self {
@@ -191,6 +217,7 @@ impl CaptureHeader {
                 boottime_to_unix_ns: boottime_to_unix_ns(),
                 started_unix_ns: clock_ns(libc::CLOCK_REALTIME),
                 drop_reasons: BTreeMap::new(),
+                host_netns: host_netns(),
             },
             probe,
             writer: concat!("kindling-probe ", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -274,6 +301,8 @@ pub struct CaptureReader<R: Read> {
     input: R,
     header: CaptureHeader,
     buf: Vec<u8>,
+    /// For an ABI 1 capture: the record being read, in this build's layout.
+    upgraded: Option<Vec<u8>>,
     offset: u64,
     records: u64,
     failed: bool,
@@ -299,7 +328,8 @@ impl<R: Read> CaptureReader<R> {
             return Err(CaptureError::UnsupportedFormat(format));
         }
         let abi_version = u16::from_le_bytes([pre[10], pre[11]]);
-        if abi_version != abi::ABI_VERSION {
+        let upgrade = abi_version == 1;
+        if abi_version != abi::ABI_VERSION && !upgrade {
             return Err(CaptureError::AbiMismatch {
                 found: abi_version,
                 expected: abi::ABI_VERSION,
@@ -331,7 +361,11 @@ impl<R: Read> CaptureReader<R> {
             serde_json::from_slice(json).map_err(|e| CaptureError::BadHeader(e.to_string()))?;
         // every layout the file names must be ours; a file may predate a
         // record kind (ke_lost came later) and so not name it
-        let ours = struct_sizes();
+        let ours = if upgrade {
+            abi1_struct_sizes()
+        } else {
+            struct_sizes()
+        };
         let differs = header
             .struct_sizes
             .iter()
@@ -357,6 +391,7 @@ impl<R: Read> CaptureReader<R> {
             input,
             header,
             buf: Vec::new(),
+            upgraded: upgrade.then(Vec::new),
             offset,
             records: 0,
             failed: false,
@@ -401,7 +436,13 @@ impl<R: Read> CaptureReader<R> {
         }
         self.offset += 8 + u64::from(len);
         self.records += 1;
-        Ok(Some(&self.buf))
+        match &mut self.upgraded {
+            Some(out) => {
+                upgrade_abi1(&self.buf, out);
+                Ok(Some(out))
+            }
+            None => Ok(Some(&self.buf)),
+        }
     }
 
     fn fail_truncated(&mut self) -> CaptureError {
@@ -419,6 +460,28 @@ impl<R: Read> CaptureReader<R> {
             records: self.records,
             reason,
         }
+    }
+}
+
+/// Rewrites an ABI 1 record in this build's layout: `netns` (zero: not
+/// known) and its padding are inserted after the socket tuple every body
+/// starts with, and the size grows by as much. A record too short to hold
+/// a tuple is copied as it is, for the decoder to refuse.
+fn upgrade_abi1(record: &[u8], out: &mut Vec<u8>) {
+    use zerocopy::FromBytes;
+    const TUPLE_END: usize = size_of::<abi::RecordHeader>() + abi::ABI1_SOCK_SIZE;
+    const GROWTH: usize = size_of::<abi::SockTuple>() - abi::ABI1_SOCK_SIZE;
+    out.clear();
+    if record.len() < TUPLE_END {
+        out.extend_from_slice(record);
+        return;
+    }
+    out.extend_from_slice(&record[..TUPLE_END]);
+    out.resize(TUPLE_END + GROWTH, 0);
+    out.extend_from_slice(&record[TUPLE_END..]);
+    if let Ok((hdr, _)) = abi::RecordHeader::mut_from_prefix(&mut out[..]) {
+        let size = hdr.size.get().saturating_add(GROWTH as u32);
+        hdr.size.set(size);
     }
 }
 

@@ -57,7 +57,7 @@ same_layout!(
 same_layout!(
     abi::SockTuple,
     skel::types::ke_sock,
-    [sock, saddr, daddr, sport, dport, family, protocol, state]
+    [sock, saddr, daddr, sport, dport, family, protocol, state, netns]
 );
 same_layout!(
     abi::RawData,

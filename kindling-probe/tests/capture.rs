@@ -8,6 +8,9 @@ use kindling_probe::capture::{CaptureError, CaptureHeader, CaptureReader, Captur
 use proptest::prelude::*;
 
 const FIXTURE: &[u8] = include_bytes!("data/loopback.kcap");
+/// The same traffic recorded by the probe of event ABI 1, before records
+/// named their network namespace: read through the upgrade.
+const FIXTURE_ABI1: &[u8] = include_bytes!("data/loopback-abi1.kcap");
 
 fn read_all(bytes: &[u8]) -> (Vec<Vec<u8>>, Result<(), CaptureError>) {
     let mut r = match CaptureReader::new(bytes) {
@@ -25,7 +28,11 @@ fn read_all(bytes: &[u8]) -> (Vec<Vec<u8>>, Result<(), CaptureError>) {
 }
 
 fn fixture_records() -> Vec<Vec<u8>> {
-    let (recs, end) = read_all(FIXTURE);
+    records_of(FIXTURE)
+}
+
+fn records_of(file: &[u8]) -> Vec<Vec<u8>> {
+    let (recs, end) = read_all(file);
     end.expect("fixture reads cleanly");
     recs
 }
@@ -58,7 +65,57 @@ fn fixture_header_describes_the_recording() {
 
 #[test]
 fn fixture_decodes_completely_and_matches_what_the_clients_did() {
+    clients_did_what_the_script_says(&fixture_records());
+}
+
+#[test]
+fn an_abi1_capture_reads_through_the_upgrade() {
+    let r = CaptureReader::new(FIXTURE_ABI1).unwrap();
+    assert_eq!(r.header().abi_version, 1);
+    assert_eq!(r.header().struct_sizes["ke_sock"], 48);
+    let recs = records_of(FIXTURE_ABI1);
+    clients_did_what_the_script_says(&recs);
+    for r in &recs {
+        let e = abi::decode(r).unwrap();
+        assert_eq!(e.sock().netns(), None, "ABI 1 did not record namespaces");
+    }
+    // a record too short for a tuple stays too short (the decoder refuses
+    // it) rather than being padded into something that decodes
+    let mut header = r.header().clone();
+    header.host.hostname = "upgrade".into();
+    let mut file = Vec::new();
+    let mut w = CaptureWriter::new(&mut file, &header).unwrap();
+    w.write_record(&recs[0][..60]).unwrap();
+    w.finish().unwrap();
+    let (short, end) = read_all(&file);
+    end.unwrap();
+    assert_eq!(short[0].len(), 60);
+    assert!(abi::decode(&short[0]).is_err());
+}
+
+#[test]
+fn socket_records_name_the_host_network_namespace() {
+    let r = CaptureReader::new(FIXTURE).unwrap();
+    let host = r
+        .header()
+        .host
+        .host_netns
+        .expect("the recorder names the host's namespace");
     let recs = fixture_records();
+    let mut named = 0;
+    for rec in &recs {
+        let e = abi::decode(rec).unwrap();
+        if matches!(e, Event::Lost(_)) {
+            continue;
+        }
+        // every socket of the script lived in the host's namespace
+        assert_eq!(e.sock().netns(), Some(host), "{e:?}");
+        named += 1;
+    }
+    assert!(named > 20, "{named} records");
+}
+
+fn clients_did_what_the_script_says(recs: &[Vec<u8>]) {
     let events: Vec<Event<'_>> = recs.iter().map(|r| abi::decode(r).unwrap()).collect();
     let mut kinds = BTreeMap::new();
     for e in &events {
@@ -270,10 +327,11 @@ fn decode_rejects_inconsistent_sizes() {
 }
 
 /// The recorder's loss markers travel through a capture like any record,
-/// and captures written before `ke_lost` existed (the fixture) still read.
+/// and captures written before `ke_lost` existed (the ABI 1 fixture)
+/// still read.
 #[test]
 fn loss_markers_round_trip_and_older_captures_still_read() {
-    let header = CaptureReader::new(FIXTURE).unwrap().header().clone();
+    let header = CaptureReader::new(FIXTURE_ABI1).unwrap().header().clone();
     assert!(
         !header.struct_sizes.contains_key("ke_lost"),
         "an older capture"

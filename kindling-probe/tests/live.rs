@@ -250,6 +250,13 @@ fn assert_data(
     assert_eq!(d.raw.sk.transport(), abi::Transport::Tcp);
     assert!(d.raw.ino.get() > 0, "socket inode");
     assert_ne!(d.raw.sk.sock.get(), 0, "socket identity");
+    assert_eq!(d.raw.sk.netns(), Some(own_netns()), "network namespace");
+}
+
+/// The inode of this process' network namespace.
+fn own_netns() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32
 }
 
 fn exchange(family: Family, v6: bool, request: &[&[u8]], response: &[&[u8]]) {
@@ -529,6 +536,10 @@ fn connect_accept_close_and_states() {
         .filter(|c| c.syscall() == Syscall::Connect)
         .collect();
     assert_eq!(connect.len(), 1, "{conns:?}");
+    // connect, accept, close and TCP records name the socket's namespace
+    for e in &mine {
+        assert_eq!(e.sock().netns(), Some(own_netns()), "{e:?}");
+    }
     assert_eq!(connect[0].raw.ret.get(), 0);
     assert_eq!(connect[0].raw.fd.get(), cfd);
     assert_eq!(connect[0].raw.sk.local(), caddr);

@@ -88,6 +88,37 @@ pub fn http_server() -> u16 {
 pub fn http_server_on(ip: &str) -> u16 {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
+    serve_http(listener);
+    port
+}
+
+/// Runs `f` on a thread inside the network namespace `/run/netns/NAME`
+/// (`setns` moves only the calling thread): sockets it makes live there.
+pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("the namespace exists");
+        // SAFETY: a valid namespace fd; only this thread changes namespace
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// [`http_server`] on `ip`:`port` inside the network namespace NAME.
+pub fn http_server_in_netns(name: &str, ip: &str, port: u16) {
+    let ip = ip.to_owned();
+    let bound = in_netns(name, move || {
+        TcpListener::bind((ip.as_str(), port)).expect("bind in the namespace")
+    });
+    serve_http(bound);
+}
+
+/// Answers HTTP requests on `listener` (200, or 503 for `/fail`) in
+/// threads of its own, until the process ends.
+fn serve_http(listener: TcpListener) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
@@ -112,7 +143,6 @@ pub fn http_server_on(ip: &str) -> u16 {
             });
         }
     });
-    port
 }
 
 /// SIGTERM to an agent: it must exit successfully within 20 s; what it

@@ -18,10 +18,13 @@
 //!   node) each direction is taken from one socket only, the first seen
 //!   sending or receiving it, so no byte appears twice;
 //! - each packet's comment names the process (pid, comm, thread, syscall,
-//!   cgroup).
+//!   cgroup);
+//! - each network namespace is a connection space of its own (127.0.0.1
+//!   in two containers are two hosts), and its packets carry its inode.
 //!
 //! [`PcapngWriter`] writes the packets as pcapng (raw IP link type,
-//! nanosecond timestamps).
+//! nanosecond timestamps), one interface per network namespace: `host`
+//! for the host's, `netns-INODE` for another (a container's, a pod's).
 //!
 //! # Examples
 //!
@@ -29,7 +32,7 @@
 //! use kindling_flow::pcapng::{PcapngWriter, Synthesizer};
 //!
 //! let mut synth = Synthesizer::new(0);
-//! let mut file = PcapngWriter::new(Vec::new())?;
+//! let mut file = PcapngWriter::new(Vec::new())?.with_host_netns(Some(4026531840));
 //! let mut packets = Vec::new();
 //! // for each record of a capture: synth.push(&kindling_probe::abi::decode(rec)?, &mut packets);
 //! synth.finish(&mut packets);
@@ -69,8 +72,9 @@ pub struct DumpStats {
     pub lost_records: u64,
 }
 
-/// A connection, its ends in canonical order (the lower address first).
-type Key = (SocketAddr, SocketAddr);
+/// A connection: its network namespace, its ends in canonical order (the
+/// lower address first).
+type Key = (u32, SocketAddr, SocketAddr);
 
 /// One TCP connection as drawn so far.
 #[derive(Debug)]
@@ -127,8 +131,8 @@ pub struct Synthesizer {
     /// Added to a record's `CLOCK_BOOTTIME` time for Unix time.
     boottime_to_unix_ns: i64,
     conns: FxHashMap<Key, Conn>,
-    /// UDP: the socket giving each (source, destination) flow.
-    datagrams: FxHashMap<(SocketAddr, SocketAddr), u64>,
+    /// UDP: the socket giving each (namespace, source, destination) flow.
+    datagrams: FxHashMap<Key, u64>,
     stats: DumpStats,
 }
 
@@ -143,11 +147,11 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
-fn key(a: SocketAddr, b: SocketAddr) -> Key {
+fn key(netns: u32, a: SocketAddr, b: SocketAddr) -> Key {
     if a <= b {
-        (a, b)
+        (netns, a, b)
     } else {
-        (b, a)
+        (netns, b, a)
     }
 }
 
@@ -187,6 +191,10 @@ impl Synthesizer {
             Event::Lost(l) => self.stats.lost_records += l.raw.records.get(),
             _ => self.stats.skipped_records += 1,
         }
+        let netns = event.sock().netns.get();
+        for p in &mut out[before..] {
+            p.netns = netns;
+        }
         self.stats.packets += (out.len() - before) as u64;
     }
 
@@ -196,14 +204,15 @@ impl Synthesizer {
 
     fn conn_entry(
         &mut self,
+        k: Key,
         local: SocketAddr,
         peer: SocketAddr,
         local_is_client: bool,
     ) -> &mut Conn {
-        if self.conns.len() >= MAX_CONNS && !self.conns.contains_key(&key(local, peer)) {
+        if self.conns.len() >= MAX_CONNS && !self.conns.contains_key(&k) {
             self.conns.clear();
         }
-        self.conns.entry(key(local, peer)).or_insert_with(|| {
+        self.conns.entry(k).or_insert_with(|| {
             if local_is_client {
                 Conn::new(local, peer)
             } else {
@@ -244,6 +253,7 @@ impl Synthesizer {
             return;
         }
         let (local, peer) = (canonical(sk.local()), canonical(sk.peer()));
+        let k = key(sk.netns.get(), local, peer);
         let h = &c.raw.hdr;
         let ts = self.unix(h.ts_ns.get());
         let enter = self.unix(c.raw.ts_enter_ns.get());
@@ -251,8 +261,8 @@ impl Synthesizer {
         match c.kind {
             ConnKind::Connect => {
                 let ret = c.raw.ret.get();
-                let fresh = !self.conns.contains_key(&key(local, peer));
-                let conn = self.conn_entry(local, peer, true);
+                let fresh = !self.conns.contains_key(&k);
+                let conn = self.conn_entry(k, local, peer, true);
                 if !fresh {
                     return;
                 }
@@ -276,22 +286,22 @@ impl Synthesizer {
                             .with(|s| s.rst = true)
                             .packet(),
                     );
-                    self.conns.remove(&key(local, peer));
+                    self.conns.remove(&k);
                 } else if ret == 0 || ret == -115 {
                     // done, or in progress (EINPROGRESS): drawn as done
                     Self::handshake(conn, enter, ts.max(enter), &note("connect"), out);
                 }
             }
             ConnKind::Accept => {
-                let fresh = !self.conns.contains_key(&key(local, peer));
-                let conn = self.conn_entry(local, peer, false);
+                let fresh = !self.conns.contains_key(&k);
+                let conn = self.conn_entry(k, local, peer, false);
                 if fresh {
                     // the handshake completed before accept returned
                     Self::handshake(conn, ts, ts, &note("accept"), out);
                 }
             }
             ConnKind::Close => {
-                let Some(conn) = self.conns.get_mut(&key(local, peer)) else {
+                let Some(conn) = self.conns.get_mut(&k) else {
                     return;
                 };
                 let dir = conn.dir(local);
@@ -307,7 +317,7 @@ impl Synthesizer {
                     );
                 }
                 if conn.ended == [true, true] {
-                    self.conns.remove(&key(local, peer));
+                    self.conns.remove(&k);
                 }
             }
         }
@@ -318,7 +328,7 @@ impl Synthesizer {
         let (local, peer) = (canonical(sk.local()), canonical(sk.peer()));
         let h = &t.raw.hdr;
         let ts = self.unix(h.ts_ns.get());
-        let Some(conn) = self.conns.get_mut(&key(local, peer)) else {
+        let Some(conn) = self.conns.get_mut(&key(sk.netns.get(), local, peer)) else {
             return;
         };
         let from = match t.reset() {
@@ -373,7 +383,8 @@ impl Synthesizer {
         let missing = u64::from(len).saturating_sub(payload.len() as u64);
         match sk.protocol {
             17 => {
-                let owner = *self.datagrams.entry((from, to)).or_insert(sk.sock.get());
+                let flow = (sk.netns.get(), from, to);
+                let owner = *self.datagrams.entry(flow).or_insert(sk.sock.get());
                 if owner != sk.sock.get() {
                     self.stats.duplicate_records += 1;
                     return;
@@ -387,7 +398,8 @@ impl Synthesizer {
             6 => {
                 // a connection the capture joined mid-way: the side that
                 // sends first is taken for the client
-                let conn = self.conn_entry(local, peer, d.direction() == Direction::Egress);
+                let k = key(sk.netns.get(), local, peer);
+                let conn = self.conn_entry(k, local, peer, d.direction() == Direction::Egress);
                 let dir = conn.dir(from);
                 let sock = sk.sock.get();
                 match conn.owner[dir] {

@@ -17,6 +17,10 @@ pub struct Packet {
     pub original_len: u32,
     /// Who sent or received it (pid, comm, thread, syscall, cgroup).
     pub comment: String,
+    /// Inode of the network namespace it was seen in (its socket's), 0
+    /// when the capture does not say: [`super::PcapngWriter`] gives each
+    /// namespace an interface of its own.
+    pub netns: u32,
 }
 
 /// A TCP segment to draw.
@@ -121,6 +125,7 @@ impl Segment<'_> {
             original_len: bytes.len() as u32,
             bytes,
             comment: self.comment.clone(),
+            netns: 0,
         }
     }
 }
@@ -154,6 +159,7 @@ impl Packet {
             bytes,
             original_len,
             comment,
+            netns: 0,
         }
     }
 }

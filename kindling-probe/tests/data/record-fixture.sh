@@ -6,10 +6,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kindling=${KINDLING:-$here/../../../target/release/kindling}
 out=$here/loopback.kcap
-python3 -m http.server 18080 --bind 127.0.0.1 >/dev/null 2>&1 &
+rm -f "$out"
+# (/etc: a directory listing longer than the 512-byte snaplen)
+python3 -m http.server 18080 --bind 127.0.0.1 --directory /etc >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-"$kindling" record -o "$out" --port 18080 --port 18081 --port 18082 --snaplen 512 --quiet &
+"$kindling" record -o "$out" --port 18080 --port 18081 --port 18082 --snaplen 512 --framing-budget-kb 0 --quiet &
 rec=$!
 # Wait until the probe is attached (the header is written after attach).
 for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.1; done
