@@ -13,29 +13,30 @@ fn build_skeleton() {
 
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let bpf = manifest.join("bpf");
-    let src = bpf.join("kindling.bpf.c");
-    let out =
-        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("kindling.skel.rs");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
         Ok("aarch64") => "arm64",
         Ok(other) => panic!("kindling-probe: unsupported target architecture {other}"),
         Err(_) => panic!("kindling-probe: CARGO_CFG_TARGET_ARCH is not set"),
     };
-    libbpf_cargo::SkeletonBuilder::new()
-        .source(&src)
-        .clang_args([
-            "-I".into(),
-            bpf.clone().into_os_string(),
-            format!("-D__TARGET_ARCH_{arch}").into(),
-            "-Wall".into(),
-            "-Wno-unused-function".into(),
-        ])
-        .build_and_generate(&out)
-        .unwrap_or_else(|e| {
-            panic!("kindling-probe: compiling the BPF program failed (is clang installed?): {e:#}")
-        });
-    for f in ["kindling.bpf.c", "kindling.h", "vmlinux.h"] {
+    // the socket probe, and the packet tracer (loaded only while tracing)
+    for name in ["kindling", "packets"] {
+        libbpf_cargo::SkeletonBuilder::new()
+            .source(bpf.join(format!("{name}.bpf.c")))
+            .clang_args([
+                "-I".into(),
+                bpf.clone().into_os_string(),
+                format!("-D__TARGET_ARCH_{arch}").into(),
+                "-Wall".into(),
+                "-Wno-unused-function".into(),
+            ])
+            .build_and_generate(out_dir.join(format!("{name}.skel.rs")))
+            .unwrap_or_else(|e| {
+                panic!("kindling-probe: compiling {name}.bpf.c failed (is clang installed?): {e:#}")
+            });
+    }
+    for f in ["kindling.bpf.c", "packets.bpf.c", "kindling.h", "vmlinux.h"] {
         println!("cargo:rerun-if-changed={}", bpf.join(f).display());
     }
 }

@@ -30,6 +30,64 @@ pub enum Command {
     /// Turn a .kcap file into a pcapng file that Wireshark and tshark open
     /// as the real TCP and UDP conversations.
     Dump(DumpArgs),
+    /// Follow packets through this host's network stack and virtual network
+    /// (veth pairs, bridges, namespaces, NAT): the devices each packet
+    /// crossed, the time at each, and where and why it was dropped (needs
+    /// root). Nothing is traced unless this runs.
+    TracePackets(TracePacketsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TracePacketsArgs {
+    /// Follow packets to or from this port (repeatable, at most 8).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Follow packets to or from this address.
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<std::net::IpAddr>,
+    /// Follow only this transport.
+    #[arg(long, value_enum)]
+    pub protocol: Option<Transport>,
+    /// Start following packets in this process' network namespace (they
+    /// are then followed everywhere).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Start following packets in this network namespace: a name of `ip
+    /// netns`, a path (`/proc/PID/ns/net`) or an inode number.
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<String>,
+    /// Follow one flow in N (chosen by a hash of its ends, the same at
+    /// every hop).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub sample: u32,
+    /// Hops reported per CPU per second at most (beyond, counted as lost).
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    pub budget: u64,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Stop after this many packets.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Output: table (a packet's hops, then a summary per flow) or json
+    /// (one object per packet, then one per flow).
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Print only the per-flow summary at the end.
+    #[arg(long)]
+    pub summary_only: bool,
+    /// Read the kernel's types from this BTF file instead of
+    /// /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,7 @@ mod output;
 mod progress;
 mod record;
 mod replay;
+mod trace_packets;
 mod tui;
 mod watch;
 
@@ -31,6 +32,7 @@ fn main() {
         Command::Watch(a) => watch::run(a),
         Command::Agent(a) => agent::run(*a),
         Command::Dump(a) => dump::run(a),
+        Command::TracePackets(a) => trace_packets::run(a),
     };
     if let Err(e) = result {
         eprintln!("kindling: {e:#}");

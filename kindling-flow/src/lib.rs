@@ -56,6 +56,7 @@ mod conn;
 mod driver;
 pub mod enrich;
 pub mod metrics;
+pub mod packets;
 pub mod pcapng;
 mod pipeline;
 mod protocol;

@@ -9,6 +9,8 @@
 //! * `ProbeBuilder` / `Probe` (feature `loader`, default): loads the CO-RE
 //!   programs with libbpf-rs, attaches them to syscall tracepoints and
 //!   `tp_btf` TCP/skb tracepoints, and consumes the ring buffer.
+//! * `PacketTracer` (feature `loader`): follows chosen packets hop by hop
+//!   through devices, namespaces, NAT and drops (`packets` module).
 //!
 //! ```text
 //!  socket syscalls ─┐
@@ -43,6 +45,8 @@ mod kernel;
 #[cfg(feature = "loader")]
 mod loader;
 #[cfg(feature = "loader")]
+pub mod packets;
+#[cfg(feature = "loader")]
 pub mod preflight;
 
 #[cfg(feature = "loader")]
@@ -51,6 +55,8 @@ pub use error::ProbeError;
 pub use kernel::{drop_reason_names, drop_reason_names_from};
 #[cfg(feature = "loader")]
 pub use loader::{LossStats, Probe, ProbeBuilder};
+#[cfg(feature = "loader")]
+pub use packets::{PacketFilter, PacketLosses, PacketTracer, PacketTracerBuilder};
 #[cfg(feature = "tokio")]
 mod stream;
 #[cfg(feature = "tokio")]

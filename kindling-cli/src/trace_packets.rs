@@ -1,0 +1,340 @@
+//! `kindling trace-packets`: the packet tracer's hops as packet paths —
+//! which devices and namespaces each packet crossed, when, whether NAT
+//! rewrote it, and where and why it was dropped — then a summary per flow.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kindling_flow::packets::{
+    End, FlowSummary, PacketPath, PathAssembler, PathConfig, PathSummary,
+};
+use kindling_probe::{PacketFilter, PacketTracerBuilder};
+
+use crate::args::{Format, TracePacketsArgs, Transport};
+use crate::live;
+use crate::output::duration;
+
+pub fn run(args: TracePacketsArgs) -> Result<()> {
+    if args.pid.is_some() && args.netns.is_some() {
+        bail!("--pid and --netns both name where to start: give one");
+    }
+    let netns = match (&args.pid, &args.netns) {
+        (Some(pid), _) => Some(netns_inode(&format!("/proc/{pid}/ns/net"))?),
+        (_, Some(ns)) => Some(resolve_netns(ns)?),
+        _ => None,
+    };
+    let filter = PacketFilter {
+        ports: args.ports.clone(),
+        addr: args.host,
+        protocol: args.protocol.map(|p| match p {
+            Transport::Tcp => 6,
+            Transport::Udp => 17,
+        }),
+        netns,
+        sample_every: args.sample,
+        budget_per_sec: args.budget,
+    };
+    let mut builder = PacketTracerBuilder::new().filter(filter);
+    if let Some(btf) = &args.btf {
+        builder = builder.btf_path(btf);
+    }
+    let deadline = live::deadline(args.duration)?;
+    let stop = live::stop_flag()?;
+    let started = Instant::now();
+    let mut tracer = builder.load()?;
+    eprintln!(
+        "kindling: packet tracer attached in {} ms on Linux {}; Ctrl-C stops",
+        started.elapsed().as_millis(),
+        kindling_probe::preflight::kernel_release()
+    );
+    let names = NetnsNames::scan();
+    let symbols = Symbols::load();
+    let mut assembler = PathAssembler::new(PathConfig {
+        boottime_to_unix_ns: kindling_probe::capture::boottime_to_unix_ns(),
+        drop_reasons: kindling_probe::drop_reason_names_from(args.btf.as_deref()),
+    });
+    let mut summary = PathSummary::default();
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut printer = Printer {
+        format: args.output,
+        names: &names,
+        symbols: &symbols,
+        summary_only: args.summary_only,
+    };
+    let mut paths = Vec::new();
+    let mut packets = 0u64;
+    loop {
+        tracer.poll(Duration::from_millis(100), |hop| {
+            assembler.push(hop, &mut paths);
+        })?;
+        assembler.tick(live::boottime_now(), &mut paths);
+        let done = stop.load(Ordering::Relaxed)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+            || args
+                .count
+                .is_some_and(|c| packets + paths.len() as u64 >= c);
+        if done {
+            // what is still in the ring, then every packet still open
+            tracer.poll(Duration::ZERO, |hop| assembler.push(hop, &mut paths))?;
+            assembler.finish(&mut paths);
+        }
+        for p in paths.drain(..) {
+            if args.count.is_some_and(|c| packets >= c) {
+                break;
+            }
+            packets += 1;
+            summary.add(&p);
+            printer.path(&mut out, &p)?;
+        }
+        out.flush()?;
+        if done {
+            break;
+        }
+    }
+    let flows = summary.flows();
+    printer.summary(&mut out, &flows)?;
+    out.flush()?;
+    let losses = tracer.losses()?;
+    let stats = assembler.stats();
+    eprintln!(
+        "kindling: {packets} packets, {} hops; lost: ring_full={} over_budget={} undecodable={} | hops_truncated={} evicted={}",
+        stats.hops,
+        losses.ring_full,
+        losses.over_budget,
+        losses.undecodable,
+        stats.hops_truncated,
+        stats.evicted
+    );
+    Ok(())
+}
+
+fn netns_inode(path: &str) -> Result<u32> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
+    u32::try_from(meta.ino()).with_context(|| format!("{path}: inode out of range"))
+}
+
+/// `--netns`: an `ip netns` name, a path, or an inode number.
+fn resolve_netns(spec: &str) -> Result<u32> {
+    if let Ok(n) = spec.parse::<u32>() {
+        return Ok(n);
+    }
+    if spec.contains('/') {
+        return netns_inode(spec);
+    }
+    netns_inode(&format!("/run/netns/{spec}"))
+        .with_context(|| format!("no network namespace named {spec} (ip netns list)"))
+}
+
+/// Readable names of namespaces: `host`, the names of `ip netns`, else
+/// `net:[INODE]`.
+struct NetnsNames {
+    by_inode: BTreeMap<u32, String>,
+}
+
+impl NetnsNames {
+    fn scan() -> Self {
+        let mut by_inode = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for entry in dir.flatten() {
+                if let (Ok(meta), Some(name)) = (
+                    entry.metadata(),
+                    entry.file_name().to_str().map(str::to_owned),
+                ) {
+                    if let Ok(ino) = u32::try_from(meta.ino()) {
+                        by_inode.insert(ino, name);
+                    }
+                }
+            }
+        }
+        if let Some(host) = kindling_probe::capture::host_netns() {
+            by_inode.insert(host, "host".to_owned());
+        }
+        Self { by_inode }
+    }
+
+    fn name(&self, inode: u32) -> String {
+        match (inode, self.by_inode.get(&inode)) {
+            (0, _) => "?".to_owned(),
+            (_, Some(name)) => name.clone(),
+            (n, None) => format!("net:[{n}]"),
+        }
+    }
+}
+
+/// Kernel symbols, to name where a packet was dropped (`nf_hook_slow+0x9c`).
+struct Symbols {
+    sorted: Vec<(u64, String)>,
+}
+
+impl Symbols {
+    fn load() -> Self {
+        let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let mut sorted: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+                let kind = f.next()?;
+                let name = f.next()?;
+                (addr != 0 && matches!(kind, "t" | "T")).then(|| (addr, name.to_owned()))
+            })
+            .collect();
+        sorted.sort_unstable_by_key(|(a, _)| *a);
+        Self { sorted }
+    }
+
+    fn name(&self, addr: u64) -> String {
+        let i = self.sorted.partition_point(|(a, _)| *a <= addr);
+        match i.checked_sub(1).and_then(|i| self.sorted.get(i)) {
+            Some((base, name)) if addr - base < 1 << 20 => format!("{name}+{:#x}", addr - base),
+            _ => format!("{addr:#x}"),
+        }
+    }
+}
+
+struct Printer<'a> {
+    format: Format,
+    names: &'a NetnsNames,
+    symbols: &'a Symbols,
+    summary_only: bool,
+}
+
+impl Printer<'_> {
+    fn end_text(&self, end: &End) -> String {
+        match end {
+            End::Delivered { pid, comm } => format!("delivered to {comm} ({pid})"),
+            End::Consumed => "consumed".to_owned(),
+            End::Dropped {
+                reason,
+                device,
+                netns,
+                location,
+                loss,
+            } => format!(
+                "{} {reason} at {}@{} in {}",
+                if *loss { "DROPPED" } else { "freed" },
+                device.as_deref().unwrap_or("?"),
+                self.names.name(*netns),
+                self.symbols.name(*location)
+            ),
+            End::LastSeen => "last seen".to_owned(),
+        }
+    }
+
+    fn path(&mut self, out: &mut impl Write, p: &PacketPath) -> io::Result<()> {
+        if self.summary_only {
+            return Ok(());
+        }
+        match self.format {
+            Format::Json => {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                v["kind"] = "packet".into();
+                if let End::Dropped { location, .. } = &p.end {
+                    v["end"]["symbol"] = self.symbols.name(*location).into();
+                }
+                for (hop, json) in p.hops.iter().zip(
+                    v["hops"]
+                        .as_array_mut()
+                        .map(|a| a.iter_mut())
+                        .into_iter()
+                        .flatten(),
+                ) {
+                    json["netns_name"] = self.names.name(hop.netns).into();
+                }
+                writeln!(out, "{v}")
+            }
+            Format::Table => {
+                let flags = if p.tcp_flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", p.tcp_flags)
+                };
+                writeln!(
+                    out,
+                    "{} {} → {}{flags}  {} hops, {}: {}",
+                    p.protocol,
+                    p.src,
+                    p.dst,
+                    p.hops.len(),
+                    duration(p.duration_ns()),
+                    self.end_text(&p.end)
+                )?;
+                let mut tuple = (p.src, p.dst);
+                for h in &p.hops {
+                    let place = match &h.device {
+                        Some(d) => format!("{d}@{}", self.names.name(h.netns)),
+                        None => format!("@{}", self.names.name(h.netns)),
+                    };
+                    let nat = if (h.src, h.dst) != tuple {
+                        tuple = (h.src, h.dst);
+                        format!("  NAT → {} → {}", h.src, h.dst)
+                    } else {
+                        String::new()
+                    };
+                    writeln!(
+                        out,
+                        "  +{:>9}  {:<8} {place}{nat}",
+                        duration(h.offset_ns),
+                        h.point.name()
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn summary(&mut self, out: &mut impl Write, flows: &[FlowSummary]) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                for f in flows {
+                    let mut v = serde_json::to_value(f).unwrap_or_default();
+                    v["kind"] = "flow".into();
+                    writeln!(out, "{v}")?;
+                }
+                Ok(())
+            }
+            Format::Table => {
+                if flows.is_empty() {
+                    return writeln!(out, "no packet matched");
+                }
+                writeln!(out, "\nper flow:")?;
+                for f in flows {
+                    let end = |a: Option<std::net::SocketAddr>| {
+                        a.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                    };
+                    writeln!(
+                        out,
+                        "{} {} ↔ {}: {} packets, {} dropped, {} freed by a drop that is no loss, {} translated",
+                        f.protocol,
+                        end(f.a),
+                        end(f.b),
+                        f.packets,
+                        f.dropped,
+                        f.freed,
+                        f.translated
+                    )?;
+                    for (place, n) in &f.drops {
+                        writeln!(out, "  drop {n:>6}  {place}")?;
+                    }
+                    for h in &f.hops {
+                        writeln!(
+                            out,
+                            "  hop  {:<22} → {:<22} n={:<6} p50={:<8} p99={:<8} max={}",
+                            h.from,
+                            h.to,
+                            h.count,
+                            duration(h.p50_ns),
+                            duration(h.p99_ns),
+                            duration(h.max_ns)
+                        )?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

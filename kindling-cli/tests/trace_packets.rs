@@ -1,0 +1,458 @@
+//! `kindling trace-packets` on a small pod network the test builds (root):
+//! hosts A and B on a bridge in namespace R, host C behind a routed veth
+//! with a small MTU; an nftables table in R that drops one port and plays a
+//! ClusterIP with DNAT; a blackhole route. Real HTTP and UDP between the
+//! namespaces; the traced paths must name the devices and namespaces in
+//! order, the translation, and each drop's own reason and place.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kindling;
+use serde_json::Value;
+
+/// The namespaces and links of one test, removed when dropped.
+struct PodNet {
+    a: String,
+    b: String,
+    c: String,
+    r: String,
+}
+
+fn sh(script: &str) {
+    let out = Command::new("sh").args(["-ec", script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PodNet {
+    fn new(tag: &str) -> Self {
+        let id = format!("{tag}{}", std::process::id() % 100_000);
+        let net = PodNet {
+            a: format!("kp{id}a"),
+            b: format!("kp{id}b"),
+            c: format!("kp{id}c"),
+            r: format!("kp{id}r"),
+        };
+        net.remove();
+        let (a, b, c, r) = (&net.a, &net.b, &net.c, &net.r);
+        sh(&format!(
+            "for n in {a} {b} {c} {r}; do ip netns add $n; ip -n $n link set lo up; done
+             ip -n {r} link add br0 type bridge; ip -n {r} link set br0 up
+             ip -n {r} addr add 10.10.0.1/24 dev br0
+             ip -n {r} link add pa type veth peer name eth0 netns {a}
+             ip -n {r} link add pb type veth peer name eth0 netns {b}
+             ip -n {r} link add pc type veth peer name eth0 netns {c}
+             for p in pa pb; do ip -n {r} link set $p master br0 up; done
+             for h in {a} {b} {c}; do ip -n $h link set eth0 up; done
+             ip -n {a} addr add 10.10.0.10/24 dev eth0
+             ip -n {b} addr add 10.10.0.20/24 dev eth0
+             ip -n {r} addr add 10.20.0.1/24 dev pc
+             ip -n {c} addr add 10.20.0.2/24 dev eth0
+             ip -n {r} link set pc up mtu 1280; ip -n {c} link set eth0 mtu 1280
+             ip -n {a} route add default via 10.10.0.1
+             ip -n {b} route add default via 10.10.0.1
+             ip -n {c} route add default via 10.20.0.1
+             ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1
+             for h in {a} {b} {c}; do ip netns exec $h sysctl -qw net.ipv4.ip_forward=0; done
+             ip netns exec {r} sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true
+             ip netns exec {r} sysctl -qw net.ipv4.neigh.pc.retrans_time_ms=100
+             ip netns exec {r} sysctl -qw net.ipv4.neigh.pc.mcast_solicit=2
+             ip netns exec {r} sysctl -qw net.ipv4.icmp_ratelimit=0
+             ip -n {r} route add blackhole 10.30.0.0/24
+             ip netns exec {r} nft -f - <<'EOF'
+table inet kindling_test {{
+  chain pre {{ type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 10.96.0.10 tcp dport 80 dnat ip to 10.20.0.2:8080; }}
+  chain fw {{ type filter hook forward priority filter; policy accept;
+    udp dport 9999 drop; }}
+}}
+EOF"
+        ));
+        net
+    }
+
+    fn remove(&self) {
+        for n in [&self.a, &self.b, &self.c, &self.r] {
+            let _ = Command::new("ip")
+                .args(["netns", "pids", n])
+                .output()
+                .map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").arg(pid).status();
+                    }
+                });
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    fn inode(&self, name: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{name}"))
+            .unwrap()
+            .ino()
+    }
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// `kindling trace-packets ARGS -o json` running until [`Trace::stop`].
+struct Trace {
+    child: Option<std::process::Child>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Trace {
+    fn start(args: &[&str]) -> Self {
+        let mut child = kindling()
+            .arg("trace-packets")
+            .args(args)
+            .args(["-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("trace-packets starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("attached") => break,
+                Ok(_) => {}
+                Err(_) => panic!("the tracer did not attach"),
+            }
+        }
+        Trace {
+            child: Some(child),
+            stderr: rx,
+        }
+    }
+
+    /// SIGINT, then every JSON object it printed and its last stderr line.
+    fn stop(mut self) -> (Vec<Value>, String) {
+        let child = self.child.take().unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "trace-packets failed");
+        let mut last = String::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+            last = line;
+        }
+        let values = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        (values, last)
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn packets(values: &[Value]) -> Vec<&Value> {
+    values.iter().filter(|v| v["kind"] == "packet").collect()
+}
+
+/// (device, netns inode) of each hop that has a device.
+fn devices(p: &Value) -> Vec<(String, u64)> {
+    p["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| Some((h["device"].as_str()?.to_owned(), h["netns"].as_u64()?)))
+        .collect()
+}
+
+/// Sends `len` bytes of UDP from inside namespace `ns` to `to`, with the
+/// don't-fragment bit set (path MTU discovery "do").
+fn udp_from(ns: &str, to: &str, len: usize) {
+    let to = to.to_owned();
+    common::in_netns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+        let v: libc::c_int = libc::IP_PMTUDISC_DO;
+        // SAFETY: a valid socket and option value of the right size
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&v as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        };
+        // errors (EMSGSIZE once the path MTU is known, EHOSTUNREACH after
+        // a failed neighbour) are part of what some cases provoke
+        let _ = s.send_to(&vec![b'x'; len], to.as_str());
+    });
+}
+
+fn curl_from(ns: &str, url: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "5",
+            url,
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_bridged_request_names_each_device_and_namespace_in_order() {
+    if !common::privileged("trace-packets across a bridge") {
+        return;
+    }
+    let net = PodNet::new("br");
+    let port = 18_000 + (std::process::id() % 1000) as u16;
+    common::http_server_in_netns(&net.b, "10.10.0.20", port);
+    let trace = Trace::start(&["--port", &port.to_string(), "--protocol", "tcp"]);
+    assert!(curl_from(
+        &net.a,
+        &format!("http://10.10.0.20:{port}/bridged")
+    ));
+    let (values, last) = trace.stop();
+    let all = packets(&values);
+    let (na, nr, nb) = (net.inode(&net.a), net.inode(&net.r), net.inode(&net.b));
+    // A's SYN to B: out of A's eth0, into the bridge port pa, out of pb,
+    // into B's eth0
+    let syn = all
+        .iter()
+        .find(|p| p["tcp_flags"] == "SYN" && p["dst"] == format!("10.10.0.20:{port}"))
+        .unwrap_or_else(|| panic!("no SYN traced: {values:?}"));
+    let want = [
+        ("eth0".to_owned(), na),
+        ("pa".to_owned(), nr),
+        ("pb".to_owned(), nr),
+        ("eth0".to_owned(), nb),
+    ];
+    let seen = devices(syn);
+    let mut at = 0;
+    for hop in &seen {
+        if at < want.len() && *hop == want[at] {
+            at += 1;
+        }
+    }
+    assert_eq!(at, want.len(), "hops {seen:?}, want {want:?} in order");
+    let offsets: Vec<u64> = syn["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["offset_ns"].as_u64().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert_eq!(syn["hops"][0]["netns_name"], net.a.as_str());
+    // B's answers come back the same way, reversed
+    assert!(
+        all.iter().any(|p| p["src"] == format!("10.10.0.20:{port}")
+            && devices(p).first() == Some(&("eth0".to_owned(), nb))),
+        "no answer from B traced"
+    );
+    // nothing lost on the way (a socket freeing what it still held at
+    // close is a drop that is no loss)
+    assert!(all.iter().all(|p| p["end"]["loss"] != true), "{all:?}");
+    assert!(all.iter().any(|p| p["end"]["kind"] == "delivered"));
+    let flows: Vec<_> = values.iter().filter(|v| v["kind"] == "flow").collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert!(flows[0]["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["count"].as_u64() > Some(0)));
+    assert!(last.contains("lost: ring_full=0 over_budget=0"), "{last}");
+}
+
+/// The drop of each broken path: its own reason, device and namespace.
+#[test]
+fn each_broken_path_reports_its_own_drop_reason_and_place() {
+    if !common::privileged("trace-packets drop reasons") {
+        return;
+    }
+    let net = PodNet::new("dr");
+    let nr = net.inode(&net.r);
+    let trace = Trace::start(&["--protocol", "udp", "--netns", &net.a]);
+    // an nftables rule drops the port
+    udp_from(&net.a, "10.20.0.2:9999", 100);
+    // no route in the router
+    udp_from(&net.a, "10.40.0.5:7000", 100);
+    // a blackhole route in the router
+    udp_from(&net.a, "10.30.0.5:7000", 100);
+    // 1400 bytes with DF set over the 1280-byte link to C
+    udp_from(&net.a, "10.20.0.2:7001", 1400);
+    // an on-link address nobody answers ARP for
+    udp_from(&net.a, "10.20.0.99:7002", 100);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (values, _) = trace.stop();
+    let drops: Vec<(String, String, Option<u64>, String, String)> = packets(&values)
+        .iter()
+        .filter(|p| p["end"]["kind"] == "dropped")
+        .map(|p| {
+            (
+                p["dst"].as_str().unwrap_or_default().to_owned(),
+                p["end"]["reason"].as_str().unwrap_or_default().to_owned(),
+                p["end"]["netns"].as_u64(),
+                p["end"]["device"].as_str().unwrap_or_default().to_owned(),
+                p["end"]["symbol"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let find = |dst: &str| {
+        drops
+            .iter()
+            .find(|d| d.0 == dst)
+            .unwrap_or_else(|| panic!("no drop traced for {dst}: {drops:?}"))
+    };
+    let nft = find("10.20.0.2:9999");
+    assert_eq!(
+        (nft.1.as_str(), nft.2),
+        ("NETFILTER_DROP", Some(nr)),
+        "{nft:?}"
+    );
+    assert_eq!(nft.3, "br0", "dropped in the forward hook, come in on br0");
+    let no_route = find("10.40.0.5:7000");
+    assert_eq!(
+        (no_route.1.as_str(), no_route.2),
+        ("IP_INNOROUTES", Some(nr))
+    );
+    let blackhole = find("10.30.0.5:7000");
+    assert_eq!(blackhole.2, Some(nr));
+    assert!(blackhole.4.starts_with("ip_error"), "{blackhole:?}");
+    let too_big = find("10.20.0.2:7001");
+    assert_eq!((too_big.1.as_str(), too_big.2), ("PKT_TOO_BIG", Some(nr)));
+    let neigh = find("10.20.0.99:7002");
+    assert_eq!((neigh.1.as_str(), neigh.2), ("NEIGH_FAILED", Some(nr)));
+    // five different places or reasons
+    let distinct: std::collections::BTreeSet<_> = [nft, no_route, blackhole, too_big, neigh]
+        .iter()
+        .map(|d| (&d.1, &d.4))
+        .collect();
+    assert_eq!(distinct.len(), 5, "{drops:?}");
+}
+
+/// A DNAT rule playing a ClusterIP: the path shows the translation where it
+/// happened and follows the packet to the backend's namespace; the answers
+/// (new packets with the backend's port) are followed too.
+#[test]
+fn dnat_is_shown_and_the_packet_followed_to_the_backend() {
+    if !common::privileged("trace-packets through DNAT") {
+        return;
+    }
+    let net = PodNet::new("nat");
+    let (nr, nc) = (net.inode(&net.r), net.inode(&net.c));
+    common::http_server_in_netns(&net.c, "10.20.0.2", 8080);
+    let trace = Trace::start(&["--port", "80", "--protocol", "tcp"]);
+    assert!(curl_from(&net.a, "http://10.96.0.10/clusterip"));
+    let (values, _) = trace.stop();
+    let all = packets(&values);
+    let syn = all
+        .iter()
+        .find(|p| p["tcp_flags"] == "SYN" && p["dst"] == "10.96.0.10:80")
+        .unwrap_or_else(|| panic!("no SYN to the ClusterIP: {values:?}"));
+    let hops = syn["hops"].as_array().unwrap();
+    let nat = hops
+        .iter()
+        .position(|h| h["translated"] == true)
+        .unwrap_or_else(|| panic!("no translation in {hops:?}"));
+    assert_eq!(hops[nat]["dst"], "10.20.0.2:8080");
+    assert_eq!(hops[nat - 1]["dst"], "10.96.0.10:80");
+    assert_eq!(
+        hops[nat]["netns"].as_u64(),
+        Some(nr),
+        "translated in the router"
+    );
+    assert!(
+        hops[nat..]
+            .iter()
+            .any(|h| h["netns"].as_u64() == Some(nc) && h["device"] == "eth0"),
+        "followed into the backend: {hops:?}"
+    );
+    // the backend's answer, from port 8080 (learned from the translation)
+    assert!(
+        all.iter().any(|p| p["src"] == "10.20.0.2:8080"),
+        "the answers were not followed"
+    );
+    let flows: Vec<_> = values.iter().filter(|v| v["kind"] == "flow").collect();
+    assert!(
+        flows.iter().any(|f| f["translated"].as_u64() > Some(0)),
+        "{flows:?}"
+    );
+}
+
+/// A flood far over the budget: the tracer keeps to it, counts the rest as
+/// lost, and its memory stays bounded.
+#[test]
+fn a_flood_stays_bounded_and_its_loss_is_counted() {
+    if !common::privileged("trace-packets under a flood") {
+        return;
+    }
+    let net = PodNet::new("fl");
+    let trace = Trace::start(&["--port", "7777", "--budget", "2000"]);
+    let pid = trace.child.as_ref().unwrap().id();
+    let sent = common::in_netns(&net.a, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(2) {
+            if s.send_to(b"flood", "10.10.0.20:7777").is_ok() {
+                n += 1;
+            }
+        }
+        n
+    });
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap();
+    let (values, last) = trace.stop();
+    let traced = packets(&values).len() as u64;
+    assert!(sent > 50_000, "only {sent} packets sent");
+    assert!(traced > 0 && traced < sent, "{traced} of {sent}");
+    let over: u64 = last
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("over_budget=")?.parse().ok())
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(over > 0, "the loss is counted: {last}");
+    assert!(rss_kib < 128 * 1024, "{rss_kib} KiB");
+}
