@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 cache=${KINDLING_KERNEL_CACHE:-/var/cache/kindling-kernels}
-tests=${KINDLING_TESTS:-"live filters exec_comm"}
+tests=${KINDLING_TESTS:-"live filters exec_comm packets"}
 kernels=("$@")
 [ ${#kernels[@]} -gt 0 ] || kernels=(5.10 5.10+btf 6.1 6.12 6.12+compat)
 

@@ -406,6 +406,12 @@ pub struct AgentArgs {
     /// clusters.
     #[arg(long, env = "KINDLING_K8S_NODE_LOCAL")]
     pub k8s_node_local: bool,
+    /// Also follow packets through this node's virtual network (the packet
+    /// tracer of `kindling trace-packets`), one flow in N, for the
+    /// `kindling_net_*` series: drops by device, namespace and reason, hop
+    /// latency [default: 0, off].
+    #[arg(long, env = "KINDLING_TRACE_PACKETS", value_name = "N")]
+    pub trace_packets: Option<u32>,
 }
 
 #[cfg(test)]

@@ -456,3 +456,56 @@ fn a_flood_stays_bounded_and_its_loss_is_counted() {
     assert!(over > 0, "the loss is counted: {last}");
     assert!(rss_kib < 128 * 1024, "{rss_kib} KiB");
 }
+
+/// `kindling agent --trace-packets 1`: the drops of the pod network and
+/// the hops of its traffic are series on `/metrics`.
+#[test]
+fn the_agent_counts_drops_by_device_namespace_and_reason() {
+    if !common::privileged("agent --trace-packets") {
+        return;
+    }
+    let net = PodNet::new("ag");
+    let nr = net.inode(&net.r);
+    let port = common::free_port();
+    let agent = kindling()
+        .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kubernetes", "off", "--trace-packets", "1", "--port", "9"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent starts");
+    let agent = common::Stop(agent);
+    common::wait_for("the agent to be ready", Duration::from_secs(30), || {
+        common::get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    // (the agent puts its node label first)
+    let has = |text: &str, name: &str, labels: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+    };
+    let drop = format!("device=\"br0\",netns=\"{nr}\",reason=\"NETFILTER_DROP\"}}");
+    let mut text = String::new();
+    common::wait_for("the drop on /metrics", Duration::from_secs(20), || {
+        udp_from(&net.a, "10.20.0.2:9999", 64);
+        text = common::get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        has(&text, "kindling_net_drop_total", &drop)
+    });
+    // the hops on the way to the drop: A's eth0, then the bridge port
+    assert!(
+        has(
+            &text,
+            "kindling_net_hop_latency_seconds_bucket",
+            "from=\"queue eth0\",to=\"receive pa\""
+        ),
+        "{text}"
+    );
+    assert!(text.contains("kindling_net_packets_traced_total"));
+    assert!(has(
+        &text,
+        "kindling_net_trace_hops_lost_total",
+        "reason=\"over_budget\"}"
+    ));
+    let err = common::terminate(agent);
+    assert!(err.contains("packet tracer attached"), "{err}");
+}

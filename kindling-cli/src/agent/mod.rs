@@ -60,6 +60,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
         node: settings.node.clone(),
         token: settings.metrics_token()?,
         kubernetes: kubernetes.as_ref().map(Kubernetes::view),
+        net: (settings.trace_packets > 0).then(|| {
+            Mutex::new(kindling_flow::metrics::NetMetrics::new(
+                settings.max_series,
+                kindling_probe::capture::host_netns(),
+            ))
+        }),
     });
     // The endpoint first: a port in use fails before the probe loads, and
     // /readyz answers while it loads.
@@ -81,9 +87,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
         "{}",
         live::loaded_line(&probe, started.elapsed()).trim_start_matches("kindling: ")
     );
+    let header = live::host_header(&probe);
+    let mut packets = match settings.trace_packets {
+        0 => None,
+        every => Some(PacketPaths::start(&settings, every, &header)?),
+    };
     shared.counters.ready.store(true, Ordering::Relaxed);
 
-    let header = live::host_header(&probe);
     let mut json = match &settings.json_out {
         Some(target) => {
             let sink = Sink::open(
@@ -154,6 +164,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
             json = None;
         }
         count(&shared.counters, probe.received(), &losses);
+        if let (Some(p), Some(net)) = (packets.as_mut(), shared.net.as_ref()) {
+            p.publish(net, false)?;
+        }
     }
     // what the ring still holds is read (the outputs get every exchange
     // made before the signal), and what the pipeline still held
@@ -162,6 +175,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         driver.push(&ev, &mut outputs);
     })?;
     driver.finish(&mut outputs);
+    if let (Some(p), Some(net)) = (packets.as_mut(), shared.net.as_ref()) {
+        p.publish(net, true)?;
+    }
     publish(
         &shared,
         &mut driver,
@@ -218,6 +234,67 @@ fn publish(
     }
     driver.reuse(outputs);
     Ok(())
+}
+
+/// The packet tracer of `--trace-packets`: its hops become packet paths,
+/// the paths the `kindling_net_*` series.
+struct PacketPaths {
+    tracer: kindling_probe::PacketTracer,
+    assembler: kindling_flow::packets::PathAssembler,
+    done: Vec<kindling_flow::packets::PacketPath>,
+}
+
+impl PacketPaths {
+    fn start(
+        settings: &Settings,
+        every: u32,
+        header: &kindling_probe::capture::CaptureHeader,
+    ) -> Result<Self> {
+        let mut builder =
+            kindling_probe::PacketTracerBuilder::new().filter(kindling_probe::PacketFilter {
+                sample_every: every,
+                budget_per_sec: settings.trace_packets_budget,
+                ..kindling_probe::PacketFilter::default()
+            });
+        if let Some(btf) = &settings.btf {
+            builder = builder.btf_path(btf);
+        }
+        let tracer = builder.load().context("loading the packet tracer")?;
+        tracing::info!(every, "packet tracer attached: one flow in N followed");
+        Ok(Self {
+            tracer,
+            assembler: kindling_flow::packets::PathAssembler::new(
+                kindling_flow::packets::PathConfig {
+                    boottime_to_unix_ns: header.host.boottime_to_unix_ns,
+                    drop_reasons: header.host.drop_reasons.clone(),
+                },
+            ),
+            done: Vec::new(),
+        })
+    }
+
+    /// Reads the tracer's hops and counts the packets they end; `last`:
+    /// every packet still open ends too.
+    fn publish(
+        &mut self,
+        net: &Mutex<kindling_flow::metrics::NetMetrics>,
+        last: bool,
+    ) -> Result<()> {
+        let (assembler, done) = (&mut self.assembler, &mut self.done);
+        self.tracer
+            .poll(Duration::ZERO, |hop| assembler.push(hop, done))?;
+        assembler.tick(boottime_now(), done);
+        if last {
+            assembler.finish(done);
+        }
+        let losses = self.tracer.losses()?;
+        let mut net = net.lock().unwrap_or_else(PoisonError::into_inner);
+        for p in done.drain(..) {
+            net.observe(&p);
+        }
+        net.set_lost(losses.ring_full, losses.over_budget, losses.undecodable);
+        Ok(())
+    }
 }
 
 /// The Kubernetes side of the agent: the store and its watchers.

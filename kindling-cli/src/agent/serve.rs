@@ -28,6 +28,8 @@ pub struct Shared {
     pub token: Option<String>,
     /// The Kubernetes metadata, when the agent names Kubernetes objects.
     pub kubernetes: Option<KubernetesView>,
+    /// The packet tracer's model, when the agent traces packets.
+    pub net: Option<Mutex<kindling_flow::metrics::NetMetrics>>,
 }
 
 /// What `/metrics` shows of the Kubernetes side: the watchers' progress
@@ -59,7 +61,10 @@ impl Shared {
             )
         });
         let (status, workloads) = k8s.unwrap_or_default();
-        let agent = kindling_flow::metrics::relabel(&[&agent, &status, &workloads], &labels);
+        let net = self.net.as_ref().map_or_else(String::new, |n| {
+            n.lock().unwrap_or_else(PoisonError::into_inner).encode()
+        });
+        let agent = kindling_flow::metrics::relabel(&[&agent, &status, &workloads, &net], &labels);
         let mut text = flow;
         if let Some(cut) = text.rfind("# EOF") {
             text.truncate(cut);

@@ -91,6 +91,12 @@ pub struct Settings {
     /// Watch full pods only on this node; elsewhere their metadata and
     /// the addresses their EndpointSlices give.
     pub k8s_node_local: bool,
+    /// Follow one packet flow in this many through the node's virtual
+    /// network, for the `kindling_net_*` series (0: the packet tracer is
+    /// not loaded).
+    pub trace_packets: u32,
+    /// Hops the packet tracer writes per CPU per second at most.
+    pub trace_packets_budget: u64,
 }
 
 impl Kubernetes {
@@ -209,6 +215,8 @@ impl Default for Settings {
             kubeconfig: None,
             cluster_cidrs: Vec::new(),
             k8s_node_local: false,
+            trace_packets: 0,
+            trace_packets_budget: 20_000,
         }
     }
 }
@@ -306,6 +314,9 @@ impl Settings {
         }
         if args.k8s_node_local {
             s.k8s_node_local = true;
+        }
+        if let Some(n) = args.trace_packets {
+            s.trace_packets = n;
         }
         s.check()?;
         Ok(s)

@@ -27,6 +27,7 @@ mod cardinality;
 mod content;
 mod dns;
 mod memo;
+mod net;
 mod schema;
 mod series;
 mod tcp;
@@ -40,6 +41,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use content::template_path;
+pub use net::{HopLabels, NetDropLabels, NetMetrics};
 pub use schema::{
     DnsLabels, DropLabels, EntityLabels, LatencyLabels, ResetLabels, StateLabels, TcpLabels,
     TopologyLabels,
