@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kindling_flow::packets::{
-    End, FlowSummary, PacketPath, PathAssembler, PathConfig, PathSummary,
+    End, FlowSummary, HopPlace, PacketPath, PathAssembler, PathConfig, PathSummary,
 };
 use kindling_probe::{PacketFilter, PacketTracerBuilder};
 
@@ -225,6 +225,13 @@ impl Printer<'_> {
         }
     }
 
+    fn place(&self, p: &HopPlace) -> String {
+        match &p.device {
+            Some(d) => format!("{} {d}@{}", p.point.name(), self.names.name(p.netns)),
+            None => format!("{}@{}", p.point.name(), self.names.name(p.netns)),
+        }
+    }
+
     fn path(&mut self, out: &mut impl Write, p: &PacketPath) -> io::Result<()> {
         if self.summary_only {
             return Ok(());
@@ -317,15 +324,22 @@ impl Printer<'_> {
                         f.freed,
                         f.translated
                     )?;
-                    for (place, n) in &f.drops {
-                        writeln!(out, "  drop {n:>6}  {place}")?;
+                    for d in &f.drops {
+                        writeln!(
+                            out,
+                            "  drop {:>6}  {} at {}@{}",
+                            d.count,
+                            d.place.reason,
+                            d.place.device.as_deref().unwrap_or("?"),
+                            self.names.name(d.place.netns)
+                        )?;
                     }
                     for h in &f.hops {
                         writeln!(
                             out,
-                            "  hop  {:<22} → {:<22} n={:<6} p50={:<8} p99={:<8} max={}",
-                            h.from,
-                            h.to,
+                            "  hop  {:<24} → {:<24} n={:<6} p50={:<8} p99={:<8} max={}",
+                            self.place(&h.from),
+                            self.place(&h.to),
                             h.count,
                             duration(h.p50_ns),
                             duration(h.p99_ns),

@@ -279,7 +279,7 @@ pub mod packet_flags {
 }
 
 /// Where on its way a traced packet was seen (`enum ke_point`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Point {
     /// Queued for transmission on a device.

@@ -30,6 +30,10 @@ use kindling_probe::abi::{Point, RawPacket};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+mod summary;
+
+pub use summary::{DropCount, DropPlace, FlowSummary, HopLatency, HopPlace, PathSummary};
+
 /// Most hops kept per packet; more are counted in
 /// [`PathStats::hops_truncated`].
 pub const MAX_HOPS: usize = 64;
@@ -431,169 +435,6 @@ pub fn is_path_loss(reason: &str) -> bool {
     )
 }
 
-/// Where packets were dropped: device, namespace and reason.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct DropPlace {
-    /// Device (none when the kernel no longer named one).
-    pub device: Option<String>,
-    /// Its namespace inode (0: unknown).
-    pub netns: u32,
-    /// The kernel's reason.
-    pub reason: String,
-}
-
-/// Latency percentiles of one hop transition, ns.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HopLatency {
-    /// `point device` at the start of the transition (`queue eth0`).
-    pub from: String,
-    /// And at its end.
-    pub to: String,
-    /// Transitions measured.
-    pub count: u64,
-    /// Median, ns.
-    pub p50_ns: u64,
-    /// 99th percentile, ns.
-    pub p99_ns: u64,
-    /// Largest, ns.
-    pub max_ns: u64,
-}
-
-/// A flow's packets added up.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct FlowSummary {
-    /// `tcp` or `udp`.
-    pub protocol: &'static str,
-    /// One end (the first packet's source).
-    pub a: Option<SocketAddr>,
-    /// The other.
-    pub b: Option<SocketAddr>,
-    /// Packets seen.
-    pub packets: u64,
-    /// Of which dropped as packet loss.
-    pub dropped: u64,
-    /// Of which freed by a drop that is not packet loss (a socket's queue
-    /// purged at close, …).
-    pub freed: u64,
-    /// Of which NAT rewrote.
-    pub translated: u64,
-    /// Drops by place and reason.
-    pub drops: BTreeMap<String, u64>,
-    /// Per hop transition.
-    pub hops: Vec<HopLatency>,
-}
-
-/// Most latency samples kept per hop transition (a uniform sample of the
-/// rest would need a reservoir; the first ones are kept).
-const MAX_SAMPLES: usize = 10_000;
-
-/// Adds packet paths up per flow.
-#[derive(Debug, Default)]
-pub struct PathSummary {
-    flows: BTreeMap<(SocketAddr, SocketAddr, &'static str), FlowAcc>,
-}
-
-#[derive(Debug, Default)]
-struct FlowAcc {
-    summary: FlowSummary,
-    samples: BTreeMap<(String, String), Vec<u64>>,
-}
-
-fn hop_label(h: &Hop) -> String {
-    match &h.device {
-        Some(d) => format!("{} {d}", h.point.name()),
-        None => h.point.name().to_owned(),
-    }
-}
-
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-impl PathSummary {
-    /// Adds one path.
-    pub fn add(&mut self, p: &PacketPath) {
-        // both directions of a flow are one flow
-        let (a, b) = if p.src <= p.dst {
-            (p.src, p.dst)
-        } else {
-            (p.dst, p.src)
-        };
-        let acc = self.flows.entry((a, b, p.protocol)).or_default();
-        let s = &mut acc.summary;
-        s.protocol = p.protocol;
-        s.a.get_or_insert(p.src);
-        s.b.get_or_insert(p.dst);
-        s.packets += 1;
-        if p.translation().is_some() {
-            s.translated += 1;
-        }
-        if let End::Dropped {
-            reason,
-            device,
-            netns,
-            loss,
-            ..
-        } = &p.end
-        {
-            if *loss {
-                s.dropped += 1;
-            } else {
-                s.freed += 1;
-            }
-            let place = format!(
-                "{reason} at {} (netns {netns})",
-                device.as_deref().unwrap_or("?")
-            );
-            *s.drops.entry(place).or_insert(0) += 1;
-        }
-        for w in p.hops.windows(2) {
-            let samples = acc
-                .samples
-                .entry((hop_label(&w[0]), hop_label(&w[1])))
-                .or_default();
-            if samples.len() < MAX_SAMPLES {
-                samples.push(w[1].offset_ns.saturating_sub(w[0].offset_ns));
-            }
-        }
-    }
-
-    /// The flows so far, busiest first.
-    pub fn flows(&self) -> Vec<FlowSummary> {
-        let mut out: Vec<FlowSummary> = self
-            .flows
-            .values()
-            .map(|acc| {
-                let mut s = acc.summary.clone();
-                s.hops = acc
-                    .samples
-                    .iter()
-                    .map(|((from, to), v)| {
-                        let mut v = v.clone();
-                        v.sort_unstable();
-                        HopLatency {
-                            from: from.clone(),
-                            to: to.clone(),
-                            count: v.len() as u64,
-                            p50_ns: percentile(&v, 0.5),
-                            p99_ns: percentile(&v, 0.99),
-                            max_ns: v.last().copied().unwrap_or(0),
-                        }
-                    })
-                    .collect();
-                s.hops.sort_by_key(|h| std::cmp::Reverse(h.count));
-                s
-            })
-            .collect();
-        out.sort_by_key(|f| std::cmp::Reverse(f.packets));
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,7 +494,8 @@ mod tests {
             (flows[0].packets, flows[0].dropped, flows[0].translated),
             (1, 1, 1)
         );
-        assert_eq!(flows[0].drops.values().sum::<u64>(), 1);
+        assert_eq!(flows[0].drops.iter().map(|d| d.count).sum::<u64>(), 1);
+        assert_eq!(flows[0].drops[0].place.reason, "NETFILTER_DROP");
         assert_eq!(flows[0].hops.len(), 3);
     }
 
