@@ -76,6 +76,12 @@ pub struct TracePacketsArgs {
     /// Print only the per-flow summary at the end.
     #[arg(long)]
     pub summary_only: bool,
+    /// Name the nftables rule that dropped or translated a packet, with
+    /// nftables tracing in this network namespace (an `ip netns` name, or
+    /// `host`; repeatable). This adds a table `inet kindling_trace` to
+    /// that namespace's ruleset while the trace runs.
+    #[arg(long = "nft-trace", value_name = "NETNS")]
+    pub nft_trace: Vec<String>,
     /// Read the kernel's types from this BTF file instead of
     /// /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]

@@ -14,6 +14,7 @@ mod args;
 mod dump;
 mod k8s_meta;
 mod live;
+mod nftrace;
 mod output;
 mod progress;
 mod record;

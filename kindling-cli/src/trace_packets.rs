@@ -46,6 +46,11 @@ pub fn run(args: TracePacketsArgs) -> Result<()> {
     let stop = live::stop_flag()?;
     let started = Instant::now();
     let mut tracer = builder.load()?;
+    let mut rules = match args.nft_trace.is_empty() {
+        true => None,
+        false => Some(RuleNamer::start(&args.nft_trace, &args.ports)?),
+    };
+    // (the line says everything is in place: tests wait for it)
     eprintln!(
         "kindling: packet tracer attached in {} ms on Linux {}; Ctrl-C stops",
         started.elapsed().as_millis(),
@@ -82,6 +87,10 @@ pub fn run(args: TracePacketsArgs) -> Result<()> {
             tracer.poll(Duration::ZERO, |hop| assembler.push(hop, &mut paths))?;
             assembler.finish(&mut paths);
         }
+        if let Some(r) = rules.as_mut() {
+            // paths a rule may explain wait for its trace message
+            r.hold(&mut paths, done);
+        }
         for p in paths.drain(..) {
             if args.count.is_some_and(|c| packets >= c) {
                 break;
@@ -98,6 +107,15 @@ pub fn run(args: TracePacketsArgs) -> Result<()> {
     let flows = summary.flows();
     printer.summary(&mut out, &flows)?;
     out.flush()?;
+    if let Some(r) = &rules {
+        if r.tracer.lost() > 0 {
+            eprintln!(
+                "kindling: {} nftables trace messages lost: some rules are not named",
+                r.tracer.lost()
+            );
+        }
+    }
+    drop(rules);
     let losses = tracer.losses()?;
     let stats = assembler.stats();
     eprintln!(
@@ -110,6 +128,96 @@ pub fn run(args: TracePacketsArgs) -> Result<()> {
         stats.evicted
     );
     Ok(())
+}
+
+/// How long a path a rule may explain waits for the trace message naming
+/// it (netlink and the ring buffer are read apart).
+const RULE_WAIT: Duration = Duration::from_millis(300);
+
+/// Names the nftables rules behind drops and translations
+/// (`--nft-trace`).
+struct RuleNamer {
+    tracer: crate::nftrace::NftTracer,
+    /// Recent verdicts, with the namespace each came from.
+    verdicts: Vec<(String, kindling_flow::packets::nftrace::VerdictLog)>,
+    held: std::collections::VecDeque<(Instant, PacketPath)>,
+}
+
+impl RuleNamer {
+    fn start(namespaces: &[String], ports: &[u16]) -> Result<Self> {
+        let tracer = crate::nftrace::NftTracer::start(namespaces, ports)?;
+        eprintln!(
+            "kindling: nftables tracing in {} (table inet kindling_trace until the trace ends)",
+            namespaces.join(", ")
+        );
+        Ok(Self {
+            tracer,
+            verdicts: namespaces
+                .iter()
+                .map(|n| (n.clone(), Default::default()))
+                .collect(),
+            held: Default::default(),
+        })
+    }
+
+    /// Takes the paths of `ready` a rule may explain, and gives back those
+    /// named or waited for long enough (all of them when `flush`).
+    fn hold(&mut self, ready: &mut Vec<PacketPath>, flush: bool) {
+        let now = Instant::now();
+        for (ns, t) in self.tracer.drain() {
+            if let Some((_, log)) = self.verdicts.iter_mut().find(|(n, _)| *n == ns) {
+                log.push(t);
+            }
+        }
+        let mut keep = Vec::with_capacity(ready.len());
+        for p in ready.drain(..) {
+            let wants_rule = p.translation().is_some()
+                || matches!(&p.end, End::Dropped { reason, .. } if reason == "NETFILTER_DROP");
+            if wants_rule {
+                self.held.push_back((now, p));
+            } else {
+                keep.push(p);
+            }
+        }
+        let mut waiting = std::collections::VecDeque::new();
+        while let Some((since, mut p)) = self.held.pop_front() {
+            self.name(&mut p);
+            let named = p.drop_rule.is_some() || p.nat_rule.is_some();
+            if named || flush || now.duration_since(since) >= RULE_WAIT {
+                keep.push(p);
+            } else {
+                waiting.push_back((since, p));
+            }
+        }
+        self.held = waiting;
+        *ready = keep;
+    }
+
+    fn name(&mut self, p: &mut PacketPath) {
+        use kindling_flow::packets::nftrace::Verdict;
+        let tuples = p.tuples();
+        let dropped = matches!(&p.end, End::Dropped { reason, .. } if reason == "NETFILTER_DROP");
+        for (ns, log) in &self.verdicts {
+            for &tuple in &tuples {
+                if dropped && p.drop_rule.is_none() {
+                    if let Some(t) = log.find(tuple, &Verdict::Drop) {
+                        p.drop_rule = Some(self.tracer.describe(ns, t));
+                    }
+                }
+                if p.translation().is_some() && p.nat_rule.is_none() {
+                    if let Some(t) = log.find(tuple, &Verdict::Accept) {
+                        let rule = self.tracer.describe(ns, t);
+                        if ["dnat", "snat", "masquerade", "redirect"]
+                            .iter()
+                            .any(|w| rule.contains(w))
+                        {
+                            p.nat_rule = Some(rule);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn netns_inode(path: &str) -> Result<u32> {
@@ -260,9 +368,14 @@ impl Printer<'_> {
                 } else {
                     format!(" [{}]", p.tcp_flags)
                 };
+                let rule = p
+                    .drop_rule
+                    .as_ref()
+                    .map(|r| format!(", rule {r}"))
+                    .unwrap_or_default();
                 writeln!(
                     out,
-                    "{} {} → {}{flags}  {} hops, {}: {}",
+                    "{} {} → {}{flags}  {} hops, {}: {}{rule}",
                     p.protocol,
                     p.src,
                     p.dst,
@@ -278,7 +391,12 @@ impl Printer<'_> {
                     };
                     let nat = if (h.src, h.dst) != tuple {
                         tuple = (h.src, h.dst);
-                        format!("  NAT → {} → {}", h.src, h.dst)
+                        let rule = p
+                            .nat_rule
+                            .as_ref()
+                            .map(|r| format!(" by {r}"))
+                            .unwrap_or_default();
+                        format!("  NAT → {} → {}{rule}", h.src, h.dst)
                     } else {
                         String::new()
                     };

@@ -304,7 +304,14 @@ fn each_broken_path_reports_its_own_drop_reason_and_place() {
     }
     let net = PodNet::new("dr");
     let nr = net.inode(&net.r);
-    let trace = Trace::start(&["--protocol", "udp", "--netns", &net.a]);
+    let trace = Trace::start(&[
+        "--protocol",
+        "udp",
+        "--netns",
+        &net.a,
+        "--nft-trace",
+        &net.r,
+    ]);
     // an nftables rule drops the port
     udp_from(&net.a, "10.20.0.2:9999", 100);
     // no route in the router
@@ -343,6 +350,22 @@ fn each_broken_path_reports_its_own_drop_reason_and_place() {
         "{nft:?}"
     );
     assert_eq!(nft.3, "br0", "dropped in the forward hook, come in on br0");
+    // nftables tracing names the rule
+    let rule = packets(&values)
+        .iter()
+        .find(|p| p["dst"] == "10.20.0.2:9999")
+        .and_then(|p| p["drop_rule"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    assert!(
+        rule.starts_with("inet kindling_test fw handle ") && rule.ends_with("udp dport 9999 drop"),
+        "{rule:?}"
+    );
+    // and the marking table is gone with the trace
+    let left = Command::new("ip")
+        .args(["netns", "exec", &net.r, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&left.stdout).contains("kindling_trace"));
     let no_route = find("10.40.0.5:7000");
     assert_eq!(
         (no_route.1.as_str(), no_route.2),
@@ -374,7 +397,7 @@ fn dnat_is_shown_and_the_packet_followed_to_the_backend() {
     let net = PodNet::new("nat");
     let (nr, nc) = (net.inode(&net.r), net.inode(&net.c));
     common::http_server_in_netns(&net.c, "10.20.0.2", 8080);
-    let trace = Trace::start(&["--port", "80", "--protocol", "tcp"]);
+    let trace = Trace::start(&["--port", "80", "--protocol", "tcp", "--nft-trace", &net.r]);
     assert!(curl_from(&net.a, "http://10.96.0.10/clusterip"));
     let (values, _) = trace.stop();
     let all = packets(&values);
@@ -393,6 +416,12 @@ fn dnat_is_shown_and_the_packet_followed_to_the_backend() {
         hops[nat]["netns"].as_u64(),
         Some(nr),
         "translated in the router"
+    );
+    let rule = syn["nat_rule"].as_str().unwrap_or_default();
+    assert!(
+        rule.starts_with("inet kindling_test pre handle ")
+            && rule.contains("dnat ip to 10.20.0.2:8080"),
+        "the DNAT rule is named: {syn}"
     );
     assert!(
         hops[nat..]

@@ -283,6 +283,8 @@ mod tests {
                 location: 0,
             },
             hops_dropped: 0,
+            drop_rule: None,
+            nat_rule: None,
         }
     }
 

@@ -30,6 +30,7 @@ use kindling_probe::abi::{Point, RawPacket};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+pub mod nftrace;
 mod summary;
 
 pub use summary::{DropCount, DropPlace, FlowSummary, HopLatency, HopPlace, PathSummary};
@@ -135,6 +136,14 @@ pub struct PacketPath {
     /// Hops past [`MAX_HOPS`] that were not kept.
     #[serde(skip_serializing_if = "is_zero")]
     pub hops_dropped: u32,
+    /// The nftables rule that dropped it, when nftables tracing named one
+    /// (`inet filter forward handle 4: udp dport 9999 drop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_rule: Option<String>,
+    /// The nftables rule that translated it (first packets of a
+    /// connection only: conntrack translates the rest without rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat_rule: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -150,6 +159,18 @@ impl PacketPath {
     /// Whether it was lost: dropped for a reason that is packet loss.
     pub fn lost(&self) -> bool {
         matches!(self.end, End::Dropped { loss: true, .. })
+    }
+
+    /// Every tuple it had on its way, as (protocol, source, destination).
+    pub fn tuples(&self) -> Vec<(u8, SocketAddr, SocketAddr)> {
+        let proto = if self.protocol == "tcp" { 6 } else { 17 };
+        let mut out: Vec<(u8, SocketAddr, SocketAddr)> = Vec::new();
+        for h in &self.hops {
+            if !out.contains(&(proto, h.src, h.dst)) {
+                out.push((proto, h.src, h.dst));
+            }
+        }
+        out
     }
 
     /// The hop where NAT rewrote its tuple, if any.
@@ -287,6 +308,8 @@ impl PathAssembler {
                     hops: Vec::new(),
                     end: End::LastSeen,
                     hops_dropped: 0,
+                    drop_rule: None,
+                    nat_rule: None,
                 },
                 last_boot_ns: now,
                 delivered_at: None,
