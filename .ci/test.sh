@@ -19,7 +19,7 @@ KINDLING_TEST_COMPAT=1 cargo test -p kindling-probe --locked --test live --test 
 # file (--btf), here a copy of this kernel's own.
 btf=$(mktemp)
 cp /sys/kernel/btf/vmlinux "$btf"
-KINDLING_TEST_BTF=$btf cargo test -p kindling-probe --locked --test live --test filters --test exec_comm
+KINDLING_TEST_BTF=$btf cargo test -p kindling-probe --locked --test live --test filters --test exec_comm --test packets
 rm -f "$btf"
 cargo test -p kindling-probe --no-default-features --locked --test capture
 # The probe's live tests inside Debian's 5.10, 6.1 and 6.12 kernels (qemu).

@@ -8,8 +8,10 @@
  * A separate object from kindling.bpf.c: it is loaded and attached only
  * while a trace runs, so an agent that does not trace packets pays nothing.
  *
- * Only raw tracepoints (no kprobes, no fentry on the target kernels); every
- * kernel read is BPF_CORE_READ, so one build runs from 5.8 on:
+ * Only tracepoints (no kprobes, no fentry on the target kernels): each
+ * program twice, as tp_btf (its typed sk_buff read with plain loads: the
+ * default) and as raw_tp (every field a BPF_CORE_READ: for kernels without
+ * BTF, run with an external BTF file); the loader keeps one of each pair:
  *   net:net_dev_queue        a device queues the packet to transmit
  *   net:netif_receive_skb    a device receives it (veth peers, bridges too)
  *   skb:kfree_skb            it is dropped, with the reason (5.17+)
@@ -40,6 +42,30 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* ---- configuration (rodata, set by the loader) --------------------------- */
 
+/* The raw_tp twins are loaded (see the top): fields are read with helpers. */
+const volatile __u8 raw_tracepoints = 0;
+
+/* A field through a pointer the program was handed or read: a plain load
+ * in a tp_btf program, a helper read in a raw_tp one (the verifier drops
+ * the way not taken: the flag is a constant at load). */
+#define KREAD(ptr, field)                                                          \
+	({                                                                         \
+		typeof(ptr) __kp = (ptr);                                          \
+		raw_tracepoints ? BPF_CORE_READ(__kp, field) : __kp->field;        \
+	})
+
+#define TWIN_PROGRAMS(tp, name)                                                    \
+	SEC("tp_btf/" #tp)                                                         \
+	int name(unsigned long long *ctx)                                          \
+	{                                                                          \
+		return name##_body(ctx);                                           \
+	}                                                                          \
+	SEC("raw_tp/" #tp)                                                         \
+	int name##_raw(unsigned long long *ctx)                                    \
+	{                                                                          \
+		return name##_body(ctx);                                           \
+	}
+
 /* IP protocol to follow: 6, 17, or 0 for both. */
 const volatile __u8 filter_proto = 0;
 /* Ports either end of a packet must have (none: any port). */
@@ -62,6 +88,13 @@ const volatile __u64 reuse_after_ns = 1000000000ULL;
 
 /* Dummy instance so the skeleton carries the type for layout checks. */
 struct ke_packet _ke_packet = {};
+
+/* Set once the first packet is followed / the first port learned: until
+ * then the programs that only end followed packets return at once, and
+ * the filter skips the learned-ports lookups (what a trace whose filter
+ * matches nothing costs every packet of the host). */
+__u8 following = 0;
+__u8 learned_any = 0;
 
 /* ---- maps --------------------------------------------------------------- */
 
@@ -140,21 +173,29 @@ struct pkt_tuple {
 	__u16 ip_id;
 };
 
-/* The IP and TCP/UDP headers at `l3`; false when it is not TCP or UDP over
- * IPv4/IPv6 (or the memory cannot be read). */
-static __always_inline bool read_tuple(const struct sk_buff *skb, unsigned char *l3,
-				       struct pkt_tuple *t)
+/* The IP and TCP/UDP headers at `l3` of a packet of `proto` (host order);
+ * false when it is not TCP or UDP over IPv4/IPv6 (or the memory cannot be
+ * read). */
+/* Bytes read at the IP header in one helper call: an IPv4 header without
+ * options or an IPv6 header without extensions, and the first 20 bytes of
+ * TCP or UDP after it (reading past a short packet's end stays inside its
+ * buffer). One read per hop instead of two is most of a miss's cost. */
+#define HEADERS_LEN 60
+
+static __always_inline bool read_tuple(__u16 proto, unsigned char *l3, struct pkt_tuple *t)
 {
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	unsigned char *l4;
+	__u8 h[HEADERS_LEN];
+	__u8 l4[20];
+	__u32 l4off;
 	__u8 vihl;
 
+	if (bpf_probe_read_kernel(h, sizeof(h), l3))
+		return false;
+	vihl = h[0];
 	if (proto == ETH_P_IP) {
 		struct iphdr ip;
 
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
-			return false;
-		__builtin_memcpy(&vihl, &ip, 1);
+		__builtin_memcpy(&ip, h, sizeof(ip));
 		if ((vihl >> 4) != 4)
 			return false;
 		t->family = AF_INET;
@@ -166,13 +207,11 @@ static __always_inline bool read_tuple(const struct sk_buff *skb, unsigned char 
 		/* a fragment past the first has no ports */
 		if (bpf_ntohs(ip.frag_off) & 0x1fff)
 			return false;
-		l4 = l3 + (vihl & 0xf) * 4;
+		l4off = (vihl & 0xf) * 4;
 	} else if (proto == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
 
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
-			return false;
-		__builtin_memcpy(&vihl, &ip6, 1);
+		__builtin_memcpy(&ip6, h, sizeof(ip6));
 		if ((vihl >> 4) != 6)
 			return false;
 		t->family = AF_INET6;
@@ -180,30 +219,31 @@ static __always_inline bool read_tuple(const struct sk_buff *skb, unsigned char 
 		t->fp = bpf_ntohs(ip6.payload_len);
 		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
 		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
-		l4 = l3 + sizeof(ip6);
+		l4off = sizeof(ip6);
 	} else {
 		return false;
 	}
-	if (t->protocol == IPPROTO_TCP) {
-		struct tcphdr th;
-
-		if (bpf_probe_read_kernel(&th, sizeof(th), l4))
-			return false;
-		t->sport = bpf_ntohs(th.source);
-		t->dport = bpf_ntohs(th.dest);
-		t->tcp_seq = bpf_ntohl(th.seq);
-		t->tcp_flags = ((__u8 *)&th)[13];
-		t->fp ^= t->tcp_seq ^ (bpf_ntohl(th.ack_seq) * 0x9e3779b1u);
-	} else if (t->protocol == IPPROTO_UDP) {
-		__u16 udp[3]; /* source, dest, len */
-
-		if (bpf_probe_read_kernel(udp, sizeof(udp), l4))
-			return false;
-		t->sport = bpf_ntohs(udp[0]);
-		t->dport = bpf_ntohs(udp[1]);
-		t->fp ^= (__u32)bpf_ntohs(udp[2]) << 8;
-	} else {
+	if (t->protocol != IPPROTO_TCP && t->protocol != IPPROTO_UDP)
 		return false;
+	/* (constant offsets: the verifier reads the stack at known places) */
+	if (l4off == 20)
+		__builtin_memcpy(l4, h + 20, sizeof(l4));
+	else if (l4off == 40)
+		__builtin_memcpy(l4, h + 40, sizeof(l4));
+	else if (bpf_probe_read_kernel(l4, sizeof(l4), l3 + l4off))
+		return false;
+	t->sport = ((__u16)l4[0] << 8) | l4[1];
+	t->dport = ((__u16)l4[2] << 8) | l4[3];
+	if (t->protocol == IPPROTO_TCP) {
+		__u32 seq, ack;
+
+		__builtin_memcpy(&seq, l4 + 4, 4);
+		__builtin_memcpy(&ack, l4 + 8, 4);
+		t->tcp_seq = bpf_ntohl(seq);
+		t->tcp_flags = l4[13];
+		t->fp ^= t->tcp_seq ^ (bpf_ntohl(ack) * 0x9e3779b1u);
+	} else {
+		t->fp ^= (((__u32)l4[4] << 8) | l4[5]) << 8;
 	}
 	return true;
 }
@@ -215,7 +255,7 @@ static __always_inline bool port_wanted(__u16 port)
 		if (i < filter_nports && filter_ports[i] == port)
 			return true;
 	}
-	return bpf_map_lookup_elem(&learned_ports, &port) != NULL;
+	return learned_any && bpf_map_lookup_elem(&learned_ports, &port) != NULL;
 }
 
 static __always_inline bool addr_is(const __u8 *a)
@@ -228,6 +268,11 @@ static __always_inline bool addr_is(const __u8 *a)
 			return false;
 	}
 	return true;
+}
+
+static __always_inline __u32 dev_netns(const struct net_device *dev)
+{
+	return KREAD(KREAD(dev, nd_net.net), ns.inum);
 }
 
 /* A hash of the flow that is the same both ways (for sampling). */
@@ -243,11 +288,11 @@ static __always_inline __u32 flow_hash(const struct pkt_tuple *t)
 	return h * 0xc2b2ae35u;
 }
 
-static __always_inline bool wanted(const struct pkt_tuple *t, __u32 netns)
+/* Whether to start following a packet; the namespace (the costliest
+ * read) is looked at last. */
+static __always_inline bool wanted(const struct pkt_tuple *t, const struct net_device *dev)
 {
 	if (filter_proto && t->protocol != filter_proto)
-		return false;
-	if (filter_netns && netns != filter_netns)
 		return false;
 	if (filter_nports && !port_wanted(t->sport) && !port_wanted(t->dport))
 		return false;
@@ -255,6 +300,8 @@ static __always_inline bool wanted(const struct pkt_tuple *t, __u32 netns)
 	    (t->family != filter_family || (!addr_is(t->saddr) && !addr_is(t->daddr))))
 		return false;
 	if (sample_every > 1 && flow_hash(t) % sample_every)
+		return false;
+	if (filter_netns && (!dev || dev_netns(dev) != filter_netns))
 		return false;
 	return true;
 }
@@ -308,10 +355,7 @@ static __always_inline bool kernel_pointer(const void *p)
 	return ((__u64)p >> 48) == 0xffff;
 }
 
-static __always_inline __u32 dev_netns(const struct net_device *dev)
-{
-	return BPF_CORE_READ(dev, nd_net.net, ns.inum);
-}
+
 
 static __always_inline void copy_tuple_to_record(struct ke_packet *e, const struct pkt_tuple *t)
 {
@@ -344,26 +388,46 @@ static __always_inline bool same_tuple(const struct tracked *k, const struct pkt
 }
 
 /* One hop of `skb` on `dev` (NULL: none), its IP header at `l3`. */
-static __always_inline int hop(const struct sk_buff *skb, const struct net_device *dev,
-			       unsigned char *l3, __u8 point, __u32 reason, __u64 location)
+/* Where the IP header starts: at skb->data once the device took the MAC
+ * header off (receive), else where the IP layer put it. */
+static __always_inline unsigned char *l3_of(const struct sk_buff *skb, bool received)
 {
-	__u64 key = (__u64)skb, now = bpf_ktime_get_boot_ns();
+	if (received)
+		return KREAD(skb, data);
+	return KREAD(skb, head) + KREAD(skb, network_header);
+}
+
+/* One hop of `skb` at `point`. */
+static __always_inline int hop(const struct sk_buff *skb, __u8 point, __u32 reason,
+			       __u64 location)
+{
+	__u64 key = (__u64)skb, now;
 	struct pkt_tuple t = {};
 	struct tracked *k, fresh = {};
+	struct net_device *dev;
 	struct ke_packet *e;
 	__u32 netns = 0;
 	__u16 pflags = 0;
+	__u16 proto = bpf_ntohs(KREAD(skb, protocol));
 
-	if (!read_tuple(skb, l3, &t))
+	/* ARP and the like first: one read */
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
 		return 0;
-	if (dev && kernel_pointer(dev))
-		netns = dev_netns(dev);
-	else
+	if (!read_tuple(proto, l3_of(skb, point == KP_RECEIVE), &t))
+		return 0;
+	dev = KREAD(skb, dev);
+	/* (a plain load through a stale value faults safely: only a helper
+	 * read needs the check) */
+	if (raw_tracepoints && dev && !kernel_pointer(dev))
 		dev = NULL;
-	k = bpf_map_lookup_elem(&tracked, &key);
+	k = following ? bpf_map_lookup_elem(&tracked, &key) : NULL;
 	/* the address of a packet freed without a tracepoint, now another's */
-	if (k && (now - k->last_ts > reuse_after_ns || k->delivered || k->fp != t.fp))
+	if (k && (bpf_ktime_get_boot_ns() - k->last_ts > reuse_after_ns || k->delivered ||
+		  k->fp != t.fp))
 		k = NULL;
+	if (!k && !wanted(&t, dev))
+		return 0;
+	now = bpf_ktime_get_boot_ns();
 	if (k) {
 		if (!same_tuple(k, &t)) {
 			__u8 one = 1;
@@ -373,6 +437,7 @@ static __always_inline int hop(const struct sk_buff *skb, const struct net_devic
 			if (filter_nports) {
 				bpf_map_update_elem(&learned_ports, &t.sport, &one, BPF_ANY);
 				bpf_map_update_elem(&learned_ports, &t.dport, &one, BPF_ANY);
+				learned_any = 1;
 			}
 			__builtin_memcpy(k->saddr, t.saddr, 16);
 			__builtin_memcpy(k->daddr, t.daddr, 16);
@@ -381,8 +446,7 @@ static __always_inline int hop(const struct sk_buff *skb, const struct net_devic
 		}
 		k->last_ts = now;
 	} else {
-		if (!wanted(&t, netns))
-			return 0;
+		following = 1;
 		fresh.trace_id = next_trace_id();
 		fresh.last_ts = now;
 		__builtin_memcpy(fresh.saddr, t.saddr, 16);
@@ -399,6 +463,8 @@ static __always_inline int hop(const struct sk_buff *skb, const struct net_devic
 	e = reserve(now);
 	if (!e)
 		return 0;
+	if (dev)
+		netns = dev_netns(dev);
 	__builtin_memset(e, 0, sizeof(*e));
 	e->hdr.kind = KE_PACKET;
 	e->hdr.size = sizeof(*e);
@@ -412,12 +478,12 @@ static __always_inline int hop(const struct sk_buff *skb, const struct net_devic
 	e->sk.netns = netns;
 	e->skb = key;
 	e->trace_id = k->trace_id;
-	e->len = BPF_CORE_READ(skb, len);
+	e->len = KREAD(skb, len);
 	e->point = point;
 	e->reason = reason;
 	e->location = location;
 	if (dev) {
-		e->ifindex = BPF_CORE_READ(dev, ifindex);
+		e->ifindex = KREAD(dev, ifindex);
 		bpf_core_read(e->ifname, sizeof(e->ifname), &dev->name);
 	} else {
 		pflags |= KPF_NO_DEVICE;
@@ -433,11 +499,15 @@ static __always_inline int hop(const struct sk_buff *skb, const struct net_devic
  * its bytes copied to a process. Untracked packets cost one lookup. */
 static __always_inline int end_of(const struct sk_buff *skb, __u8 point)
 {
-	__u64 key = (__u64)skb, now = bpf_ktime_get_boot_ns();
-	struct tracked *k = bpf_map_lookup_elem(&tracked, &key);
+	__u64 key = (__u64)skb, now;
+	struct tracked *k;
 	struct ke_packet *e;
 	struct sock *sk;
 
+	if (!following)
+		return 0;
+	k = bpf_map_lookup_elem(&tracked, &key);
+	now = bpf_ktime_get_boot_ns();
 	if (!k || now - k->last_ts > reuse_after_ns)
 		return 0;
 	e = reserve(now);
@@ -458,12 +528,12 @@ static __always_inline int end_of(const struct sk_buff *skb, __u8 point)
 	e->sk.dport = k->dport;
 	e->sk.family = k->family;
 	e->sk.protocol = k->protocol;
-	sk = BPF_CORE_READ(skb, sk);
-	if (sk && kernel_pointer(sk))
-		e->sk.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	sk = KREAD(skb, sk);
+	if (sk && (!raw_tracepoints || kernel_pointer(sk)))
+		e->sk.netns = KREAD(KREAD(sk, __sk_common.skc_net.net), ns.inum);
 	e->skb = key;
 	e->trace_id = k->trace_id;
-	e->len = BPF_CORE_READ(skb, len);
+	e->len = KREAD(skb, len);
 	e->point = point;
 	e->pflags = KPF_NO_DEVICE;
 	bpf_ringbuf_submit(e, 0);
@@ -478,37 +548,30 @@ static __always_inline int end_of(const struct sk_buff *skb, __u8 point)
 
 /* ---- programs ----------------------------------------------------------- */
 
-SEC("raw_tp/net_dev_queue")
-int on_queue(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int on_queue_body(unsigned long long *ctx)
 {
-	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
 	/* the MAC header may lead at skb->data: the IP layer set network_header */
-	unsigned char *l3 = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header);
-
-	return hop(skb, BPF_CORE_READ(skb, dev), l3, KP_QUEUE, 0, 0);
+	return hop((struct sk_buff *)ctx[0], KP_QUEUE, 0, 0);
 }
+TWIN_PROGRAMS(net_dev_queue, on_queue)
 
-SEC("raw_tp/netif_receive_skb")
-int on_receive(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int on_receive_body(unsigned long long *ctx)
 {
-	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
-
 	/* the MAC header is pulled; network_header is not reset yet */
-	return hop(skb, BPF_CORE_READ(skb, dev), BPF_CORE_READ(skb, data), KP_RECEIVE, 0, 0);
+	return hop((struct sk_buff *)ctx[0], KP_RECEIVE, 0, 0);
 }
+TWIN_PROGRAMS(netif_receive_skb, on_receive)
 
-SEC("raw_tp/kfree_skb")
-int on_drop(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int on_drop_body(unsigned long long *ctx)
 {
-	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
-	unsigned char *l3 = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header);
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	__u32 reason = 0;
 
 	/* the reason is the third argument since 5.17, where its enum came:
 	 * on older kernels this branch is dead at load, so the argument is
-	 * never read (reading it would fail the attach) */
+	 * never read (reading it would fail the load or the attach) */
 	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED)) {
-		reason = (__u32)ctx->args[2];
+		reason = (__u32)ctx[2];
 		if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_NOT_DROPPED_YET) &&
 		    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET))
 			return 0;
@@ -516,17 +579,18 @@ int on_drop(struct bpf_raw_tracepoint_args *ctx)
 		    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
 			return end_of(skb, KP_CONSUME);
 	}
-	return hop(skb, BPF_CORE_READ(skb, dev), l3, KP_DROP, reason, ctx->args[1]);
+	return hop(skb, KP_DROP, reason, ctx[1]);
 }
+TWIN_PROGRAMS(kfree_skb, on_drop)
 
-SEC("raw_tp/consume_skb")
-int on_consume(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int on_consume_body(unsigned long long *ctx)
 {
-	return end_of((struct sk_buff *)ctx->args[0], KP_CONSUME);
+	return end_of((struct sk_buff *)ctx[0], KP_CONSUME);
 }
+TWIN_PROGRAMS(consume_skb, on_consume)
 
-SEC("raw_tp/skb_copy_datagram_iovec")
-int on_deliver(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int on_deliver_body(unsigned long long *ctx)
 {
-	return end_of((struct sk_buff *)ctx->args[0], KP_DELIVER);
+	return end_of((struct sk_buff *)ctx[0], KP_DELIVER);
 }
+TWIN_PROGRAMS(skb_copy_datagram_iovec, on_deliver)

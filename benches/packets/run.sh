@@ -5,13 +5,14 @@
 #   off      no tracer
 #   miss     `kindling trace-packets` attached, its filter matching nothing:
 #            what every packet of the host pays while a trace runs
-#   sampled  following one flow in 64 (--sample 64)
+#   sampled  following one flow in 8 (--sample 8)
 #   traced   following every packet of the load, without budget
 #            (JSON lines to a file on disk)
 # then a profiled `traced` and `miss` run with kernel.bpf_stats_enabled:
 # BPF time per traced packet and per hop.
 #
 # Usage (root): bash benches/packets/run.sh [SECONDS_PER_RUN=10] [ROUNDS=3]
+# ROUNDS=0 makes only the profiled runs.
 set -euo pipefail
 DUR=${1:-10}
 ROUNDS=${2:-3}
@@ -61,7 +62,7 @@ start_tracer() {
   case $mode in
     off) return 0 ;;
     miss|miss-profiled) args=(--port 9) ;;
-    sampled) args=(--port "$port" --sample 64) ;;
+    sampled) args=(--port "$port" --sample 8) ;;
     traced|traced-profiled) args=(--port "$port" --budget 100000000) ;;
   esac
   "$kindling" trace-packets "${args[@]}" -o json >"$work/trace.json" 2>"$work/trace.err" &
@@ -77,15 +78,20 @@ stop_tracer() {
   tracer_pid=""
 }
 
-bpf_time() { # total run_time_ns and run_cnt of the tracer's programs
+bpf_time() { # total run_time_ns and run_cnt of the tracer's programs, then each
   bpftool prog show -j | python3 -c '
 import json, sys
 names = ("on_queue", "on_receive", "on_drop", "on_consume", "on_deliver")
 tot = cnt = 0
+per = []
 for p in json.load(sys.stdin):
     if p.get("name", "") in names:
-        tot += p.get("run_time_ns", 0); cnt += p.get("run_cnt", 0)
-print(tot, cnt)'
+        t, c = p.get("run_time_ns", 0), p.get("run_cnt", 0)
+        tot += t; cnt += c
+        if c:
+            n = p["name"]
+            per.append(f"{n}={c}x{t // c}ns")
+print(tot, cnt, ",".join(per))'
 }
 
 results=$work/results.tsv
@@ -126,12 +132,16 @@ by, rounds = {}, {}
 for m, r, rps, p99, packets, hops, lost, bpf in rows:
     by.setdefault(m, []).append(dict(rps=float(rps), p99=p99, packets=packets, hops=hops, lost=lost, bpf=bpf))
     rounds.setdefault(r, {})[m] = float(rps)
+if "off" not in by:
+    rounds = {}
 print("| mode | req/s (median) | vs off (median of per-round ratios) | throughput loss | p99 | packets traced | hops | lost |")
 print("|---|---|---|---|---|---|---|---|")
 for m in ["off", "miss", "sampled", "traced"]:
     xs = by.get(m, [])
     if not xs:
         continue
+    if not rounds:
+        break
     ratio = st.median(rd[m] / rd["off"] for rd in rounds.values() if m in rd and "off" in rd)
     print(f"| {m} | {st.median(x['rps'] for x in xs):.0f} | {ratio:.3f} | {100*(1-ratio):.1f}% | "
           f"{','.join(x['p99'] for x in xs)} | {','.join(x['packets'] for x in xs)} | "
@@ -141,11 +151,14 @@ for m in ["traced-profiled", "miss-profiled"]:
     x = by.get(m, [None])[0]
     if not x:
         continue
-    ns, runs = (float(v) for v in x["bpf"].split())
+    parts = x["bpf"].split()
+    ns, runs = float(parts[0]), float(parts[1])
+    per = parts[2] if len(parts) > 2 else "-"
     line = (f"{m}: {x['rps']:.0f} req/s; BPF {ns/1e9:.2f} s CPU over {runs:.0f} program runs "
             f"({ns/max(runs,1):.0f} ns/run, {100*ns/1e9/dur:.1f}% of one core)")
     if x["packets"] not in ("-", "", "0"):
         line += (f"; {ns/float(x['packets']):.0f} ns per traced packet, "
                  f"{ns/float(x['hops']):.0f} ns per hop written")
     print(line)
+    print(f"  per program (runs x ns/run): {per}")
 PY

@@ -218,6 +218,22 @@ impl PacketTracer {
         rodata.filter_netns = f.netns.unwrap_or(0);
         rodata.sample_every = f.sample_every;
         rodata.budget_per_sec = f.budget_per_sec;
+        // tp_btf programs read the sk_buff with plain loads; without the
+        // kernel's own BTF (an external file) their raw_tp twins, with
+        // helper reads
+        let raw = b.btf_path.is_some();
+        rodata.raw_tracepoints = u8::from(raw);
+        for mut prog in open.open_object_mut().progs_mut() {
+            let section = prog.section().to_string_lossy();
+            let twin_not_taken = if raw {
+                section.starts_with("tp_btf/")
+            } else {
+                section.starts_with("raw_tp/")
+            };
+            if twin_not_taken {
+                prog.set_autoload(false);
+            }
+        }
         let mut skel = open.load().map_err(|source| ProbeError::Verifier {
             log: String::new(),
             source,
