@@ -338,6 +338,21 @@ static __always_inline struct ke_packet *reserve(__u64 now)
 	return e;
 }
 
+/* A zeroed record of `now` with the header of the task on the CPU. */
+static __always_inline void start_record(struct ke_packet *e, __u64 now)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	__builtin_memset(e, 0, sizeof(*e));
+	e->hdr.kind = KE_PACKET;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ts_ns = now;
+	e->hdr.pid = id >> 32;
+	e->hdr.tid = (__u32)id;
+	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(e->hdr.comm, sizeof(e->hdr.comm));
+}
+
 static __always_inline __u64 next_trace_id(void)
 {
 	struct cpu_state *s = state();
@@ -465,15 +480,7 @@ static __always_inline int hop(const struct sk_buff *skb, __u8 point, __u32 reas
 		return 0;
 	if (dev)
 		netns = dev_netns(dev);
-	__builtin_memset(e, 0, sizeof(*e));
-	e->hdr.kind = KE_PACKET;
-	e->hdr.size = sizeof(*e);
-	e->hdr.ts_ns = now;
-	__u64 id = bpf_get_current_pid_tgid();
-	e->hdr.pid = id >> 32;
-	e->hdr.tid = (__u32)id;
-	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(e->hdr.comm, sizeof(e->hdr.comm));
+	start_record(e, now);
 	copy_tuple_to_record(e, &t);
 	e->sk.netns = netns;
 	e->skb = key;
@@ -513,15 +520,7 @@ static __always_inline int end_of(const struct sk_buff *skb, __u8 point)
 	e = reserve(now);
 	if (!e)
 		return 0;
-	__builtin_memset(e, 0, sizeof(*e));
-	e->hdr.kind = KE_PACKET;
-	e->hdr.size = sizeof(*e);
-	e->hdr.ts_ns = now;
-	__u64 id = bpf_get_current_pid_tgid();
-	e->hdr.pid = id >> 32;
-	e->hdr.tid = (__u32)id;
-	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(e->hdr.comm, sizeof(e->hdr.comm));
+	start_record(e, now);
 	__builtin_memcpy(e->sk.saddr, k->saddr, 16);
 	__builtin_memcpy(e->sk.daddr, k->daddr, 16);
 	e->sk.sport = k->sport;
