@@ -384,17 +384,7 @@ impl Probe {
             })?;
 
         // One of each pair of twin programs (see TWIN_PROGRAMS).
-        for mut prog in open.open_object_mut().progs_mut() {
-            let section = prog.section().to_string_lossy();
-            let twin_not_taken = if raw_tracepoints {
-                section.starts_with("tp_btf/")
-            } else {
-                section.starts_with("raw_tp/")
-            };
-            if twin_not_taken {
-                prog.set_autoload(false);
-            }
-        }
+        keep_twins(open.open_object_mut(), raw_tracepoints);
         let slots = if slots_by_tid {
             open.maps.pending.set_autocreate(false)
         } else {
@@ -601,6 +591,23 @@ fn fill_filters(skel: &KindlingSkel<'_>, cfg: &ProbeConfig) -> Result<(), ProbeE
         put(&skel.maps.port_filter, &u32::from(*port).to_ne_bytes())?;
     }
     Ok(())
+}
+
+/// Keeps one program of each twin pair (see TWIN_PROGRAMS in the BPF
+/// sources): the `raw_tp` ones when `raw_tracepoints`, else the `tp_btf`
+/// ones.
+pub(crate) fn keep_twins(object: &mut OpenObject, raw_tracepoints: bool) {
+    for mut prog in object.progs_mut() {
+        let section = prog.section().to_string_lossy();
+        let twin_not_taken = if raw_tracepoints {
+            section.starts_with("tp_btf/")
+        } else {
+            section.starts_with("raw_tp/")
+        };
+        if twin_not_taken {
+            prog.set_autoload(false);
+        }
+    }
 }
 
 fn take_log() -> String {

@@ -206,17 +206,7 @@ impl PacketTracer {
         // helper reads
         let raw = b.btf_path.is_some();
         rodata.raw_tracepoints = u8::from(raw);
-        for mut prog in open.open_object_mut().progs_mut() {
-            let section = prog.section().to_string_lossy();
-            let twin_not_taken = if raw {
-                section.starts_with("tp_btf/")
-            } else {
-                section.starts_with("raw_tp/")
-            };
-            if twin_not_taken {
-                prog.set_autoload(false);
-            }
-        }
+        crate::loader::keep_twins(open.open_object_mut(), raw);
         let mut skel = open.load().map_err(|source| ProbeError::Verifier {
             log: String::new(),
             source,
