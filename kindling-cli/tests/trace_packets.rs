@@ -1,6 +1,7 @@
 //! `kindling trace-packets` on a small pod network the test builds (root):
 //! hosts A and B on a bridge in namespace R, host C behind a routed veth
-//! with a small MTU; an nftables table in R that drops one port and plays a
+//! with a small MTU; an nftables table in R that drops one port, drops
+//! the first data segment of each connection to another, and plays a
 //! ClusterIP with DNAT; a blackhole route. Real HTTP and UDP between the
 //! namespaces; the traced paths must name the devices and namespaces in
 //! order, the translation, and each drop's own reason and place.
@@ -71,8 +72,10 @@ impl PodNet {
 table inet kindling_test {{
   chain pre {{ type nat hook prerouting priority dstnat; policy accept;
     ip daddr 10.96.0.10 tcp dport 80 dnat ip to 10.20.0.2:8080; }}
+  set once {{ type ipv4_addr . inet_service; flags dynamic,timeout; timeout 1m; }}
   chain fw {{ type filter hook forward priority filter; policy accept;
-    udp dport 9999 drop; }}
+    udp dport 9999 drop;
+    tcp dport 8081 tcp flags & psh == psh ip saddr . tcp sport != @once add @once {{ ip saddr . tcp sport }} drop; }}
 }}
 EOF"
         ));
@@ -537,4 +540,89 @@ fn the_agent_counts_drops_by_device_namespace_and_reason() {
     ));
     let err = common::terminate(agent);
     assert!(err.contains("packet tracer attached"), "{err}");
+}
+
+/// `kindling agent --trace-packets 1`: the nftables rule drops the first
+/// data segment of a request once, TCP retransmits it, and the retransmit
+/// record, the client's exchange and a counter name that drop.
+#[test]
+fn a_retransmit_names_the_drop_that_caused_it() {
+    if !common::privileged("agent --trace-packets") {
+        return;
+    }
+    let net = PodNet::new("rt");
+    let nr = net.inode(&net.r);
+    common::http_server_in_netns(&net.c, "10.20.0.2", 8081);
+    let port = common::free_port();
+    let json = common::temp_dir("retransmit-cause").join("out.jsonl");
+    let agent = kindling()
+        .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--kubernetes",
+            "off",
+            "--trace-packets",
+            "1",
+            "--port",
+            "8081",
+        ])
+        .arg("--json-out")
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent starts");
+    let agent = common::Stop(agent);
+    common::wait_for("the agent to be ready", Duration::from_secs(30), || {
+        common::get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    // answered, after one retransmit
+    assert!(curl_from(&net.a, "http://10.20.0.2:8081/"));
+    // (the agent puts its node label first)
+    let caused = format!("device=\"br0\",netns=\"{nr}\",reason=\"NETFILTER_DROP\"}} ");
+    let mut text = String::new();
+    common::wait_for(
+        "the linked retransmit on /metrics",
+        Duration::from_secs(10),
+        || {
+            text = common::get(port, "/metrics")
+                .map(|(_, body)| body)
+                .unwrap_or_default();
+            text.lines().any(|l| {
+                l.starts_with("kindling_net_retransmits_caused_total{") && l.contains(&caused)
+            })
+        },
+    );
+    let err = common::terminate(agent);
+    let lines: Vec<Value> = std::fs::read_to_string(&json)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let is_the_drop =
+        |c: &Value| c["reason"] == "NETFILTER_DROP" && c["device"] == "br0" && c["netns"] == nr;
+    let retransmit = lines
+        .iter()
+        .find(|v| v["kind"] == "tcp" && v["event"] == "retransmit" && v["dst"] == "10.20.0.2:8081")
+        .unwrap_or_else(|| panic!("no retransmit record in {lines:?}\n{err}"));
+    assert!(is_the_drop(&retransmit["drop_cause"]), "{retransmit}");
+    let exchange = lines
+        .iter()
+        .find(|v| v["kind"] == "exchange" && v["role"] == "client" && v["dst"] == "10.20.0.2:8081")
+        .unwrap_or_else(|| panic!("no client exchange in {lines:?}"));
+    assert!(exchange["error"].is_null(), "{exchange}");
+    assert!(
+        exchange["network"]["retransmits"].as_u64() >= Some(1),
+        "{exchange}"
+    );
+    assert!(is_the_drop(&exchange["drop_cause"]), "{exchange}");
+    // the drop came before the retransmit it caused
+    let (dropped, resent) = (
+        retransmit["drop_cause"]["ts"].as_i64().unwrap(),
+        retransmit["ts"].as_i64().unwrap(),
+    );
+    assert!(dropped <= resent, "{dropped} > {resent}");
+    // the server's side saw no retransmit and claims no drop
+    assert!(lines
+        .iter()
+        .filter(|v| v["kind"] == "exchange" && v["role"] == "server")
+        .all(|v| v.get("drop_cause").is_none()));
 }

@@ -71,8 +71,8 @@ pub use kindling_proto::{Detail, ProtocolId};
 pub use metrics::{Metrics, MetricsConfig};
 pub use pipeline::Pipeline;
 pub use record::{
-    is_packet_loss, Attributes, Comm, ErrorKind, Exchange, Network, Output, Phases, Role,
-    TcpEventKind, TcpRecord,
+    is_packet_loss, Attributes, Comm, DropCause, ErrorKind, Exchange, Network, Output, Phases,
+    Role, TcpEventKind, TcpRecord,
 };
 pub use stats::Stats;
 

@@ -382,6 +382,34 @@ pub struct Exchange {
     /// of the ClusterIP it dialled, …).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub peer: BTreeMap<&'static str, String>,
+    /// The traced packet drop of this connection that the retransmits
+    /// answered, when the packet tracer saw one
+    /// ([`crate::packets::DropLinks`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_cause: Option<Box<DropCause>>,
+}
+
+/// A packet of a connection that the packet tracer saw dropped: the
+/// likely cause of its retransmits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DropCause {
+    /// The kernel's drop reason (`NETFILTER_DROP`, …).
+    pub reason: String,
+    /// Device the packet was last on, when the kernel named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// That device's network namespace inode (0: unknown).
+    pub netns: u32,
+    /// The nftables rule that dropped it, when nftables tracing named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// When it was dropped, Unix nanoseconds.
+    pub ts: i64,
+    /// The packet tracer's id of the dropped packet.
+    pub trace_id: u64,
+    /// Traced drops of the connection in the same time window, this one
+    /// included.
+    pub drops: u32,
 }
 
 impl Exchange {
@@ -433,6 +461,7 @@ impl Exchange {
             attributes: Attributes::default(),
             resource: BTreeMap::new(),
             peer: BTreeMap::new(),
+            drop_cause: None,
         }
     }
 }
@@ -525,6 +554,9 @@ pub struct TcpRecord {
     /// What enrichers know of the peer (see [`Exchange::peer`]).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub peer: BTreeMap<&'static str, String>,
+    /// The traced drop a retransmit answered (see [`Exchange::drop_cause`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_cause: Option<Box<DropCause>>,
 }
 
 impl TcpRecord {
@@ -560,6 +592,7 @@ impl TcpRecord {
             reason_name: None,
             resource: BTreeMap::new(),
             peer: BTreeMap::new(),
+            drop_cause: None,
         }
     }
 }

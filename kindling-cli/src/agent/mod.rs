@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kindling_flow::enrich::Enricher;
+use kindling_flow::packets::DropLinks;
 use kindling_flow::{Driver, Metrics, MetricsConfig, Output};
 use kindling_k8s::ProcessEnricher;
 use kindling_probe::{LossStats, ProbeBuilder};
@@ -151,10 +152,16 @@ pub fn run(args: AgentArgs) -> Result<()> {
         driver.tick(boottime_now(), &mut outputs);
         let losses = probe.losses()?;
         driver.note_lost_total(losses.lost_records());
+        // the drops first: a retransmit just read follows its drop, which
+        // the tracer's ring holds by now
+        if let (Some(p), Some(net)) = (packets.as_mut(), shared.net.as_ref()) {
+            p.publish(net, false)?;
+        }
         if let Err(e) = publish(
             &shared,
             &mut driver,
             enrich.then_some(&mut *enricher),
+            packets.as_mut().map(|p| &mut p.links),
             &mut outputs,
             json.as_mut(),
             exporter.as_mut(),
@@ -164,9 +171,6 @@ pub fn run(args: AgentArgs) -> Result<()> {
             json = None;
         }
         count(&shared.counters, probe.received(), &losses);
-        if let (Some(p), Some(net)) = (packets.as_mut(), shared.net.as_ref()) {
-            p.publish(net, false)?;
-        }
     }
     // what the ring still holds is read (the outputs get every exchange
     // made before the signal), and what the pipeline still held
@@ -182,6 +186,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         &shared,
         &mut driver,
         enrich.then_some(&mut *enricher),
+        packets.as_mut().map(|p| &mut p.links),
         &mut outputs,
         json.as_mut(),
         exporter.as_mut(),
@@ -200,15 +205,21 @@ pub fn run(args: AgentArgs) -> Result<()> {
 }
 
 /// Adds the pipeline's new outputs and counters to the model, and writes
-/// them as JSON lines when asked to.
+/// them as JSON lines when asked to; with the packet tracer on, names the
+/// traced drops behind retransmits first.
 fn publish(
     shared: &Shared,
     driver: &mut Driver,
     mut enricher: Option<&mut dyn Enricher>,
+    mut links: Option<&mut DropLinks>,
     outputs: &mut Vec<Output>,
     json: Option<&mut Printer<Sink>>,
     mut otlp: Option<&mut otlp::Exporter>,
 ) -> Result<()> {
+    let mut net = shared
+        .net
+        .as_ref()
+        .map(|n| n.lock().unwrap_or_else(PoisonError::into_inner));
     let mut metrics = shared
         .metrics
         .lock()
@@ -216,6 +227,14 @@ fn publish(
     for o in outputs.iter_mut() {
         if let Some(e) = enricher.as_deref_mut() {
             e.enrich(o);
+        }
+        if let (Some(links), Some(net)) = (links.as_deref_mut(), net.as_deref_mut()) {
+            let is_tcp = matches!(o, Output::Tcp(_));
+            if let Some(cause) = links.link(o) {
+                if is_tcp {
+                    net.observe_retransmit_cause(cause);
+                }
+            }
         }
         metrics.observe(o);
         if let (Some(otlp), Output::Exchange(x)) = (otlp.as_deref_mut(), &*o) {
@@ -226,6 +245,7 @@ fn publish(
     }
     metrics.update_stats(&driver.stats());
     drop(metrics);
+    drop(net);
     if let Some(json) = json {
         // (RTT samples and non-loss drops stay out, as in `replay -o json`)
         json.outputs(outputs, 0, |_| {})
@@ -242,6 +262,9 @@ struct PacketPaths {
     tracer: kindling_probe::PacketTracer,
     assembler: kindling_flow::packets::PathAssembler,
     done: Vec<kindling_flow::packets::PacketPath>,
+    /// Recent drops, for the retransmits they cause.
+    links: DropLinks,
+    boottime_to_unix_ns: i64,
 }
 
 impl PacketPaths {
@@ -270,6 +293,8 @@ impl PacketPaths {
                 },
             ),
             done: Vec::new(),
+            links: DropLinks::default(),
+            boottime_to_unix_ns: header.host.boottime_to_unix_ns,
         })
     }
 
@@ -283,7 +308,11 @@ impl PacketPaths {
         let (assembler, done) = (&mut self.assembler, &mut self.done);
         self.tracer
             .poll(Duration::ZERO, |hop| assembler.push(hop, done))?;
-        assembler.tick(boottime_now(), done);
+        let now = boottime_now();
+        assembler.tick(now, done);
+        let now_unix = i64::try_from(now)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.boottime_to_unix_ns);
         if last {
             assembler.finish(done);
         }
@@ -291,7 +320,9 @@ impl PacketPaths {
         let mut net = net.lock().unwrap_or_else(PoisonError::into_inner);
         for p in done.drain(..) {
             net.observe(&p);
+            self.links.record(&p);
         }
+        self.links.prune(now_unix);
         net.set_lost(losses.ring_full, losses.over_budget, losses.undecodable);
         Ok(())
     }

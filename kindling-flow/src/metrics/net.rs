@@ -5,6 +5,8 @@
 //! kindling_net_packets_traced_total                 packets followed to their end
 //! kindling_net_packets_translated_total             of which NAT rewrote
 //! kindling_net_drop_total{device,netns,reason}      where traced packets died
+//! kindling_net_retransmits_caused_total{device,netns,reason}
+//!                                                   TCP retransmits after a traced drop
 //! kindling_net_hop_latency_seconds{from,to}         histogram per hop transition
 //! kindling_net_trace_hops_lost_total{reason}        hops the tracer could not write
 //! ```
@@ -20,6 +22,7 @@ use prometheus_client::registry::Registry;
 
 use super::cardinality::Cap;
 use crate::packets::{End, Hop, PacketPath};
+use crate::record::DropCause;
 
 /// Labels of the drop counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +75,7 @@ pub struct NetMetrics {
     translated: Counter,
     drops: Family<NetDropLabels, Counter>,
     drop_cap: Cap<NetDropLabels, ()>,
+    caused: Family<NetDropLabels, Counter>,
     hops: HopFamily,
     hop_cap: Cap<HopLabels, ()>,
     lost: Family<LostLabels, Counter>,
@@ -100,6 +104,7 @@ impl NetMetrics {
             translated: Counter::default(),
             drops: Family::default(),
             drop_cap: Cap::new(max_series),
+            caused: Family::default(),
             hops: Family::new_with_constructor(hop_histogram as fn() -> Histogram),
             hop_cap: Cap::new(max_series),
             lost: Family::default(),
@@ -120,6 +125,11 @@ impl NetMetrics {
             "kindling_net_drop",
             "Traced packets dropped, by the device and network namespace they were last on and the kernel's reason",
             m.drops.clone(),
+        );
+        r.register(
+            "kindling_net_retransmits_caused",
+            "TCP retransmits linked to a traced drop of their connection, by the drop's device, network namespace and reason",
+            m.caused.clone(),
         );
         r.register(
             "kindling_net_hop_latency_seconds",
@@ -160,12 +170,7 @@ impl NetMetrics {
             ..
         } = &p.end
         {
-            let labels = NetDropLabels {
-                device: device.clone().unwrap_or_else(|| "?".to_owned()),
-                netns: self.netns_label(*netns),
-                reason: reason.clone(),
-            };
-            let labels = self.capped_drop(labels);
+            let labels = self.drop_labels(device.as_deref(), *netns, reason);
             self.drops.get_or_create(&labels).inc();
         }
         for w in p.hops.windows(2) {
@@ -177,6 +182,23 @@ impl NetMetrics {
             let seconds = w[1].offset_ns.saturating_sub(w[0].offset_ns) as f64 / 1e9;
             self.hops.get_or_create(&labels).observe(seconds);
         }
+    }
+
+    /// Counts one retransmit whose connection's packet was seen dropped
+    /// ([`crate::packets::DropLinks`]).
+    pub fn observe_retransmit_cause(&mut self, cause: &DropCause) {
+        let labels = self.drop_labels(cause.device.as_deref(), cause.netns, &cause.reason);
+        self.caused.get_or_create(&labels).inc();
+    }
+
+    /// The drop's labels, through the cap.
+    fn drop_labels(&mut self, device: Option<&str>, netns: u32, reason: &str) -> NetDropLabels {
+        let labels = NetDropLabels {
+            device: device.unwrap_or("?").to_owned(),
+            netns: self.netns_label(netns),
+            reason: reason.to_owned(),
+        };
+        self.capped_drop(labels)
     }
 
     fn capped_drop(&mut self, labels: NetDropLabels) -> NetDropLabels {
@@ -248,51 +270,13 @@ fn hop_label(h: &Hop) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kindling_probe::abi::Point;
-
-    fn path(device: &str, reason: &str) -> PacketPath {
-        let hop = |offset_ns, point, device: &str| Hop {
-            boot_ns: offset_ns,
-            offset_ns,
-            point,
-            device: Some(device.to_owned()),
-            ifindex: Some(2),
-            netns: 7,
-            src: "10.0.0.1:1000".parse().unwrap(),
-            dst: "10.0.0.2:80".parse().unwrap(),
-            translated: false,
-            len: 60,
-        };
-        PacketPath {
-            trace_id: 1,
-            protocol: "tcp",
-            start_boot_ns: 0,
-            ts: 0,
-            src: "10.0.0.1:1000".parse().unwrap(),
-            dst: "10.0.0.2:80".parse().unwrap(),
-            tcp_flags: String::new(),
-            hops: vec![
-                hop(0, Point::Queue, "eth0"),
-                hop(3_000, Point::Receive, device),
-            ],
-            end: End::Dropped {
-                reason: reason.to_owned(),
-                loss: true,
-                device: Some(device.to_owned()),
-                netns: 7,
-                location: 0,
-            },
-            hops_dropped: 0,
-            drop_rule: None,
-            nat_rule: None,
-        }
-    }
+    use crate::packets::test_path;
 
     #[test]
     fn drops_and_hops_are_series_and_the_cap_holds() {
         let mut m = NetMetrics::new(2, Some(1));
-        m.observe(&path("br0", "NETFILTER_DROP"));
-        m.observe(&path("br0", "NETFILTER_DROP"));
+        m.observe(&test_path("br0", "NETFILTER_DROP"));
+        m.observe(&test_path("br0", "NETFILTER_DROP"));
         m.set_lost(0, 5, 0);
         let text = m.encode();
         assert!(
@@ -308,12 +292,33 @@ mod tests {
         assert!(!text.contains("# EOF"));
         // more devices than the cap: folded, counted
         for d in ["a", "b", "c"] {
-            m.observe(&path(d, "NO_SOCKET"));
+            m.observe(&test_path(d, "NO_SOCKET"));
         }
         let text = m.encode();
         assert!(text.contains("device=\"__overflow__\""), "{text}");
         assert!(
             text.contains("kindling_net_series_overflow_total 4"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_linked_retransmit_counts_under_its_drop() {
+        let mut m = NetMetrics::new(10, Some(7));
+        let cause = DropCause {
+            reason: "NETFILTER_DROP".into(),
+            device: Some("br0".into()),
+            netns: 7,
+            rule: None,
+            ts: 0,
+            trace_id: 1,
+            drops: 1,
+        };
+        m.observe_retransmit_cause(&cause);
+        m.observe_retransmit_cause(&cause);
+        let text = m.encode();
+        assert!(
+            text.contains("kindling_net_retransmits_caused_total{device=\"br0\",netns=\"host\",reason=\"NETFILTER_DROP\"} 2"),
             "{text}"
         );
     }

@@ -30,9 +30,11 @@ use kindling_probe::abi::{Point, RawPacket};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+mod links;
 pub mod nftrace;
 mod summary;
 
+pub use links::{DropLinks, LinkStats};
 pub use summary::{DropCount, DropPlace, FlowSummary, HopLatency, HopPlace, PathSummary};
 
 /// Most hops kept per packet; more are counted in
@@ -456,6 +458,47 @@ pub fn is_path_loss(reason: &str) -> bool {
             | "TCP_TOO_OLD_ACK"
             | "TCP_OLD_SEQUENCE"
     )
+}
+
+/// A TCP packet of 10.0.0.1:1000 → 10.0.0.2:80 queued on `eth0` and
+/// dropped 3 µs later on `device` (namespace 7) for `reason`.
+#[cfg(test)]
+pub(crate) fn test_path(device: &str, reason: &str) -> PacketPath {
+    let hop = |offset_ns, point, device: &str| Hop {
+        boot_ns: offset_ns,
+        offset_ns,
+        point,
+        device: Some(device.to_owned()),
+        ifindex: Some(2),
+        netns: 7,
+        src: "10.0.0.1:1000".parse().unwrap(),
+        dst: "10.0.0.2:80".parse().unwrap(),
+        translated: false,
+        len: 60,
+    };
+    PacketPath {
+        trace_id: 1,
+        protocol: "tcp",
+        start_boot_ns: 0,
+        ts: 0,
+        src: "10.0.0.1:1000".parse().unwrap(),
+        dst: "10.0.0.2:80".parse().unwrap(),
+        tcp_flags: String::new(),
+        hops: vec![
+            hop(0, Point::Queue, "eth0"),
+            hop(3_000, Point::Receive, device),
+        ],
+        end: End::Dropped {
+            reason: reason.to_owned(),
+            loss: true,
+            device: Some(device.to_owned()),
+            netns: 7,
+            location: 0,
+        },
+        hops_dropped: 0,
+        drop_rule: None,
+        nat_rule: None,
+    }
 }
 
 #[cfg(test)]

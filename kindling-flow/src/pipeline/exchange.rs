@@ -64,6 +64,7 @@ pub(super) fn from_request(
         attributes: p.attrs,
         resource: Default::default(),
         peer: Default::default(),
+        drop_cause: None,
     }
 }
 

@@ -140,6 +140,17 @@ pub fn span(x: &Exchange, ids: &mut Ids) -> Item {
             i64::from(n.retransmits),
         ));
     }
+    // where the packet tracer saw the connection's packet die
+    if let Some(c) = &x.drop_cause {
+        attributes.push(string_kv("kindling.network.drop.reason", &c.reason));
+        if let Some(device) = &c.device {
+            attributes.push(string_kv("kindling.network.drop.device", device));
+        }
+        attributes.push(int_kv("kindling.network.drop.netns", i64::from(c.netns)));
+        if let Some(rule) = &c.rule {
+            attributes.push(string_kv("kindling.network.drop.rule", rule));
+        }
+    }
     let status = match x.error {
         Some(e) => {
             attributes.push(string_kv("error.type", e.as_str()));
@@ -336,6 +347,36 @@ mod tests {
         let other = span(&exchange(Role::Client, None), &mut ids);
         assert_ne!(other.span.trace_id, s.trace_id);
         assert!(other.span.status.is_none());
+        assert_eq!(attr(&other.span, "kindling.network.drop.reason"), None);
+    }
+
+    #[test]
+    fn a_traced_drop_behind_retransmits_is_named_on_the_span() {
+        let mut x = exchange(Role::Client, None);
+        x.drop_cause = Some(Box::new(kindling_flow::DropCause {
+            reason: "NETFILTER_DROP".into(),
+            device: Some("br0".into()),
+            netns: 4_026_532_369,
+            rule: Some("inet filter forward handle 4: tcp dport 8081 drop".into()),
+            ts: 1_005,
+            trace_id: 20,
+            drops: 1,
+        }));
+        let s = span(&x, &mut Ids::new()).span;
+        let text = |v: &str| Some(any_value::Value::StringValue(v.into()));
+        assert_eq!(
+            attr(&s, "kindling.network.drop.reason").cloned(),
+            text("NETFILTER_DROP")
+        );
+        assert_eq!(
+            attr(&s, "kindling.network.drop.device").cloned(),
+            text("br0")
+        );
+        assert_eq!(
+            attr(&s, "kindling.network.drop.netns"),
+            Some(&any_value::Value::IntValue(4_026_532_369))
+        );
+        assert!(attr(&s, "kindling.network.drop.rule").is_some());
     }
 
     #[test]
