@@ -56,6 +56,11 @@ pub struct TracePacketsArgs {
     /// netns`, a path (`/proc/PID/ns/net`) or an inode number.
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<String>,
+    /// Start following packets in this container's network namespace: its
+    /// id, or the start of it (Docker's 12 digits), as its cgroup names it
+    /// (Docker, containerd, CRI-O, Podman).
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
     /// Follow one flow in N (chosen by a hash of its ends, the same at
     /// every hop).
     #[arg(long, value_name = "N", default_value_t = 1)]

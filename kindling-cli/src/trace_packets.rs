@@ -19,12 +19,18 @@ use crate::live;
 use crate::output::duration;
 
 pub fn run(args: TracePacketsArgs) -> Result<()> {
-    if args.pid.is_some() && args.netns.is_some() {
-        bail!("--pid and --netns both name where to start: give one");
+    let starts = [
+        args.pid.is_some(),
+        args.netns.is_some(),
+        args.container.is_some(),
+    ];
+    if starts.iter().filter(|given| **given).count() > 1 {
+        bail!("--pid, --netns and --container each name where to start: give one");
     }
-    let netns = match (&args.pid, &args.netns) {
-        (Some(pid), _) => Some(netns_inode(&format!("/proc/{pid}/ns/net"))?),
-        (_, Some(ns)) => Some(resolve_netns(ns)?),
+    let netns = match (&args.pid, &args.netns, &args.container) {
+        (Some(pid), ..) => Some(netns_inode(&format!("/proc/{pid}/ns/net"))?),
+        (_, Some(ns), _) => Some(resolve_netns(ns)?),
+        (.., Some(id)) => Some(container_netns(id)?),
         _ => None,
     };
     let filter = PacketFilter {
@@ -223,6 +229,33 @@ impl RuleNamer {
 fn netns_inode(path: &str) -> Result<u32> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
     u32::try_from(meta.ino()).with_context(|| format!("{path}: inode out of range"))
+}
+
+/// `--container`: the network namespace of the container whose id starts
+/// with `prefix` (its first process' namespace: a container has one).
+fn container_netns(prefix: &str) -> Result<u32> {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("--container {prefix}: a container id is hexadecimal digits");
+    }
+    let found = kindling_k8s::container_processes("/proc", &prefix);
+    let ids: std::collections::BTreeSet<&str> = found.iter().map(|(_, id)| id.as_str()).collect();
+    match (found.first(), ids.len()) {
+        (None, _) => {
+            bail!("--container {prefix}: no process of such a container runs on this host")
+        }
+        (Some((pid, id)), 1) => {
+            eprintln!(
+                "kindling: container {id}: starting in the network namespace of its process {pid}"
+            );
+            netns_inode(&format!("/proc/{pid}/ns/net"))
+        }
+        _ => bail!(
+            "--container {prefix} is ambiguous: {} containers start so ({})",
+            ids.len(),
+            ids.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// `--netns`: an `ip netns` name, a path, or an inode number.

@@ -626,3 +626,102 @@ fn a_retransmit_names_the_drop_that_caused_it() {
         .filter(|v| v["kind"] == "exchange" && v["role"] == "server")
         .all(|v| v.get("drop_cause").is_none()));
 }
+
+/// A process in a cgroup named as Docker names its containers
+/// (`docker-<id>.scope`), removed (process and cgroup) when dropped.
+struct FakeContainer {
+    id: String,
+    child: std::process::Child,
+    cgroup: std::path::PathBuf,
+    mounted: Option<std::path::PathBuf>,
+}
+
+impl FakeContainer {
+    /// `sleep` in namespace `netns`, in a container cgroup of the cgroup2
+    /// hierarchy (mounted for the test where the host has none).
+    fn start(netns: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let existing = mountinfo.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.starts_with("cgroup2 ")).then(|| pre.split(' ').nth(4).map(String::from))?
+        });
+        let (root, mounted) = match existing {
+            Some(m) => (std::path::PathBuf::from(m), None),
+            None => {
+                let m = common::temp_dir("cgroup2");
+                sh(&format!("mount -t cgroup2 none {}", m.display()));
+                (m.clone(), Some(m))
+            }
+        };
+        let id = format!("c0ffee{:08x}{}", std::process::id(), "ab".repeat(25));
+        let cgroup = root.join(format!("docker-{id}.scope"));
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "sleep", "60"])
+            .spawn()
+            .unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
+        FakeContainer {
+            id,
+            child,
+            cgroup,
+            mounted,
+        }
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.cgroup);
+        if let Some(m) = &self.mounted {
+            let _ = Command::new("umount").arg(m).status();
+        }
+    }
+}
+
+/// `--container ID`: packets start being followed in that container's
+/// network namespace (found by its cgroup), not in its neighbour's.
+#[test]
+fn a_container_is_traced_from_its_network_namespace() {
+    if !common::privileged("trace-packets --container") {
+        return;
+    }
+    let net = PodNet::new("ct");
+    let container = FakeContainer::start(&net.a);
+    common::http_server_in_netns(&net.c, "10.20.0.2", 8080);
+    // a short id, as `docker ps` shows it
+    let trace = Trace::start(&["--container", &container.id[..12], "--port", "8080"]);
+    assert!(curl_from(
+        &net.a,
+        "http://10.20.0.2:8080/from-the-container"
+    ));
+    assert!(curl_from(
+        &net.b,
+        "http://10.20.0.2:8080/from-its-neighbour"
+    ));
+    let (values, _) = trace.stop();
+    let all = packets(&values);
+    let na = net.inode(&net.a);
+    assert!(
+        all.iter()
+            .any(|p| p["src"].as_str().unwrap().starts_with("10.10.0.10:")
+                && devices(p).first() == Some(&("eth0".to_owned(), na))),
+        "the container's packets are followed from its namespace: {all:?}"
+    );
+    let neighbour = |p: &&&Value| {
+        [&p["src"], &p["dst"]]
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("10.10.0.20:"))
+    };
+    assert!(!all.iter().any(|p| neighbour(&p)), "{all:?}");
+    // an id no container has is one clear error
+    let out = kindling()
+        .args(["trace-packets", "--container", "0123456789abcdef"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no process of such a container"), "{err}");
+}

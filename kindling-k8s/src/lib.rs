@@ -34,4 +34,4 @@ pub mod watch;
 
 pub use cgroup::{identity_from_cgroup, CgroupIdentity, Runtime};
 pub use enricher::{KubernetesEnricher, Translations, METRIC_LABELS, WORKLOAD_KIND, WORKLOAD_NAME};
-pub use process::{container_id_from_cgroup, ProcessEnricher};
+pub use process::{container_id_from_cgroup, container_processes, ProcessEnricher};

@@ -2,7 +2,7 @@
 //! so a bare host is useful.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cgroup::identity_from_cgroup;
 use kindling_flow::enrich::Enricher;
@@ -84,29 +84,60 @@ impl ProcessEnricher {
         if let Some(c) = self.containers.get(&pid) {
             return c.clone();
         }
-        let path = self.proc_root.join(pid.to_string()).join("cgroup");
-        // cgroup v1 has a line per hierarchy: the first that names a
-        // container or a pod
-        let identity = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .filter_map(|l| l.splitn(3, ':').nth(2))
-                    .map(identity_from_cgroup)
-                    .find(|who| who.container_id.is_some() || who.pod_uid.is_some())
-                    .map(|who| Identity {
-                        container_id: who.container_id.map(str::to_owned),
-                        runtime: who.runtime.map(|r| r.as_str()),
-                        pod_uid: who.pod_uid,
-                    })
-            })
-            .unwrap_or_default();
+        let identity = read_identity(&self.proc_root, pid);
         if self.containers.len() >= MAX_PROCESSES {
             self.containers.clear();
         }
         self.containers.insert(pid, identity.clone());
         identity
     }
+}
+
+/// The container or pod a process' cgroup names, read from `proc_root`.
+fn read_identity(proc_root: &Path, pid: u32) -> Identity {
+    let path = proc_root.join(pid.to_string()).join("cgroup");
+    // cgroup v1 has a line per hierarchy: the first that names a
+    // container or a pod
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .filter_map(|l| l.splitn(3, ':').nth(2))
+                .map(identity_from_cgroup)
+                .find(|who| who.container_id.is_some() || who.pod_uid.is_some())
+                .map(|who| Identity {
+                    container_id: who.container_id.map(str::to_owned),
+                    runtime: who.runtime.map(|r| r.as_str()),
+                    pod_uid: who.pod_uid,
+                })
+        })
+        .unwrap_or_default()
+}
+
+/// The processes of every container whose id starts with `prefix` (a
+/// short id such as Docker's 12 digits, or the whole id), as (pid,
+/// container id), in pid order, read from `proc_root`'s cgroup files.
+///
+/// # Examples
+///
+/// ```
+/// let found = kindling_k8s::container_processes("/proc", "0123456789ab");
+/// assert!(found.iter().all(|(_, id)| id.starts_with("0123456789ab")));
+/// ```
+pub fn container_processes(proc_root: impl AsRef<Path>, prefix: &str) -> Vec<(u32, String)> {
+    let root = proc_root.as_ref();
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, String)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let id = read_identity(root, pid).container_id?;
+            id.starts_with(prefix).then_some((pid, id))
+        })
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 impl Enricher for ProcessEnricher {
@@ -182,6 +213,12 @@ mod tests {
         assert_eq!(pod.pod_uid.as_deref(), Some(uid));
         assert_eq!(pod.runtime, Some("containerd"));
         assert_eq!(e.identity(43), Identity::default(), "no such process");
+        // both processes are in the container; a short id finds them
+        assert_eq!(
+            container_processes(&root, &id[..12]),
+            [(7, id.clone()), (42, id.clone())]
+        );
+        assert!(container_processes(&root, "cd").is_empty());
         std::fs::remove_dir_all(root).unwrap();
     }
 }
