@@ -10,8 +10,9 @@ set -euo pipefail
 # openssl (a throwaway certificate for /metrics over TLS), kubectl (checks
 # that the test Kubernetes API server speaks the real API), nftables +
 # iproute2 (pods in network namespaces behind a ClusterIP DNAT rule),
+# iptables (its nftables backend's rules named by nftables tracing),
 # tshark (reads what `kindling dump` writes), tmux (drives the live view).
-need=(clang llvm libelf-dev zlib1g-dev libssl-dev openssl pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount nginx-light dnsmasq-base dnsutils redis-server redis-tools mariadb-server mariadb-client prometheus nftables iproute2 procps tshark tmux)
+need=(clang llvm libelf-dev zlib1g-dev libssl-dev openssl pkg-config make gcc bpftool curl python3 ca-certificates util-linux mount nginx-light dnsmasq-base dnsutils redis-server redis-tools mariadb-server mariadb-client prometheus nftables iptables iproute2 procps tshark tmux)
 missing=()
 for p in "${need[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -147,7 +147,7 @@ impl NftTracer {
     }
 
     /// `FAMILY TABLE CHAIN handle N: RULE` of a trace, the rule's text
-    /// from `nft -a list chain` (looked up once).
+    /// from `nft -a -s list chain` (looked up once).
     pub fn describe(&mut self, ns: &str, t: &NftTrace) -> String {
         let head = format!("{} {} {}", t.family, t.table, t.chain);
         let Some(handle) = t.rule_handle else {
@@ -174,7 +174,8 @@ impl NftTracer {
 
 fn rule_text(ns: &str, t: &NftTrace, handle: u64) -> Option<String> {
     let out = nft(ns)
-        .args(["-a", "list", "chain", t.family, &t.table, &t.chain])
+        // stateless: a counter's values would change the text each time
+        .args(["-a", "-s", "list", "chain", t.family, &t.table, &t.chain])
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -183,7 +184,11 @@ fn rule_text(ns: &str, t: &NftTrace, handle: u64) -> Option<String> {
         .lines()
         .map(str::trim)
         .find(|l| l.ends_with(&suffix))
-        .map(|l| l.trim_end_matches(&suffix).trim().to_owned())
+        // (iptables-nft's rules print with double spaces)
+        .map(|l| {
+            let rule = l.trim_end_matches(&suffix);
+            rule.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
 }
 
 impl Drop for NftTracer {

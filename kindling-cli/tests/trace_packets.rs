@@ -1,8 +1,8 @@
 //! `kindling trace-packets` on a small pod network the test builds (root):
 //! hosts A and B on a bridge in namespace R, host C behind a routed veth
-//! with a small MTU; an nftables table in R that drops one port, drops
-//! the first data segment of each connection to another, and plays a
-//! ClusterIP with DNAT; a blackhole route. Real HTTP and UDP between the
+//! with a small MTU; an nftables table in R that drops one port, drops the
+//! first data segment of each connection to another, and plays a ClusterIP
+//! with DNAT; an iptables rule that drops a third port; a blackhole route. Real HTTP and UDP between the
 //! namespaces; the traced paths must name the devices and namespaces in
 //! order, the translation, and each drop's own reason and place.
 
@@ -77,7 +77,8 @@ table inet kindling_test {{
     udp dport 9999 drop;
     tcp dport 8081 tcp flags & psh == psh ip saddr . tcp sport != @once add @once {{ ip saddr . tcp sport }} drop; }}
 }}
-EOF"
+EOF
+             ip netns exec {r} iptables -A FORWARD -p udp --dport 9998 -j DROP"
         ));
         net
     }
@@ -317,6 +318,8 @@ fn each_broken_path_reports_its_own_drop_reason_and_place() {
     ]);
     // an nftables rule drops the port
     udp_from(&net.a, "10.20.0.2:9999", 100);
+    // an iptables rule (Debian's iptables: the nftables backend) another
+    udp_from(&net.a, "10.20.0.2:9998", 100);
     // no route in the router
     udp_from(&net.a, "10.40.0.5:7000", 100);
     // a blackhole route in the router
@@ -362,6 +365,16 @@ fn each_broken_path_reports_its_own_drop_reason_and_place() {
     assert!(
         rule.starts_with("inet kindling_test fw handle ") && rule.ends_with("udp dport 9999 drop"),
         "{rule:?}"
+    );
+    let iptables = packets(&values)
+        .iter()
+        .find(|p| p["dst"] == "10.20.0.2:9998")
+        .and_then(|p| p["drop_rule"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    assert!(
+        iptables.starts_with("ip filter FORWARD handle ")
+            && iptables.ends_with("udp dport 9998 counter drop"),
+        "{iptables:?}"
     );
     // and the marking table is gone with the trace
     let left = Command::new("ip")
