@@ -78,12 +78,82 @@ pub enum Body {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Headers<'a> {
     block: &'a [u8],
+    /// The headers attributes come from, found while the head was split
+    /// into lines, so that reading them scans nothing again.
+    known: Known<'a>,
+}
+
+/// First values of the headers every message's attributes read.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Known<'a> {
+    host: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+    content_type: Option<&'a [u8]>,
+}
+
+impl<'a> Known<'a> {
+    /// From `(name, value)` lines; names compared by length first, so
+    /// most lines cost one comparison.
+    fn of(lines: impl Iterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut known = Self::default();
+        for (name, value) in lines {
+            known.note(name, value);
+        }
+        known
+    }
+
+    /// Keeps `value` if `name` is one of these, seen first.
+    #[inline]
+    fn note(&mut self, name: &str, value: &'a [u8]) {
+        let slot = match name.len() {
+            4 if name.eq_ignore_ascii_case("host") => &mut self.host,
+            10 if name.eq_ignore_ascii_case("user-agent") => &mut self.user_agent,
+            12 if name.eq_ignore_ascii_case("content-type") => &mut self.content_type,
+            _ => return,
+        };
+        if slot.is_none() {
+            *slot = Some(trim(value));
+        }
+    }
+
+    /// The value of `name` (lower case) if it is one of these.
+    fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        match name {
+            "host" => Some(self.host),
+            "user-agent" => Some(self.user_agent),
+            "content-type" => Some(self.content_type),
+            _ => None,
+        }
+    }
 }
 
 impl<'a> Headers<'a> {
+    /// The header lines of `block`.
+    fn new(block: &'a [u8]) -> Self {
+        let mut headers = Self {
+            block,
+            known: Known::default(),
+        };
+        headers.known = Known::of(headers.iter());
+        headers
+    }
+
+    /// The header lines of `block`, which httparse split into `lines`.
+    fn parsed(block: &'a [u8], lines: &[httparse::Header<'a>]) -> Self {
+        Self {
+            block,
+            known: Known::of(lines.iter().map(|h| (h.name, h.value))),
+        }
+    }
+
+    /// The header lines of `block`, with the values [`framing`] found.
+    fn framed(block: &'a [u8], known: Known<'a>) -> Self {
+        Self { block, known }
+    }
+
     /// Iterates `(name, value)` pairs in order, value trimmed.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        self.block.split(|&b| b == b'\n').filter_map(|line| {
+        lines(self.block).filter_map(|line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let colon = line.iter().position(|&b| b == b':')?;
             let name = std::str::from_utf8(&line[..colon]).ok()?;
@@ -93,10 +163,13 @@ impl<'a> Headers<'a> {
 
     /// The first value of a header, by case-insensitive name.
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        if let Some(value) = self.known.get(name) {
+            return value;
+        }
         // names are tokens right before the colon (RFC 9112 §5.1): compare
         // bytes in place, without splitting every line into name and value
         let name = name.as_bytes();
-        self.block.split(|&b| b == b'\n').find_map(|line| {
+        lines(self.block).find_map(|line| {
             let (n, rest) = line.split_at_checked(name.len())?;
             let value = rest.strip_prefix(b":")?;
             n.eq_ignore_ascii_case(name)
@@ -123,7 +196,7 @@ impl<'a> Headers<'a> {
     /// ```
     pub fn get_many<const N: usize>(&self, names: [&str; N]) -> [Option<&'a [u8]>; N] {
         let mut out = [None; N];
-        for line in self.block.split(|&b| b == b'\n') {
+        for line in lines(self.block) {
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 continue;
             };
@@ -154,6 +227,26 @@ impl fmt::Debug for Headers<'_> {
             .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
             .finish()
     }
+}
+
+/// The lines of a header block (as `split` on `\n` gives them), found with
+/// a vectorised search: headers are looked up in every message, and a
+/// byte-at-a-time split was the largest part of that.
+fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(block);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(end) => {
+                rest = Some(&r[end + 1..]);
+                Some(&r[..end])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -428,9 +521,11 @@ fn last_token_is_chunked(te: &[u8]) -> bool {
 fn framing<'h>(
     headers: impl Iterator<Item = (&'h str, &'h [u8])>,
     is_request: bool,
+    known: &mut Known<'h>,
 ) -> Result<Option<Body>, Error> {
     let mut te: Option<&[u8]> = None;
     let mut cl: Option<u64> = None;
+    // (the attributes' headers are noted in the same pass)
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(value);
@@ -440,6 +535,8 @@ fn framing<'h>(
                 return Err(Error::BadContentLength);
             }
             cl = Some(n);
+        } else {
+            known.note(name, value);
         }
     }
     if let Some(te) = te {
@@ -590,9 +687,7 @@ impl Http1 {
         let complete = &buf[..buf.iter().rposition(|&b| b == b'\n')? + 1];
         let start_end = complete.iter().position(|&b| b == b'\n')? + 1;
         let start = std::str::from_utf8(&complete[..start_end]).ok()?.trim_end();
-        let headers = Headers {
-            block: &complete[start_end..],
-        };
+        let headers = Headers::new(&complete[start_end..]);
         let version = |v: &str| match v {
             "HTTP/1.0" => Some(0),
             "HTTP/1.1" => Some(1),
@@ -661,12 +756,12 @@ impl Http1 {
                 else {
                     return Err(Error::BadHead);
                 };
-                let headers = Headers {
-                    block: header_block(buf, head_len, req.headers.first()),
-                };
+                let block = header_block(buf, head_len, req.headers.first());
                 // Frame from httparse's already split lines, not a second pass.
                 let lines = req.headers.iter().map(|h| (h.name, h.value));
-                let body = framing(lines, true)?.unwrap_or(Body::None);
+                let mut known = Known::default();
+                let body = framing(lines, true, &mut known)?.unwrap_or(Body::None);
+                let headers = Headers::framed(block, known);
                 session.push(match method {
                     "HEAD" => Pending::Head,
                     "CONNECT" => Pending::Connect,
@@ -694,24 +789,24 @@ impl Http1 {
                     return Err(Error::BadHead);
                 };
                 let reason = resp.reason.unwrap_or("");
-                let headers = Headers {
-                    block: header_block(buf, head_len, resp.headers.first()),
-                };
+                let block = header_block(buf, head_len, resp.headers.first());
                 let request = session.front();
-                let body = if status == 101
+                let (body, headers) = if status == 101
                     || (request == Pending::Connect && (200..300).contains(&status))
                 {
                     session.upgraded = true;
-                    Body::None
+                    (Body::None, Headers::parsed(block, resp.headers))
                 } else if (100..200).contains(&status)
                     || status == 204
                     || status == 304
                     || request == Pending::Head
                 {
-                    Body::None
+                    (Body::None, Headers::parsed(block, resp.headers))
                 } else {
                     let lines = resp.headers.iter().map(|h| (h.name, h.value));
-                    framing(lines, false)?.unwrap_or(Body::UntilClose)
+                    let mut known = Known::default();
+                    let body = framing(lines, false, &mut known)?.unwrap_or(Body::UntilClose);
+                    (body, Headers::framed(block, known))
                 };
                 // An interim response (100 Continue, 103) leaves the request pending.
                 if !(100..200).contains(&status) || status == 101 {
@@ -835,7 +930,8 @@ impl<'a> Request<'a> {
                 None => t,
             }
         };
-        let end = t.find(['?', '#']).unwrap_or(t.len());
+        // (a vectorised search: a set of chars is matched char by char)
+        let end = memchr::memchr2(b'?', b'#', t.as_bytes()).unwrap_or(t.len());
         &t[..end]
     }
 
@@ -1095,9 +1191,8 @@ impl Request<'_> {
                 a.put("url.query", q);
             }
         }
-        let found = self
-            .headers
-            .get_many(["host", "user-agent", "content-type"]);
+        let known = &self.headers.known;
+        let found = [known.host, known.user_agent, known.content_type];
         let keys = [
             "server.address",
             "user_agent.original",
