@@ -930,8 +930,12 @@ impl<'a> Request<'a> {
                 None => t,
             }
         };
-        // (a vectorised search: a set of chars is matched char by char)
-        let end = memchr::memchr2(b'?', b'#', t.as_bytes()).unwrap_or(t.len());
+        // (bytes: a set of chars is matched char by char, and a vectorised
+        // search costs more to start than a path is long)
+        let end = t
+            .bytes()
+            .position(|b| b == b'?' || b == b'#')
+            .unwrap_or(t.len());
         &t[..end]
     }
 
