@@ -85,6 +85,10 @@ const volatile __u64 budget_per_sec = 50000;
 /* A tracked sk_buff address not seen for this long is a new packet (the
  * memory was freed without a tracepoint and reused). */
 const volatile __u64 reuse_after_ns = 1000000000ULL;
+/* Records each CPU submits before it wakes the reader, which also polls
+ * with a timeout: waking it for every record under load cost more than
+ * writing the record. */
+const volatile __u64 wakeup_records = 1;
 
 /* Dummy instance so the skeleton carries the type for layout checks. */
 struct ke_packet _ke_packet = {};
@@ -149,6 +153,7 @@ struct cpu_state {
 	__u64 window_used;
 	__u64 seq;
 	__u64 lost[PL_MAX];
+	__u64 unwoken; /* records submitted since this CPU last woke the reader */
 };
 
 struct {
@@ -311,6 +316,19 @@ static __always_inline struct cpu_state *state(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&cpu_state, &zero);
+}
+
+/* Hands a record to the reader, waking it once per wakeup_records. */
+static __always_inline void submit(struct ke_packet *e)
+{
+	struct cpu_state *s = state();
+	__u64 flags = BPF_RB_FORCE_WAKEUP;
+
+	if (s && ++s->unwoken < wakeup_records)
+		flags = BPF_RB_NO_WAKEUP;
+	else if (s)
+		s->unwoken = 0;
+	bpf_ringbuf_submit(e, flags);
 }
 
 /* Room for one record, within the CPU's budget; NULL (counted) otherwise. */
@@ -496,7 +514,7 @@ static __always_inline int hop(const struct sk_buff *skb, __u8 point, __u32 reas
 		pflags |= KPF_NO_DEVICE;
 	}
 	e->pflags = pflags;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	if (point == KP_DROP)
 		bpf_map_delete_elem(&tracked, &key);
 	return 0;
@@ -535,7 +553,7 @@ static __always_inline int end_of(const struct sk_buff *skb, __u8 point)
 	e->len = KREAD(skb, len);
 	e->point = point;
 	e->pflags = KPF_NO_DEVICE;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	if (point == KP_CONSUME) {
 		bpf_map_delete_elem(&tracked, &key);
 	} else {

@@ -12,7 +12,8 @@
 # BPF time per traced packet and per hop.
 #
 # Usage (root): bash benches/packets/run.sh [SECONDS_PER_RUN=10] [ROUNDS=3]
-# ROUNDS=0 makes only the profiled runs.
+# ROUNDS=0 makes only the profiled runs. PERF_OUT=FILE also records the
+# tracer process with `perf record -g` during the profiled `traced` run.
 set -euo pipefail
 DUR=${1:-10}
 ROUNDS=${2:-3}
@@ -99,7 +100,13 @@ results=$work/results.tsv
 run_one() {
   local mode=$1 round=$2
   start_tracer "$mode"
+  local perf_pid=""
+  if [ "$mode" = traced-profiled ] && [ -n "${PERF_OUT:-}" ]; then
+    perf record -q -g -o "$PERF_OUT" -p "$tracer_pid" -- sleep "$DUR" 2>/dev/null &
+    perf_pid=$!
+  fi
   local out; out=$(ip netns exec "$A" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$url")
+  [ -n "$perf_pid" ] && wait "$perf_pid" || true
   local bpf="- -"
   [[ $mode == *profiled ]] && bpf=$(bpf_time)
   stop_tracer

@@ -69,12 +69,14 @@ pub fn run(args: TracePacketsArgs) -> Result<()> {
         drop_reasons: kindling_probe::drop_reason_names_from(args.btf.as_deref()),
     });
     let mut summary = PathSummary::default();
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    // (a packet's JSON is ~600 bytes: one write per hundred of them)
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut printer = Printer {
         format: args.output,
         names: &names,
         symbols: &symbols,
         summary_only: args.summary_only,
+        shared_names: BTreeMap::new(),
     };
     let mut paths = Vec::new();
     let mut packets = 0u64;
@@ -97,13 +99,13 @@ pub fn run(args: TracePacketsArgs) -> Result<()> {
             // paths a rule may explain wait for its trace message
             r.hold(&mut paths, done);
         }
-        for p in paths.drain(..) {
+        for mut p in paths.drain(..) {
             if args.count.is_some_and(|c| packets >= c) {
                 break;
             }
             packets += 1;
             summary.add(&p);
-            printer.path(&mut out, &p)?;
+            printer.path(&mut out, &mut p)?;
         }
         out.flush()?;
         if done {
@@ -342,6 +344,8 @@ struct Printer<'a> {
     names: &'a NetnsNames,
     symbols: &'a Symbols,
     summary_only: bool,
+    /// Each namespace's name made once, shared by every hop in it.
+    shared_names: BTreeMap<u32, std::sync::Arc<str>>,
 }
 
 impl Printer<'_> {
@@ -355,6 +359,7 @@ impl Printer<'_> {
                 netns,
                 location,
                 loss,
+                ..
             } => format!(
                 "{} {reason} at {}@{} in {}",
                 if *loss { "DROPPED" } else { "freed" },
@@ -373,27 +378,34 @@ impl Printer<'_> {
         }
     }
 
-    fn path(&mut self, out: &mut impl Write, p: &PacketPath) -> io::Result<()> {
+    fn path(&mut self, out: &mut impl Write, p: &mut PacketPath) -> io::Result<()> {
         if self.summary_only {
             return Ok(());
         }
         match self.format {
             Format::Json => {
-                let mut v = serde_json::to_value(p).unwrap_or_default();
-                v["kind"] = "packet".into();
-                if let End::Dropped { location, .. } = &p.end {
-                    v["end"]["symbol"] = self.symbols.name(*location).into();
+                // written as it is serialised: no tree of values per packet
+                // (that was most of the tracer's own time under load)
+                if self.shared_names.len() > 4096 {
+                    // namespaces come and go with pods: bound the cache
+                    self.shared_names.clear();
                 }
-                for (hop, json) in p.hops.iter().zip(
-                    v["hops"]
-                        .as_array_mut()
-                        .map(|a| a.iter_mut())
-                        .into_iter()
-                        .flatten(),
-                ) {
-                    json["netns_name"] = self.names.name(hop.netns).into();
+                for hop in &mut p.hops {
+                    let names = self.names;
+                    let name = self
+                        .shared_names
+                        .entry(hop.netns)
+                        .or_insert_with(|| names.name(hop.netns).into());
+                    hop.netns_name = Some(std::sync::Arc::clone(name));
                 }
-                writeln!(out, "{v}")
+                if let End::Dropped {
+                    location, symbol, ..
+                } = &mut p.end
+                {
+                    *symbol = Some(self.symbols.name(*location));
+                }
+                serde_json::to_writer(&mut *out, &*p)?;
+                out.write_all(b"\n")
             }
             Format::Table => {
                 let flags = if p.tcp_flags.is_empty() {

@@ -37,6 +37,10 @@ const _: () = assert!(size_of::<RawPacket>() == size_of::<skel::types::ke_packet
 /// Most ports a filter names (`MAX_PORTS` in `packets.bpf.c`).
 pub const MAX_FILTER_PORTS: usize = 8;
 
+/// Records each CPU writes before it wakes the reader (see
+/// `wakeup_records` in `bpf/packets.bpf.c`).
+const WAKEUP_RECORDS: u64 = 64;
+
 /// What to follow, and how much of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PacketFilter {
@@ -201,6 +205,9 @@ impl PacketTracer {
         rodata.filter_netns = f.netns.unwrap_or(0);
         rodata.sample_every = f.sample_every;
         rodata.budget_per_sec = f.budget_per_sec;
+        // the reader polls every 100 ms at most: a CPU's 64 records wait
+        // no longer than that
+        rodata.wakeup_records = WAKEUP_RECORDS;
         // tp_btf programs read the sk_buff with plain loads; without the
         // kernel's own BTF (an external file) their raw_tp twins, with
         // helper reads

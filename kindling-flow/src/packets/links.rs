@@ -325,6 +325,7 @@ mod tests {
             device: None,
             netns: 0,
             location: 0,
+            symbol: None,
         };
         links.record(&purge);
         assert_eq!(links.flows(), 0);

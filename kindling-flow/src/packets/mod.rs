@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use kindling_probe::abi::{Point, RawPacket};
 use rustc_hash::FxHashMap;
@@ -67,6 +68,11 @@ pub struct Hop {
     pub ifindex: Option<u32>,
     /// Network namespace inode (0: unknown).
     pub netns: u32,
+    /// The namespace's name, when the caller named it (`kindling
+    /// trace-packets`: `host` and the names of `ip netns`); shared, as
+    /// every hop in a namespace has the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_name: Option<Arc<str>>,
     /// Source as seen here.
     pub src: SocketAddr,
     /// Destination as seen here.
@@ -106,6 +112,9 @@ pub enum End {
         netns: u32,
         /// Kernel text address that dropped it.
         location: u64,
+        /// Its symbol (`nft_do_chain+0x46f`), when the caller resolved it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        symbol: Option<String>,
     },
     /// No end was reported (the kernel freed it without a tracepoint, or
     /// the trace stopped first).
@@ -115,6 +124,8 @@ pub enum End {
 /// One packet's way through the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PacketPath {
+    /// Always `"packet"` (as exchanges say `"exchange"`).
+    pub kind: &'static str,
     /// The tracer's id for it.
     pub trace_id: u64,
     /// `tcp` or `udp`.
@@ -223,6 +234,10 @@ pub struct PathAssembler {
     open: FxHashMap<u64, Open>,
     /// Recently closed ids, so a trailing free is not taken for a packet.
     closed: FxHashMap<u64, u64>,
+    /// When `closed` was last pruned.
+    pruned_ns: u64,
+    /// When open packets were last looked at.
+    ticked_ns: u64,
     stats: PathStats,
 }
 
@@ -253,6 +268,8 @@ impl PathAssembler {
             config,
             open: FxHashMap::default(),
             closed: FxHashMap::default(),
+            pruned_ns: 0,
+            ticked_ns: 0,
             stats: PathStats::default(),
         }
     }
@@ -296,6 +313,7 @@ impl PathAssembler {
             };
             let start = Open {
                 path: PacketPath {
+                    kind: "packet",
                     trace_id: id,
                     protocol,
                     start_boot_ns: now,
@@ -332,6 +350,7 @@ impl PathAssembler {
                 device: raw.device().map(str::to_owned),
                 ifindex: raw.device().map(|_| raw.ifindex.get()),
                 netns: raw.sk.netns.get(),
+                netns_name: None,
                 src: raw.sk.local(),
                 dst: raw.sk.peer(),
                 translated: raw.translated(),
@@ -350,6 +369,7 @@ impl PathAssembler {
                     device: raw.device().map(str::to_owned),
                     netns: raw.sk.netns.get(),
                     location: raw.location.get(),
+                    symbol: None,
                 };
                 self.close(id, out);
             }
@@ -404,8 +424,16 @@ impl PathAssembler {
     }
 
     /// Closes packets delivered a while ago, or idle, as of boot time
-    /// `now_ns`.
+    /// `now_ns` (looking at them a quarter of the delivery grace after the
+    /// last look at the earliest: call it as often as convenient).
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<PacketPath>) {
+        // Every open packet is looked at: not more often than a fraction
+        // of the shortest wait (a busy ring wakes its reader thousands of
+        // times a second, and the scan was then most of its time).
+        if now_ns.saturating_sub(self.ticked_ns) < DELIVER_GRACE_NS / 4 {
+            return;
+        }
+        self.ticked_ns = now_ns;
         let due: Vec<u64> = self
             .open
             .iter()
@@ -419,8 +447,13 @@ impl PathAssembler {
         for id in due {
             self.close(id, out);
         }
-        self.closed
-            .retain(|_, last| now_ns.saturating_sub(*last) < IDLE_NS);
+        // (a scan of every recently closed id: once per idle period is
+        // enough to keep it bounded, and cheap under load)
+        if now_ns.saturating_sub(self.pruned_ns) >= IDLE_NS {
+            self.pruned_ns = now_ns;
+            self.closed
+                .retain(|_, last| now_ns.saturating_sub(*last) < IDLE_NS);
+        }
     }
 
     /// Closes every open packet (the trace ends).
@@ -471,12 +504,14 @@ pub(crate) fn test_path(device: &str, reason: &str) -> PacketPath {
         device: Some(device.to_owned()),
         ifindex: Some(2),
         netns: 7,
+        netns_name: None,
         src: "10.0.0.1:1000".parse().unwrap(),
         dst: "10.0.0.2:80".parse().unwrap(),
         translated: false,
         len: 60,
     };
     PacketPath {
+        kind: "packet",
         trace_id: 1,
         protocol: "tcp",
         start_boot_ns: 0,
@@ -494,6 +529,7 @@ pub(crate) fn test_path(device: &str, reason: &str) -> PacketPath {
             device: Some(device.to_owned()),
             netns: 7,
             location: 0,
+            symbol: None,
         },
         hops_dropped: 0,
         drop_rule: None,
@@ -573,7 +609,10 @@ mod tests {
         a.push(&hop(9, 200, 5, "", 80), &mut out);
         a.tick(200 + DELIVER_GRACE_NS - 1, &mut out);
         assert!(out.is_empty());
+        // (open packets are looked at every quarter grace at most)
         a.tick(200 + DELIVER_GRACE_NS, &mut out);
+        assert!(out.is_empty(), "looked at 1 ns ago");
+        a.tick(200 + DELIVER_GRACE_NS + DELIVER_GRACE_NS / 4, &mut out);
         assert_eq!(out.len(), 1);
         assert!(matches!(out[0].end, End::Delivered { .. }));
         a.push(&hop(9, 300, 4, "", 80), &mut out);
