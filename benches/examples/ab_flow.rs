@@ -8,25 +8,19 @@
 //! valgrind --tool=callgrind target/release/examples/ab_flow 40 plain   # or `metrics`
 //! ```
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Instant;
 
 use kindling_flow::{Config, Metrics, MetricsConfig, Pipeline};
-use kindling_probe::abi;
-use kindling_probe::capture::CaptureReader;
 
-fn records(names: &[&str]) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kindling-flow/tests/data");
-    let mut out = Vec::new();
-    for name in names {
-        let bytes = std::fs::read(dir.join(format!("{name}.kcap"))).expect("capture");
-        let mut r = CaptureReader::new(&bytes[..]).expect("header");
-        while let Some(rec) = r.next_record().expect("records") {
-            out.push(rec.to_vec());
-        }
-    }
-    out
-}
+use kindling_probe::abi;
+
+#[path = "../benches/common/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "the benches' decode-only baseline is not used here"
+)]
+mod common;
+use common::records;
 
 fn main() {
     let mixed = records(&["http1", "redis", "mysql", "dns", "failures", "wrk"]);

@@ -357,20 +357,19 @@ fn each_broken_path_reports_its_own_drop_reason_and_place() {
     );
     assert_eq!(nft.3, "br0", "dropped in the forward hook, come in on br0");
     // nftables tracing names the rule
-    let rule = packets(&values)
-        .iter()
-        .find(|p| p["dst"] == "10.20.0.2:9999")
-        .and_then(|p| p["drop_rule"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let rule_of = |dst: &str| {
+        packets(&values)
+            .iter()
+            .find(|p| p["dst"] == dst)
+            .and_then(|p| p["drop_rule"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let rule = rule_of("10.20.0.2:9999");
     assert!(
         rule.starts_with("inet kindling_test fw handle ") && rule.ends_with("udp dport 9999 drop"),
         "{rule:?}"
     );
-    let iptables = packets(&values)
-        .iter()
-        .find(|p| p["dst"] == "10.20.0.2:9998")
-        .and_then(|p| p["drop_rule"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let iptables = rule_of("10.20.0.2:9998");
     assert!(
         iptables.starts_with("ip filter FORWARD handle ")
             && iptables.ends_with("udp dport 9998 counter drop"),
